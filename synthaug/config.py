@@ -1,0 +1,219 @@
+"""Configuration: frozen dataclasses for a trial, a generator and a preset; flattening; validation.
+
+Every default is written once, here or in the dataclass that owns it (TrainConfig in
+classifier, DDPMConfig and SamplerConfig in diffusion). Sweep scripts only say what their
+experiment changes. Validation raises ConfigError with one line that names the field and
+what is allowed, so the CLI can print it and exit 2 before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass
+
+from synthaug.classifier import TrainConfig
+from synthaug.diffusion.ddpm import DDPMConfig
+from synthaug.diffusion.sampling import SamplerConfig
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line fit for a CLI."""
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """A diffusion model that serves synthetic pools, and how it is obtained."""
+
+    name: str = "ddpm-uncond"           # what trials refer to (TrialConfig.generator)
+    ddpm: DDPMConfig = DDPMConfig()     # architecture and training recipe when trained here
+    sampler: SamplerConfig = SamplerConfig()
+    checkpoint: str = ""                # a diffusers UNet2DModel folder; "" = train on the real train split
+    train_seed: int = 0                 # one generator per data source, shared by every trial seed
+    labeller: TrainConfig = TrainConfig(epochs=30)  # pseudo-labeller recipe (unconditional generators)
+    labeller_per_class: int = 0         # real images a class used to train the labeller; 0 = all
+    sample_batch_size: int = 256        # images a forward pass when sampling
+    shard_size: int = 512               # images a pool shard on disk
+
+    @property
+    def conditional(self) -> bool:
+        return self.ddpm.conditional
+
+    def validate(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"generator.name: a non-empty name without '/', got {self.name!r}")
+        _wrap("generator.ddpm", self.ddpm.validate)
+        _wrap("generator.sampler", self.sampler.validate)
+        _wrap("generator.labeller", self.labeller.validate)
+        for name in ("labeller_per_class",):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"generator.{name}: an integer >= 0, got {getattr(self, name)}")
+        for name in ("sample_batch_size", "shard_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"generator.{name}: an integer >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything that decides a trial's result. Two trials differ only where these differ."""
+
+    experiment: str = "replace_pct"     # the sweep script that made it
+    seed: int = 0                       # fixes the real subset, the weights, the data order, the synthetic images
+    data: str = "shapes"                # resolved data source (synthaug.data.resolve_source)
+    imbalance: float = 1.0              # long-tail ratio n_last / n_first; 1.0 = balanced, 0.1 = CIFAR-LT
+    real_per_class: int = 0             # n_max: real images of the largest class; 0 = all there are
+    test_per_class: int = 0             # test images a class; 0 = the whole test split
+    replace_pct: float = 0.0            # % of each class's real images replaced by synthetic ones
+    augment_classes: tuple[str, ...] = ()  # classes that receive augment_count extra synthetic images
+    augment_count: int = 0
+    generator: str = "ddpm-uncond"      # GeneratorSpec.name serving the synthetic images
+    train: TrainConfig = TrainConfig()
+
+    @property
+    def uses_synthetic(self) -> bool:
+        return self.replace_pct > 0 or (self.augment_count > 0 and bool(self.augment_classes))
+
+    def validate(self, classes: typing.Sequence[str] | None = None,
+                 generators: typing.Iterable[str] | None = None) -> None:
+        if self.seed < 0:
+            raise ConfigError(f"seed: an integer >= 0, got {self.seed}")
+        if not 0 < self.imbalance <= 1:
+            raise ConfigError(f"imbalance: a ratio in (0, 1], got {self.imbalance}")
+        for name in ("real_per_class", "test_per_class", "augment_count"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: an integer >= 0, got {getattr(self, name)}")
+        if not 0 <= self.replace_pct < 100:
+            raise ConfigError(f"replace_pct: a percentage in [0, 100), got {self.replace_pct}")
+        if classes is not None:
+            unknown = [c for c in self.augment_classes if c not in classes]
+            if unknown:
+                raise ConfigError(f"augment_classes: names from {', '.join(classes)}; got {', '.join(unknown)}")
+        if generators is not None and self.uses_synthetic and self.generator not in set(generators):
+            raise ConfigError(f"generator: one of {', '.join(sorted(generators))}, got {self.generator!r}")
+        _wrap("train", self.train.validate)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A scale: what data, how much of it, which network and which generators."""
+
+    name: str
+    data: str                           # default --data
+    real_per_class: int                 # see TrialConfig
+    test_per_class: int
+    train: TrainConfig
+    generators: tuple[GeneratorSpec, ...]
+    cpus_per_trial: float = 1.0         # one core a trial: two trials at once on a 2-core laptop
+    gpus_per_trial: float = 0.45        # two trials share a GPU beside its DDPM server
+    server_gpus: float = 0.1            # the DDPM server's share of a GPU
+
+    def generator(self, name: str) -> GeneratorSpec:
+        for spec in self.generators:
+            if spec.name == name:
+                return spec
+        raise ConfigError(f"generator: one of {', '.join(g.name for g in self.generators)}, got {name!r}")
+
+
+SMOKE_DDPM = DDPMConfig(block_out_channels=(32, 64, 64), layers_per_block=1, attention=False,
+                        train_steps=300, batch_size=64, lr=1e-3)
+SMOKE_SAMPLER = SamplerConfig(name="ddim", steps=20)
+SMOKE_TRAIN = TrainConfig(epochs=6, batch_size=64, lr=0.05, width=16)
+SMOKE_LABELLER = TrainConfig(epochs=4, batch_size=64, lr=0.05, width=16)
+
+TINY_DDPM = DDPMConfig(block_out_channels=(16, 32), layers_per_block=1, attention=False,
+                       train_steps=40, batch_size=32, lr=2e-3)
+TINY_TRAIN = TrainConfig(epochs=2, batch_size=32, lr=0.05, width=8)
+
+PRESETS: dict[str, Preset] = {
+    # Minutes on a 2-core laptop, offline: procedural shapes, a narrow ResNet18, a tiny DDPM.
+    "smoke": Preset(
+        name="smoke", data="shapes", real_per_class=100, test_per_class=100, train=SMOKE_TRAIN,
+        generators=(
+            GeneratorSpec(name="ddpm-uncond", ddpm=SMOKE_DDPM, sampler=SMOKE_SAMPLER,
+                          labeller=SMOKE_LABELLER, labeller_per_class=200, sample_batch_size=64,
+                          shard_size=128),
+            GeneratorSpec(name="ddpm-cond", ddpm=dataclasses.replace(SMOKE_DDPM, conditional=True),
+                          sampler=SMOKE_SAMPLER, labeller=SMOKE_LABELLER, labeller_per_class=200,
+                          sample_batch_size=64, shard_size=128),
+        ),
+    ),
+    # Seconds: the tests' end-to-end scale and a quick check that everything is wired.
+    "tiny": Preset(
+        name="tiny", data="shapes", real_per_class=20, test_per_class=20, train=TINY_TRAIN,
+        generators=(
+            GeneratorSpec(name="ddpm-uncond", ddpm=TINY_DDPM, sampler=SamplerConfig(steps=4),
+                          labeller=TINY_TRAIN, labeller_per_class=40, sample_batch_size=64, shard_size=64),
+            GeneratorSpec(name="ddpm-cond", ddpm=dataclasses.replace(TINY_DDPM, conditional=True),
+                          sampler=SamplerConfig(steps=4), labeller=TINY_TRAIN, labeller_per_class=40,
+                          sample_batch_size=64, shard_size=64),
+        ),
+    ),
+    # The study's scale: all of CIFAR-10, ResNet18 at full width, the DDPM CIFAR-10 UNet.
+    "paper": Preset(
+        name="paper", data="cifar10", real_per_class=0, test_per_class=0, train=TrainConfig(),
+        generators=(
+            GeneratorSpec(name="ddpm-uncond"),
+            GeneratorSpec(name="ddpm-cond", ddpm=DDPMConfig(conditional=True)),
+        ),
+    ),
+}
+
+
+def preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ConfigError(f"--preset: one of {', '.join(PRESETS)}, got {name!r}")
+    return PRESETS[name]
+
+
+# -- flattening: dataclass <-> {"train.lr": 0.01, ...} for Tune and MLflow params ---------------
+
+def to_flat(obj, prefix: str = "") -> dict[str, typing.Any]:
+    """A (nested) frozen dataclass as a flat dict with dotted keys; tuples become lists."""
+    flat: dict[str, typing.Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = prefix + f.name
+        if dataclasses.is_dataclass(value):
+            flat.update(to_flat(value, key + "."))
+        else:
+            flat[key] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def from_flat(cls, flat: typing.Mapping[str, typing.Any], prefix: str = ""):
+    """Inverse of to_flat; keys it does not know are ignored, missing keys take the defaults."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            if any(k.startswith(key + ".") for k in flat):
+                kwargs[f.name] = from_flat(hint, flat, key + ".")
+        elif key in flat:
+            value = flat[key]
+            kwargs[f.name] = tuple(value) if typing.get_origin(hint) is tuple else value
+    return cls(**kwargs)
+
+
+def digest(obj) -> str:
+    """A stable hex digest of a dataclass or JSON-able value."""
+    if dataclasses.is_dataclass(obj):
+        obj = to_flat(obj)
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _wrap(prefix: str, validate: typing.Callable[[], None]) -> None:
+    """Run a nested validate() and re-raise its error as a ConfigError under `prefix`."""
+    try:
+        validate()
+    except ConfigError:
+        raise
+    except ValueError as err:
+        name, _, rest = str(err).partition(":")
+        name = name.split(".", 1)[-1]          # "train.epochs" -> "epochs"
+        raise ConfigError(f"{prefix}.{name}:{rest}") from None
+

@@ -1,0 +1,335 @@
+"""A DDPM on 32x32x3 images: the diffusers UNet2DModel, its training loop and its files.
+
+The network is Ho et al.'s CIFAR-10 DDPM (widths 128-256-256-256, two residual blocks a
+level, single-head self-attention at 16x16), unconditional or class-conditional through a
+learned class embedding (`num_class_embeds`) added to the timestep embedding. Training is
+epsilon prediction with an MSE loss, AdamW and an exponential moving average of the
+weights; the EMA weights are what a generator is.
+
+Files. `save_generator` writes a directory that `UNet2DModel.from_pretrained` can read,
+plus `scheduler_config.json` (the noise schedule it was trained with) and
+`ddpm_config.json` (the DDPMConfig and the weights digest). `load_generator` also reads any
+diffusers UNet2DModel directory, such as a local copy of google/ddpm-cifar10-32.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+from tqdm.auto import tqdm
+
+IMAGE_SHAPE = (32, 32, 3)  # CIFAR: height, width, channels (arrays are uint8 NHWC)
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # what DDPMScheduler offers for images
+GRAD_CLIP_NORM = 1.0  # Ho et al. clip the gradient norm at 1
+ADAMW_WEIGHT_DECAY = 0.0  # Ho et al. used plain Adam; the EMA is the regulariser
+CONFIG_FILE = "ddpm_config.json"  # our DDPMConfig + weights digest, beside the diffusers files
+SCHEDULER_FILE = "scheduler_config.json"  # diffusers' name, so any scheduler can from_config it
+
+
+@dataclass(frozen=True)
+class DDPMConfig:
+    """What a DDPM generator is and how it is trained. Defaults: Ho et al.'s CIFAR-10 run."""
+
+    conditional: bool = False  # False: unconditional (E3b, E4); True: one embedding a class (E2b, E3a)
+    num_classes: int = 10  # CIFAR-10
+    block_out_channels: tuple[int, ...] = (128, 256, 256, 256)  # the DDPM CIFAR-10 widths; smoke narrows
+    layers_per_block: int = 2  # residual blocks a resolution, as in DDPM
+    attention: bool = True  # self-attention at 16x16 like DDPM; smoke may turn it off
+    num_train_timesteps: int = 1000  # T in DDPM
+    beta_schedule: str = "linear"  # DDPM's 1e-4 .. 0.02
+    train_steps: int = 100_000  # enough for recognisable CIFAR samples (DDPM trained 800k)
+    batch_size: int = 128  # DDPM's batch
+    lr: float = 2e-4  # DDPM's CIFAR-10 learning rate
+    ema_decay: float = 0.9999  # DDPM's EMA decay (warmed up, see ema_decay_at)
+    horizontal_flip: bool = True  # DDPM's only augmentation
+
+    def validate(self) -> None:
+        """Raise ValueError("ddpm.<field>: <what is allowed>, got <value>") on the first bad field."""
+        checks = [
+            ("conditional", isinstance(self.conditional, bool), "a bool"),
+            ("num_classes", _is_int(self.num_classes) and self.num_classes >= 2, "an int >= 2"),
+            (
+                "block_out_channels",
+                isinstance(self.block_out_channels, tuple)
+                and 2 <= len(self.block_out_channels) <= 4
+                and all(_is_int(c) and c >= 1 for c in self.block_out_channels),
+                "a tuple of 2 to 4 positive ints (one per resolution, 32x32 down to 4x4)",
+            ),
+            ("layers_per_block", _is_int(self.layers_per_block) and self.layers_per_block >= 1, "an int >= 1"),
+            ("attention", isinstance(self.attention, bool), "a bool"),
+            ("num_train_timesteps", _is_int(self.num_train_timesteps) and self.num_train_timesteps >= 2, "an int >= 2"),
+            ("beta_schedule", self.beta_schedule in BETA_SCHEDULES, f"one of {', '.join(BETA_SCHEDULES)}"),
+            ("train_steps", _is_int(self.train_steps) and self.train_steps >= 1, "an int >= 1"),
+            ("batch_size", _is_int(self.batch_size) and self.batch_size >= 1, "an int >= 1"),
+            ("lr", _is_number(self.lr) and self.lr > 0, "a number > 0"),
+            ("ema_decay", _is_number(self.ema_decay) and 0 <= self.ema_decay < 1, "a number in [0, 1)"),
+            ("horizontal_flip", isinstance(self.horizontal_flip, bool), "a bool"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"ddpm.{name}: {allowed}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DDPMConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"ddpm: unknown fields {unknown}")
+        d = dict(d)
+        if "block_out_channels" in d:
+            d["block_out_channels"] = tuple(d["block_out_channels"])
+        return cls(**d)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+# ---------------------------------------------------------------------------- network
+
+
+def build_unet(cfg: DDPMConfig) -> UNet2DModel:
+    """The DDPM UNet for cfg, freshly initialised from torch's global RNG."""
+    cfg.validate()
+    levels = len(cfg.block_out_channels)
+    # Level 1 works at 16x16 (level 0 is 32x32 and ends by halving): DDPM's attention level.
+    attn = [cfg.attention and i == 1 for i in range(levels)]
+    down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn)
+    up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn))
+    return UNet2DModel(
+        sample_size=IMAGE_SHAPE[0],
+        in_channels=IMAGE_SHAPE[2],
+        out_channels=IMAGE_SHAPE[2],
+        block_out_channels=cfg.block_out_channels,
+        down_block_types=down,
+        up_block_types=up,
+        layers_per_block=cfg.layers_per_block,
+        attention_head_dim=None,  # None: one head as wide as the block, like DDPM
+        add_attention=cfg.attention,  # the middle block's attention (8x8 or lower), as in DDPM
+        norm_num_groups=_norm_groups(cfg.block_out_channels),
+        num_class_embeds=cfg.num_classes if cfg.conditional else None,
+    )
+
+
+def _norm_groups(widths: tuple[int, ...]) -> int:
+    """GroupNorm's 32 groups (DDPM) where every width allows it, else the largest that does."""
+    return next(g for g in (32, 16, 8, 4, 2, 1) if all(w % g == 0 for w in widths))
+
+
+def is_conditional(unet: UNet2DModel) -> bool:
+    """Whether the network takes class_labels (it has a learned class embedding)."""
+    return unet.config.num_class_embeds is not None
+
+
+def noise_scheduler(num_train_timesteps: int, beta_schedule: str) -> DDPMScheduler:
+    """The forward (noising) process a generator is trained with; samplers reuse its config."""
+    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule)
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """EMA decay warmed up from 0.1, so a few hundred steps already give a usable average."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+def train_ddpm(
+    cfg: DDPMConfig,
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    seed: int,
+    device: torch.device | str,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> UNet2DModel:
+    """Train a DDPM on uint8 NHWC images; return its EMA weights, in eval mode on `device`.
+
+    labels (ints in [0, num_classes)) are required when cfg.conditional and ignored
+    otherwise. The seed fixes the initial weights, the batches, flips, timesteps and noise,
+    so two runs on CPU give the same weights. on_step(step, loss) is called after every
+    optimiser step (the loss of that step's batch) for logging.
+    """
+    cfg.validate()
+    device = torch.device(device)
+    x_all, y_all = _training_tensors(cfg, images, labels, device)
+    with torch.random.fork_rng(devices=[]):  # the initial weights, without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = build_unet(cfg).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=ADAMW_WEIGHT_DECAY)
+    scheduler = noise_scheduler(cfg.num_train_timesteps, cfg.beta_schedule)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    model.train()
+    bar = tqdm(range(cfg.train_steps), desc="ddpm train", disable=not progress)
+    for step in bar:
+        idx = torch.randint(0, x_all.shape[0], (cfg.batch_size,), device=device, generator=gen)
+        x0 = _to_model_range(x_all[idx], flip=cfg.horizontal_flip, generator=gen)
+        y = y_all[idx] if y_all is not None else None
+        loss = _train_step(model, optimizer, scheduler, x0, y, gen)
+        _ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
+        if on_step is not None or (progress and step % 50 == 0):
+            value = loss.item()
+            if on_step is not None:
+                on_step(step, value)
+            bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+    return ema.eval()
+
+
+def _training_tensors(
+    cfg: DDPMConfig, images: np.ndarray, labels: np.ndarray | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Images as uint8 NCHW on the device (augmentation happens there); labels as int64."""
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
+        raise ValueError(f"images: uint8 array (N, 32, 32, 3), got {images.dtype} {images.shape}")
+    if len(images) == 0:
+        raise ValueError("images: at least one image, got none")
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).contiguous()
+    if not cfg.conditional:
+        return x, None
+    if labels is None or len(labels) != len(images):
+        raise ValueError(f"labels: one per image for a conditional DDPM, got {None if labels is None else len(labels)}")
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=device)
+    if y.min() < 0 or y.max() >= cfg.num_classes:
+        raise ValueError(f"labels: ints in [0, {cfg.num_classes}), got range [{int(y.min())}, {int(y.max())}]")
+    return x, y
+
+
+def _to_model_range(x: torch.Tensor, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """uint8 NCHW -> float in [-1, 1], each image flipped left-right with probability 1/2."""
+    x = x.float() / 127.5 - 1.0
+    if flip:
+        mask = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def _train_step(
+    model: UNet2DModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: DDPMScheduler,
+    x0: torch.Tensor,
+    y: torch.Tensor | None,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """One epsilon-prediction MSE step; returns the (detached) loss."""
+    noise = torch.randn(x0.shape, device=x0.device, generator=gen)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device, generator=gen)
+    xt = scheduler.add_noise(x0, noise, t)
+    with torch.autocast(device_type=x0.device.type, dtype=torch.bfloat16, enabled=x0.device.type == "cuda"):
+        pred = model(xt, t, class_labels=y).sample
+    loss = torch.nn.functional.mse_loss(pred.float(), noise)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
+    optimizer.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    ema_params = list(ema.parameters())
+    torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over the sorted state_dict: each name, dtype, shape and the tensor's bytes."""
+    h = hashlib.sha256()
+    state = model.state_dict()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_generator(model: UNet2DModel, cfg: DDPMConfig, directory: str | os.PathLike) -> str:
+    """Write the generator to `directory` atomically (a temporary sibling, then a rename).
+
+    An existing directory is replaced. Returns the weights digest (also stored in
+    ddpm_config.json).
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    digest = weights_digest(model)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
+    try:
+        model.save_pretrained(tmp)
+        noise_scheduler(cfg.num_train_timesteps, cfg.beta_schedule).save_config(tmp)
+        meta = {"ddpm": cfg.to_dict(), "weights_digest": digest}
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        _replace_dir(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return digest
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move src to dst; a directory already at dst is moved aside first, then deleted."""
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    old = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.old-"))
+    os.replace(dst, old / "d")
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _unet_dir(directory: Path) -> Path:
+    """Where the UNet's config.json is: the directory itself or a pipeline's unet/ folder."""
+    for candidate in (directory, directory / "unet"):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise FileNotFoundError(f"no UNet2DModel in {directory}: neither config.json nor unet/config.json")
+
+
+def load_generator(directory: str | os.PathLike, device: torch.device | str) -> tuple[UNet2DModel, DDPMConfig | None]:
+    """Load a generator (eval mode, on `device`) and its DDPMConfig (None if not ours).
+
+    Reads save_generator's output or any diffusers UNet2DModel directory, with its config
+    at the top level or in a unet/ subfolder (a pipeline such as google/ddpm-cifar10-32).
+    For a foreign network use is_conditional(unet) and load_scheduler_config(directory).
+    Never downloads.
+    """
+    directory = Path(directory)
+    unet = UNet2DModel.from_pretrained(_unet_dir(directory), local_files_only=True)
+    cfg = None
+    meta_path = directory / CONFIG_FILE
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        cfg = DDPMConfig.from_dict(meta["ddpm"])
+    return unet.to(device).eval(), cfg
+
+
+def load_scheduler_config(directory: str | os.PathLike) -> dict | None:
+    """The noise schedule stored with a generator (scheduler_config.json, top level or in
+    scheduler/), as a dict for sample(scheduler_config=...); None if there is none."""
+    directory = Path(directory)
+    for path in (directory / SCHEDULER_FILE, directory / "scheduler" / SCHEDULER_FILE):
+        if path.is_file():
+            return json.loads(path.read_text())
+    return None

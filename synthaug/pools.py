@@ -1,0 +1,141 @@
+"""The content-addressed store of synthetic images.
+
+A pool is an endless, deterministic stream of samples from one generator: its identity
+(PoolKey.pool_id) is a digest of the generator's weights, the sampler and its settings, the
+class it is conditioned on (or "unconditional" with the pseudo-labeller's digest) and the
+pool seed. Sample k is drawn from its own seed (diffusion.sampling.image_seed(pool_id, k)),
+so it does not depend on the batch it was generated in, and a trial that needs n images
+of a class takes the first n of them: pools are nested by construction.
+
+On disk a pool is a folder of shards `<start:09d>.npz` (images, labels, confidences),
+each written to a temporary file and renamed into place, so a crash never leaves half a
+shard and two writers of the same shard write the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from synthaug.config import digest
+from synthaug.diffusion.sampling import SamplerConfig
+
+UNCONDITIONAL = -1
+
+
+@dataclass(frozen=True)
+class PoolKey:
+    """What makes a pool's images what they are."""
+
+    weights_digest: str
+    sampler: SamplerConfig
+    class_index: int            # UNCONDITIONAL for an unconditional generator
+    labeller_digest: str        # "" for a conditional generator
+    seed: int
+
+    @property
+    def pool_id(self) -> str:
+        return digest({"weights": self.weights_digest, "sampler": asdict(self.sampler),
+                       "class": self.class_index if self.class_index >= 0 else "unconditional",
+                       "labeller": self.labeller_digest, "seed": self.seed})[:24]
+
+
+@dataclass(frozen=True)
+class PoolSlice:
+    """Samples [0, n) of a pool, or those of them labelled with one class."""
+
+    pool_id: str
+    indices: np.ndarray         # int64, positions in the pool's stream
+    images: np.ndarray          # uint8 (n, 32, 32, 3)
+    labels: np.ndarray          # int64 (n,)
+    confidence: np.ndarray      # float32 (n,): the labeller's max probability (1 if conditional)
+
+
+class PoolStore:
+    """Reads and appends shards of pools under one root folder."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def folder(self, pool_id: str) -> Path:
+        return self.root / pool_id
+
+    def length(self, pool_id: str) -> int:
+        """How many leading samples of the pool are on disk (contiguous shards only)."""
+        end = 0
+        for start, stop in self._shard_ranges(pool_id):
+            if start != end:
+                break
+            end = stop
+        return end
+
+    def read(self, pool_id: str, stop: int | None = None) -> PoolSlice:
+        """Samples [0, stop) (all that are on disk when stop is None)."""
+        parts = []
+        end = 0
+        for start, shard_stop in self._shard_ranges(pool_id):
+            if start != end or (stop is not None and start >= stop):
+                break
+            with np.load(self._shard_path(pool_id, start, shard_stop)) as shard:
+                parts.append({k: shard[k] for k in ("images", "labels", "confidence")})
+            end = shard_stop
+        if not parts:
+            return _empty(pool_id)
+        images = np.concatenate([p["images"] for p in parts])
+        labels = np.concatenate([p["labels"] for p in parts]).astype(np.int64)
+        confidence = np.concatenate([p["confidence"] for p in parts]).astype(np.float32)
+        n = len(images) if stop is None else min(stop, len(images))
+        return PoolSlice(pool_id, np.arange(n, dtype=np.int64), images[:n], labels[:n], confidence[:n])
+
+    def append(self, key: PoolKey, start: int, images: np.ndarray, labels: np.ndarray,
+               confidence: np.ndarray) -> None:
+        """Write samples [start, start + len(images)) as one shard, atomically."""
+        folder = self.folder(key.pool_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = folder / "pool.json"
+        if not meta.exists():
+            _atomic_write(meta, json.dumps({"pool_id": key.pool_id, **asdict(key)}, indent=1).encode())
+        path = self._shard_path(key.pool_id, start, start + len(images))
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as tmp:
+            np.savez(tmp, images=images.astype(np.uint8), labels=labels.astype(np.int64),
+                     confidence=confidence.astype(np.float32))
+        os.replace(tmp.name, path)
+
+    def _shard_path(self, pool_id: str, start: int, stop: int) -> Path:
+        return self.folder(pool_id) / f"{start:09d}-{stop:09d}.npz"
+
+    def _shard_ranges(self, pool_id: str) -> list[tuple[int, int]]:
+        folder = self.folder(pool_id)
+        if not folder.is_dir():
+            return []
+        ranges = []
+        for path in folder.glob("*.npz"):
+            start, _, stop = path.stem.partition("-")
+            ranges.append((int(start), int(stop)))
+        return sorted(ranges)
+
+
+def class_slice(pool: PoolSlice, class_index: int, n: int) -> PoolSlice | None:
+    """The first n samples of the pool labelled class_index, or None when there are fewer."""
+    where = np.flatnonzero(pool.labels == class_index)
+    if len(where) < n:
+        return None
+    where = where[:n]
+    return PoolSlice(pool.pool_id, pool.indices[where], pool.images[where], pool.labels[where],
+                     pool.confidence[where])
+
+
+def _empty(pool_id: str) -> PoolSlice:
+    return PoolSlice(pool_id, np.zeros(0, np.int64), np.zeros((0, 32, 32, 3), np.uint8),
+                     np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        tmp.write(data)
+    os.replace(tmp.name, path)

@@ -1,0 +1,140 @@
+"""The DDPM server: a Ray actor that owns one generator and serves pools to many trials.
+
+Trials ask for "the first n images of class c in the pool of seed s"; the server reads
+them from the pool store, generating (and writing) only the samples that are not on disk
+yet. It counts what it generated and what it served, so a sweep can show that a pool is
+generated once: a second sweep over the same pools generates nothing.
+
+The sweep creates one server a generator (and GPU) on the driver, before Tuner.fit(), as
+a named actor; trials look it up by name (server_name) and never create one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from synthaug.config import ConfigError, GeneratorSpec
+from synthaug.diffusion.ddpm import load_generator
+from synthaug.diffusion.sampling import image_seed, sample
+from synthaug.pools import UNCONDITIONAL, PoolKey, PoolSlice, PoolStore, class_slice
+from synthaug.prepare import PreparedGenerator, default_device, load_labeller
+
+NAMESPACE = "synthaug"
+MAX_STREAM_FACTOR = 20      # an unconditional pool gives up on a class after 20x its fair share
+
+
+def server_name(generator: str, replica: int = 0) -> str:
+    return f"ddpm-server/{generator}/{replica}"
+
+
+class DDPMServer:
+    """One generator, its pseudo-labeller, and the pools it has made."""
+
+    def __init__(self, prepared: PreparedGenerator, spec: GeneratorSpec, store_root: str,
+                 num_classes: int, device: str | None = None, progress: bool = True):
+        self.prepared = prepared
+        self.spec = spec
+        self.store = PoolStore(store_root)
+        self.num_classes = num_classes
+        self.device = device or default_device()
+        self.progress = progress
+        self.unet, _ = load_generator(prepared.directory, self.device)
+        self.labeller = None if prepared.conditional else load_labeller(prepared.labeller_path, self.device)
+        self._pools: dict[str, PoolSlice] = {}
+        self.generated = 0
+        self.served = 0
+
+    def key(self, class_index: int, seed: int) -> PoolKey:
+        if self.prepared.conditional:
+            return PoolKey(self.prepared.weights_digest, self.spec.sampler, class_index, "", seed)
+        return PoolKey(self.prepared.weights_digest, self.spec.sampler, UNCONDITIONAL,
+                       self.prepared.labeller_digest, seed)
+
+    def ensure(self, class_index: int, n: int, seed: int) -> int:
+        """Make sure the first n images of the class's pool exist; returns how many were generated."""
+        before = self.generated
+        self._class_prefix(class_index, n, seed)
+        return self.generated - before
+
+    def take(self, class_index: int, n: int, seed: int) -> PoolSlice:
+        """The first n images of the class's pool for this seed."""
+        result = self._class_prefix(class_index, n, seed)
+        self.served += n
+        return result
+
+    def counters(self) -> dict[str, int]:
+        return {"generated": self.generated, "served": self.served}
+
+    def _class_prefix(self, class_index: int, n: int, seed: int) -> PoolSlice:
+        if not 0 <= class_index < self.num_classes:
+            raise ConfigError(f"class_index: 0..{self.num_classes - 1}, got {class_index}")
+        key = self.key(class_index, seed)
+        pool = self._pool(key)
+        limit = max(n, 1) * self.num_classes * MAX_STREAM_FACTOR
+        while True:
+            found = class_slice(pool, class_index, n)
+            if found is not None:
+                return found
+            if len(pool.labels) >= limit:
+                raise RuntimeError(f"pool {key.pool_id}: the labeller gave class {class_index} to "
+                                   f"{int((pool.labels == class_index).sum())} of {len(pool.labels)} samples")
+            pool = self._extend(key, pool)
+
+    def _pool(self, key: PoolKey) -> PoolSlice:
+        if key.pool_id not in self._pools:
+            self._pools[key.pool_id] = self.store.read(key.pool_id)
+        return self._pools[key.pool_id]
+
+    def _extend(self, key: PoolKey, pool: PoolSlice) -> PoolSlice:
+        """Generate the pool's next shard, write it, and return the longer pool."""
+        start = len(pool.labels)
+        on_disk = self.store.length(key.pool_id)
+        if on_disk > start:                      # another replica wrote it meanwhile
+            pool = self.store.read(key.pool_id)
+        else:
+            stop = start + self.spec.shard_size
+            seeds = [image_seed(key.pool_id, k) for k in range(start, stop)]
+            labels = None if key.class_index == UNCONDITIONAL else [key.class_index] * len(seeds)
+            images = sample(self.unet, self.spec.sampler, seeds, labels, self.device,
+                            batch_size=self.spec.sample_batch_size, progress=self.progress,
+                            **self._schedule())
+            if labels is None:
+                labels, confidence = self._label(images)
+            else:
+                labels, confidence = np.asarray(labels, np.int64), np.ones(len(seeds), np.float32)
+            self.store.append(key, start, images, labels, confidence)
+            self.generated += len(seeds)
+            pool = PoolSlice(key.pool_id, np.arange(stop, dtype=np.int64),
+                             np.concatenate([pool.images, images]), np.concatenate([pool.labels, labels]),
+                             np.concatenate([pool.confidence, confidence]))
+        self._pools[key.pool_id] = pool
+        return pool
+
+    def _schedule(self) -> dict:
+        return {"num_train_timesteps": self.spec.ddpm.num_train_timesteps,
+                "beta_schedule": self.spec.ddpm.beta_schedule}
+
+    def _label(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from synthaug.classifier import predict
+        probs = predict(self.labeller, images, self.device)
+        return probs.argmax(1).astype(np.int64), probs.max(1).astype(np.float32)
+
+
+def make_server_actor(prepared: PreparedGenerator, spec: GeneratorSpec, store_root: str, num_classes: int,
+                      replica: int = 0, num_gpus: float = 0.0):
+    """Create (or find, when it is already alive) the named server actor. Call on the driver."""
+    import ray
+
+    actor_cls = ray.remote(DDPMServer)
+    return actor_cls.options(name=server_name(spec.name, replica), namespace=NAMESPACE, get_if_exists=True,
+                             num_cpus=0, num_gpus=num_gpus, max_restarts=-1, max_task_retries=-1,
+                             lifetime=None).remote(prepared, spec, store_root, num_classes,
+                                                   "cuda" if num_gpus > 0 else "cpu")
+
+
+def get_server(generator: str, replica: int = 0):
+    """The named server a trial uses (created by the sweep on the driver)."""
+    import ray
+
+    return ray.get_actor(server_name(generator, replica), namespace=NAMESPACE)
+

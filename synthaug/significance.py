@@ -1,0 +1,672 @@
+"""Which configurations of a sweep differ from the baseline, seed by seed.
+
+    trials = load_trials(uri, "replace_pct")
+    result = analyse(trials, predictions=functools.partial(load_predictions, uri))
+    print(format_table(result))
+    write_outputs(result, folder)           # report.md, one CSV a table, PNG figures
+    log_analysis(trials, result, folder)    # an MLflow run with tag synthaug.role=analysis
+
+Only FINISHED runs are analysed; a configuration is one combination of the sweep's varying
+params (Trials.config_columns). The baseline is the configuration that uses no synthetic
+images (replace_pct == 0 and no augmentation) unless one is named (parse_baseline). Each
+configuration is compared with the baseline pair by pair over the seeds both have (the
+paired design: a seed fixes the real subset, the weights and the data order), or, with
+fewer than two seeds in common, by Welch's unpaired test, with a warning. Across
+configurations the t-test p-values get Holm (family-wise) and Benjamini-Hochberg (false
+discovery rate) adjustments and the permutation p-values Holm's. Per-class accuracy
+differences get BH across every class x configuration of the sweep. McNemar's test pools
+per-sample correctness over the paired seeds. Every number comes from synthaug.stats.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from mlflow.exceptions import MlflowException
+
+from synthaug import stats
+from synthaug.results import FINISHED, InputError, Trials
+from synthaug.tracking import ROLE, SWEEP, RunLogger, ensure_experiment
+
+CONFIDENCE = 0.95       # every interval
+ALPHA = 0.05            # what "significant" means in the report (after adjustment)
+MIN_SEEDS = 3           # below this a configuration's interval and tests are flagged
+LABEL = "configuration"
+
+Predictions = Callable[[str], pd.DataFrame]     # run_id -> predictions.csv as a frame
+
+COMPARISON_COLUMNS = ("test", "n_pairs", "n", "n_baseline", "baseline_mean", "mean", "mean_diff", "ci_low",
+                      "ci_high", "t_stat", "t_pvalue", "wilcoxon_pvalue", "permutation_pvalue", "cohens_dz",
+                      "prob_improve", "seeds_for_power", "welch_df")
+
+
+@dataclass(frozen=True, eq=False)
+class Result:
+    """The analysis of one sweep; the tables are plain DataFrames keyed by `configuration`."""
+
+    experiment: str
+    sweep: str
+    metric: str
+    baseline: str                       # the baseline configuration's label
+    config_columns: tuple[str, ...]
+    classes: tuple[str, ...]
+    seeds: tuple[int, ...]              # seeds with at least one finished run
+    summary: pd.DataFrame               # a row a configuration: n, mean, sd, t and BCa intervals
+    comparisons: pd.DataFrame           # a row a configuration other than the baseline
+    per_class: pd.DataFrame             # a row a configuration x class, BH q across all of them
+    mcnemar: pd.DataFrame               # a row a configuration: per-sample gains and losses
+    pairs: pd.DataFrame                 # a row a configuration x paired seed: baseline, value, diff
+    values: pd.DataFrame                # a row a finished run used: configuration, seed, run_id, value
+    warnings: list[str]
+
+
+# ---------------------------------------------------------------------------- the analysis
+
+
+def analyse(trials: Trials, baseline: Mapping[str, str] | None = None, predictions: Predictions | None = None,
+            confidence: float = CONFIDENCE, seed: int = 0) -> Result:
+    """Summaries, comparisons with the baseline, per-class differences and McNemar tests."""
+    runs = labelled(trials.frame, trials.config_columns)
+    notes = left_out(runs)
+    done, duplicates = newest_per_seed(runs[runs["status"] == FINISHED])
+    notes += duplicates
+    configs = configurations(done, trials.config_columns)
+    if configs.empty:
+        raise InputError(f"--sweep: sweep {trials.sweep!r} has no FINISHED trial runs yet")
+    base = choose_baseline(configs, done, baseline)
+    values = seed_values(done, trials.metric)
+    others = [label for label in configs[LABEL] if label != base]
+    notes += seed_warnings(values, base, others)
+    if not others:
+        notes.append(f"only one configuration ({base}); there is nothing to compare it with")
+    mcnemar, unreadable = mcnemar_all(done, base, others, predictions)
+    return Result(
+        experiment=trials.experiment, sweep=trials.sweep, metric=trials.metric, baseline=base,
+        config_columns=trials.config_columns, classes=trials.classes,
+        seeds=tuple(int(s) for s in sorted(done["seed"].unique())),
+        summary=summarise(configs, values, base, confidence, seed),
+        comparisons=compare_all(values, base, others, confidence, seed),
+        per_class=per_class(done, trials.metric, trials.classes, base, others, confidence, seed),
+        mcnemar=mcnemar,
+        pairs=paired_values(values, base, others),
+        values=done[[LABEL, "seed", "run_id", trials.metric]].rename(columns={trials.metric: "value"}),
+        warnings=notes + unreadable)
+
+
+def parse_baseline(text: str) -> dict[str, str]:
+    """'replace_pct=0' or 'augment_classes=truck,ship,augment_count=500' -> {key: value}.
+
+    A comma-separated item without '=' continues the previous value (list-valued params).
+    """
+    spec: dict[str, str] = {}
+    key = None
+    for item in text.split(","):
+        name, equals, value = item.partition("=")
+        if equals and name.strip():
+            key = name.strip()
+            if key in spec:
+                raise InputError(f"--baseline: {key!r} given twice in {text!r}")
+            spec[key] = value.strip()
+        elif key is not None and not equals:
+            spec[key] += "," + item.strip()
+        else:
+            raise InputError(f"--baseline: expected key=value[,key=value], got {text!r}")
+    return spec
+
+
+def left_out(frame: pd.DataFrame) -> list[str]:
+    """A warning naming the runs (of a labelled frame) that did not finish and are left out, if any."""
+    unfinished = frame[frame["status"] != FINISHED]
+    if unfinished.empty:
+        return []
+    counts = ", ".join(f"{n} {status}" for status, n in unfinished["status"].value_counts().sort_index().items())
+    which = "; ".join(f"{r.configuration} seed {_seed(r.seed)} {r.status} (run {r.run_id[:8]})"
+                      for r in unfinished.itertuples())
+    return [f"{len(unfinished)} of {len(frame)} trial runs left out as not FINISHED ({counts}): {which}"]
+
+
+def labelled(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """The frame with a `configuration` column: 'replace_pct=2, augment_count=500'."""
+    labels = [config_label(dict(zip(columns, row))) for row in frame[list(columns)].itertuples(index=False)]
+    return frame.assign(**{LABEL: labels})
+
+
+def config_label(values: Mapping[str, object]) -> str:
+    """'key=value' pairs joined by ', ' (floats without a trailing .0, lists as a+b); 'all runs' when empty."""
+    return ", ".join(f"{k}={format_value(v)}" for k, v in values.items()) or "all runs"
+
+
+def format_value(value: object) -> str:
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, str):
+        return value.replace(",", "+") or "none"       # list params are logged as "a,b"
+    return str(value)
+
+
+def newest_per_seed(done: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """One finished run a configuration and seed (the newest), with a warning for each duplicate."""
+    ordered = done.sort_values("start_time")
+    keep = ordered.drop_duplicates([LABEL, "seed"], keep="last")
+    notes = [f"{label} seed {seed}: {len(group)} FINISHED runs; using the newest (run {group['run_id'].iloc[-1][:8]})"
+             for (label, seed), group in ordered.groupby([LABEL, "seed"], sort=True) if len(group) > 1]
+    return keep.sort_values([LABEL, "seed"], ignore_index=True), notes
+
+
+def configurations(done: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """One row a configuration: its label and config column values, in the columns' order."""
+    configs = done[[LABEL, *columns]].drop_duplicates(LABEL)
+    return configs.sort_values(list(columns) or LABEL, ignore_index=True)
+
+
+def choose_baseline(configs: pd.DataFrame, done: pd.DataFrame, spec: Mapping[str, str] | None) -> str:
+    """The baseline's label: the one configuration matching `spec`, else the one without synthetic data."""
+    if spec:
+        return _named_baseline(configs, spec)
+    if len(configs) == 1:
+        return configs[LABEL].iloc[0]
+    plain = sorted(set(done.loc[uses_no_synthetic(done), LABEL]))
+    allowed = ", ".join(c for c in configs.columns if c != LABEL) or "none (one configuration)"
+    if len(plain) == 1:
+        return plain[0]
+    if not plain:
+        raise InputError("--baseline: no configuration without synthetic images (replace_pct=0, augment_count=0); "
+                         f"name one as key=value with key one of: {allowed}")
+    raise InputError(f"--baseline: {len(plain)} configurations use no synthetic images ({'; '.join(plain)}); "
+                     f"name one as key=value with key one of: {allowed}")
+
+
+def uses_no_synthetic(frame: pd.DataFrame) -> pd.Series:
+    """Runs that trained on real images only (as TrialConfig.uses_synthetic, inverted)."""
+    if "replace_pct" not in frame and "augment_count" not in frame:
+        return pd.Series(False, index=frame.index)
+    replace = frame["replace_pct"].fillna(0) == 0 if "replace_pct" in frame else True
+    augment = frame["augment_count"].fillna(0) == 0 if "augment_count" in frame else True
+    if "augment_classes" in frame:
+        augment = augment | frame["augment_classes"].fillna("").astype(str).eq("")
+    return pd.Series(replace & augment, index=frame.index)
+
+
+def _named_baseline(configs: pd.DataFrame, spec: Mapping[str, str]) -> str:
+    columns = [c for c in configs.columns if c != LABEL]
+    mask = pd.Series(True, index=configs.index)
+    for key, text in spec.items():
+        if key not in columns:
+            raise InputError(f"--baseline: unknown column {key!r}; one of: {', '.join(columns) or 'none'}")
+        mask &= _matches(configs[key], key, text)
+    found = configs.loc[mask, LABEL].tolist()
+    if len(found) == 1:
+        return found[0]
+    given = ",".join(f"{k}={v}" for k, v in spec.items())
+    if not found:
+        choices = "; ".join(f"{c} in {', '.join(format_value(v) for v in configs[c].unique())}" for c in columns)
+        raise InputError(f"--baseline: no finished configuration has {given}; {choices}")
+    raise InputError(f"--baseline: {given} matches {len(found)} configurations; add key=value for one of: "
+                     f"{', '.join(c for c in columns if c not in spec)}")
+
+
+def _matches(column: pd.Series, key: str, text: str) -> pd.Series:
+    """column == text, with text read as the column's type."""
+    if pd.api.types.is_bool_dtype(column):
+        if text not in ("True", "False"):
+            raise InputError(f"--baseline: {key} takes True or False, got {text!r}")
+        return column == (text == "True")
+    if pd.api.types.is_numeric_dtype(column):
+        try:
+            return np.isclose(column.astype(float), float(text), rtol=1e-12, atol=0)
+        except ValueError:
+            raise InputError(f"--baseline: {key} takes a number, got {text!r}") from None
+    return column.fillna("").astype(str) == ("" if text == "none" else text)
+
+
+def seed_values(done: pd.DataFrame, column: str) -> dict[str, pd.Series]:
+    """configuration -> its finished values of `column`, indexed by seed (missing values dropped)."""
+    return {label: group.set_index("seed")[column].dropna().astype(float).sort_index()
+            for label, group in done.groupby(LABEL, sort=False)}
+
+
+def seed_warnings(values: Mapping[str, pd.Series], base: str, others: Sequence[str]) -> list[str]:
+    """Too few seeds, seeds missing against the baseline, unpaired comparisons."""
+    notes = [f"{label}: only {len(values[label])} finished seed(s) (n < {MIN_SEEDS}); "
+             "its interval and tests are weak or undefined"
+             for label in [base, *others] if len(values[label]) < MIN_SEEDS]
+    base_seeds = set(values[base].index)
+    for label in others:
+        seeds = set(values[label].index)
+        if missing := sorted(base_seeds - seeds):
+            notes.append(f"{label}: no finished run for seed(s) {_seeds(missing)} that the baseline has")
+        if extra := sorted(seeds - base_seeds):
+            notes.append(f"{label}: seed(s) {_seeds(extra)} have no finished baseline run to pair with")
+        if len(seeds & base_seeds) < 2:
+            notes.append(f"{label}: fewer than 2 seeds in common with the baseline; compared unpaired "
+                         "(Welch's t-test), which ignores the seed pairing")
+    return notes
+
+
+def summarise(configs: pd.DataFrame, values: Mapping[str, pd.Series], base: str, confidence: float,
+              seed: int) -> pd.DataFrame:
+    """A row a configuration: n, mean, sd, t interval, BCa bootstrap interval, its seeds."""
+    rows = []
+    for config in configs.to_dict("records"):
+        v = values[config[LABEL]]
+        d = stats.describe(v, confidence)
+        lo, hi = stats.bootstrap_bca_ci(v, confidence=confidence, seed=seed)
+        rows.append({**config, "baseline": config[LABEL] == base, "n": d.n, "mean": d.mean, "sd": d.std,
+                     "ci_low": d.ci_low, "ci_high": d.ci_high, "bca_low": lo, "bca_high": hi,
+                     "seeds": _seeds(v.index)})
+    return pd.DataFrame(rows)
+
+
+def compare(treatment: pd.Series, baseline: pd.Series, confidence: float = CONFIDENCE, seed: int = 0) -> dict:
+    """treatment - baseline: paired over the common seeds when there are 2 or more, else Welch."""
+    common = treatment.index.intersection(baseline.index).sort_values()
+    row = dict.fromkeys(COMPARISON_COLUMNS, math.nan)
+    row.update(n_pairs=len(common), n=len(treatment), n_baseline=len(baseline),
+               baseline_mean=_mean(baseline), mean=_mean(treatment))
+    if len(common) >= 2:
+        paired = dataclasses.asdict(stats.paired_comparison(treatment[common], baseline[common], confidence, seed))
+        paired.pop("n")
+        return {**row, **paired, "test": "paired"}
+    welch = stats.welch_comparison(treatment, baseline, confidence)
+    return {**row, "test": "welch", "mean_diff": welch.mean_diff, "ci_low": welch.ci_low, "ci_high": welch.ci_high,
+            "t_stat": welch.t_stat, "t_pvalue": welch.pvalue, "welch_df": welch.df}
+
+
+def compare_all(values: Mapping[str, pd.Series], base: str, others: Sequence[str], confidence: float,
+                seed: int) -> pd.DataFrame:
+    """A row a configuration vs the baseline, with Holm and BH across configurations."""
+    rows = [{LABEL: label, **compare(values[label], values[base], confidence, seed)} for label in others]
+    table = pd.DataFrame(rows, columns=[LABEL, *COMPARISON_COLUMNS])
+    return table.assign(t_holm=stats.holm(table["t_pvalue"]) if rows else [],
+                        t_bh=stats.benjamini_hochberg(table["t_pvalue"]) if rows else [],
+                        permutation_holm=stats.holm(table["permutation_pvalue"]) if rows else [])
+
+
+def paired_values(values: Mapping[str, pd.Series], base: str, others: Sequence[str]) -> pd.DataFrame:
+    """A row a configuration x seed that both it and the baseline have."""
+    rows = [{LABEL: label, "seed": int(s), "baseline": values[base][s], "value": values[label][s],
+             "diff": values[label][s] - values[base][s]}
+            for label in others for s in values[label].index.intersection(values[base].index).sort_values()]
+    return pd.DataFrame(rows, columns=[LABEL, "seed", "baseline", "value", "diff"])
+
+
+def per_class(done: pd.DataFrame, metric: str, classes: Sequence[str], base: str, others: Sequence[str],
+              confidence: float, seed: int) -> pd.DataFrame:
+    """Per-class differences from the baseline; q = BH across every configuration x class."""
+    rows = []
+    for cls in classes:
+        values = seed_values(done, f"{metric}.{cls}")
+        for label in others:
+            if len(values[label]) and len(values[base]):
+                rows.append({LABEL: label, "class": cls, **compare(values[label], values[base], confidence, seed)})
+    keep = [LABEL, "class", "test", "n_pairs", "baseline_mean", "mean", "mean_diff", "ci_low", "ci_high",
+            "t_pvalue", "wilcoxon_pvalue"]
+    table = pd.DataFrame(rows, columns=[LABEL, "class", *COMPARISON_COLUMNS])[keep]
+    table["q_bh"] = stats.benjamini_hochberg(table["t_pvalue"]) if rows else []
+    order = {label: i for i, label in enumerate(others)}
+    return table.sort_values([LABEL, "class"], key=lambda s: s.map(order) if s.name == LABEL else s.map(
+        {c: i for i, c in enumerate(classes)}), ignore_index=True)
+
+
+def mcnemar_all(done: pd.DataFrame, base: str, others: Sequence[str],
+                predictions: Predictions | None) -> tuple[pd.DataFrame, list[str]]:
+    """McNemar's test a configuration, per-sample correctness pooled over the paired seeds;
+    and a warning for each run whose predictions could not be read."""
+    columns = [LABEL, "seeds", "samples", "gains", "losses", "statistic", "pvalue", "exact"]
+    notes: list[str] = []
+    if predictions is None or not others:
+        return pd.DataFrame(columns=[*columns, "p_holm"]), notes
+    runs = done.set_index([LABEL, "seed"])["run_id"]
+    load = _cached(predictions, notes)
+    rows = []
+    for label in others:
+        seeds = sorted(set(runs[label].index) & set(runs[base].index))
+        pairs = [p for s in seeds if (p := _paired_correct(load(runs[label][s]), load(runs[base][s]))) is not None]
+        if not pairs:
+            continue
+        treatment, baseline = (np.concatenate(side) for side in zip(*pairs))
+        result = stats.mcnemar(treatment, baseline)
+        rows.append({LABEL: label, "seeds": len(pairs), "samples": len(treatment), "gains": result.b,
+                     "losses": result.c, "statistic": result.statistic, "pvalue": result.pvalue,
+                     "exact": result.exact})
+    table = pd.DataFrame(rows, columns=columns)
+    return table.assign(p_holm=stats.holm(table["pvalue"]) if rows else []), notes
+
+
+def _paired_correct(treatment: pd.DataFrame | None, baseline: pd.DataFrame | None):
+    """(treatment correct, baseline correct) over the test samples both runs predicted."""
+    if treatment is None or baseline is None:
+        return None
+    both = treatment.merge(baseline, on="test_index", suffixes=("_t", "_b"))
+    return ((both["prediction_t"] == both["label_t"]).to_numpy(),
+            (both["prediction_b"] == both["label_b"]).to_numpy())
+
+
+def _cached(predictions: Predictions, notes: list[str]) -> Callable[[str], pd.DataFrame | None]:
+    """predictions, each run loaded once; a run without readable predictions is noted and gives None."""
+    memo: dict[str, pd.DataFrame | None] = {}
+
+    def load(run_id: str) -> pd.DataFrame | None:
+        if run_id not in memo:
+            try:
+                frame = predictions(run_id)
+                memo[run_id] = frame[["test_index", "label", "prediction"]]
+            except (MlflowException, OSError, LookupError, ValueError) as err:
+                notes.append(f"run {run_id[:8]}: no readable predictions.csv ({type(err).__name__}); "
+                             "left out of McNemar's test")
+                memo[run_id] = None
+        return memo[run_id]
+    return load
+
+
+def _mean(values: pd.Series) -> float:
+    return float(values.mean()) if len(values) else math.nan
+
+
+def _seed(seed) -> str:
+    return "?" if pd.isna(seed) else str(int(seed))
+
+
+def _seeds(seeds) -> str:
+    return " ".join(str(int(s)) for s in seeds)
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+@dataclass(frozen=True)
+class Units:
+    """How the metric is shown: accuracies as % and differences as percentage points."""
+
+    scale: float
+    value: str
+    diff: str
+
+    @classmethod
+    def of(cls, metric: str) -> "Units":
+        return cls(100.0, "%", " pp") if "acc" in metric else cls(1.0, "", "")
+
+
+def format_table(result: Result) -> str:
+    """The main table as aligned text."""
+    headers, rows = main_rows(result)
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [headers, *rows]]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
+def main_rows(result: Result) -> tuple[list[str], list[list[str]]]:
+    """Per configuration: n, mean [CI], difference from the baseline [CI], t-test p, Holm p."""
+    units = Units.of(result.metric)
+    pct = f" {int(CONFIDENCE * 100)}%"
+    headers = [LABEL, "n", f"{result.metric}{pct} CI", f"diff vs baseline{pct} CI", "test", "p (t)", "p (Holm)"]
+    comparisons = result.comparisons.set_index(LABEL)
+    rows = []
+    for s in result.summary.itertuples():
+        name = s.configuration + (" [baseline]" if s.baseline else "")
+        first = [name, str(s.n), _interval(s.mean, s.ci_low, s.ci_high, units, units.value)]
+        if s.configuration not in comparisons.index:
+            rows.append(first + ["-", "-", "-", "-"])
+            continue
+        c = comparisons.loc[s.configuration]
+        test = f"paired n={c.n_pairs}" if c.test == "paired" else "Welch"
+        rows.append(first + [_interval(c.mean_diff, c.ci_low, c.ci_high, units, units.diff, signed=True), test,
+                             format_p(c.t_pvalue), format_p(c.t_holm)])
+    return headers, rows
+
+
+def format_p(p: float) -> str:
+    if p is None or not np.isfinite(p):
+        return "-"
+    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def _interval(mean: float, lo: float, hi: float, units: Units, suffix: str, signed: bool = False) -> str:
+    if not np.isfinite(mean):
+        return "-"
+    text = ("{:+.2f}" if signed else "{:.2f}").format(mean * units.scale) + suffix
+    return text + (" " + _bounds(lo, hi, units, signed) if np.isfinite(lo) and np.isfinite(hi) else "")
+
+
+def _bounds(lo: float, hi: float, units: Units, signed: bool = False) -> str:
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "-"
+    number = "{:+.2f}" if signed else "{:.2f}"
+    return "[" + ", ".join(number.format(x * units.scale) for x in (lo, hi)) + "]"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(x).replace("|", "\\|") for x in row] for row in rows]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def markdown_report(result: Result, figures: Sequence[str] = ()) -> str:
+    """report.md: header, main table, test details, per-class, McNemar, warnings, how to read it."""
+    units = Units.of(result.metric)
+    headers, rows = main_rows(result)
+    parts = [
+        f"# Significance: {result.experiment} / {result.sweep}", "",
+        f"- experiment: `{result.experiment}`", f"- sweep: `{result.sweep}`", f"- metric: `{result.metric}`",
+        f"- baseline: `{result.baseline}`", f"- configurations: {len(result.summary)}",
+        f"- seeds: {len(result.seeds)} ({_seeds(result.seeds)})", "",
+        "## Configurations against the baseline", "", markdown_table(headers, rows), "",
+        "## Each configuration", "", _configurations(result, units), "",
+        "## Tests in detail", "", _details(result, units), "",
+        f"## Per-class differences with BH q < {ALPHA}", "", _significant_classes(result, units), "",
+        "## McNemar's test (per-sample, pooled over paired seeds)", "", _mcnemar_table(result), "",
+        "## Warnings", "", "\n".join(f"- {w}" for w in result.warnings) or "none", "",
+    ]
+    if figures:
+        parts += ["## Figures", "", *[f"![{Path(f).stem}]({f})" for f in figures], ""]
+    parts += ["## How to read this", "", HOW_TO_READ.format(confidence=int(CONFIDENCE * 100), alpha=ALPHA), ""]
+    return "\n".join(parts)
+
+
+HOW_TO_READ = (
+    "Each configuration ran once per seed; a seed fixes the real images, the initial weights and the data "
+    "order, so a configuration and the baseline with the same seed differ only in the configuration. "
+    "'diff' is the mean over seeds of (configuration - baseline) with its {confidence}% t interval; an "
+    "interval that excludes 0 and a small p (t) mean the difference is unlikely to be seed noise. With "
+    "several configurations some p-values are small by chance: trust p (Holm) (family-wise) or the BH q "
+    "(false discovery rate) below {alpha}. The Wilcoxon and sign-flip permutation p-values check the t-test "
+    "without assuming normal differences; with n pairs the smallest sign-flip p is 2/2^n (0.0625 at 5 seeds), "
+    "so the permutation test cannot reach 0.05 with fewer than 6 seeds. "
+    "'P(improve)' is the share of seeds where the configuration beat the baseline; 'seeds for 80% power' is "
+    "how many seeds would detect the observed standardised effect (dz) 80% of the time. McNemar's test "
+    "counts test images the configuration gets right and the baseline wrong (gains) and the reverse (losses); "
+    "pooling seeds treats every (seed, image) as independent, so read it as a check on direction, not as "
+    "the main test. Per-class rows come from fewer images and are corrected across every class and "
+    "configuration of the sweep.")
+
+
+def _configurations(result: Result, units: Units) -> str:
+    rows = [[r.configuration, r.n, _interval(r.mean, math.nan, math.nan, units, units.value),
+             _number(r.sd * units.scale), _bounds(r.ci_low, r.ci_high, units),
+             _bounds(r.bca_low, r.bca_high, units), r.seeds]
+            for r in result.summary.itertuples()]
+    pct = f"{int(CONFIDENCE * 100)}%"
+    return markdown_table([LABEL, "n", "mean", "sd", f"t {pct} CI", f"BCa bootstrap {pct} CI", "seeds"], rows)
+
+
+def _details(result: Result, units: Units) -> str:
+    c = result.comparisons
+    if c.empty:
+        return "none"
+    headers = [LABEL, "test", "pairs", "diff", "p (t)", "BH q", "p (Wilcoxon)", "p (permutation)",
+               "p (perm., Holm)", "dz", "P(improve)", "seeds for 80% power"]
+    rows = [[r.configuration, r.test, r.n_pairs, _interval(r.mean_diff, r.ci_low, r.ci_high, units, units.diff,
+                                                             signed=True),
+             format_p(r.t_pvalue), format_p(r.t_bh), format_p(r.wilcoxon_pvalue), format_p(r.permutation_pvalue),
+             format_p(r.permutation_holm), _number(r.cohens_dz), _number(r.prob_improve), _number(r.seeds_for_power)]
+            for r in c.itertuples()]
+    return markdown_table(headers, rows)
+
+
+def _significant_classes(result: Result, units: Units) -> str:
+    table = result.per_class[result.per_class["q_bh"] < ALPHA]
+    if table.empty:
+        return "none"
+    rows = [[r[LABEL], r["class"], _interval(r["baseline_mean"], math.nan, math.nan, units, units.value),
+             _interval(r["mean_diff"], r["ci_low"], r["ci_high"], units, units.diff, signed=True),
+             format_p(r["t_pvalue"]), format_p(r["q_bh"])] for r in table.to_dict("records")]
+    return markdown_table([LABEL, "class", "baseline", "diff", "p (t)", "BH q"], rows)
+
+
+def _mcnemar_table(result: Result) -> str:
+    m = result.mcnemar
+    if m.empty:
+        return "none (no per-sample predictions to pair)"
+    rows = [[r.configuration, r.seeds, r.samples, r.gains, r.losses, _number(r.statistic),
+             format_p(r.pvalue) + (" (exact)" if r.exact else ""), format_p(r.p_holm)] for r in m.itertuples()]
+    return markdown_table([LABEL, "seeds", "samples", "gains", "losses", "statistic", "p", "p (Holm)"], rows)
+
+
+def _number(x: float) -> str:
+    if not np.isfinite(x):
+        return "inf" if x == math.inf else "-"
+    return f"{x:g}" if float(x).is_integer() else f"{x:.2f}"
+
+
+# ---------------------------------------------------------------------------- figures and files
+
+
+def plot_means(result: Result) -> Figure:
+    """Mean metric per configuration with its interval and seeds; the baseline's interval as a band."""
+    units = Units.of(result.metric)
+    s = result.summary
+    fig = Figure(figsize=(2 + 1.2 * len(s), 4))
+    ax = fig.subplots()
+    base = s[s["baseline"]].iloc[0]
+    values = result.values
+    if np.isfinite(base.ci_low):
+        ax.axhspan(base.ci_low * units.scale, base.ci_high * units.scale, color="tab:gray", alpha=0.2,
+                   label=f"baseline {int(CONFIDENCE * 100)}% CI")
+    ax.axhline(base["mean"] * units.scale, color="tab:gray", lw=1, label="baseline mean")
+    x = np.arange(len(s))
+    ax.errorbar(x, s["mean"] * units.scale, yerr=_yerr(s["mean"], s["ci_low"], s["ci_high"], units), fmt="o",
+                color="tab:blue", capsize=4, label=f"mean, {int(CONFIDENCE * 100)}% t interval")
+    for i, label in enumerate(s[LABEL]):
+        v = values.loc[values[LABEL] == label, "value"] * units.scale
+        ax.scatter(i + np.linspace(-0.15, 0.15, len(v)) + 0.25, v, s=10, color="black", alpha=0.5,
+                   label="one seed" if i == 0 else None)
+    _labels(ax, s[LABEL], f"{result.metric}" + (" (%)" if units.value else ""))
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(f"{result.experiment}: {result.metric} per configuration")
+    return fig
+
+
+def plot_differences(result: Result) -> Figure:
+    """Difference from the baseline per configuration: mean and interval, and each seed's pair."""
+    units = Units.of(result.metric)
+    c = result.comparisons
+    fig = Figure(figsize=(2 + 1.2 * max(1, len(c)), 4))
+    ax = fig.subplots()
+    ax.axhline(0, color="tab:gray", lw=1)
+    x = np.arange(len(c))
+    ax.errorbar(x, c["mean_diff"] * units.scale, yerr=_yerr(c["mean_diff"], c["ci_low"], c["ci_high"], units),
+                fmt="o", color="tab:red", capsize=4, label=f"mean difference, {int(CONFIDENCE * 100)}% CI")
+    for i, label in enumerate(c[LABEL]):
+        d = result.pairs.loc[result.pairs[LABEL] == label, "diff"] * units.scale
+        ax.scatter(i + np.linspace(-0.15, 0.15, len(d)) + 0.25, d, s=12, color="black", alpha=0.6,
+                   label="one seed" if i == 0 else None)
+    _labels(ax, c[LABEL], f"{result.metric} - baseline" + (" (pp)" if units.diff else ""))
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(f"paired differences from {result.baseline}")
+    return fig
+
+
+def plot_per_class(result: Result) -> Figure:
+    """Mean per-class difference from the baseline (configurations x classes); * marks BH q < ALPHA."""
+    units = Units.of(result.metric)
+    p = result.per_class
+    rows = list(dict.fromkeys(p[LABEL]))
+    grid = p.pivot(index=LABEL, columns="class", values="mean_diff").reindex(index=rows, columns=result.classes)
+    q = p.pivot(index=LABEL, columns="class", values="q_bh").reindex(index=rows, columns=result.classes)
+    values = grid.to_numpy(float) * units.scale
+    bound = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
+    fig = Figure(figsize=(2.5 + 0.7 * len(result.classes), 1.2 + 0.45 * len(rows)))
+    ax = fig.subplots()
+    image = ax.imshow(values, cmap="RdBu", vmin=-bound or -1, vmax=bound or 1, aspect="auto")
+    ax.set_xticks(range(len(result.classes)), result.classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:+.1f}" + ("*" if q.iat[i, j] < ALPHA else ""), ha="center", va="center", fontsize=7,
+                    color="white" if abs(v) > 0.6 * bound else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="difference" + (" (pp)" if units.diff else ""))
+    ax.set_title(f"per-class difference from {result.baseline} (* BH q < {ALPHA})")
+    return fig
+
+
+def write_outputs(result: Result, folder: str | Path) -> list[Path]:
+    """CSV tables, PNG figures and report.md in `folder`; the paths written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in ("summary", "comparisons", "per_class", "mcnemar", "pairs", "values"):
+        getattr(result, name).to_csv(folder / f"{name}.csv", index=False)
+        written.append(folder / f"{name}.csv")
+    figures = {"means.png": plot_means, "differences.png": plot_differences}
+    if not result.per_class.empty:
+        figures["per_class.png"] = plot_per_class
+    for name, plot in figures.items():
+        if name != "differences.png" or not result.comparisons.empty:
+            plot(result).savefig(folder / name, dpi=120, bbox_inches="tight")
+            written.append(folder / name)
+    pictures = [p.name for p in written if p.suffix == ".png"]
+    (folder / "report.md").write_text(markdown_report(result, pictures))
+    return [*written, folder / "report.md"]
+
+
+def analysis_metrics(result: Result) -> dict[str, float]:
+    """The main numbers as MLflow metrics: mean.<config>, diff.<config>, p.<config>, ..."""
+    metrics = {f"mean.{metric_key(r.configuration)}": r.mean for r in result.summary.itertuples()}
+    for r in result.comparisons.itertuples():
+        key = metric_key(r.configuration)
+        metrics |= {f"diff.{key}": r.mean_diff, f"diff_ci_low.{key}": r.ci_low, f"diff_ci_high.{key}": r.ci_high,
+                    f"p.{key}": r.t_pvalue, f"p_holm.{key}": r.t_holm}
+    return {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
+
+
+def metric_key(label: str) -> str:
+    """A label as an MLflow-safe key: 'replace_pct=2, augment_count=0' -> 'replace_pct_2 augment_count_0'."""
+    text = label.replace(", ", " ").replace("=", "_")
+    return "".join(ch if ch.isalnum() or ch in "_-. " else "_" for ch in text)
+
+
+def log_analysis(trials: Trials, result: Result, folder: str | Path) -> str:
+    """An 'analysis' run in the sweep's experiment with the main numbers and `folder` as artifacts."""
+    experiment_id = ensure_experiment(trials.tracking_uri, trials.experiment)
+    run = RunLogger.create(trials.tracking_uri, experiment_id, f"analysis {trials.sweep}",
+                           {ROLE: "analysis", SWEEP: trials.sweep})
+    try:
+        run.log_params({"metric": result.metric, "baseline": result.baseline, "seeds": list(result.seeds),
+                        "sweep_run_id": trials.sweep_run_id or "", "configurations": len(result.summary)})
+        run.log_metrics(analysis_metrics(result))
+        run.log_artifacts(folder)
+    except BaseException:
+        run.finish("FAILED")
+        raise
+    run.finish("FINISHED")
+    return run.run_id
+
+
+def _yerr(mean: pd.Series, lo: pd.Series, hi: pd.Series, units: Units) -> np.ndarray:
+    err = np.vstack([mean - lo, hi - mean]).astype(float) * units.scale
+    return np.nan_to_num(err, nan=0.0)
+
+
+def _labels(ax, labels: Sequence[str], ylabel: str) -> None:
+    tilted = len(labels) > 4 or max(map(len, labels), default=0) > 14
+    ax.set_xticks(range(len(labels)), list(labels), rotation=30 if tilted else 0, ha="right" if tilted else "center")
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)

@@ -1,0 +1,506 @@
+"""Statistics for comparing configurations across seeds.
+
+Pure functions over plain arrays: intervals, paired and unpaired tests, effect sizes,
+power, multiple-comparison corrections and McNemar's test on per-sample correctness.
+Only numpy and scipy are needed at run time. Every result is a frozen dataclass whose
+fields are plain Python ``int``/``float`` (or ``bool``), so ``dataclasses.asdict`` rows
+go straight into a pandas table.
+
+Conventions
+-----------
+* Inputs are 1-D sequences of finite numbers; NaN or inf raises ``ValueError`` (drop
+  failed trials, and their partners in a paired design, before calling).
+* "Undefined" results (too few observations, zero variance) are ``nan``, never a
+  warning. A zero-variance sample gets the degenerate interval ``(mean, mean)``.
+* Differences are always ``treatment - baseline`` (or ``a - b``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy import stats as _st
+
+__all__ = [
+    "Summary",
+    "PairedResult",
+    "WelchResult",
+    "McNemarResult",
+    "describe",
+    "bootstrap_bca_ci",
+    "paired_t_test",
+    "sign_flip_pvalue",
+    "paired_comparison",
+    "welch_comparison",
+    "paired_t_power",
+    "seeds_for_power",
+    "holm",
+    "benjamini_hochberg",
+    "mcnemar",
+]
+
+ArrayLike = Sequence[float] | np.ndarray
+
+#: Largest n for which :func:`sign_flip_pvalue` enumerates all 2**n sign assignments.
+EXACT_PERMUTATION_MAX_N = 20
+#: Monte Carlo draws used by :func:`sign_flip_pvalue` above ``EXACT_PERMUTATION_MAX_N``.
+MONTE_CARLO_DRAWS = 100_000
+
+_NAN = float("nan")
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Sample size, mean, sample standard deviation (ddof=1) and t-interval of the mean."""
+
+    n: int
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """Paired comparison of treatment against baseline (differences = treatment - baseline).
+
+    Fields: ``n`` pairs; ``mean_diff`` and its t-interval ``ci_low``/``ci_high``;
+    ``t_stat``/``t_pvalue`` of the two-sided paired t-test; ``wilcoxon_pvalue``
+    (signed-rank, two-sided); ``permutation_pvalue`` (two-sided sign-flip test on
+    |mean difference|); ``cohens_dz`` = mean / sd of the differences; ``prob_improve``
+    = share of pairs with a positive difference (ties count half); ``seeds_for_power``
+    = pairs needed for 80% power at alpha 0.05 if the true dz equalled the observed one.
+    """
+
+    n: int
+    mean_diff: float
+    ci_low: float
+    ci_high: float
+    t_stat: float
+    t_pvalue: float
+    wilcoxon_pvalue: float
+    permutation_pvalue: float
+    cohens_dz: float
+    prob_improve: float
+    seeds_for_power: float
+
+
+@dataclass(frozen=True)
+class WelchResult:
+    """Welch's unequal-variance t-test of mean(a) - mean(b) with its Welch-Satterthwaite CI."""
+
+    n_a: int
+    n_b: int
+    mean_diff: float
+    ci_low: float
+    ci_high: float
+    t_stat: float
+    pvalue: float
+    df: float
+
+
+@dataclass(frozen=True)
+class McNemarResult:
+    """McNemar's test on paired correctness.
+
+    ``b`` = samples A got right and B got wrong, ``c`` = A wrong and B right.
+    ``statistic`` is ``min(b, c)`` for the exact binomial test and the continuity-
+    corrected chi-square otherwise; ``exact`` says which was used.
+    """
+
+    b: int
+    c: int
+    statistic: float
+    pvalue: float
+    exact: bool
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _as_1d(x: ArrayLike, name: str = "x") -> np.ndarray:
+    arr = np.asarray(x, dtype=float)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or inf; drop those entries first")
+    return arr
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+
+
+def _t_interval(mean: float, se: float, df: float, confidence: float) -> tuple[float, float]:
+    """mean +/- t_{(1+c)/2, df} * se; (mean, mean) when se == 0; nan when undefined."""
+    if not (np.isfinite(mean) and np.isfinite(se)):
+        return _NAN, _NAN
+    if se == 0.0:
+        return float(mean), float(mean)
+    if not (np.isfinite(df) and df > 0):
+        return _NAN, _NAN
+    half = float(_st.t.ppf(0.5 + confidence / 2.0, df)) * se
+    return float(mean - half), float(mean + half)
+
+
+# --------------------------------------------------------------------------- one sample
+
+
+def describe(x: ArrayLike, confidence: float = 0.95) -> Summary:
+    """Mean, sample sd and Student-t confidence interval of the mean.
+
+    n == 0 gives nan everywhere; n == 1 gives the value with nan sd and interval.
+    """
+    _check_confidence(confidence)
+    arr = _as_1d(x)
+    n = int(arr.size)
+    if n == 0:
+        return Summary(0, _NAN, _NAN, _NAN, _NAN)
+    mean = float(arr.mean())
+    if n < 2:
+        return Summary(n, mean, _NAN, _NAN, _NAN)
+    std = float(arr.std(ddof=1))
+    lo, hi = _t_interval(mean, std / math.sqrt(n), n - 1, confidence)
+    return Summary(n, mean, std, lo, hi)
+
+
+_BOOTSTRAP_SEED_KW = "rng" if "rng" in inspect.signature(_st.bootstrap).parameters else "random_state"
+
+
+def bootstrap_bca_ci(
+    x: ArrayLike,
+    statistic: Callable[..., float] = np.mean,
+    confidence: float = 0.95,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Bias-corrected and accelerated (BCa) bootstrap interval of ``statistic(x)``.
+
+    Thin wrapper over ``scipy.stats.bootstrap(method='BCa')`` with a seeded
+    ``np.random.default_rng(seed)``. ``statistic`` may accept an ``axis`` keyword
+    (vectorised, fast) or not. Degenerate inputs, without warnings:
+
+    * n < 3: ``(nan, nan)`` (too few points to resample meaningfully);
+    * all values equal: ``(s, s)`` with ``s = statistic(x)``;
+    * any other case where scipy's interval is undefined: ``(nan, nan)``.
+    """
+    _check_confidence(confidence)
+    arr = _as_1d(x)
+    if arr.size < 3:
+        return _NAN, _NAN
+    if np.all(arr == arr[0]):
+        s = float(statistic(arr))
+        return s, s
+    kwargs = {_BOOTSTRAP_SEED_KW: np.random.default_rng(seed)}
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        res = _st.bootstrap(
+            (arr,),
+            statistic,
+            n_resamples=int(n_resamples),
+            confidence_level=confidence,
+            method="BCa",
+            **kwargs,
+        )
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return _NAN, _NAN
+    return lo, hi
+
+
+# --------------------------------------------------------------------------- paired
+
+
+def paired_t_test(
+    treatment: ArrayLike | np.ndarray, baseline: ArrayLike | np.ndarray
+) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """Two-sided paired t-test, vectorised over leading axes (pairs on the last axis).
+
+    Returns ``(t_stat, pvalue)``; floats for 1-D input, arrays of the leading shape
+    otherwise. Where the differences have zero variance or fewer than 2 pairs, both
+    are nan. Same numbers as ``scipy.stats.ttest_rel(..., axis=-1)`` elsewhere.
+    """
+    t = np.asarray(treatment, dtype=float)
+    b = np.asarray(baseline, dtype=float)
+    if t.shape != b.shape:
+        raise ValueError(f"treatment and baseline shapes differ: {t.shape} vs {b.shape}")
+    d = t - b
+    n = d.shape[-1] if d.ndim else 1
+    if n < 2:
+        shape = d.shape[:-1]
+        out = np.full(shape, np.nan)
+        return (float(out), float(out)) if out.ndim == 0 else (out, out.copy())
+    with np.errstate(all="ignore"):
+        mean = d.mean(axis=-1)
+        sd = d.std(axis=-1, ddof=1)
+        tstat = mean / (sd / math.sqrt(n))
+        tstat = np.where(sd > 0, tstat, np.nan)
+        p = 2.0 * _st.t.sf(np.abs(tstat), n - 1)
+    if np.ndim(tstat) == 0:
+        return float(tstat), float(p)
+    return tstat, p
+
+
+def sign_flip_pvalue(diffs: ArrayLike, seed: int = 0) -> float:
+    """Two-sided sign-flip permutation p-value for H0: differences symmetric about 0.
+
+    Statistic |mean(d)|. For n <= 20 every one of the 2**n sign assignments is
+    enumerated and p = #{|mean| >= observed} / 2**n (the observed assignment is one
+    of them). Above that, 100,000 seeded random sign assignments give
+    p = (1 + #{|mean| >= observed}) / (1 + 100,000). Empty input gives nan.
+    """
+    d = _as_1d(diffs, "diffs")
+    n = d.size
+    if n == 0:
+        return _NAN
+    # Float tolerance so that assignments equal to the observed one in exact
+    # arithmetic are counted despite rounding in the sums.
+    tol = 1e-9 * max(float(np.abs(d).sum()), 1e-300)
+    observed = abs(float(d.sum())) - tol
+    if n <= EXACT_PERMUTATION_MAX_N:
+        sums = np.zeros(1)
+        for v in d:  # doubling: all 2**n signed sums, O(2**n) memory and time
+            sums = np.concatenate((sums + v, sums - v))
+        return float(np.count_nonzero(np.abs(sums) >= observed) / sums.size)
+    rng = np.random.default_rng(seed)
+    hits = 0
+    chunk = max(1, min(MONTE_CARLO_DRAWS, 4_000_000 // n))
+    done = 0
+    while done < MONTE_CARLO_DRAWS:
+        k = min(chunk, MONTE_CARLO_DRAWS - done)
+        signs = rng.integers(0, 2, size=(k, n), dtype=np.int8) * 2 - 1
+        hits += int(np.count_nonzero(np.abs(signs @ d) >= observed))
+        done += k
+    return float((hits + 1) / (MONTE_CARLO_DRAWS + 1))
+
+
+def _wilcoxon_pvalue(d: np.ndarray) -> float:
+    if d.size < 2 or not np.any(d != 0):
+        return _NAN
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            p = float(_st.wilcoxon(d).pvalue)
+    except ValueError:
+        return _NAN
+    return p if np.isfinite(p) else _NAN
+
+
+def paired_comparison(
+    treatment: ArrayLike,
+    baseline: ArrayLike,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedResult:
+    """Full paired comparison of ``treatment`` vs ``baseline`` over matched seeds.
+
+    Element i of each array must come from the same seed. See :class:`PairedResult`
+    for the fields. With zero-variance differences the t statistic, its p-value,
+    ``cohens_dz`` and ``seeds_for_power`` are nan (the rank and permutation tests
+    still answer); the interval is then ``(mean_diff, mean_diff)``.
+    """
+    _check_confidence(confidence)
+    t = _as_1d(treatment, "treatment")
+    b = _as_1d(baseline, "baseline")
+    if t.shape != b.shape:
+        raise ValueError(f"treatment and baseline lengths differ: {t.size} vs {b.size}")
+    d = t - b
+    n = int(d.size)
+    summ = describe(d, confidence)
+    if n >= 2:
+        t_stat, t_p = paired_t_test(t, b)
+    else:
+        t_stat, t_p = _NAN, _NAN
+    dz = summ.mean / summ.std if (n >= 2 and summ.std > 0) else _NAN
+    prob = float((np.count_nonzero(d > 0) + 0.5 * np.count_nonzero(d == 0)) / n) if n else _NAN
+    return PairedResult(
+        n=n,
+        mean_diff=summ.mean,
+        ci_low=summ.ci_low,
+        ci_high=summ.ci_high,
+        t_stat=float(t_stat),
+        t_pvalue=float(t_p),
+        wilcoxon_pvalue=_wilcoxon_pvalue(d),
+        permutation_pvalue=sign_flip_pvalue(d, seed=seed),
+        cohens_dz=float(dz),
+        prob_improve=prob,
+        seeds_for_power=seeds_for_power(dz),
+    )
+
+
+# --------------------------------------------------------------------------- unpaired
+
+
+def welch_comparison(a: ArrayLike, b: ArrayLike, confidence: float = 0.95) -> WelchResult:
+    """Welch's two-sample t-test of mean(a) - mean(b), two-sided, unequal variances.
+
+    Degrees of freedom by Welch-Satterthwaite; the interval uses the same df.
+    Either sample smaller than 2 gives nan statistics; both variances zero gives
+    nan t, p and df and the interval ``(mean_diff, mean_diff)``.
+    """
+    _check_confidence(confidence)
+    xa = _as_1d(a, "a")
+    xb = _as_1d(b, "b")
+    na, nb = int(xa.size), int(xb.size)
+    diff = float(xa.mean() - xb.mean()) if (na and nb) else _NAN
+    if na < 2 or nb < 2:
+        return WelchResult(na, nb, diff, _NAN, _NAN, _NAN, _NAN, _NAN)
+    va, vb = xa.var(ddof=1) / na, xb.var(ddof=1) / nb
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return WelchResult(na, nb, diff, diff, diff, _NAN, _NAN, _NAN)
+    df = float((va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1)))
+    tstat = diff / se
+    p = float(2.0 * _st.t.sf(abs(tstat), df))
+    lo, hi = _t_interval(diff, se, df, confidence)
+    return WelchResult(na, nb, diff, lo, hi, float(tstat), p, df)
+
+
+# --------------------------------------------------------------------------- power
+
+
+def paired_t_power(dz: float, n: int | np.ndarray, alpha: float = 0.05) -> float | np.ndarray:
+    """Power of the two-sided one-sample / paired t-test at standardised effect ``dz``.
+
+    Exact, via the noncentral t: with df = n - 1, nc = dz * sqrt(n) and
+    c = t_{1 - alpha/2, df}, power = P(T' > c) + P(T' < -c). ``n`` may be an array
+    (returns an array). n < 2 or nan dz gives nan; |dz| = inf gives 1.
+    """
+    n_arr = np.asarray(n, dtype=float)
+    dz = float(dz)
+    with np.errstate(all="ignore"):
+        if np.isnan(dz):
+            out = np.full(n_arr.shape, np.nan)
+        elif np.isinf(dz):
+            out = np.where(n_arr >= 2, 1.0, np.nan)
+        else:
+            df = np.where(n_arr >= 2, n_arr - 1.0, np.nan)
+            nc = abs(dz) * np.sqrt(n_arr)
+            crit = _st.t.ppf(1.0 - alpha / 2.0, df)
+            out = _st.nct.sf(crit, df, nc) + _st.nct.cdf(-crit, df, nc)
+            out = np.where(n_arr >= 2, np.clip(out, 0.0, 1.0), np.nan)
+    return float(out) if out.ndim == 0 else out
+
+
+def seeds_for_power(
+    dz: float, power: float = 0.8, alpha: float = 0.05, max_n: int = 10_000
+) -> float:
+    """Smallest n >= 2 whose paired t-test power at ``dz`` reaches ``power``.
+
+    Returned as a float so that "never" fits: inf when dz == 0 or when even
+    ``max_n`` pairs fall short; nan when dz is nan. Sign of dz is ignored.
+    """
+    dz = float(dz)
+    if np.isnan(dz):
+        return _NAN
+    if dz == 0.0:
+        return math.inf
+    if np.isinf(dz):
+        return 2.0
+    lo = 2
+    width = 32
+    while lo <= max_n:
+        hi = min(max_n, lo + width - 1)
+        ns = np.arange(lo, hi + 1)
+        ok = np.flatnonzero(paired_t_power(dz, ns, alpha) >= power)
+        if ok.size:
+            return float(ns[ok[0]])
+        lo, width = hi + 1, width * 4
+    return math.inf
+
+
+# --------------------------------------------------------------------------- corrections
+
+
+def _prepare_pvalues(pvalues: ArrayLike) -> np.ndarray:
+    p = np.array(pvalues, dtype=float)
+    if p.ndim == 0:
+        p = p.reshape(1)
+    bad = ~np.isnan(p) & ((p < 0) | (p > 1))
+    if np.any(bad):
+        raise ValueError("p-values must lie in [0, 1] (or be nan)")
+    return p
+
+
+def holm(pvalues: ArrayLike) -> np.ndarray:
+    """Holm step-down adjusted p-values (family-wise error control).
+
+    ``pvalues`` is one family (1-D) or an array whose last axis holds independent
+    families. NaNs are left out of their family (they do not count towards m) and come
+    back as nan. Adjusted values are monotone in the raw ones and capped at 1.
+    """
+    p = _prepare_pvalues(pvalues)
+    order = np.argsort(p, axis=-1, kind="stable")  # nans sort last
+    ps = np.take_along_axis(p, order, axis=-1)
+    m = np.sum(~np.isnan(p), axis=-1, keepdims=True)
+    rank = np.arange(1, p.shape[-1] + 1)
+    adj = np.minimum(1.0, (m - rank + 1) * ps)
+    adj = np.maximum.accumulate(adj, axis=-1)  # nans are at the end, so they stay there
+    out = np.empty_like(adj)
+    np.put_along_axis(out, order, adj, axis=-1)
+    return out
+
+
+def benjamini_hochberg(pvalues: ArrayLike) -> np.ndarray:
+    """Benjamini-Hochberg step-up adjusted p-values (false discovery rate control).
+
+    Same shape and nan conventions as :func:`holm`.
+    """
+    p = _prepare_pvalues(pvalues)
+    order = np.argsort(p, axis=-1, kind="stable")
+    ps = np.take_along_axis(p, order, axis=-1)
+    isnan = np.isnan(ps)
+    m = np.sum(~isnan, axis=-1, keepdims=True)
+    rank = np.arange(1, p.shape[-1] + 1)
+    adj = np.where(isnan, np.inf, np.minimum(1.0, ps * m / rank))
+    adj = np.flip(np.minimum.accumulate(np.flip(adj, axis=-1), axis=-1), axis=-1)
+    adj = np.where(isnan, np.nan, adj)
+    out = np.empty_like(adj)
+    np.put_along_axis(out, order, adj, axis=-1)
+    return out
+
+
+# --------------------------------------------------------------------------- McNemar
+
+
+def mcnemar(
+    correct_a: ArrayLike, correct_b: ArrayLike, exact: bool | None = None
+) -> McNemarResult:
+    """McNemar's test that two classifiers have the same error rate on the same samples.
+
+    ``correct_a[i]``/``correct_b[i]``: whether A/B classified test sample i correctly.
+    Only the discordant counts matter: b = A right & B wrong, c = A wrong & B right.
+    ``exact=None`` picks the exact two-sided binomial test when b + c < 25 and the
+    chi-square test with continuity correction, (|b - c| - 1)**2 / (b + c) on 1 df,
+    otherwise. When b == c (including no discordant pairs) the chi-square version
+    returns statistic 0 and p = 1 (no correction is applied to a zero difference).
+    """
+    a = np.asarray(correct_a)
+    bb = np.asarray(correct_b)
+    if a.shape != bb.shape or a.ndim != 1:
+        raise ValueError("correct_a and correct_b must be 1-D and the same length")
+    a = a.astype(bool)
+    bb = bb.astype(bool)
+    b = int(np.count_nonzero(a & ~bb))
+    c = int(np.count_nonzero(~a & bb))
+    if exact is None:
+        exact = (b + c) < 25
+    if exact:
+        k = min(b, c)
+        p = min(1.0, 2.0 * float(_st.binom.cdf(k, b + c, 0.5))) if (b + c) else 1.0
+        return McNemarResult(b, c, float(k), p, True)
+    if b == c:
+        return McNemarResult(b, c, 0.0, 1.0, False)
+    stat = (abs(b - c) - 1.0) ** 2 / (b + c)
+    return McNemarResult(b, c, float(stat), float(_st.chi2.sf(stat, 1)), False)

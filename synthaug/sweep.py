@@ -1,0 +1,282 @@
+"""The shared sweep runner: CLI, validation, ray.init, generators and servers, Tuner (fresh or restored).
+
+A sweep script declares an Experiment (its grid and what it fixes) and calls main(). The
+runner checks every configuration before Ray starts, prepares the generators the grid
+needs, creates one named DDPM server a generator on the driver, warms the pools every
+trial will read, and runs the grid x seeds through Tune. The Tune run is named after a
+digest of the sweep's settings, so rerunning the same command after an interruption
+restores it (Tuner.restore) and finishes only what is left, logging into the same MLflow
+parent run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from synthaug.config import (PRESETS, ConfigError, Preset, TrialConfig, digest, from_flat, preset,
+                             to_flat)
+from synthaug.data import DataError, Dataset, load_dataset, resolve_source
+
+SWEEP_STATE = "synthaug_sweep.json"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """What a sweep script declares: its grid and the TrialConfig fields it fixes."""
+
+    name: str                                   # MLflow experiment and Tune run prefix
+    grid: Mapping[str, Sequence[Any]]           # TrialConfig field -> values, one Tune grid axis each
+    fixed: Mapping[str, Any] = field(default_factory=dict)         # TrialConfig fields, every preset
+    paper_fixed: Mapping[str, Any] = field(default_factory=dict)   # TrialConfig fields, paper preset only
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A validated sweep: every trial's configuration and where everything goes."""
+
+    experiment: Experiment
+    preset: Preset
+    seeds: tuple[int, ...]
+    base: TrialConfig
+    configs: tuple[TrialConfig, ...]
+    cache_dir: Path
+    storage: Path
+    tracking_uri: str
+    address: str | None
+    name: str                                   # the Tune run and the MLflow parent run's name
+
+    @property
+    def generators(self) -> tuple[str, ...]:
+        return tuple(sorted({c.generator for c in self.configs if c.uses_synthetic}))
+
+
+class UsageError(ValueError):
+    """Bad command-line input; one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:      # one line, not a usage dump
+        raise UsageError(message)
+
+
+def parse_args(experiment: Experiment, argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = _Parser(prog=f"sweeps/{experiment.name}.py", description=experiment.description)
+    parser.add_argument("--preset", default="smoke", help=f"one of {', '.join(PRESETS)} (default smoke)")
+    parser.add_argument("--seeds", default="3", help="N (seeds 0..N-1) or a list like 0,3,7 (default 3)")
+    parser.add_argument("--data", default=None, help="shapes, cifar10, or a class-folder folder/.tar/.tar.gz "
+                                                      "(default: the preset's)")
+    parser.add_argument("--address", default=None, help="a Ray cluster (default: start a local Ray)")
+    parser.add_argument("--mlflow-uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI, "
+                                                           "else sqlite:///<cwd>/mlflow.db)")
+    parser.add_argument("--storage", default="ray_results", help="Tune results folder (default ./ray_results)")
+    parser.add_argument("--cache", default=".synthaug", help="data, generators and pools (default ./.synthaug)")
+    parser.add_argument("--fresh", action="store_true", help="start over instead of resuming a matching sweep")
+    return parser.parse_args(argv)
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        if "," in text:
+            seeds = tuple(int(s) for s in text.split(",") if s.strip())
+        else:
+            seeds = tuple(range(int(text)))
+    except ValueError:
+        seeds = ()
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds: a count >= 1 or a list of distinct integers >= 0 like 0,3,7; got {text!r}")
+    return seeds
+
+
+def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepPlan, Dataset]:
+    """Resolve and validate everything; touches no Ray, no GPU, no MLflow."""
+    from synthaug.tracking import resolve_tracking_uri
+
+    chosen = preset(args.preset)
+    seeds = parse_seeds(args.seeds)
+    data = resolve_source(args.data or chosen.data)
+    cache_dir = Path(args.cache).resolve()
+    dataset = load_dataset(data, cache_dir)
+    fixed = {**experiment.fixed, **(experiment.paper_fixed if chosen.name == "paper" else {})}
+    base = from_flat(TrialConfig, {**to_flat(TrialConfig(
+        experiment=experiment.name, data=data, real_per_class=chosen.real_per_class,
+        test_per_class=chosen.test_per_class, train=chosen.train)), **fixed})
+    for spec in chosen.generators:
+        spec.validate()
+    configs = []
+    for values in itertools.product(*experiment.grid.values(), seeds):
+        flat = {**to_flat(base), **dict(zip([*experiment.grid, "seed"], values))}
+        cfg = from_flat(TrialConfig, flat)
+        cfg.validate(classes=dataset.classes, generators=[g.name for g in chosen.generators])
+        configs.append(cfg)
+    name = f"{experiment.name}-{chosen.name}-" + digest({
+        "base": to_flat(base), "grid": {k: list(v) for k, v in experiment.grid.items()}, "seeds": seeds,
+        "data": dataset.digest, "generators": [to_flat(g) for g in chosen.generators]})[:8]
+    plan = SweepPlan(experiment, chosen, seeds, base, tuple(configs), cache_dir,
+                     Path(args.storage).resolve(), resolve_tracking_uri(args.mlflow_uri), args.address, name)
+    return plan, dataset
+
+
+def main(experiment: Experiment, argv: Sequence[str] | None = None) -> int:
+    """Parse, validate, run; the exit code: 0 done, 1 trials failed, 2 bad input, 130 interrupted."""
+    try:
+        args = parse_args(experiment, argv)
+        plan, dataset = plan_sweep(experiment, args)
+    except (UsageError, ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return run_sweep(plan, dataset, fresh=args.fresh)
+
+
+def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False) -> int:
+    import ray
+    from ray import tune
+
+    from synthaug import tracking
+    from synthaug.server import NAMESPACE
+    from synthaug.trial import CONFIG, CONTEXT, TrialContext, run_trial
+
+    print(f"sweep {plan.name}: {len(plan.configs)} trials "
+          f"({len(plan.configs) // len(plan.seeds)} configurations x {len(plan.seeds)} seeds), "
+          f"preset {plan.preset.name}, data {dataset.name}")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    if plan.address:
+        ray.init(address=plan.address, namespace=NAMESPACE)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, namespace=NAMESPACE)
+    experiment_id = tracking.ensure_experiment(plan.tracking_uri, plan.experiment.name)
+    sweep_dir = plan.storage / plan.name
+    restoring = not fresh and tune.Tuner.can_restore(str(sweep_dir))
+    parent = _parent_run(plan, experiment_id, sweep_dir, reuse=not fresh)
+
+    servers = start_servers(plan, dataset, parent)
+    context = TrialContext(str(plan.cache_dir), plan.tracking_uri, experiment_id, parent.run_id, plan.name)
+    param_space = {**{k: tune.grid_search(list(v)) for k, v in plan.experiment.grid.items()},
+                   "seed": tune.grid_search(list(plan.seeds)),
+                   CONFIG: to_flat(plan.base), CONTEXT: asdict(context)}
+    gpus = plan.preset.gpus_per_trial if ray.cluster_resources().get("GPU", 0) else 0
+    trainable = tune.with_resources(run_trial, {"cpu": plan.preset.cpus_per_trial, "gpu": gpus})
+    if restoring:
+        print(f"resuming {sweep_dir} (rerun with --fresh to start over)")
+        tuner = tune.Tuner.restore(str(sweep_dir), trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=param_space)
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space=param_space,
+            tune_config=tune.TuneConfig(reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=plan.name, storage_path=str(plan.storage),
+                failure_config=tune.FailureConfig(max_failures=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                progress_reporter=tune.CLIReporter(
+                    parameter_columns=[*plan.experiment.grid, "seed"],
+                    metric_columns=["epoch", "train_loss", "test_acc"], max_report_frequency=30)))
+    results = tuner.fit()
+
+    counters = {g: ray.get(s.counters.remote()) for g, s in servers.items()}
+    for generator, count in counters.items():
+        print(f"DDPM server {generator}: generated {count['generated']} images this sweep, "
+              f"served {count['served']} to trials")
+    parent.log_metrics({"pool_images_generated": sum(c["generated"] for c in counters.values()),
+                        "pool_images_served": sum(c["served"] for c in counters.values())})
+    rows = [{**{k: r.config.get(k) for k in [*plan.experiment.grid, "seed"]}, **r.metrics}
+            for r in results if r.metrics]
+    finished = sum(1 for r in rows if r.get("done"))
+    print_summary(plan, rows)
+    if finished == len(plan.configs):
+        parent.finish("FINISHED")
+    print(f"\n{finished}/{len(plan.configs)} trials finished.")
+    print(f"Browse:   mlflow ui --backend-store-uri {plan.tracking_uri}")
+    print(f"Analyse:  python analysis/significance.py --experiment {plan.experiment.name} "
+          f"--sweep {plan.name} --mlflow-uri {plan.tracking_uri}")
+    ray.shutdown()
+    if finished < len(plan.configs):
+        errors = sum(1 for r in results if r.error)
+        print(f"{len(plan.configs) - finished} trials unfinished ({errors} errored): "
+              f"rerun the same command to resume.")
+        return 1 if errors else 130
+    return 0
+
+
+def start_servers(plan: SweepPlan, dataset: Dataset, parent) -> dict[str, Any]:
+    """Prepare each generator the grid uses, start its named server, generate every pool up front."""
+    import ray
+    from tqdm import tqdm
+
+    from synthaug.mixing import synthetic_requests
+    from synthaug.prepare import prepare_generator
+    from synthaug.server import make_server_actor
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    prepare = ray.remote(prepare_generator).options(num_gpus=1 if gpus else 0, num_cpus=1 if gpus else cpus)
+    servers = {}
+    for name in plan.generators:
+        spec = plan.preset.generator(name)
+        print(f"preparing generator {name} (trained once, then cached under {plan.cache_dir})")
+        prepared = ray.get(prepare.remote(spec, plan.base.data, str(plan.cache_dir)))
+        if not prepared.conditional:
+            parent.log_metrics({f"labeller_test_acc.{name}": prepared.labeller_test_acc})
+        parent.set_tags({f"synthaug.generator.{name}.weights": prepared.weights_digest})
+        servers[name] = make_server_actor(prepared, spec, str(plan.cache_dir / "pools"), dataset.num_classes,
+                                          num_gpus=plan.preset.server_gpus if gpus else 0)
+    needed: dict[tuple[str, int, int], int] = {}
+    for cfg in plan.configs:
+        if cfg.uses_synthetic:
+            for c, n in synthetic_requests(cfg, dataset).items():
+                key = (cfg.generator, c, cfg.seed)
+                needed[key] = max(needed.get(key, 0), n)
+    generated = 0
+    for (name, c, seed), n in tqdm(sorted(needed.items()), desc="warming pools", unit="pool"):
+        generated += ray.get(servers[name].ensure.remote(c, n, seed))
+    print(f"pools ready: {len(needed)} (generator, class, seed) prefixes, {generated} images generated now")
+    return servers
+
+
+def _parent_run(plan: SweepPlan, experiment_id: str, sweep_dir: Path, reuse: bool):
+    """The sweep's MLflow run: the one recorded beside the Tune run when resuming, else a new one."""
+    from mlflow.exceptions import MlflowException
+
+    from synthaug.tracking import ROLE, SWEEP, RunLogger
+
+    state_file = sweep_dir / SWEEP_STATE
+    if reuse and state_file.exists():
+        run_id = json.loads(state_file.read_text())["parent_run_id"]
+        try:
+            RunLogger(plan.tracking_uri, run_id).client.get_run(run_id)
+            return RunLogger(plan.tracking_uri, run_id)
+        except MlflowException:
+            pass
+    parent = RunLogger.create(plan.tracking_uri, experiment_id, plan.name, {ROLE: "sweep", SWEEP: plan.name})
+    parent.log_params({"preset": plan.preset.name, "seeds": list(plan.seeds), "trials": len(plan.configs),
+                       **{f"grid.{k}": list(v) for k, v in plan.experiment.grid.items()},
+                       **{f"base.{k}": v for k, v in to_flat(plan.base).items()}})
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps({"parent_run_id": parent.run_id, "tracking_uri": plan.tracking_uri}))
+    return parent
+
+
+def print_summary(plan: SweepPlan, rows: list[dict]) -> None:
+    """Mean test accuracy per configuration across the seeds that finished."""
+    import pandas as pd
+
+    done = [r for r in rows if r.get("done")]
+    if not done:
+        print("no finished trials yet")
+        return
+    frame = pd.DataFrame(done)
+    keys = list(plan.experiment.grid)
+    frame[keys] = frame[keys].astype(str)
+    table = frame.groupby(keys, sort=False)["test_acc"].agg(n="count", mean="mean", std="std")
+    table[["mean", "std"]] = table[["mean", "std"]] * 100
+    print("\ntest accuracy (%) across seeds:")
+    print(table.round(2).to_string())
+

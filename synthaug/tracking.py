@@ -1,0 +1,105 @@
+"""MLflow: an experiment per sweep script, a parent run per sweep, a child run per trial.
+
+Only MlflowClient is used (never the fluent API's global active run), so a Ray worker that
+Tune reuses for the next trial carries no run state over. Conventions the analysis reads:
+
+    tags    synthaug.role = sweep | trial | analysis
+            synthaug.sweep = <sweep name>         (the Tune experiment; on every run)
+            synthaug.trial_id = <Tune trial id>   (child runs; finds a restored trial's run)
+            synthaug.cell = <digest of the config without the seed>
+            mlflow.parentRunId = <the sweep's run>
+    params  the trial's full flat config ("seed", "replace_pct", "train.lr", ...)
+    metrics per epoch (step = epoch): train_loss, train_acc, lr, test_acc, epoch_time_s
+            final: test_acc, test_loss, test_acc.<class> for each class
+    artifacts manifest.json, confusion_matrix.csv/.png, predictions.csv, synthetic_grid.png
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+ROLE, SWEEP, TRIAL_ID, CELL = "synthaug.role", "synthaug.sweep", "synthaug.trial_id", "synthaug.cell"
+PARENT = "mlflow.parentRunId"
+
+
+def resolve_tracking_uri(flag: str | None = None, workdir: str | Path | None = None) -> str:
+    """--mlflow-uri, else MLFLOW_TRACKING_URI, else a SQLite file in the working folder (absolute)."""
+    uri = flag or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+        return uri
+    return "sqlite:///" + str((Path(workdir or os.getcwd()) / "mlflow.db").resolve())
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """The experiment's id, creating it (artifacts beside a SQLite store) when missing."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if uri.startswith("sqlite:"):
+        location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / name).as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+class RunLogger:
+    """One MLflow run: batched params and metrics, artifacts, terminal status."""
+
+    def __init__(self, uri: str, run_id: str):
+        self.client = MlflowClient(uri)
+        self.run_id = run_id
+
+    @classmethod
+    def create(cls, uri: str, experiment_id: str, run_name: str, tags: Mapping[str, str]) -> "RunLogger":
+        run = MlflowClient(uri).create_run(experiment_id, run_name=run_name, tags=dict(tags))
+        return cls(uri, run.info.run_id)
+
+    @classmethod
+    def for_trial(cls, uri: str, experiment_id: str, parent_run_id: str, trial_id: str, run_name: str,
+                  tags: Mapping[str, str]) -> "RunLogger":
+        """The trial's run: found again after a restore (by its Tune trial id), else created."""
+        client = MlflowClient(uri)
+        found = client.search_runs([experiment_id], filter_string=(
+            f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{TRIAL_ID}` = '{trial_id}'"), max_results=1)
+        if found:
+            run_id = found[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+            return cls(uri, run_id)
+        return cls.create(uri, experiment_id, run_name,
+                          {**tags, PARENT: parent_run_id, TRIAL_ID: trial_id, ROLE: "trial"})
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        items = [Param(k, _param_value(v)) for k, v in params.items()]
+        existing = self.client.get_run(self.run_id).data.params
+        items = [p for p in items if p.key not in existing]     # params are write-once; a resume re-logs
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifacts(self, folder: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)

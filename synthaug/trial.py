@@ -1,0 +1,140 @@
+"""The Ray Tune trainable: a configuration in, per-epoch metrics, a checkpoint and artifacts out.
+
+run_trial composes the training set (real images chosen by the seed, synthetic images from
+the shared DDPM server), trains the ResNet18 one epoch at a time, reports each epoch to Tune
+with a checkpoint, logs it to the trial's own MLflow run, and at the end logs the test
+accuracy, per-class accuracies, the confusion matrix, per-sample predictions, the manifest
+and a grid of the synthetic images it used. Restored after a crash, it resumes from its
+last checkpoint and keeps logging into the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+from ray import tune
+
+from synthaug import report
+from synthaug.classifier import Evaluation, Trainer, evaluate
+from synthaug.config import TrialConfig, digest, from_flat, to_flat
+from synthaug.data import Dataset, load_dataset
+from synthaug.mixing import TrainingSet, compose, select_test
+from synthaug.server import get_server
+from synthaug.tracking import CELL, SWEEP, RunLogger
+
+CONFIG, CONTEXT = "config", "context"    # param_space keys that hold constants, not grid axes
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Where a trial finds things: all absolute, resolved on the driver."""
+
+    cache_dir: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    sweep: str
+
+
+def trial_config(params: dict) -> TrialConfig:
+    """The TrialConfig behind Tune's params: the constants overlaid with this trial's grid values."""
+    flat = {**params[CONFIG], **{k: v for k, v in params.items() if k not in (CONFIG, CONTEXT)}}
+    return from_flat(TrialConfig, flat)
+
+
+def cell_key(cfg: TrialConfig) -> str:
+    """Identifies a configuration across seeds: the digest of everything but the seed."""
+    return digest({k: v for k, v in to_flat(cfg).items() if k != "seed"})[:12]
+
+
+def run_trial(params: dict) -> None:
+    cfg = trial_config(params)
+    ctx = TrialContext(**params[CONTEXT])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.set_num_threads(_assigned_cpus())
+    dataset = _dataset(cfg.data, ctx.cache_dir)
+    training = compose(cfg, dataset, _synthetic_source(cfg))
+    test_index = select_test(dataset, cfg.test_per_class)
+    test_x, test_y = dataset.test_x[test_index], dataset.test_y[test_index]
+
+    trial_id = tune.get_context().get_trial_id()
+    run = RunLogger.for_trial(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id,
+                              run_name=_run_name(cfg), tags={SWEEP: ctx.sweep, CELL: cell_key(cfg)})
+    run.log_params(to_flat(cfg))
+    trainer = Trainer(cfg.train, training.x, training.y, dataset.num_classes, seed=cfg.seed,
+                      device=device, progress=False)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            trainer.load_state_dict(torch.load(Path(folder) / "trainer.pt", weights_only=False))
+    if trainer.epoch == 0:
+        run.log_metrics({"train_images": len(training.y), "train_synthetic": int(training.synthetic.sum())})
+
+    while trainer.epoch < cfg.train.epochs:
+        metrics = trainer.train_epoch()
+        result = evaluate(trainer.model, test_x, test_y, dataset.num_classes, device)
+        metrics = {**metrics, "test_acc": result.accuracy}
+        run.log_metrics(metrics, step=trainer.epoch)
+        last = trainer.epoch == cfg.train.epochs
+        if last:
+            _log_final(run, cfg, dataset, training, result, test_index)
+            run.finish("FINISHED")
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(trainer.state_dict(), Path(folder) / "trainer.pt")
+            tune.report({**metrics, "epoch": trainer.epoch, "done": last, "mlflow_run_id": run.run_id},
+                        checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _log_final(run: RunLogger, cfg: TrialConfig, dataset: Dataset, training: TrainingSet,
+               result: Evaluation, test_index: np.ndarray) -> None:
+    per_class = {f"test_acc.{name}": float(acc) for name, acc in zip(dataset.classes, result.per_class_accuracy)}
+    run.log_metrics({"test_acc": result.accuracy, **per_class}, step=cfg.train.epochs)
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        (folder / "manifest.json").write_text(json.dumps(training.manifest, indent=1))
+        report.write_confusion(folder, result.confusion, dataset.classes)
+        report.write_predictions(folder / "predictions.csv", test_index, dataset.test_y[test_index], result)
+        if training.synthetic.any():
+            report.save_grid(folder / "synthetic_grid.png", training.x[training.synthetic],
+                             training.y[training.synthetic], dataset.classes)
+        run.log_artifacts(folder)
+
+
+def _synthetic_source(cfg: TrialConfig):
+    """take(class_index, n) served by the shared DDPM server of the trial's generator."""
+    def take(class_index: int, n: int):
+        return ray.get(get_server(cfg.generator).take.remote(class_index, n, cfg.seed))
+    return take
+
+
+@functools.lru_cache(maxsize=2)
+def _dataset(source: str, cache_dir: str) -> Dataset:
+    """Decoded once a worker process: Tune reuses the process for the next trial."""
+    return load_dataset(source, cache_dir)
+
+
+def _assigned_cpus() -> int:
+    try:
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    except Exception:  # noqa: BLE001 - outside Ray
+        cpus = 1
+    return max(1, int(cpus))
+
+
+def _run_name(cfg: TrialConfig) -> str:
+    parts = [f"seed={cfg.seed}"]
+    if cfg.replace_pct:
+        parts.append(f"replace={cfg.replace_pct:g}%")
+    if cfg.augment_classes and cfg.augment_count:
+        parts.append(f"+{cfg.augment_count}x{'+'.join(cfg.augment_classes)}")
+    if cfg.uses_synthetic:
+        parts.append(cfg.generator)
+    return " ".join(parts)
+

@@ -1,0 +1,278 @@
+"""Tests for synthaug.classifier: the CIFAR ResNet18, the trainer and evaluation.
+
+All on CPU with tiny widths and data sets; real training, no mocks.
+"""
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from synthaug.classifier import (
+    PAD,
+    Evaluation,
+    TrainConfig,
+    Trainer,
+    augment_batch,
+    evaluate,
+    learning_rate,
+    predict,
+    resnet18,
+)
+
+COLOURS = np.array([[220, 30, 30], [30, 200, 40], [40, 60, 230], [230, 230, 40]], np.uint8)
+
+
+def colour_task(n_per_class: int, seed: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Four classes of noisy solid colours: trivially separable."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(len(COLOURS)), n_per_class)
+    noise = rng.normal(0, 25, (len(y), size, size, 3))
+    x = np.clip(COLOURS[y][:, None, None, :] + noise, 0, 255).astype(np.uint8)
+    order = rng.permutation(len(y))
+    return x[order], y[order]
+
+
+def tiny_config(**changes) -> TrainConfig:
+    return TrainConfig(**{"epochs": 2, "batch_size": 32, "width": 4, **changes})
+
+
+def make_trainer(cfg: TrainConfig, seed: int = 0, n_per_class: int = 16) -> Trainer:
+    x, y = colour_task(n_per_class, seed=123)
+    return Trainer(cfg, x, y, num_classes=4, seed=seed, device="cpu", progress=False)
+
+
+def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def test_resnet18_is_the_cifar_variant():
+    model = resnet18(num_classes=10).eval()
+    assert sum(p.numel() for p in model.parameters()) == 11_173_962  # the usual 11.17M
+    assert not any(isinstance(m, nn.MaxPool2d) for m in model.modules())
+    stem_conv = model.stem[0]
+    assert stem_conv.kernel_size == (3, 3) and stem_conv.stride == (1, 1)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert model.stem(x).shape == (2, 64, 32, 32)
+        assert model(x).shape == (2, 10)
+    widths = [stage[0].conv1.out_channels for stage in
+              (model.layer1, model.layer2, model.layer3, model.layer4)]
+    assert widths == [64, 128, 256, 512]
+    assert [len(s) for s in (model.layer1, model.layer2, model.layer3, model.layer4)] == [2, 2, 2, 2]
+
+
+def test_resnet18_width_scales_channels():
+    model = resnet18(num_classes=3, width=8)
+    assert model.layer4[0].conv1.out_channels == 64
+    assert model.linear.in_features == 64 and model.linear.out_features == 3
+
+
+# ---------------------------------------------------------------------------- config
+
+
+def test_default_config_is_the_study_recipe():
+    cfg = TrainConfig()
+    cfg.validate()
+    assert (cfg.epochs, cfg.batch_size, cfg.lr) == (50, 256, 0.01)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("epochs", 0),
+        ("epochs", 2.5),
+        ("batch_size", 0),
+        ("lr", 0.0),
+        ("lr", -0.1),
+        ("lr", float("nan")),
+        ("momentum", 1.0),
+        ("weight_decay", -1e-4),
+        ("schedule", "foo"),
+        ("warmup_epochs", 50),
+        ("label_smoothing", 1.0),
+        ("width", 0),
+        ("augment", "yes"),
+    ],
+)
+def test_validate_rejects_with_one_line_naming_the_field(field, value):
+    with pytest.raises(ValueError) as info:
+        TrainConfig(**{field: value}).validate()
+    message = str(info.value)
+    assert message.startswith(f"train.{field}: ") and "\n" not in message
+    assert repr(value) in message
+
+
+def test_nesterov_needs_momentum():
+    with pytest.raises(ValueError, match=r"^train\.nesterov: "):
+        TrainConfig(momentum=0.0, nesterov=True).validate()
+    TrainConfig(momentum=0.0, nesterov=False).validate()
+
+
+def test_learning_rate_schedules():
+    cfg = TrainConfig(epochs=10, lr=0.1)
+    lrs = [learning_rate(cfg, s, steps_per_epoch=5) for s in range(50)]
+    assert lrs[0] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] < 1e-3 and learning_rate(cfg, 50, 5) == pytest.approx(0.0, abs=1e-12)
+    assert lrs[25] == pytest.approx(0.05)  # half way down the cosine
+
+    warm = TrainConfig(epochs=10, lr=0.1, warmup_epochs=2, schedule="constant")
+    assert [learning_rate(warm, s, 5) for s in range(10)] == pytest.approx(
+        [0.01 * (s + 1) for s in range(10)])
+    assert learning_rate(warm, 30, 5) == pytest.approx(0.1)
+
+
+# ----------------------------------------------------------------------- augmentation
+
+
+def test_augment_is_a_translate_and_flip_of_the_padded_image():
+    gen = torch.Generator().manual_seed(0)
+    padded = torch.randint(0, 256, (16, 3, 8 + 2 * PAD, 8 + 2 * PAD), dtype=torch.uint8)
+    centre = padded[:, :, PAD:-PAD, PAD:-PAD]
+    assert torch.equal(augment_batch(padded, gen, augment=False), centre)
+
+    out = augment_batch(padded, gen, augment=True)
+    assert out.shape == centre.shape and out.dtype == torch.uint8
+    shifts, flips = set(), 0
+    for img, src in zip(out, padded):
+        matches = [(dy, dx, f) for dy in range(2 * PAD + 1) for dx in range(2 * PAD + 1)
+                   for f in (False, True)
+                   if torch.equal(img, src[:, dy:dy + 8, dx:dx + 8].flip(2) if f
+                                  else src[:, dy:dy + 8, dx:dx + 8])]
+        assert matches, "an augmented image must be a crop (maybe flipped) of its padded source"
+        shifts.add(matches[0][:2])
+        flips += matches[0][2]
+    assert len(shifts) > 4 and 0 < flips < 16  # the draws vary across the batch
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_train_epoch_reports_metrics_and_stops_after_the_last_epoch():
+    trainer = make_trainer(tiny_config(epochs=1))
+    metrics = trainer.train_epoch()
+    assert set(metrics) == {"train_loss", "train_acc", "lr", "epoch_time_s"}
+    assert math.isfinite(metrics["train_loss"]) and 0 <= metrics["train_acc"] <= 1
+    assert metrics["lr"] == pytest.approx(learning_rate(trainer.cfg, 1, trainer.steps_per_epoch))
+    assert trainer.epoch == 1 and trainer.step == 2  # 64 images, batch 32
+    with pytest.raises(RuntimeError):
+        trainer.train_epoch()
+
+
+def test_same_seed_same_weights_different_seed_differs():
+    cfg = tiny_config(epochs=1)
+    a, b, c = make_trainer(cfg, seed=1), make_trainer(cfg, seed=1), make_trainer(cfg, seed=2)
+    assert not torch.equal(a.model.stem[0].weight, c.model.stem[0].weight)
+    ma, mb, mc = a.train_epoch(), b.train_epoch(), c.train_epoch()
+    assert_same_weights(weights(a), weights(b))
+    assert ma["train_loss"] == mb["train_loss"] != mc["train_loss"]
+    assert not torch.equal(a.model.linear.weight, c.model.linear.weight)
+
+
+def test_seed_does_not_touch_global_rng():
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    make_trainer(tiny_config(epochs=1), seed=99).train_epoch()
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run():
+    cfg = tiny_config(epochs=2, schedule="cosine", warmup_epochs=1)
+    straight = make_trainer(cfg, seed=5)
+    straight.train_epoch()
+    state = straight.state_dict()  # a snapshot: training on must not change it
+    final_metrics = straight.train_epoch()
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    resumed = make_trainer(cfg, seed=6)  # the seed comes back from the checkpoint
+    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    assert resumed.epoch == 1
+    resumed_metrics = resumed.train_epoch()
+
+    assert_same_weights(weights(straight), weights(resumed))
+    for key in ("train_loss", "train_acc", "lr"):
+        assert resumed_metrics[key] == final_metrics[key]
+    assert_same_weights(straight.state_dict()["optimizer"]["state"][0],
+                        resumed.state_dict()["optimizer"]["state"][0])
+
+
+def test_load_state_dict_refuses_another_config():
+    state = make_trainer(tiny_config(epochs=2)).state_dict()
+    with pytest.raises(ValueError, match="config"):
+        make_trainer(tiny_config(epochs=3)).load_state_dict(state)
+
+
+def test_trainer_rejects_bad_data():
+    x, y = colour_task(4, seed=0)
+    with pytest.raises(ValueError, match="train_x"):
+        Trainer(tiny_config(), x.astype(np.float32), y, 4, seed=0, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="train_y"):
+        Trainer(tiny_config(), x, y + 1, 4, seed=0, device="cpu", progress=False)
+
+
+# ------------------------------------------------------------------ learning and eval
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A width-8 ResNet18 trained for 3 epochs on the colour task, and a held-out set."""
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=0.05, width=8)
+    x, y = colour_task(40, seed=1)
+    trainer = Trainer(cfg, x, y, num_classes=4, seed=0, device="cpu", progress=False)
+    for _ in range(cfg.epochs):
+        trainer.train_epoch()
+    test_x, test_y = colour_task(25, seed=2)
+    return trainer.model, test_x, test_y
+
+
+def test_trainer_learns_a_separable_task(trained):
+    model, x, y = trained
+    result = evaluate(model, x, y, num_classes=4, device="cpu")
+    assert result.accuracy > 0.9
+    assert model.training  # evaluate restores the mode it found
+
+
+def test_evaluate_agrees_with_predict(trained):
+    model, x, y = trained
+    probs = predict(model, x, "cpu", batch_size=7)
+    assert probs.dtype == np.float32 and probs.shape == (len(x), 4)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(predict(model, x, "cpu"), probs, rtol=1e-4, atol=1e-6)
+
+    result = evaluate(model, x, y, num_classes=4, device="cpu", batch_size=7)
+    assert isinstance(result, Evaluation)
+    np.testing.assert_array_equal(result.predictions, probs.argmax(1))
+    np.testing.assert_array_equal(result.confidence, probs.max(1))
+    assert result.predictions.dtype == np.int64 and result.confidence.dtype == np.float32
+
+
+def test_confusion_and_per_class_accuracy_agree_with_predictions(trained):
+    model, x, y = trained
+    x, y = x[:-10], y[:-10]  # unequal class sizes
+    result = evaluate(model, x, y, num_classes=5, device="cpu")  # class 4 has no images
+    assert result.confusion.dtype == np.int64 and result.confusion.shape == (5, 5)
+    expected = np.zeros((5, 5), np.int64)
+    for t, p in zip(y, result.predictions):
+        expected[t, p] += 1
+    np.testing.assert_array_equal(result.confusion, expected)
+    for c in range(4):
+        in_c = y == c
+        assert result.per_class_accuracy[c] == pytest.approx((result.predictions[in_c] == c).mean())
+    assert np.isnan(result.per_class_accuracy[4])
+    assert result.accuracy == pytest.approx(np.trace(result.confusion) / len(y))

@@ -1,0 +1,111 @@
+"""The pool store and the DDPM server: generated once, nested, identical for every reader."""
+
+import numpy as np
+import pytest
+import ray
+
+from synthaug.config import preset
+from synthaug.pools import PoolKey, PoolStore, class_slice
+from synthaug.diffusion.sampling import SamplerConfig
+from synthaug.prepare import prepare_generator
+from synthaug.server import DDPMServer, get_server, make_server_actor
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def tiny_generator(name, cache):
+    """A tiny generator (and labeller, when unconditional) trained on shapes; cached in `cache`."""
+    spec = preset("tiny").generator(name)
+    return spec, prepare_generator(spec, "shapes", cache, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def conditional(cache):
+    return tiny_generator("ddpm-cond", cache)
+
+
+@pytest.fixture(scope="module")
+def unconditional(cache):
+    return tiny_generator("ddpm-uncond", cache)
+
+
+def test_store_appends_atomically_and_reads_contiguous_prefixes(tmp_path):
+    store = PoolStore(tmp_path)
+    key = PoolKey("w", SamplerConfig(), 2, "", seed=0)
+    images = np.arange(5 * 32 * 32 * 3, dtype=np.uint32).astype(np.uint8).reshape(5, 32, 32, 3)
+    store.append(key, 0, images[:3], np.full(3, 2), np.ones(3))
+    store.append(key, 3, images[3:], np.full(2, 2), np.ones(2))
+    assert store.length(key.pool_id) == 5
+    assert np.array_equal(store.read(key.pool_id).images, images)
+    assert np.array_equal(store.read(key.pool_id, stop=4).images, images[:4])
+    assert not list(store.folder(key.pool_id).glob("*.tmp"))
+    store.append(key, 10, images[:1], np.full(1, 2), np.ones(1))      # a gap: not part of the prefix
+    assert store.length(key.pool_id) == 5
+
+
+def test_pool_identity_covers_weights_sampler_class_labeller_and_seed():
+    base = PoolKey("w", SamplerConfig(), 1, "", 0)
+    variants = [PoolKey("v", SamplerConfig(), 1, "", 0), PoolKey("w", SamplerConfig(steps=7), 1, "", 0),
+                PoolKey("w", SamplerConfig(), 2, "", 0), PoolKey("w", SamplerConfig(), 1, "l", 0),
+                PoolKey("w", SamplerConfig(), 1, "", 1)]
+    assert len({base.pool_id, *(v.pool_id for v in variants)}) == 6
+    assert PoolKey("w", SamplerConfig(), 1, "", 0).pool_id == base.pool_id
+
+
+def test_server_generates_a_pool_once_and_serves_nested_prefixes(conditional, tmp_path):
+    spec, gen = conditional
+    first = DDPMServer(gen, spec, str(tmp_path), num_classes=10, device="cpu", progress=False)
+    small = first.take(3, 2, seed=0)
+    large = first.take(3, 5, seed=0)
+    assert np.array_equal(small.images, large.images[:2]) and np.all(large.labels == 3)
+    generated = first.counters()["generated"]
+    assert generated > 0 and generated % spec.shard_size == 0
+    # A second server (a later sweep) over the same store reads, it does not generate.
+    second = DDPMServer(gen, spec, str(tmp_path), num_classes=10, device="cpu", progress=False)
+    again = second.take(3, 5, seed=0)
+    assert second.counters() == {"generated": 0, "served": 5}
+    assert np.array_equal(again.images, large.images)
+    assert np.array_equal(again.indices, large.indices)
+    other_seed = second.take(3, 5, seed=1)
+    assert not np.array_equal(other_seed.images, large.images)
+
+
+def test_unconditional_class_pools_are_views_of_one_labelled_stream(unconditional, tmp_path):
+    spec, gen = unconditional
+    server = DDPMServer(gen, spec, str(tmp_path), num_classes=10, device="cpu", progress=False)
+    key = server.key(0, 0)
+    assert key == server.key(5, 0)                       # one stream for every class
+    stream = PoolStore(tmp_path).read(key.pool_id)
+    assert len(stream.labels) == 0
+    server._extend(key, stream)                          # one shard of labelled samples
+    stream = PoolStore(tmp_path).read(key.pool_id)
+    assert len(stream.labels) == spec.shard_size
+    for c in np.unique(stream.labels)[:3]:
+        expected = class_slice(stream, int(c), 1)
+        got = server.take(int(c), 1, seed=0)
+        assert np.array_equal(got.images, expected.images) and got.indices[0] == expected.indices[0]
+
+
+@pytest.fixture
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, namespace="synthaug")
+    yield
+    ray.shutdown()
+
+
+def test_trials_asking_for_the_same_pool_get_identical_images(conditional, tmp_path, local_ray):
+    spec, gen = conditional
+    server = make_server_actor(gen, spec, str(tmp_path), num_classes=10)
+
+    @ray.remote(num_cpus=1)
+    def trial(c, n, seed):
+        return ray.get(get_server(spec.name).take.remote(c, n, seed)).images
+
+    a, b = ray.get([trial.remote(4, 3, 7), trial.remote(4, 3, 7)])
+    assert np.array_equal(a, b)
+    counters = ray.get(server.counters.remote())
+    assert counters["served"] == 6 and counters["generated"] > 0
+    assert ray.get(server.ensure.remote(4, 3, 7)) == 0

@@ -1,0 +1,258 @@
+"""Tests for synthaug.results, synthaug.significance and analysis/significance.py.
+
+A real MLflow SQLite store in a temporary folder, written the way sweep.py and trial.py write
+it: a parent run per sweep, a child run per trial with string params, per-epoch and final
+metrics, and predictions.csv / manifest.json artifacts. Planted: replace_pct=2 improves the
+truck class by 8-11 of 50 images on every seed (a large paired effect), replace_pct=4 moves
+single images either way (no effect); replace_pct=2 has no run for seed 3 and replace_pct=4's
+seed 4 failed. An older sweep in the same experiment must be ignored. About 20 s.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from scipy import stats as st
+
+from synthaug.results import FINISHED, InputError, load_predictions, load_trials
+from synthaug.significance import analyse, compare, config_label, metric_key, parse_baseline
+from synthaug.tracking import CELL, ROLE, SWEEP, RunLogger, ensure_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENT, SWEEP_NAME = "replace_pct", "replace_pct-smoke-1234abcd"
+CLASSES = ("cat", "airplane", "truck", "ship")        # the manifest's order, deliberately not sorted
+PER_CLASS, SEEDS, EPOCHS = 50, (0, 1, 2, 3, 4), 2
+# Correct test images of each class (out of 50) for the baseline, by seed and class.
+BASE_CORRECT = 30 + np.array([0, 4, -3, 6, 2])[:, None] + np.array([0, 5, -5, 2])[None, :]
+DELTAS = {
+    0: np.zeros((5, 4), int),
+    2: np.array([[0, 0, 9, 0], [0, 0, 11, 0], [0, 0, 10, 0], [0, 0, 12, 0], [0, 0, 8, 0]]),     # truck only
+    4: np.array([[1, -1, 0, 0], [0, 1, 0, 0], [-1, 0, 0, 0], [1, 0, -1, 1], [0, 0, -1, 0]]),    # noise
+}
+MISSING, FAILED = (2, 3), (4, 4)                      # (replace_pct, seed)
+BASE_PARAMS = {
+    "experiment": EXPERIMENT, "data": "shapes", "imbalance": 1.0, "real_per_class": 100,
+    "test_per_class": PER_CLASS, "replace_pct": 0.0, "augment_classes": [], "augment_count": 0,
+    "generator": "ddpm-uncond", "train.epochs": EPOCHS, "train.batch_size": 64, "train.lr": 0.05,
+    "train.momentum": 0.9, "train.nesterov": True, "train.schedule": "cosine", "train.width": 16,
+}
+
+
+def accuracy(pct: int) -> np.ndarray:
+    """(seed, class) accuracies of a configuration, as planted."""
+    return (BASE_CORRECT + DELTAS[pct]) / PER_CLASS
+
+
+def predictions(pct: int, seed: int) -> pd.DataFrame:
+    """The first k images of each class right, the rest wrong."""
+    label = np.repeat(np.arange(len(CLASSES)), PER_CLASS)
+    position = np.tile(np.arange(PER_CLASS), len(CLASSES))
+    correct = position < (BASE_CORRECT + DELTAS[pct])[seed][label]
+    return pd.DataFrame({"test_index": np.arange(len(label)), "label": label,
+                         "prediction": np.where(correct, label, (label + 1) % len(CLASSES)),
+                         "confidence": 0.9, "correct": correct})
+
+
+def write_sweep(uri: str, experiment_id: str, sweep: str, grid: dict[int, tuple[int, ...]], folder: Path) -> str:
+    parent = RunLogger.create(uri, experiment_id, sweep, {ROLE: "sweep", SWEEP: sweep})
+    parent.log_params({"preset": "smoke", "seeds": list(SEEDS), "trials": 15, "grid.replace_pct": [0, 2, 4],
+                       **{f"base.{k}": v for k, v in BASE_PARAMS.items()}})
+    for pct, seeds in grid.items():
+        for seed in seeds:
+            write_trial(uri, experiment_id, parent.run_id, sweep, pct, seed, folder)
+    parent.finish()
+    return parent.run_id
+
+
+def write_trial(uri: str, experiment_id: str, parent: str, sweep: str, pct: int, seed: int, folder: Path) -> None:
+    """As trial.run_trial: for_trial, params, per-epoch metrics, then final metrics and artifacts."""
+    run = RunLogger.for_trial(uri, experiment_id, parent, f"t{pct}_{seed}_{sweep[-4:]}", f"seed={seed}",
+                              {SWEEP: sweep, CELL: f"cell{pct}"})
+    run.log_params({**BASE_PARAMS, "replace_pct": pct, "seed": seed})      # grid values are ints
+    run.log_metrics({"train_loss": 1.0, "test_acc": 0.1}, step=1)
+    if (pct, seed) == FAILED:
+        run.finish("FAILED")
+        return
+    acc = accuracy(pct)[seed]
+    run.log_metrics({"train_loss": 0.5, "test_acc": float(acc.mean())}, step=EPOCHS)
+    run.log_metrics({"test_acc": float(acc.mean()), **{f"test_acc.{c}": float(a) for c, a in zip(CLASSES, acc)}},
+                    step=EPOCHS)
+    out = folder / run.run_id
+    out.mkdir()
+    predictions(pct, seed).to_csv(out / "predictions.csv", index=False)
+    (out / "manifest.json").write_text(json.dumps({"classes": [{"class": c, "index": i}
+                                                               for i, c in enumerate(CLASSES)]}))
+    run.log_artifacts(out)
+    run.finish("FINISHED")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    experiment_id = ensure_experiment(uri, EXPERIMENT)
+    files = root / "files"
+    files.mkdir()
+    write_sweep(uri, experiment_id, "replace_pct-smoke-older", {0: (0, 1), 2: (0, 1)}, files)
+    grid = {pct: tuple(s for s in SEEDS if (pct, s) != MISSING) for pct in DELTAS}
+    write_sweep(uri, experiment_id, SWEEP_NAME, grid, files)
+    return uri
+
+
+@pytest.fixture(scope="module")
+def trials(store):
+    return load_trials(store, EXPERIMENT)
+
+
+@pytest.fixture(scope="module")
+def result(store, trials):
+    return analyse(trials, predictions=lambda run_id: load_predictions(store, run_id))
+
+
+def test_load_trials_reads_the_newest_sweep_with_typed_params(trials):
+    frame = trials.frame
+    assert trials.sweep == SWEEP_NAME and set(frame["sweep"]) == {SWEEP_NAME}
+    assert len(frame) == 14 and (frame["status"] == FINISHED).sum() == 13
+    assert frame["replace_pct"].dtype == float and sorted(frame["replace_pct"].unique()) == [0.0, 2.0, 4.0]
+    assert frame["seed"].dtype == np.int64 and frame["train.epochs"].dtype == np.int64
+    assert frame["train.nesterov"].dtype == bool and frame["train.lr"].dtype == float
+    assert set(frame["augment_classes"]) == {""}
+    assert trials.config_columns == ("replace_pct",)
+    assert trials.classes == CLASSES
+    done = frame[frame["status"] == FINISHED].set_index(["replace_pct", "seed"])
+    assert done.loc[(2.0, 1), "test_acc"] == pytest.approx(accuracy(2)[1].mean())     # final, not epoch 1
+    assert done.loc[(2.0, 1), "test_acc.truck"] == pytest.approx(accuracy(2)[1][2])
+
+
+def test_grouping_and_pairing(result):
+    assert result.baseline == "replace_pct=0"
+    assert list(result.summary["configuration"]) == ["replace_pct=0", "replace_pct=2", "replace_pct=4"]
+    assert list(result.summary["n"]) == [5, 4, 4]
+    pairs = result.pairs.groupby("configuration")["seed"].apply(list).to_dict()
+    assert pairs == {"replace_pct=2": [0, 1, 2, 4], "replace_pct=4": [0, 1, 2, 3]}
+    assert set(result.comparisons["test"]) == {"paired"}
+
+
+def test_paired_differences_match_numpy(result):
+    seeds = [0, 1, 2, 4]
+    d = accuracy(2).mean(1)[seeds] - accuracy(0).mean(1)[seeds]
+    half = st.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    row = result.comparisons.set_index("configuration").loc["replace_pct=2"]
+    assert row["mean_diff"] == pytest.approx(d.mean())
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert row["t_pvalue"] == pytest.approx(st.ttest_rel(accuracy(2).mean(1)[seeds], accuracy(0).mean(1)[seeds]).pvalue)
+    assert row["cohens_dz"] == pytest.approx(d.mean() / d.std(ddof=1))
+    summary = result.summary.set_index("configuration").loc["replace_pct=0"]
+    assert summary["mean"] == pytest.approx(accuracy(0).mean(1).mean())
+
+
+def test_planted_effect_is_significant_and_the_null_is_not(result):
+    c = result.comparisons.set_index("configuration")
+    assert c.loc["replace_pct=2", "t_holm"] < 0.01 and c.loc["replace_pct=2", "ci_low"] > 0
+    assert c.loc["replace_pct=4", "t_pvalue"] > 0.2 and c.loc["replace_pct=4", "ci_low"] < 0
+    significant = result.per_class[result.per_class["q_bh"] < 0.05]
+    assert list(zip(significant["configuration"], significant["class"])) == [("replace_pct=2", "truck")]
+    m = result.mcnemar.set_index("configuration")
+    assert (m.loc["replace_pct=2", "gains"], m.loc["replace_pct=2", "losses"]) == (38, 0)
+    assert m.loc["replace_pct=2", "samples"] == 4 * len(CLASSES) * PER_CLASS
+    assert m.loc["replace_pct=2", "pvalue"] < 1e-6 and m.loc["replace_pct=4", "pvalue"] > 0.5
+
+
+def test_warnings_name_the_failed_run_and_the_missing_seed(result):
+    text = "\n".join(result.warnings)
+    assert "1 of 14 trial runs left out as not FINISHED (1 FAILED)" in text
+    assert "replace_pct=2: no finished run for seed(s) 3" in text
+    assert "replace_pct=4: no finished run for seed(s) 4" in text
+
+
+def test_baseline_by_name_and_bad_baselines(trials):
+    assert analyse(trials, parse_baseline("replace_pct=2")).baseline == "replace_pct=2"
+    assert parse_baseline("augment_classes=truck,ship,augment_count=500") == {
+        "augment_classes": "truck,ship", "augment_count": "500"}
+    for text, words in [("replace_pct", "expected key=value"), ("lr=1", "unknown column 'lr'; one of: replace_pct"),
+                        ("replace_pct=3", "replace_pct in 0, 2, 4"), ("replace_pct=x", "takes a number")]:
+        with pytest.raises(InputError, match="^--baseline: .*" + words):
+            analyse(trials, parse_baseline(text))
+
+
+def test_unpaired_comparison_falls_back_to_welch():
+    a, b = [0.80, 0.82, 0.81], [0.70, 0.72, 0.71]
+    row = compare(pd.Series(a, index=[0, 1, 2]), pd.Series(b, index=[3, 4, 5]))
+    assert row["test"] == "welch" and row["n_pairs"] == 0
+    assert row["t_pvalue"] == pytest.approx(st.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def test_labels_and_metric_keys():
+    assert config_label({"replace_pct": 2.0, "augment_classes": "", "train.lr": 0.05}) == \
+        "replace_pct=2, augment_classes=none, train.lr=0.05"
+    assert config_label({"augment_classes": "truck,ship", "augment_count": 500}) == \
+        "augment_classes=truck+ship, augment_count=500"
+    assert metric_key("replace_pct=2, augment_count=500") == "replace_pct_2 augment_count_500"
+
+
+def test_input_errors_name_the_flag(store):
+    with pytest.raises(InputError, match="^--experiment: no experiment 'nope' .* replace_pct"):
+        load_trials(store, "nope")
+    with pytest.raises(InputError, match="^--sweep: no trial runs for sweep 'x' .*replace_pct-smoke-older"):
+        load_trials(store, EXPERIMENT, sweep="x")
+    with pytest.raises(InputError, match="^--metric: 'val_acc' .* test_acc"):
+        load_trials(store, EXPERIMENT, metric="val_acc")
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "analysis" / "significance.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_writes_the_report_and_logs_an_analysis_run(store, tmp_path):
+    done = run_cli("--experiment", EXPERIMENT, "--mlflow-uri", store, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "replace_pct=2" in done.stdout and "analysis run:" in done.stdout
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"report.md", "summary.csv", "comparisons.csv", "per_class.csv", "mcnemar.csv", "means.png",
+            "differences.png"} <= names
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| replace_pct=2 | truck |" in report and "left out as not FINISHED" in report
+    client = MlflowClient(store)
+    experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    runs = client.search_runs([experiment_id], f"tags.`{ROLE}` = 'analysis' and tags.`{SWEEP}` = '{SWEEP_NAME}'")
+    assert len(runs) == 1 and runs[0].info.status == FINISHED
+    assert runs[0].data.metrics["diff.replace_pct_2"] == pytest.approx(
+        np.mean(accuracy(2).mean(1)[[0, 1, 2, 4]] - accuracy(0).mean(1)[[0, 1, 2, 4]]))
+    assert {"report.md", "means.png"} <= {f.path for f in client.list_artifacts(runs[0].info.run_id)}
+
+
+def test_cli_bad_baseline_exits_2_with_one_line(store, tmp_path):
+    done = run_cli("--experiment", EXPERIMENT, "--mlflow-uri", store, "--baseline", "replace_pct", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: --baseline: expected key=value")
+
+
+def test_cli_other_input_errors_exit_2(store, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("significance_cli", REPO / "analysis" / "significance.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    for args, start in [(["--experiment", "nope"], "error: --experiment: "),
+                        (["--experiment", EXPERIMENT, "--baseline", "lr=0"], "error: --baseline: unknown column"),
+                        (["--experiment", EXPERIMENT, "--metric", "loss"], "error: --metric: ")]:
+        assert cli.main([*args, "--mlflow-uri", store, "--no-log", "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(start) and err.count("\n") == 1
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([])
+    assert exit_info.value.code == 2 and capsys.readouterr().err.startswith("error: the following arguments")
+
+
+def test_unreadable_predictions_are_warned_about_and_skipped(trials):
+    def missing(run_id: str) -> pd.DataFrame:
+        raise FileNotFoundError(run_id)
+    result = analyse(trials, predictions=missing)
+    assert result.mcnemar.empty and "no readable predictions.csv (FileNotFoundError)" in "\n".join(result.warnings)
