@@ -27,7 +27,7 @@ from synthaug.diffusion import (
 
 TINY = DDPMConfig(
     block_out_channels=(16, 32), layers_per_block=1, attention=False,
-    num_train_timesteps=100, train_steps=40, batch_size=16, lr=2e-3,
+    num_train_timesteps=100, train_steps=30, batch_size=8, lr=2e-3,
 )
 DDIM8 = SamplerConfig(name="ddim", steps=8)
 SCHEDULE = {"num_train_timesteps": TINY.num_train_timesteps, "beta_schedule": TINY.beta_schedule}
@@ -112,14 +112,11 @@ def test_train_ddpm_loss_decreases(trained):
     assert last < 0.7 * first, (first, last)
 
 
-def test_train_ddpm_is_deterministic_for_a_seed(trained):
-    model, _ = trained
-    images, _ = _shapes(64)
-    again = train_ddpm(TINY, images, None, seed=0, device="cpu", progress=False)
-    assert weights_digest(again) == weights_digest(model)
-    short = dataclasses.replace(TINY, train_steps=3)
-    assert weights_digest(train_ddpm(short, images, None, seed=1, device="cpu", progress=False)) != \
-        weights_digest(train_ddpm(short, images, None, seed=2, device="cpu", progress=False))
+def test_train_ddpm_is_deterministic_for_a_seed():
+    images, _ = _shapes(32)
+    short = dataclasses.replace(TINY, train_steps=4)
+    digests = [weights_digest(train_ddpm(short, images, None, seed=s, device="cpu", progress=False)) for s in (1, 1, 2)]
+    assert digests[0] == digests[1] != digests[2]
 
 
 def test_train_ddpm_conditional_needs_labels():

@@ -1,0 +1,132 @@
+"""End to end on a real local Ray and a real SQLite MLflow store: a tiny sweep, its resume, its reuse of pools."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from synthaug.sweep import Experiment, main
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = 2          # the tiny preset's
+CLASSES = ("circle", "square", "triangle")
+TINY = Experiment(name="tiny_replace", grid={"replace_pct": [0, 20]},
+                  fixed={"generator": "ddpm-cond"})
+
+
+def sweep_args(tmp_path, shapes_tar, *extra):
+    return ["--preset", "tiny", "--seeds", "2", "--data", str(shapes_tar), "--cache", str(tmp_path / "cache"),
+            "--storage", str(tmp_path / "ray_results"), "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            *extra]
+
+
+def runs(tmp_path, experiment, role):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], f"tags.`synthaug.role` = '{role}'")
+
+
+def test_tiny_sweep_logs_every_trial_resumes_and_reuses_pools(tmp_path, shapes_tar, capsys):
+    assert main(TINY, sweep_args(tmp_path, shapes_tar)) == 0
+    out = capsys.readouterr().out
+    client, trials = runs(tmp_path, "tiny_replace", "trial")
+    _, sweeps = runs(tmp_path, "tiny_replace", "sweep")
+    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"
+    assert len(trials) == 4 and {r.info.status for r in trials} == {"FINISHED"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {sweeps[0].info.run_id}
+    assert sorted((r.data.params["replace_pct"], r.data.params["seed"]) for r in trials) == [
+        ("0", "0"), ("0", "1"), ("20", "0"), ("20", "1")]
+    generated = client.get_metric_history(sweeps[0].info.run_id, "pool_images_generated")
+    assert generated[-1].value > 0
+    for run in trials:
+        assert run.data.params["train.lr"] and run.data.params["data"] == str(shapes_tar)
+        history = client.get_metric_history(run.info.run_id, "train_loss")
+        assert [m.step for m in history] == list(range(1, EPOCHS + 1))
+        assert {f"test_acc.{c}" for c in CLASSES} <= set(run.data.metrics)
+        assert 0 <= run.data.metrics["test_acc"] <= 1
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        expected = {"manifest.json", "confusion_matrix.csv", "confusion_matrix.png", "predictions.csv"}
+        if run.data.params["replace_pct"] == "20":
+            expected.add("synthetic_grid.png")
+            manifest = json.loads(Path(client.download_artifacts(run.info.run_id, "manifest.json", str(tmp_path)))
+                                  .read_text())
+            assert [c["real"] for c in manifest["classes"]] == [16, 16, 16]     # round(20 * 0.8)
+            assert [c["synthetic"] for c in manifest["classes"]] == [4, 4, 4]
+        assert expected <= artifacts
+    assert "test accuracy (%) across seeds" in out and "mlflow ui --backend-store-uri" in out
+
+    # The same command again: Tune restores the finished sweep; nothing is trained or generated twice.
+    assert main(TINY, sweep_args(tmp_path, shapes_tar)) == 0
+    assert "resuming" in capsys.readouterr().out
+    _, trials_after = runs(tmp_path, "tiny_replace", "trial")
+    assert sorted(r.info.run_id for r in trials_after) == sorted(r.info.run_id for r in trials)
+
+    # A fresh sweep over the same cache reads every pool from disk: the DDPM generates nothing.
+    assert main(TINY, sweep_args(tmp_path, shapes_tar, "--fresh")) == 0
+    assert "generated 0 images this sweep" in capsys.readouterr().out
+    client, sweeps = runs(tmp_path, "tiny_replace", "sweep")
+    newest = max(sweeps, key=lambda r: r.info.start_time)
+    assert client.get_metric_history(newest.info.run_id, "pool_images_generated")[-1].value == 0
+    _, trials = runs(tmp_path, "tiny_replace", "trial")
+    assert len(trials) == 8
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["--seeds", "0"], "--seeds"),
+    (["--preset", "huge"], "--preset"),
+    (["--data", "/nonexistent/cifar.tar.gz"], "--data"),
+])
+def test_bad_input_is_one_line_exit_2_and_starts_nothing(tmp_path, argv, field):
+    proc = subprocess.run([sys.executable, "sweeps/replace_pct.py", "--storage", str(tmp_path / "r"),
+                           "--cache", str(tmp_path / "c"), "--mlflow-uri", f"sqlite:///{tmp_path / 'm.db'}", *argv],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0], proc.stderr
+    assert not (tmp_path / "r").exists() and not (tmp_path / "m.db").exists()
+
+
+KILLABLE = '''
+import sys
+from synthaug.sweep import Experiment, main
+sys.exit(main(Experiment(name="tiny_kill", grid={"replace_pct": [0, 20]}, fixed={"generator": "ddpm-cond"})))
+'''
+
+
+def test_killed_sweep_resumes_and_finishes_only_what_is_left(tmp_path, shapes_tar):
+    script = tmp_path / "tiny_kill.py"
+    script.write_text(KILLABLE)
+    argv = [sys.executable, str(script), *sweep_args(tmp_path, shapes_tar, "--seeds", "3")]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(2)
+        if (tmp_path / "mlflow.db").exists():
+            try:
+                _, trials = runs(tmp_path, "tiny_kill", "trial")
+            except Exception:           # the store is still being created
+                continue
+            if sum(r.info.status == "FINISHED" for r in trials) >= 2:
+                break
+    assert proc.poll() is None, "the sweep ended before it could be killed"
+    os.killpg(proc.pid, 9)              # the driver and its Ray processes, without a chance to clean up
+    proc.wait()
+    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    _, before = runs(tmp_path, "tiny_kill", "trial")
+    assert sum(r.info.status == "FINISHED" for r in before) < 6
+    rerun = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "resuming" in rerun.stdout
+    _, after = runs(tmp_path, "tiny_kill", "trial")
+    assert len(after) == 6 and {r.info.status for r in after} == {"FINISHED"}
+    assert len({r.data.tags["synthaug.trial_id"] for r in after}) == 6
+    finished_before = {r.info.run_id for r in before if r.info.status == "FINISHED"}
+    assert finished_before <= {r.info.run_id for r in after}
+    _, sweeps = runs(tmp_path, "tiny_kill", "sweep")
+    assert len(sweeps) == 1
