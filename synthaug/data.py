@@ -42,7 +42,7 @@ SOURCE_HELP = "shapes, cifar10, a folder, or a .tar/.tar.gz with train/ and test
 OFFLINE_HELP = "--data /path/to/cifar10-jpeg.tar.gz or a class-folder directory"
 DOWNLOAD_TIMEOUT_S = 60  # per socket operation: a dead network fails instead of hanging
 
-SHAPES_VERSION = "shapes-v1"  # bump when make_shapes' pictures change: it keys the cache
+SHAPES_VERSION = "shapes-v2"  # bump when make_shapes' pictures change: it keys the cache
 SHAPES_SEED = 0  # the built-in 'shapes' source uses make_shapes' defaults
 SHAPES_TRAIN_PER_CLASS = 600  # 6,000 train images: enough for a small classifier and DDPM
 SHAPES_TEST_PER_CLASS = 100
@@ -320,9 +320,9 @@ def make_shapes(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The procedural 'shapes' data set: (train_x, train_y, test_x, test_y), classes SHAPE_CLASSES.
 
-    Ten shapes (the class is the shape alone) with random position, size and colour on a
-    random background colour with a mild gradient and a little noise; the shape always
-    contrasts with its background. Deterministic for a seed; the test split does not
+    Ten shapes with random position and size, each class drawn in its own hue band (random
+    saturation and value) on a near-grey background with a mild gradient and a little
+    noise; the shape always contrasts with its background. Deterministic for a seed; the test split does not
     depend on the train size.
     """
     train = _draw_shapes(np.random.default_rng([seed, 0]), train_per_class)
@@ -342,7 +342,7 @@ def _draw_shapes(rng: np.random.Generator, per_class: int) -> tuple[np.ndarray, 
     dy = grid[None, :, None] - cy[:, None, None].astype(np.float32)
     mask = _shape_masks(labels, dx, dy, radius[:, None, None].astype(np.float32))
 
-    background, colour = _contrasting_colours(rng, n)
+    background, colour = _contrasting_colours(rng, labels)
     angle = rng.uniform(0, 2 * np.pi, (n, 1, 1)).astype(np.float32)
     strength = rng.uniform(0, 40, (n, 1, 1)).astype(np.float32)  # mild gradient: +-20 levels at most
     ramp = strength * (np.cos(angle) * dx + np.sin(angle) * dy) / IMAGE_SIZE
@@ -377,16 +377,32 @@ def _shape_masks(labels: np.ndarray, dx: np.ndarray, dy: np.ndarray, r: np.ndarr
     return out
 
 
-def _contrasting_colours(rng: np.random.Generator, n: int, min_luma_gap: float = 80.0) -> tuple[np.ndarray, np.ndarray]:
-    """n (background, shape) RGB pairs whose luma differs by at least min_luma_gap."""
+def _contrasting_colours(rng: np.random.Generator, labels: np.ndarray,
+                         min_luma_gap: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
+    """(background, shape) RGB pairs: a class-tinted shape on a greyish background.
+
+    Each class owns a hue band (class c: hue c/10, +-0.025) at random saturation and value,
+    so a small DDPM trained for minutes on a CPU already draws class-recognisable samples;
+    the shape carries the class too. Backgrounds are near-grey and redrawn until their luma
+    differs from the shape's by min_luma_gap.
+    """
+    n = len(labels)
     luma = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    background = rng.uniform(20, 235, (n, 3)).astype(np.float32)  # room for gradient and noise
-    colour = rng.uniform(0, 255, (n, 3)).astype(np.float32)
+    hue = (labels / len(SHAPE_CLASSES) + rng.uniform(-0.025, 0.025, n)) % 1.0
+    colour = _hsv_to_rgb(hue, rng.uniform(0.65, 1.0, n), rng.uniform(0.55, 1.0, n)) * 255
+    tint = rng.uniform(-15, 15, (n, 3))
+    background = (rng.uniform(35, 220, (n, 1)) + tint).astype(np.float32)  # room for gradient and noise
     bad = np.abs((colour - background) @ luma) < min_luma_gap
     while bad.any():  # resample only the failures: deterministic for the generator's state
-        colour[bad] = rng.uniform(0, 255, (int(bad.sum()), 3))
+        background[bad] = rng.uniform(35, 220, (int(bad.sum()), 1)) + tint[bad]
         bad = np.abs((colour - background) @ luma) < min_luma_gap
-    return background, colour
+    return background, colour.astype(np.float32)
+
+
+def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Vectorised HSV -> RGB in [0, 1], (n, 3)."""
+    k = (np.array([5.0, 3.0, 1.0]) + h[:, None] * 6) % 6
+    return v[:, None] - (v * s)[:, None] * np.clip(np.minimum(k, 4 - k), 0, 1)
 
 
 # ---------------------------------------------------------------- selection

@@ -26,6 +26,16 @@ from synthaug.classifier import (
 COLOURS = np.array([[220, 30, 30], [30, 200, 40], [40, 60, 230], [230, 230, 40]], np.uint8)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP
+    threads can stall each other for seconds; one thread keeps the file fast and steady."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def colour_task(n_per_class: int, seed: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Four classes of noisy solid colours: trivially separable."""
     rng = np.random.default_rng(seed)

@@ -220,6 +220,22 @@ def test_conditional_sampling(conditional_unet):
         sample(conditional_unet, DDIM8, seeds, None, "cpu", progress=False, **SCHEDULE)
 
 
+@pytest.mark.parametrize("name", ["ddim", "ddpm"])
+def test_sample_matches_the_diffusers_pipeline(trained, name):
+    """One image from our sampler equals diffusers' own DDIM/DDPM pipeline with the same seed."""
+    from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler
+
+    model, _ = trained
+    pipeline, scheduler = {"ddim": (DDIMPipeline, DDIMScheduler), "ddpm": (DDPMPipeline, DDPMScheduler)}[name]
+    eta = {"ddim": {"eta": 0.5}, "ddpm": {}}[name]
+    pipe = pipeline(unet=model, scheduler=scheduler(**SCHEDULE))
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe(batch_size=1, generator=torch.Generator().manual_seed(7), num_inference_steps=6,
+               output_type="np", **eta).images
+    ours = sample(model, SamplerConfig(name=name, steps=6, **eta), [7], None, "cpu", progress=False, **SCHEDULE)
+    assert _max_diff((ref * 255).round().astype(np.uint8), ours) <= 1
+
+
 def test_unconditional_refuses_labels_and_too_many_steps(trained):
     model, _ = trained
     with pytest.raises(ValueError, match="^class_labels: "):
