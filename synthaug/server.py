@@ -12,9 +12,10 @@ a named actor; trials look it up by name (server_name) and never create one.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from synthaug.config import ConfigError, GeneratorSpec
-from synthaug.diffusion.ddpm import load_generator
+from synthaug.diffusion.ddpm import load_generator, load_scheduler_config
 from synthaug.diffusion.sampling import image_seed, sample
 from synthaug.pools import UNCONDITIONAL, PoolKey, PoolSlice, PoolStore, class_slice
 from synthaug.prepare import PreparedGenerator, default_device, load_labeller
@@ -38,7 +39,12 @@ class DDPMServer:
         self.num_classes = num_classes
         self.device = device or default_device()
         self.progress = progress
+        if self.device == "cpu":
+            torch.set_num_threads(1)            # trials own the cores; the server only tops pools up
         self.unet, _ = load_generator(prepared.directory, self.device)
+        self.schedule = load_scheduler_config(prepared.directory) or {
+            "num_train_timesteps": spec.ddpm.num_train_timesteps, "beta_schedule": spec.ddpm.beta_schedule}
+        self.sampler = spec.sampler.resolved(self.schedule["num_train_timesteps"])
         self.labeller = None if prepared.conditional else load_labeller(prepared.labeller_path, self.device)
         self._pools: dict[str, PoolSlice] = {}
         self.generated = 0
@@ -46,8 +52,8 @@ class DDPMServer:
 
     def key(self, class_index: int, seed: int) -> PoolKey:
         if self.prepared.conditional:
-            return PoolKey(self.prepared.weights_digest, self.spec.sampler, class_index, "", seed)
-        return PoolKey(self.prepared.weights_digest, self.spec.sampler, UNCONDITIONAL,
+            return PoolKey(self.prepared.weights_digest, self.sampler, class_index, "", seed)
+        return PoolKey(self.prepared.weights_digest, self.sampler, UNCONDITIONAL,
                        self.prepared.labeller_digest, seed)
 
     def ensure(self, class_index: int, n: int, seed: int) -> int:
@@ -95,9 +101,9 @@ class DDPMServer:
             stop = start + self.spec.shard_size
             seeds = [image_seed(key.pool_id, k) for k in range(start, stop)]
             labels = None if key.class_index == UNCONDITIONAL else [key.class_index] * len(seeds)
-            images = sample(self.unet, self.spec.sampler, seeds, labels, self.device,
+            images = sample(self.unet, self.sampler, seeds, labels, self.device,
                             batch_size=self.spec.sample_batch_size, progress=self.progress,
-                            **self._schedule())
+                            scheduler_config=self.schedule)
             if labels is None:
                 labels, confidence = self._label(images)
             else:
@@ -109,10 +115,6 @@ class DDPMServer:
                              np.concatenate([pool.confidence, confidence]))
         self._pools[key.pool_id] = pool
         return pool
-
-    def _schedule(self) -> dict:
-        return {"num_train_timesteps": self.spec.ddpm.num_train_timesteps,
-                "beta_schedule": self.spec.ddpm.beta_schedule}
 
     def _label(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from synthaug.classifier import predict

@@ -45,6 +45,7 @@ class SweepPlan:
     experiment: Experiment
     preset: Preset
     seeds: tuple[int, ...]
+    grid: Mapping[str, list]                    # the experiment's grid, class indices resolved to names
     base: TrialConfig
     configs: tuple[TrialConfig, ...]
     cache_dir: Path
@@ -110,18 +111,33 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
         test_per_class=chosen.test_per_class, train=chosen.train)), **fixed})
     for spec in chosen.generators:
         spec.validate()
+    grid = {key: [_resolve_value(key, v, dataset) for v in values] for key, values in experiment.grid.items()}
     configs = []
-    for values in itertools.product(*experiment.grid.values(), seeds):
-        flat = {**to_flat(base), **dict(zip([*experiment.grid, "seed"], values))}
+    for values in itertools.product(*grid.values(), seeds):
+        flat = {**to_flat(base), **dict(zip([*grid, "seed"], values))}
         cfg = from_flat(TrialConfig, flat)
         cfg.validate(classes=dataset.classes, generators=[g.name for g in chosen.generators])
         configs.append(cfg)
     name = f"{experiment.name}-{chosen.name}-" + digest({
-        "base": to_flat(base), "grid": {k: list(v) for k, v in experiment.grid.items()}, "seeds": seeds,
+        "base": to_flat(base), "grid": grid, "seeds": seeds,
         "data": dataset.digest, "generators": [to_flat(g) for g in chosen.generators]})[:8]
-    plan = SweepPlan(experiment, chosen, seeds, base, tuple(configs), cache_dir,
+    plan = SweepPlan(experiment, chosen, seeds, grid, base, tuple(configs), cache_dir,
                      Path(args.storage).resolve(), resolve_tracking_uri(args.mlflow_uri), args.address, name)
     return plan, dataset
+
+
+def _resolve_value(key: str, value: Any, dataset: Dataset) -> Any:
+    """Grid values as the trial sees them: augment_classes may name classes by index (CIFAR's 9 = truck)."""
+    if key != "augment_classes":
+        return value
+    names = []
+    for item in value:
+        if isinstance(item, int):
+            if not 0 <= item < dataset.num_classes:
+                raise ConfigError(f"augment_classes: class indices 0..{dataset.num_classes - 1} or names, got {item}")
+            item = dataset.classes[item]
+        names.append(item)
+    return names
 
 
 def main(experiment: Experiment, argv: Sequence[str] | None = None) -> int:
@@ -159,7 +175,7 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False) -> int:
 
     servers = start_servers(plan, dataset, parent)
     context = TrialContext(str(plan.cache_dir), plan.tracking_uri, experiment_id, parent.run_id, plan.name)
-    param_space = {**{k: tune.grid_search(list(v)) for k, v in plan.experiment.grid.items()},
+    param_space = {**{k: tune.grid_search(list(v)) for k, v in plan.grid.items()},
                    "seed": tune.grid_search(list(plan.seeds)),
                    CONFIG: to_flat(plan.base), CONTEXT: asdict(context)}
     gpus = plan.preset.gpus_per_trial if ray.cluster_resources().get("GPU", 0) else 0
@@ -177,7 +193,7 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False) -> int:
                 failure_config=tune.FailureConfig(max_failures=2),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 progress_reporter=tune.CLIReporter(
-                    parameter_columns=[*plan.experiment.grid, "seed"],
+                    parameter_columns=[*plan.grid, "seed"],
                     metric_columns=["epoch", "train_loss", "test_acc"], max_report_frequency=30)))
     results = tuner.fit()
 
@@ -187,7 +203,7 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False) -> int:
               f"served {count['served']} to trials")
     parent.log_metrics({"pool_images_generated": sum(c["generated"] for c in counters.values()),
                         "pool_images_served": sum(c["served"] for c in counters.values())})
-    rows = [{**{k: r.config.get(k) for k in [*plan.experiment.grid, "seed"]}, **r.metrics}
+    rows = [{**{k: r.config.get(k) for k in [*plan.grid, "seed"]}, **r.metrics}
             for r in results if r.metrics]
     finished = sum(1 for r in rows if r.get("done"))
     print_summary(plan, rows)
@@ -257,7 +273,7 @@ def _parent_run(plan: SweepPlan, experiment_id: str, sweep_dir: Path, reuse: boo
             pass
     parent = RunLogger.create(plan.tracking_uri, experiment_id, plan.name, {ROLE: "sweep", SWEEP: plan.name})
     parent.log_params({"preset": plan.preset.name, "seeds": list(plan.seeds), "trials": len(plan.configs),
-                       **{f"grid.{k}": list(v) for k, v in plan.experiment.grid.items()},
+                       **{f"grid.{k}": v for k, v in plan.grid.items()},
                        **{f"base.{k}": v for k, v in to_flat(plan.base).items()}})
     sweep_dir.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps({"parent_run_id": parent.run_id, "tracking_uri": plan.tracking_uri}))
@@ -273,8 +289,8 @@ def print_summary(plan: SweepPlan, rows: list[dict]) -> None:
         print("no finished trials yet")
         return
     frame = pd.DataFrame(done)
-    keys = list(plan.experiment.grid)
-    frame[keys] = frame[keys].astype(str)
+    keys = list(plan.grid)
+    frame[keys] = frame[keys].map(lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))
     table = frame.groupby(keys, sort=False)["test_acc"].agg(n="count", mean="mean", std="std")
     table[["mean", "std"]] = table[["mean", "std"]] * 100
     print("\ntest accuracy (%) across seeds:")

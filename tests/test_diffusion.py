@@ -45,6 +45,16 @@ def _shapes(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny convolutions gain nothing from intra-op threads, and on a shared 2-core machine
+    OpenMP threads waiting on each other make them 10-50x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def trained():
     """A tiny unconditional DDPM trained on shapes, and its per-step losses."""
@@ -140,7 +150,10 @@ def test_save_load_round_trip_keeps_digest(trained, tmp_path):
     loaded, cfg = load_generator(directory, "cpu")
     assert cfg == TINY
     assert weights_digest(loaded) == digest
-    assert load_scheduler_config(directory)["num_train_timesteps"] == TINY.num_train_timesteps
+    stored = load_scheduler_config(directory)
+    assert stored["num_train_timesteps"] == TINY.num_train_timesteps
+    assert np.array_equal(sample(loaded, DDIM8, [3], None, "cpu", progress=False, scheduler_config=stored),
+                          sample(model, DDIM8, [3], None, "cpu", progress=False, **SCHEDULE))
     # Saving again over it replaces it.
     assert save_generator(model, TINY, directory) == digest
 
