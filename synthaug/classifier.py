@@ -11,18 +11,21 @@ On CPU, a run is bitwise reproducible and a run resumed from `Trainer.state_dict
 the same weights as an uninterrupted one (tests/test_classifier.py). On CUDA the draws are
 the same but cuDNN kernels may be non-deterministic; we leave global cuDNN flags alone.
 
-Measured (CPU, torch 2.14.1, 1,000 32x32 images, batch 256, one epoch after a warm-up
-epoch, training throughput including augmentation; median of 3 epochs):
+Measured (CPU training throughput, augmentation included, float32 NCHW, torch 2.14.1,
+1,000 random 32x32 images, 10 classes, batch 256; median of 3 epochs after a warm-up
+epoch; a 2-vCPU AMD EPYC VM with AVX2, shared with other jobs at load average 3-6, so
+the 2-thread figures are throttled: their best epoch is in brackets):
 
     width  threads  images/s
-       16        1      ~620
-       16        2     ~1030
-       64        1       ~62
-       64        2      ~103
+       16        1       173
+       16        2       162  (334)
+       64        1        10
+       64        2        13  (17)
 
-so a width-16 epoch on 1,000 images takes about 1 s on 2 cores. Width 64 is the
-study's ResNet18 (11,173,962 parameters for 10 classes); on CPU it is for smoke
-runs only.
+A width-16 epoch on 1,000 images takes about 6 s on one thread and about 3 s on two
+uncontended ones; about 75% of a step is convolution (forward and backward). Width 64
+is the study's ResNet18 (11,173,962 parameters at 10 classes); on CPU it is for smoke
+runs only. The CUDA path (bf16 autocast, channels_last) has not yet been run on a GPU.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 # CIFAR-10 training-set statistics; used for every source so pixels mean the same thing.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -189,11 +192,19 @@ def _check_labels(y: np.ndarray, n: int, num_classes: int, name: str) -> None:
     if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{name}: expected {n} integer labels, got {y.dtype} {y.shape}")
     if n and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"{name}: labels must lie in [0, {num_classes}), got [{y.min()}, {y.max()}]")
+        raise ValueError(
+            f"{name}: labels must lie in [0, {num_classes}), got [{y.min()}, {y.max()}]"
+        )
 
 
 def _uses_cuda(device: torch.device) -> bool:
     return device.type == "cuda"
+
+
+def _memory_format(device: torch.device) -> torch.memory_format:
+    # channels_last on CUDA (tensor-core friendly). Not on CPU: oneDNN's channels_last
+    # backward crashes or hangs for narrow nets (width < 8, torch 2.14.1, measured here).
+    return torch.channels_last if _uses_cuda(device) else torch.contiguous_format
 
 
 def _to_device_nchw(x: np.ndarray, device: torch.device, pad: int = 0) -> torch.Tensor:
@@ -204,10 +215,10 @@ def _to_device_nchw(x: np.ndarray, device: torch.device, pad: int = 0) -> torch.
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
-    """uint8 NCHW -> float32 normalised, channels_last (faster on CUDA and on CPU via oneDNN)."""
+    """uint8 NCHW -> float32 normalised, in the device's memory format."""
     mean = torch.tensor(CIFAR_MEAN, device=x.device).view(1, 3, 1, 1) * 255
     std = torch.tensor(CIFAR_STD, device=x.device).view(1, 3, 1, 1) * 255
-    return ((x.float() - mean) / std).contiguous(memory_format=torch.channels_last)
+    return ((x.float() - mean) / std).contiguous(memory_format=_memory_format(x.device))
 
 
 def _crop(padded: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, size: tuple[int, int]):
@@ -275,7 +286,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # the seed fixes the weights, globals untouched
             torch.manual_seed(self.seed)
             model = resnet18(self.num_classes, self.cfg.width)
-        return model.to(self.device, memory_format=torch.channels_last)
+        return model.to(self.device, memory_format=_memory_format(self.device))
 
     def _train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lr = learning_rate(self.cfg, self.step, self.steps_per_epoch)
@@ -319,7 +330,7 @@ class Trainer:
         return metrics
 
     def state_dict(self) -> dict:
-        """Everything needed to resume exactly, as CPU copies safe to keep while training goes on."""
+        """Everything needed to resume exactly, as CPU copies that later training leaves alone."""
         return {
             "model": _to_cpu(self.model.state_dict()),
             "optimizer": _to_cpu(self.optimizer.state_dict()),
@@ -332,11 +343,13 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a state from `state_dict()` taken on a Trainer with the same config and data size."""
+        """Restore `state_dict()` from a Trainer with the same config and training-set size."""
         mine = {"config": asdict(self.cfg), "num_train": len(self.y)}
         for key, value in mine.items():
             if state[key] != value:
-                raise ValueError(f"checkpoint {key} {state[key]!r} differs from this trainer's {value!r}")
+                raise ValueError(
+                    f"checkpoint {key} {state[key]!r} differs from this trainer's {value!r}"
+                )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.gen.set_state(state["generator"])

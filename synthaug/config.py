@@ -121,7 +121,7 @@ class Preset:
 SMOKE_DDPM = DDPMConfig(block_out_channels=(16, 32, 64), layers_per_block=1, attention=False,
                         beta_schedule="squaredcos_cap_v2", train_steps=600, batch_size=16, lr=2e-3)
 SMOKE_SAMPLER = SamplerConfig(name="ddim", steps=20)
-SMOKE_TRAIN = TrainConfig(epochs=6, batch_size=64, lr=0.05, width=16)
+SMOKE_TRAIN = TrainConfig(epochs=5, batch_size=64, lr=0.05, width=16)
 SMOKE_LABELLER = TrainConfig(epochs=4, batch_size=64, lr=0.05, width=16)
 
 TINY_DDPM = DDPMConfig(block_out_channels=(16, 32), layers_per_block=1, attention=False,

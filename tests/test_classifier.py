@@ -78,10 +78,9 @@ def test_resnet18_is_the_cifar_variant():
     with torch.no_grad():
         assert model.stem(x).shape == (2, 64, 32, 32)
         assert model(x).shape == (2, 10)
-    widths = [stage[0].conv1.out_channels for stage in
-              (model.layer1, model.layer2, model.layer3, model.layer4)]
-    assert widths == [64, 128, 256, 512]
-    assert [len(s) for s in (model.layer1, model.layer2, model.layer3, model.layer4)] == [2, 2, 2, 2]
+    stages = (model.layer1, model.layer2, model.layer3, model.layer4)
+    assert [stage[0].conv1.out_channels for stage in stages] == [64, 128, 256, 512]
+    assert [len(stage) for stage in stages] == [2, 2, 2, 2]
 
 
 def test_resnet18_width_scales_channels():
