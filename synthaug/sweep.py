@@ -232,8 +232,8 @@ def start_servers(plan: SweepPlan, dataset: Dataset, parent) -> dict[str, Any]:
     from synthaug.server import make_server_actor
 
     gpus = ray.cluster_resources().get("GPU", 0)
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    prepare = ray.remote(prepare_generator).options(num_gpus=1 if gpus else 0, num_cpus=1 if gpus else cpus)
+    # One CPU thread: on a shared 2-core machine two torch threads ran a small UNet 3-10x slower.
+    prepare = ray.remote(prepare_generator).options(num_gpus=1 if gpus else 0, num_cpus=1)
     servers = {}
     for name in plan.generators:
         spec = plan.preset.generator(name)

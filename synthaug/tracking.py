@@ -71,7 +71,8 @@ class RunLogger:
             f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{TRIAL_ID}` = '{trial_id}'"), max_results=1)
         if found:
             run_id = found[0].info.run_id
-            client.update_run(run_id, status="RUNNING")
+            if found[0].info.status != "FINISHED":
+                client.update_run(run_id, status="RUNNING")     # a retried or restored trial
             return cls(uri, run_id)
         return cls.create(uri, experiment_id, run_name,
                           {**tags, PARENT: parent_run_id, TRIAL_ID: trial_id, ROLE: "trial"})

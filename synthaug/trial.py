@@ -62,12 +62,22 @@ def run_trial(params: dict) -> None:
     dataset = _dataset(cfg.data, ctx.cache_dir)
     training = compose(cfg, dataset, _synthetic_source(cfg))
     test_index = select_test(dataset, cfg.test_per_class)
-    test_x, test_y = dataset.test_x[test_index], dataset.test_y[test_index]
 
     trial_id = tune.get_context().get_trial_id()
     run = RunLogger.for_trial(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id,
                               run_name=_run_name(cfg), tags={SWEEP: ctx.sweep, CELL: cell_key(cfg)})
     run.log_params(to_flat(cfg))
+    try:
+        _train(cfg, dataset, training, test_index, run, device)
+    except Exception:
+        run.finish("FAILED")            # Tune retries the trial; the retry reopens this run
+        raise
+
+
+def _train(cfg: TrialConfig, dataset: Dataset, training: TrainingSet, test_index: np.ndarray,
+           run: RunLogger, device: str) -> None:
+    """Train from the last checkpoint (if any) to the last epoch, reporting every epoch."""
+    test_x, test_y = dataset.test_x[test_index], dataset.test_y[test_index]
     trainer = Trainer(cfg.train, training.x, training.y, dataset.num_classes, seed=cfg.seed,
                       device=device, progress=False)
     checkpoint = tune.get_checkpoint()
@@ -76,7 +86,6 @@ def run_trial(params: dict) -> None:
             trainer.load_state_dict(torch.load(Path(folder) / "trainer.pt", weights_only=False))
     if trainer.epoch == 0:
         run.log_metrics({"train_images": len(training.y), "train_synthetic": int(training.synthetic.sum())})
-
     while trainer.epoch < cfg.train.epochs:
         metrics = trainer.train_epoch()
         result = evaluate(trainer.model, test_x, test_y, dataset.num_classes, device)
