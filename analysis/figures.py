@@ -1,0 +1,78 @@
+"""The study's figures for one sweep, with intervals across seeds.
+
+    python analysis/figures.py --experiment augment                       # newest sweep, local mlflow.db
+    python analysis/figures.py --experiment replace_pct --sweep replace_pct-smoke-1a2b3c4d \\
+        --mlflow-uri http://HEAD:5000 --cache .synthaug --out figs/
+    python analysis/figures.py --experiment cond_vs_uncond --no-log
+
+From the FINISHED trial runs of the sweep: training-set composition, per-class accuracy with
+95% t intervals and BH-significance marks, confusion matrices (mean over seeds) and their
+paired differences from the baseline, the metric against each numeric grid axis, and sample
+grids of each generator from the pool store under --cache. PNGs and the CSVs behind them go
+to --out (default analysis_out/<experiment>/<sweep>/figures) and are logged as an "analysis"
+run (tag synthaug.analysis=figures) in the same MLflow experiment unless --no-log.
+Bad input: one line on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn, Sequence
+
+from synthaug.figures import log_figures, write_figures
+from synthaug.results import InputError, load_trials
+from synthaug.significance import analyse, parse_baseline
+from synthaug.tracking import resolve_tracking_uri
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:        # one line, not argparse's usage block
+        self.exit(2, f"error: {message}\n")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = _Parser(prog="analysis/figures.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", required=True, help="MLflow experiment (the sweep script's name)")
+    parser.add_argument("--sweep", help="sweep name (tag synthaug.sweep); default: the newest in the experiment")
+    parser.add_argument("--baseline", help="key=value[,key=value]; default: the configuration without synthetic data")
+    parser.add_argument("--metric", default="test_acc", help="final metric to plot (default test_acc)")
+    parser.add_argument("--mlflow-uri", help="tracking URI; default $MLFLOW_TRACKING_URI, else ./mlflow.db")
+    parser.add_argument("--cache", default=".synthaug", help="cache folder with pools/ and generators/ "
+                                                             "(default ./.synthaug), for the sample grids")
+    parser.add_argument("--out", help="output folder; default analysis_out/<experiment>/<sweep>/figures")
+    parser.add_argument("--no-log", action="store_true", help="do not log an analysis run to MLflow")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")    # keeps stderr to errors
+    uri = resolve_tracking_uri(args.mlflow_uri)
+    try:
+        if args.cache and Path(args.cache).exists() and not Path(args.cache).is_dir():
+            raise InputError(f"--cache: {args.cache!r} is not a folder")
+        baseline = parse_baseline(args.baseline) if args.baseline is not None else None
+        trials = load_trials(uri, args.experiment, args.sweep, args.metric)
+        result = analyse(trials, baseline)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out or Path("analysis_out") / args.experiment / trials.sweep / "figures")
+    print(f"{trials.experiment} / {trials.sweep}: {trials.metric}, baseline {result.baseline}, "
+          f"{len(result.summary)} configurations, {len(result.seeds)} seeds")
+    written, notes = write_figures(trials, result, out, cache_dir=args.cache)
+    for note in notes:
+        print(f"note: {note}")
+    for path in written:
+        if path.suffix == ".png":
+            print(f"figure: {path}")
+    if not args.no_log:
+        print(f"analysis run: {log_figures(trials, result, out)} (experiment {trials.experiment}, {uri})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

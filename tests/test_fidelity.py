@@ -1,0 +1,161 @@
+"""Tests for synthaug.fidelity's pure functions on fixed inputs, and one tiny run of analysis/fidelity.py.
+
+The CLI run trains the tiny preset's two DDPMs and its labeller in a temporary cache, samples
+4 images a class from each, and writes the report (TORCH_HOME points at an empty folder, so
+the classifier feature space is used whatever the machine has cached).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.linalg
+from scipy import stats as st
+
+from synthaug.fidelity import (border_luminance, brightness, class_agreement, confidence_histogram, fid,
+                               frechet_distance, kid, knn_radii, mmd2_unbiased, precision_recall, saturation,
+                               two_sample)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def gaussian(n: int, d: int, seed: int, shift: float = 0.0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, d)) + shift
+
+
+def framed(inside: tuple[int, int, int], border: tuple[int, int, int], width: int = 4) -> np.ndarray:
+    """One 32 x 32 image: a `border` frame `width` pixels wide around an `inside` centre."""
+    image = np.empty((1, 32, 32, 3), np.uint8)
+    image[:] = border
+    image[:, width:-width, width:-width] = inside
+    return image
+
+
+# ---------------------------------------------------------------------------- image statistics
+
+
+def test_dark_border_bright_centre():
+    image = framed(inside=(255, 255, 255), border=(0, 0, 0))
+    assert border_luminance(image) == pytest.approx([0.0])
+    assert brightness(image) == pytest.approx([255 * 24 * 24 / 1024])        # 143.4375
+    inverse = framed(inside=(0, 0, 0), border=(255, 255, 255), width=2)
+    assert border_luminance(inverse, width=2) == pytest.approx([255.0])
+    with pytest.raises(ValueError, match="width"):
+        border_luminance(image, width=16)
+
+
+def test_luminance_weights_and_saturation():
+    red, grey = framed((255, 0, 0), (255, 0, 0)), framed((128, 128, 128), (128, 128, 128))
+    assert brightness(red) == pytest.approx([0.299 * 255])
+    assert saturation(red) == pytest.approx([1.0]) and saturation(grey) == pytest.approx([0.0])
+    assert saturation(framed((200, 100, 100), (0, 0, 0))) == pytest.approx([0.5 * 576 / 1024])    # black: S = 0
+
+
+def test_two_sample_tests_agree_with_scipy():
+    a, b = gaussian(30, 1, 0).ravel(), gaussian(45, 1, 1, shift=0.4).ravel()
+    test = two_sample(a, b)
+    assert test.mean_diff == pytest.approx(a.mean() - b.mean())
+    assert test.welch_p == pytest.approx(st.ttest_ind(a, b, equal_var=False).pvalue)
+    assert test.welch_t == pytest.approx(st.ttest_ind(a, b, equal_var=False).statistic)
+    assert test.mwu_p == pytest.approx(st.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    one = two_sample([1.0], b)
+    assert np.isnan(one.welch_p) and np.isfinite(one.mwu_p) and np.isnan(two_sample([], b).mean_diff)
+
+
+# ---------------------------------------------------------------------------- FID and KID
+
+
+def test_fid_against_itself_and_a_shifted_copy():
+    x = gaussian(500, 8, 0)
+    shift = np.arange(8) / 4
+    assert fid(x, x) == pytest.approx(0.0, abs=1e-8)
+    assert fid(x, x + shift) == pytest.approx(float(shift @ shift), rel=1e-8)      # equal covariances
+
+
+def test_frechet_distance_closed_forms():
+    mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+    v1, v2 = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 1.0])
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(v1) - np.sqrt(v2)) ** 2)      # diagonal Gaussians
+    assert frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2)) == pytest.approx(expected)
+    a, b = gaussian(200, 5, 1), gaussian(200, 5, 2) @ np.diag([1, 2, 3, 1, 1])
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    reference = (np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s1 + s2)
+                 - 2 * np.trace(scipy.linalg.sqrtm(s1 @ s2)).real)                  # pytorch-fid's formula
+    assert fid(a, b) == pytest.approx(reference, rel=1e-6)
+
+
+def test_kid_is_unbiased_near_zero_for_one_distribution():
+    x, y = gaussian(300, 6, 3), gaussian(300, 6, 4)
+    same, same_sd = kid(x, y, subsets=20, subset_size=200)
+    shifted, _ = kid(x, y + 1.0, subsets=20, subset_size=200)
+    assert abs(same) < 3 * same_sd + 0.02 and shifted > 20 * abs(same)
+    a, b = gaussian(5, 3, 5), gaussian(4, 3, 6)
+    k = lambda p, q: (p @ q / 3 + 1) ** 3                                                # noqa: E731
+    brute = (sum(k(a[i], a[j]) for i in range(5) for j in range(5) if i != j) / 20
+             + sum(k(b[i], b[j]) for i in range(4) for j in range(4) if i != j) / 12
+             - 2 * sum(k(p, q) for p in a for q in b) / 20)
+    assert mmd2_unbiased(a, b) == pytest.approx(brute)
+
+
+# ---------------------------------------------------------------------------- precision and recall
+
+
+def test_precision_recall_identical_disjoint_and_partial():
+    x = gaussian(200, 4, 7)
+    assert precision_recall(x, x.copy()) == (1.0, 1.0)
+    assert precision_recall(x, x + 100.0) == (0.0, 0.0)
+    line = np.arange(10.0)[:, None]
+    assert knn_radii(line, k=1).tolist() == [1.0] * 10
+    precision, recall = precision_recall(line, np.r_[line[:5], line[:5] + 50], k=1)     # half far away
+    assert precision == 0.5 and recall == 0.6       # real 5 lies within 1 of fake 4
+
+
+# ---------------------------------------------------------------------------- labeller diagnostics
+
+
+def test_confidence_histogram_and_agreement():
+    hist = confidence_histogram([0.05, 0.95, 0.99, 1.0, 0.5], bins=10)
+    assert hist["count"].tolist() == [1, 0, 0, 0, 0, 1, 0, 0, 0, 3] and hist["fraction"].sum() == pytest.approx(1)
+    table = class_agreement(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 2]), ("a", "b", "c"))
+    assert table["fraction"].tolist() == [1.0, 0.5, 1.0] and table["n"].tolist() == [1, 2, 2]
+
+
+# ---------------------------------------------------------------------------- the CLI
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("fidelity_cli", REPO / "analysis" / "fidelity.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    for args, start in [(["--preset", "huge"], "error: --preset: one of"),
+                        (["--samples-per-class", "1"], "error: --samples-per-class: "),
+                        (["--data", str(tmp_path / "missing")], "error: --data ")]:
+        assert cli.main([*args, "--cache", str(tmp_path), "--no-log"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(start) and err.count("\n") == 1, err
+
+
+def test_tiny_cli_run_writes_the_report(tmp_path):
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db",
+           "OMP_NUM_THREADS": "1"}     # as conftest's one_torch_thread: small models stall on 2 shared threads
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, str(REPO / "analysis" / "fidelity.py"), "--preset", "tiny", "--data",
+                           "shapes", "--samples-per-class", "4", "--cache", str(tmp_path / "cache"), "--out", str(out),
+                           "--no-log"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert {"report.md", "distances.csv", "statistics.csv", "pooled.csv", "confidence.csv", "agreement.csv",
+            "statistics.png", "samples.png", "confidence.png", "agreement.png"} <= {p.name for p in out.iterdir()}
+    assert "FID (classifier features, not comparable to published FID)" in (out / "report.md").read_text()
+    distances = pd.read_csv(out / "distances.csv").set_index("generator")
+    assert list(distances.index) == ["ddpm-uncond", "ddpm-cond"] and distances.loc["ddpm-cond", "samples"] == 40
+    assert distances[["fid", "precision", "recall"]].notna().all().all()
+    pooled = pd.read_csv(out / "pooled.csv")
+    assert {("ddpm-uncond", "ddpm-cond", "background")} <= set(zip(pooled["a"], pooled["b"], pooled["statistic"]))
+    assert "background ddpm-uncond - ddpm-cond" in done.stdout and not (tmp_path / "m.db").exists()
