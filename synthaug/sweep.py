@@ -25,6 +25,11 @@ from synthaug.config import (PRESETS, ConfigError, Preset, TrialConfig, digest, 
 from synthaug.data import DataError, Dataset, load_dataset, resolve_source
 
 SWEEP_STATE = "synthaug_sweep.json"
+QUIET = {   # Tune's status table and our own lines are the progress; these only repeat themselves
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+}
 
 
 @dataclass(frozen=True)
@@ -162,12 +167,13 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False) -> int:
     print(f"sweep {plan.name}: {len(plan.configs)} trials "
           f"({len(plan.configs) // len(plan.seeds)} configurations x {len(plan.seeds)} seeds), "
           f"preset {plan.preset.name}, data {dataset.name}")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    for key, value in QUIET.items():
+        os.environ.setdefault(key, value)
+    runtime_env = {"env_vars": {"TQDM_MININTERVAL": "10"}}     # remote progress bars: a line in 10 s
     if plan.address:
-        ray.init(address=plan.address, namespace=NAMESPACE)
+        ray.init(address=plan.address, namespace=NAMESPACE, runtime_env=runtime_env)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, namespace=NAMESPACE)
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, namespace=NAMESPACE, runtime_env=runtime_env)
     experiment_id = tracking.ensure_experiment(plan.tracking_uri, plan.experiment.name)
     sweep_dir = plan.storage / plan.name
     restoring = not fresh and tune.Tuner.can_restore(str(sweep_dir))
