@@ -104,7 +104,7 @@ def _train(cfg: TrialConfig, dataset: Dataset, training: TrainingSet, test_index
 def _log_final(run: RunLogger, cfg: TrialConfig, dataset: Dataset, training: TrainingSet,
                result: Evaluation, test_index: np.ndarray) -> None:
     per_class = {f"test_acc.{name}": float(acc) for name, acc in zip(dataset.classes, result.per_class_accuracy)}
-    run.log_metrics({"test_acc": result.accuracy, **per_class}, step=cfg.train.epochs)
+    run.log_metrics(per_class, step=cfg.train.epochs)     # test_acc itself was logged with the epoch
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         (folder / "manifest.json").write_text(json.dumps(training.manifest, indent=1))
