@@ -91,6 +91,11 @@ def test_bad_input_is_one_line_exit_2_and_starts_nothing(tmp_path, argv, field):
     assert not (tmp_path / "r").exists() and not (tmp_path / "m.db").exists()
 
 
+def ray_pids() -> set[int]:
+    found = subprocess.run(["pgrep", "-f", "ray"], capture_output=True, text=True).stdout.split()
+    return {int(p) for p in found} - {os.getpid()}
+
+
 KILLABLE = '''
 import sys
 from synthaug.sweep import Experiment, main
@@ -102,6 +107,7 @@ def test_killed_sweep_resumes_and_finishes_only_what_is_left(tmp_path, shapes_ta
     script = tmp_path / "tiny_kill.py"
     script.write_text(KILLABLE)
     argv = [sys.executable, str(script), *sweep_args(tmp_path, shapes_tar, "--seeds", "3")]
+    ray_before = ray_pids()
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 600
@@ -117,7 +123,11 @@ def test_killed_sweep_resumes_and_finishes_only_what_is_left(tmp_path, shapes_ta
     assert proc.poll() is None, "the sweep ended before it could be killed"
     os.killpg(proc.pid, 9)              # the driver and its Ray processes, without a chance to clean up
     proc.wait()
-    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    for pid in ray_pids() - ray_before:  # Ray daemons that left the process group: this sweep's only
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
     _, before = runs(tmp_path, "tiny_kill", "trial")
     assert sum(r.info.status == "FINISHED" for r in before) < 6
     rerun = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900)

@@ -316,7 +316,7 @@ def load_generator(directory: str | os.PathLike, device: torch.device | str) -> 
     Never downloads.
     """
     directory = Path(directory)
-    unet = UNet2DModel.from_pretrained(_unet_dir(directory), local_files_only=True)
+    unet = UNet2DModel.from_pretrained(_unet_dir(directory), local_files_only=True, low_cpu_mem_usage=False)
     cfg = None
     meta_path = directory / CONFIG_FILE
     if meta_path.is_file():
