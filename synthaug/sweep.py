@@ -260,6 +260,7 @@ def start_servers(plan: SweepPlan, dataset: Dataset, parent) -> dict[str, Any]:
     for (name, c, seed), n in tqdm(sorted(needed.items()), desc="warming pools", unit="pool"):
         generated += ray.get(servers[name].ensure.remote(c, n, seed))
     print(f"pools ready: {len(needed)} (generator, class, seed) prefixes, {generated} images generated now")
+    parent.log_metrics({"pool_images_generated": generated})      # logged before trials: a kill keeps it
     return servers
 
 
@@ -296,8 +297,8 @@ def print_summary(plan: SweepPlan, rows: list[dict]) -> None:
         return
     frame = pd.DataFrame(done)
     keys = list(plan.grid)
-    frame[keys] = frame[keys].map(lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))
-    table = frame.groupby(keys, sort=False)["test_acc"].agg(n="count", mean="mean", std="std")
+    frame[keys] = frame[keys].map(lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
+    table = frame.groupby(keys)["test_acc"].agg(n="count", mean="mean", std="std")
     table[["mean", "std"]] = table[["mean", "std"]] * 100
     print("\ntest accuracy (%) across seeds:")
     print(table.round(2).to_string())
