@@ -5,7 +5,9 @@ Tune reuses for the next trial carries no run state over. Conventions the analys
 
     tags    synthaug.role = sweep | trial | analysis
             synthaug.sweep = <sweep name>         (the Tune experiment; on every run)
-            synthaug.trial_id = <Tune trial id>   (child runs; finds a restored trial's run)
+            synthaug.trial_key = <digest of the full config>  (child runs; finds a trial's run again,
+                                  after a Tune restore or after a crash Tune could not restore)
+            synthaug.trial_id = <Tune trial id>
             synthaug.cell = <digest of the config without the seed>
             mlflow.parentRunId = <the sweep's run>
     params  the trial's full flat config ("seed", "replace_pct", "train.lr", ...)
@@ -25,6 +27,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 ROLE, SWEEP, TRIAL_ID, CELL = "synthaug.role", "synthaug.sweep", "synthaug.trial_id", "synthaug.cell"
+TRIAL_KEY = "synthaug.trial_key"
 PARENT = "mlflow.parentRunId"
 
 
@@ -63,19 +66,26 @@ class RunLogger:
         return cls(uri, run.info.run_id)
 
     @classmethod
-    def for_trial(cls, uri: str, experiment_id: str, parent_run_id: str, trial_id: str, run_name: str,
+    def for_trial(cls, uri: str, experiment_id: str, parent_run_id: str, trial_key: str, run_name: str,
                   tags: Mapping[str, str]) -> "RunLogger":
-        """The trial's run: found again after a restore (by its Tune trial id), else created."""
+        """The trial's run under the sweep's run: found again by the config's digest, else created."""
         client = MlflowClient(uri)
         found = client.search_runs([experiment_id], filter_string=(
-            f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{TRIAL_ID}` = '{trial_id}'"), max_results=1)
+            f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{TRIAL_KEY}` = '{trial_key}'"), max_results=1)
         if found:
             run_id = found[0].info.run_id
             if found[0].info.status != "FINISHED":
                 client.update_run(run_id, status="RUNNING")     # a retried or restored trial
             return cls(uri, run_id)
         return cls.create(uri, experiment_id, run_name,
-                          {**tags, PARENT: parent_run_id, TRIAL_ID: trial_id, ROLE: "trial"})
+                          {**tags, PARENT: parent_run_id, TRIAL_KEY: trial_key, ROLE: "trial"})
+
+    @property
+    def finished(self) -> bool:
+        return self.client.get_run(self.run_id).info.status == "FINISHED"
+
+    def metrics(self) -> dict[str, float]:
+        return dict(self.client.get_run(self.run_id).data.metrics)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [Param(k, _param_value(v)) for k, v in params.items()]

@@ -27,7 +27,7 @@ from synthaug.config import TrialConfig, digest, from_flat, to_flat
 from synthaug.data import Dataset, load_dataset
 from synthaug.mixing import TrainingSet, compose, select_test
 from synthaug.server import get_server
-from synthaug.tracking import CELL, SWEEP, RunLogger
+from synthaug.tracking import CELL, SWEEP, TRIAL_ID, RunLogger
 
 CONFIG, CONTEXT = "config", "context"    # param_space keys that hold constants, not grid axes
 
@@ -49,6 +49,11 @@ def trial_config(params: dict) -> TrialConfig:
     return from_flat(TrialConfig, flat)
 
 
+def trial_key(cfg: TrialConfig) -> str:
+    """Identifies one trial of a sweep: the digest of its whole configuration, seed included."""
+    return digest(to_flat(cfg))[:16]
+
+
 def cell_key(cfg: TrialConfig) -> str:
     """Identifies a configuration across seeds: the digest of everything but the seed."""
     return digest({k: v for k, v in to_flat(cfg).items() if k != "seed"})[:12]
@@ -59,14 +64,18 @@ def run_trial(params: dict) -> None:
     ctx = TrialContext(**params[CONTEXT])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(_assigned_cpus())
+    run = RunLogger.for_trial(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_key(cfg),
+                              run_name=_run_name(cfg), tags={SWEEP: ctx.sweep, CELL: cell_key(cfg),
+                                                             TRIAL_ID: tune.get_context().get_trial_id()})
+    if run.finished:        # done before a crash that Tune could not restore from: report, do not retrain
+        metrics = run.metrics()
+        tune.report({k: metrics[k] for k in ("test_acc", "train_loss", "train_acc") if k in metrics}
+                    | {"epoch": cfg.train.epochs, "done": True, "mlflow_run_id": run.run_id})
+        return
+    run.log_params(to_flat(cfg))
     dataset = _dataset(cfg.data, ctx.cache_dir)
     training = compose(cfg, dataset, _synthetic_source(cfg))
     test_index = select_test(dataset, cfg.test_per_class)
-
-    trial_id = tune.get_context().get_trial_id()
-    run = RunLogger.for_trial(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_id,
-                              run_name=_run_name(cfg), tags={SWEEP: ctx.sweep, CELL: cell_key(cfg)})
-    run.log_params(to_flat(cfg))
     try:
         _train(cfg, dataset, training, test_index, run, device)
     except Exception:

@@ -132,10 +132,10 @@ def test_killed_sweep_resumes_and_finishes_only_what_is_left(tmp_path, shapes_ta
     assert sum(r.info.status == "FINISHED" for r in before) < 6
     rerun = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-    assert "resuming" in rerun.stdout
     _, after = runs(tmp_path, "tiny_kill", "trial")
     assert len(after) == 6 and {r.info.status for r in after} == {"FINISHED"}
-    assert len({r.data.tags["synthaug.trial_id"] for r in after}) == 6
+    assert len({r.data.tags["synthaug.trial_key"] for r in after}) == 6
+    assert len({(r.data.params["replace_pct"], r.data.params["seed"]) for r in after}) == 6
     finished_before = {r.info.run_id for r in before if r.info.status == "FINISHED"}
     assert finished_before <= {r.info.run_id for r in after}
     _, sweeps = runs(tmp_path, "tiny_kill", "sweep")
