@@ -375,3 +375,16 @@ def test_planted_effect_detected_at_theoretical_power():
     hit = np.mean(p < 0.05)
     se = math.sqrt(power * (1 - power) / N_SIM)
     assert abs(hit - power) <= 3 * se, (hit, power)
+
+
+def test_equal_differences_up_to_float_noise_have_no_t_test():
+    """Two seeds both 40 points worse, as accuracies: sd is ~4e-17, not a real spread."""
+    from synthaug.stats import paired_comparison, paired_t_test
+
+    treatment, baseline = np.array([0.3, 0.1]), np.array([0.7, 0.5])
+    assert np.std(treatment - baseline) > 0              # the float noise this guards against
+    t, p = paired_t_test(treatment, baseline)
+    assert np.isnan(t) and np.isnan(p)
+    result = paired_comparison(treatment, baseline)
+    assert np.isnan(result.t_pvalue) and np.isnan(result.cohens_dz)
+    assert result.mean_diff == pytest.approx(-0.4)
