@@ -321,6 +321,13 @@ def plot_composition(frame: pd.DataFrame) -> Figure:
     return fig
 
 
+def _clip_to_accuracy_range(ax, units) -> None:
+    """Accuracies live in [0, 100]%: few-seed t intervals reach past it; the axis does not follow."""
+    if units.value:
+        low, high = ax.get_ylim()
+        ax.set_ylim(max(low, 0.0), min(high, 100.0 * 1.02))
+
+
 def plot_per_class(table: pd.DataFrame, classes: Sequence[str], metric: str, baseline: str) -> Figure:
     """Per class, a bar a configuration: mean over seeds, 95% t interval; * where BH q < ALPHA."""
     units = Units.of(metric)
@@ -341,6 +348,7 @@ def plot_per_class(table: pd.DataFrame, classes: Sequence[str], metric: str, bas
                 ax.text(xi, top, "*", ha="center", va="bottom", fontsize=11, fontweight="bold")
     ax.set_xticks(range(len(classes)), list(classes), rotation=30, ha="right")
     ax.set_ylabel(f"{metric} per class" + (" (%)" if units.value else ""))
+    _clip_to_accuracy_range(ax, units)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="lower left", ncol=max(1, min(3, len(labels))))
     ax.set_title(f"per-class {metric}: mean over seeds, {int(CONFIDENCE * 100)}% t interval; "
@@ -368,6 +376,7 @@ def plot_accuracy_axis(summary: pd.DataFrame, points: pd.DataFrame, axis: str, m
                    alpha=0.6, edgecolors="black", linewidths=0.3, label="one seed" if i == 0 else None)
     ax.set_xlabel(axis)
     ax.set_ylabel(metric + (" (%)" if units.value else ""))
+    _clip_to_accuracy_range(ax, units)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     ax.set_title(f"{metric} against {axis}")
