@@ -99,7 +99,7 @@ class PoolStore:
         folder.mkdir(parents=True, exist_ok=True)
         meta = folder / "pool.json"
         if not meta.exists():
-            _atomic_write(meta, json.dumps({"pool_id": key.pool_id, **asdict(key)}, indent=1).encode())
+            atomic_write(meta, json.dumps({"pool_id": key.pool_id, **asdict(key)}, indent=1).encode())
         path = self._shard_path(key.pool_id, start, start + len(images))
         with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as tmp:
             np.savez(tmp, images=images.astype(np.uint8), labels=labels.astype(np.int64),
@@ -135,7 +135,9 @@ def _empty(pool_id: str) -> PoolSlice:
                      np.zeros(0, np.int64), np.zeros(0, np.float32))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old bytes or the new ones, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
         tmp.write(data)
     os.replace(tmp.name, path)

@@ -21,6 +21,7 @@ from synthaug.classifier import Trainer, evaluate, resnet18
 from synthaug.config import GeneratorSpec, digest
 from synthaug.data import Dataset, class_permutations, load_dataset
 from synthaug.diffusion.ddpm import load_generator, save_generator, train_ddpm, weights_digest
+from synthaug.pools import atomic_write
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def _generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, device: s
     labels = dataset.train_y if spec.conditional else None
     model = train_ddpm(spec.ddpm, dataset.train_x, labels, spec.train_seed, device, progress=progress)
     weights = save_generator(model, spec.ddpm, directory)
-    _atomic_write(digest_file, weights.encode())
+    atomic_write(digest_file, weights.encode())
     return directory, weights
 
 
@@ -105,9 +106,3 @@ def _per_class_subset(labels: np.ndarray, num_classes: int, per_class: int, seed
     orders = class_permutations(labels, num_classes, seed)
     return np.sort(np.concatenate([order[:per_class] if per_class else order for order in orders]))
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, path)
