@@ -20,21 +20,17 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Sequence
 
 from synthaug.config import PRESETS, ConfigError, preset
 from synthaug.data import DataError, resolve_source
 from synthaug.fidelity import Settings, log_fidelity, run_fidelity, summary_lines, write_outputs
+from synthaug.cli import OneLineParser
 from synthaug.tracking import resolve_tracking_uri
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:        # one line, not argparse's usage block
-        self.exit(2, f"error: {message}\n")
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog="analysis/fidelity.py", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="analysis/fidelity.py", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="smoke", help=f"one of {', '.join(PRESETS)} (default smoke)")
     parser.add_argument("--data", help="shapes, cifar10, or a class-folder folder/.tar/.tar.gz (default: the preset's)")
     parser.add_argument("--cache", default=".synthaug", help="data, generators and pools (default ./.synthaug)")

@@ -20,21 +20,17 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Sequence
 
 from synthaug.figures import log_figures, write_figures
 from synthaug.results import InputError, load_trials
 from synthaug.significance import analyse, parse_baseline
+from synthaug.cli import OneLineParser
 from synthaug.tracking import resolve_tracking_uri
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:        # one line, not argparse's usage block
-        self.exit(2, f"error: {message}\n")
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog="analysis/figures.py", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="analysis/figures.py", description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", required=True, help="MLflow experiment (the sweep script's name)")
     parser.add_argument("--sweep", help="sweep name (tag synthaug.sweep); default: the newest in the experiment")
     parser.add_argument("--baseline", help="key=value[,key=value]; default: the configuration without synthetic data")

@@ -18,20 +18,16 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Sequence
 
 from synthaug.results import InputError, load_predictions, load_trials
 from synthaug.significance import analyse, format_table, log_analysis, parse_baseline, write_outputs
+from synthaug.cli import OneLineParser
 from synthaug.tracking import resolve_tracking_uri
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:        # one line, not argparse's usage block
-        self.exit(2, f"error: {message}\n")
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog="analysis/significance.py", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="analysis/significance.py", description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", required=True, help="MLflow experiment (the sweep script's name)")
     parser.add_argument("--sweep", help="sweep name (tag synthaug.sweep); default: the newest in the experiment")
     parser.add_argument("--baseline", help="key=value[,key=value]; default: the configuration without synthetic data")

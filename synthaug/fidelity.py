@@ -56,7 +56,7 @@ from synthaug.prepare import (PreparedGenerator, _labeller, default_device, load
 from synthaug.server import DDPMServer  # noqa: E402
 from synthaug.significance import markdown_table  # noqa: E402
 from synthaug.stats import benjamini_hochberg  # noqa: E402
-from synthaug.tracking import ROLE, RunLogger, ensure_experiment  # noqa: E402
+from synthaug.tracking import ROLE, ensure_experiment, log_folder_run  # noqa: E402
 
 LUMA = np.array([0.299, 0.587, 0.114])     # ITU-R BT.601 luma weights
 BORDER = 4                                  # pixels of the frame taken as background
@@ -704,19 +704,11 @@ def fidelity_metrics(result: FidelityResult) -> dict[str, float]:
 
 def log_fidelity(uri: str, result: FidelityResult, folder: str | Path) -> str:
     """An 'analysis' run (synthaug.analysis=fidelity) in experiment 'fidelity' with `folder` as artifacts."""
-    run = RunLogger.create(uri, ensure_experiment(uri, EXPERIMENT), f"fidelity {result.preset} {result.data}",
-                           {ROLE: "analysis", ANALYSIS: "fidelity"})
-    try:
-        run.log_params({"preset": result.preset, "data": result.data, "samples_per_class": result.samples_per_class,
-                        "seed": result.seed, "feature_space": result.feature_space,
-                        "generators": [s.name for s in result.samples]})
-        run.log_metrics(fidelity_metrics(result))
-        run.log_artifacts(folder)
-    except BaseException:
-        run.finish("FAILED")
-        raise
-    run.finish("FINISHED")
-    return run.run_id
+    params = {"preset": result.preset, "data": result.data, "samples_per_class": result.samples_per_class,
+              "seed": result.seed, "feature_space": result.feature_space,
+              "generators": [s.name for s in result.samples]}
+    return log_folder_run(uri, ensure_experiment(uri, EXPERIMENT), f"fidelity {result.preset} {result.data}",
+                          {ROLE: "analysis", ANALYSIS: "fidelity"}, params, fidelity_metrics(result), folder)
 
 
 def _fmt(x: float) -> str:

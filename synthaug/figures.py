@@ -50,8 +50,9 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from synthaug import report, stats  # noqa: E402
 from synthaug.results import Trials  # noqa: E402
-from synthaug.significance import ALPHA, CONFIDENCE, LABEL, Result, Units, format_value  # noqa: E402
-from synthaug.tracking import ROLE, SWEEP, RunLogger, ensure_experiment  # noqa: E402
+from synthaug.significance import (ALPHA, CONFIDENCE, LABEL, Result, Units, analysis_params,  # noqa: E402
+                                   format_value)
+from synthaug.tracking import ROLE, SWEEP, ensure_experiment, log_folder_run  # noqa: E402
 
 ANALYSIS = "synthaug.analysis"
 GENERATOR_TAG = re.compile(r"^synthaug\.generator\.(.+)\.weights$")
@@ -527,17 +528,9 @@ def _csv(frame: pd.DataFrame, path: Path) -> Path:
 def log_figures(trials: Trials, result: Result, folder: str | Path) -> str:
     """An 'analysis' run (synthaug.analysis=figures) in the sweep's experiment with `folder` as artifacts."""
     experiment_id = ensure_experiment(trials.tracking_uri, trials.experiment)
-    run = RunLogger.create(trials.tracking_uri, experiment_id, f"figures {trials.sweep}",
-                           {ROLE: "analysis", SWEEP: trials.sweep, ANALYSIS: "figures"})
-    try:
-        run.log_params({"metric": result.metric, "baseline": result.baseline, "seeds": list(result.seeds),
-                        "sweep_run_id": trials.sweep_run_id or "", "configurations": len(result.summary)})
-        run.log_artifacts(folder)
-    except BaseException:
-        run.finish("FAILED")
-        raise
-    run.finish("FINISHED")
-    return run.run_id
+    return log_folder_run(trials.tracking_uri, experiment_id, f"figures {trials.sweep}",
+                          {ROLE: "analysis", SWEEP: trials.sweep, ANALYSIS: "figures"},
+                          analysis_params(trials, result), {}, folder)
 
 
 def _json(text: str | None) -> dict | None:

@@ -33,7 +33,7 @@ from mlflow.exceptions import MlflowException
 
 from synthaug import stats
 from synthaug.results import FINISHED, InputError, Trials
-from synthaug.tracking import ROLE, SWEEP, RunLogger, ensure_experiment
+from synthaug.tracking import ROLE, SWEEP, ensure_experiment, log_folder_run
 
 CONFIDENCE = 0.95       # every interval
 ALPHA = 0.05            # what "significant" means in the report (after adjustment)
@@ -642,21 +642,18 @@ def metric_key(label: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_-. " else "_" for ch in text)
 
 
+def analysis_params(trials: Trials, result: Result) -> dict:
+    """What an analysis run of a sweep records as params (significance and figures alike)."""
+    return {"metric": result.metric, "baseline": result.baseline, "seeds": list(result.seeds),
+            "sweep_run_id": trials.sweep_run_id or "", "configurations": len(result.summary)}
+
+
 def log_analysis(trials: Trials, result: Result, folder: str | Path) -> str:
     """An 'analysis' run in the sweep's experiment with the main numbers and `folder` as artifacts."""
     experiment_id = ensure_experiment(trials.tracking_uri, trials.experiment)
-    run = RunLogger.create(trials.tracking_uri, experiment_id, f"analysis {trials.sweep}",
-                           {ROLE: "analysis", SWEEP: trials.sweep})
-    try:
-        run.log_params({"metric": result.metric, "baseline": result.baseline, "seeds": list(result.seeds),
-                        "sweep_run_id": trials.sweep_run_id or "", "configurations": len(result.summary)})
-        run.log_metrics(analysis_metrics(result))
-        run.log_artifacts(folder)
-    except BaseException:
-        run.finish("FAILED")
-        raise
-    run.finish("FINISHED")
-    return run.run_id
+    return log_folder_run(trials.tracking_uri, experiment_id, f"analysis {trials.sweep}",
+                          {ROLE: "analysis", SWEEP: trials.sweep}, analysis_params(trials, result),
+                          analysis_metrics(result), folder)
 
 
 def _yerr(mean: pd.Series, lo: pd.Series, hi: pd.Series, units: Units) -> np.ndarray:

@@ -110,6 +110,21 @@ class RunLogger:
         self.client.set_terminated(self.run_id, status)
 
 
+def log_folder_run(uri: str, experiment_id: str, run_name: str, tags: Mapping[str, str],
+                   params: Mapping[str, Any], metrics: Mapping[str, float], folder: str | Path) -> str:
+    """A finished run holding params, metrics and `folder` as artifacts (FAILED if logging fails)."""
+    run = RunLogger.create(uri, experiment_id, run_name, tags)
+    try:
+        run.log_params(params)
+        run.log_metrics(metrics)
+        run.log_artifacts(folder)
+    except BaseException:
+        run.finish("FAILED")
+        raise
+    run.finish("FINISHED")
+    return run.run_id
+
+
 def _param_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value)
