@@ -25,21 +25,15 @@ from typing import Sequence
 from synthaug.figures import log_figures, write_figures
 from synthaug.results import InputError, load_trials
 from synthaug.significance import analyse, parse_baseline
-from synthaug.cli import OneLineParser
+from synthaug.cli import sweep_parser
 from synthaug.tracking import resolve_tracking_uri
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = OneLineParser(prog="analysis/figures.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--experiment", required=True, help="MLflow experiment (the sweep script's name)")
-    parser.add_argument("--sweep", help="sweep name (tag synthaug.sweep); default: the newest in the experiment")
-    parser.add_argument("--baseline", help="key=value[,key=value]; default: the configuration without synthetic data")
-    parser.add_argument("--metric", default="test_acc", help="final metric to plot (default test_acc)")
-    parser.add_argument("--mlflow-uri", help="tracking URI; default $MLFLOW_TRACKING_URI, else ./mlflow.db")
+    parser = sweep_parser("analysis/figures.py", __doc__.splitlines()[0])
     parser.add_argument("--cache", default=".synthaug", help="cache folder with pools/ and generators/ "
                                                              "(default ./.synthaug), for the sample grids")
     parser.add_argument("--out", help="output folder; default analysis_out/<experiment>/<sweep>/figures")
-    parser.add_argument("--no-log", action="store_true", help="do not log an analysis run to MLflow")
     return parser.parse_args(argv)
 
 

@@ -22,19 +22,13 @@ from typing import Sequence
 
 from synthaug.results import InputError, load_predictions, load_trials
 from synthaug.significance import analyse, format_table, log_analysis, parse_baseline, write_outputs
-from synthaug.cli import OneLineParser
+from synthaug.cli import sweep_parser
 from synthaug.tracking import resolve_tracking_uri
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = OneLineParser(prog="analysis/significance.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--experiment", required=True, help="MLflow experiment (the sweep script's name)")
-    parser.add_argument("--sweep", help="sweep name (tag synthaug.sweep); default: the newest in the experiment")
-    parser.add_argument("--baseline", help="key=value[,key=value]; default: the configuration without synthetic data")
-    parser.add_argument("--metric", default="test_acc", help="final metric to compare (default test_acc)")
-    parser.add_argument("--mlflow-uri", help="tracking URI; default $MLFLOW_TRACKING_URI, else ./mlflow.db")
+    parser = sweep_parser("analysis/significance.py", __doc__.splitlines()[0])
     parser.add_argument("--out", help="output folder; default analysis_out/<experiment>/<sweep>")
-    parser.add_argument("--no-log", action="store_true", help="do not log an analysis run to MLflow")
     return parser.parse_args(argv)
 
 
