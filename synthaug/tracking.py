@@ -41,16 +41,46 @@ def resolve_tracking_uri(flag: str | None = None, workdir: str | Path | None = N
     return "sqlite:///" + str((Path(workdir or os.getcwd()) / "mlflow.db").resolve())
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// tracking URI, else None."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def ensure_store(uri: str) -> None:
+    """Create a missing SQLite store whole: its tables are built in a private file that is then
+    linked into place, so no other process (a test, `mlflow ui`, a second sweep) ever opens the
+    half-built database and runs MLflow's unlocked table creation beside ours."""
+    path = sqlite_path(uri)
+    if path is None or path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    private = path.with_name(f".{path.name}.{os.getpid()}.creating")
+    try:
+        MlflowClient("sqlite:///" + str(private)).search_experiments(max_results=1)
+        try:
+            os.link(private, path)          # atomic, and never replaces a store another process made
+        except FileExistsError:
+            pass
+    finally:
+        private.unlink(missing_ok=True)
+
+
 def ensure_experiment(uri: str, name: str) -> str:
-    """The experiment's id, creating it (artifacts beside a SQLite store) when missing."""
+    """The experiment's id, creating the store and the experiment (artifacts beside a SQLite store)
+    when missing; safe when several processes do it at once."""
+    from mlflow.exceptions import MlflowException
+
+    ensure_store(uri)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = None
-    if uri.startswith("sqlite:"):
-        location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / name).as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    path = sqlite_path(uri)
+    location = (path.parent / "mlartifacts" / name).as_uri() if path else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:             # another process created it first
+        return client.get_experiment_by_name(name).experiment_id
 
 
 class RunLogger:

@@ -108,8 +108,9 @@ def test_killed_sweep_resumes_and_finishes_only_what_is_left(tmp_path, shapes_ta
     script.write_text(KILLABLE)
     argv = [sys.executable, str(script), *sweep_args(tmp_path, shapes_tar, "--seeds", "3")]
     ray_before = ray_pids()
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    log = tmp_path / "first_run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
         time.sleep(2)
@@ -120,7 +121,7 @@ def test_killed_sweep_resumes_and_finishes_only_what_is_left(tmp_path, shapes_ta
                 continue
             if sum(r.info.status == "FINISHED" for r in trials) >= 2:
                 break
-    assert proc.poll() is None, "the sweep ended before it could be killed"
+    assert proc.poll() is None, "the sweep ended before it could be killed:\n" + log.read_text()[-3000:]
     os.killpg(proc.pid, 9)              # the driver and its Ray processes, without a chance to clean up
     proc.wait()
     for pid in ray_pids() - ray_before:  # Ray daemons that left the process group: this sweep's only

@@ -1,0 +1,42 @@
+"""The MLflow store: created whole, and safely when several processes reach it at once."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from synthaug.tracking import ensure_experiment
+
+CREATE_AT_ONCE = '''
+import sys, time
+from pathlib import Path
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.01)
+from synthaug.tracking import ensure_experiment
+print(ensure_experiment(sys.argv[1], "race"))
+'''
+
+
+def test_processes_creating_one_store_at_once_share_one_experiment(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", "import mlflow.tracking, synthaug.tracking\n" + CREATE_AT_ONCE,
+                               uri, str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    time.sleep(8)                       # every process has imported MLflow and waits for the signal
+    go.touch()
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-2000:] for _, err in results]
+    assert len({out.strip() for out, _ in results}) == 1
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["mlflow.db"]   # no private files left
+
+
+def test_a_new_store_opens_complete_in_another_client(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id = ensure_experiment(uri, "whole")
+    assert ensure_experiment(uri, "whole") == experiment_id
+    experiment = MlflowClient(uri).get_experiment(experiment_id)
+    assert experiment.artifact_location == (tmp_path / "mlartifacts" / "whole").as_uri()
