@@ -23,6 +23,9 @@ class ConfigError(ValueError):
     """A bad configuration value; the message is one line fit for a CLI."""
 
 
+AUGMENT_MODES = ("per_class", "stream")
+
+
 @dataclass(frozen=True)
 class GeneratorSpec:
     """A diffusion model that serves synthetic pools, and how it is obtained."""
@@ -68,12 +71,27 @@ class TrialConfig:
     replace_pct: float = 0.0            # % of each class's real images replaced by synthetic ones
     augment_classes: tuple[str, ...] = ()  # classes that receive augment_count extra synthetic images
     augment_count: int = 0
+    # per_class: augment_count images of each class of augment_classes (conditioned on it, or the
+    # samples the pseudo-labeller gives it); stream: the same total, len(augment_classes) x
+    # augment_count, as the first samples of an unconditional stream under whatever labels the
+    # pseudo-labeller gives them (the study's E3b: 1,500 unconditional images against 3 x 500)
+    augment_mode: str = "per_class"
+    arm: str = ""                       # the experiment's named variant that set several fields at once
     generator: str = "ddpm-uncond"      # GeneratorSpec.name serving the synthetic images
     train: TrainConfig = TrainConfig()
 
     @property
     def uses_synthetic(self) -> bool:
-        return self.replace_pct > 0 or (self.augment_count > 0 and bool(self.augment_classes))
+        return self.replace_pct > 0 or self.augmented_total > 0
+
+    @property
+    def augmented_total(self) -> int:
+        return self.augment_count * len(self.augment_classes)
+
+    @property
+    def stream_count(self) -> int:
+        """Unconditional samples added under their pseudo-labels (augment_mode stream), else 0."""
+        return self.augmented_total if self.augment_mode == "stream" else 0
 
     def validate(self, classes: typing.Sequence[str] | None = None,
                  generators: typing.Iterable[str] | None = None) -> None:
@@ -84,6 +102,8 @@ class TrialConfig:
         for name in ("real_per_class", "test_per_class", "augment_count"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: an integer >= 0, got {getattr(self, name)}")
+        if self.augment_mode not in AUGMENT_MODES:
+            raise ConfigError(f"augment_mode: one of {', '.join(AUGMENT_MODES)}, got {self.augment_mode!r}")
         if not 0 <= self.replace_pct < 100:
             raise ConfigError(f"replace_pct: a percentage in [0, 100), got {self.replace_pct}")
         if classes is not None:

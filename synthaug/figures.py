@@ -9,7 +9,7 @@ What is drawn (the study's figure numbers in brackets), each PNG with the CSV be
 
 - composition.png [1, 4, 8]: per configuration, real and synthetic (replaced, augmented)
   images a class, stacked, from the manifest.json of one run a configuration (the counts
-  do not depend on the seed);
+  do not depend on the seed, except how an unconditional stream's samples fall into classes);
 - per_class_accuracy.png [2, 3, 5, 7, 9]: per class, one bar a configuration, mean over
   seeds with its 95% t interval; * marks a class whose paired difference from the
   baseline has BH q < 0.05, taken from synthaug.significance's per-class table;

@@ -4,8 +4,10 @@ For class c the trial's real target n_c follows the long-tail profile (balanced 
 imbalance is 1). Replacement keeps round(n_c * (1 - p/100)) real images, a seeded prefix of
 the class's shuffled images, so the images removed at 2% are also removed at 4%, and fills
 the class back to n_c from the class's synthetic pool. Augmentation adds augment_count more
-synthetic images to each class of augment_classes. Synthetic images are always a prefix of
-the pool, so a larger request contains a smaller one.
+synthetic images to each class of augment_classes, or, in augment_mode "stream", adds the
+first len(augment_classes) x augment_count samples of the unconditional stream to whichever
+classes the pseudo-labeller gives them (the same total, untargeted). Synthetic images are
+always a prefix of a pool, so a larger request contains a smaller one.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import numpy as np
 
 from synthaug.config import TrialConfig
 from synthaug.data import Dataset, class_permutations, long_tail_counts
-from synthaug.pools import PoolSlice
+from synthaug.pools import UNCONDITIONAL, PoolSlice
 
-TakeSynthetic = Callable[[int, int], PoolSlice]   # (class_index, n) -> the first n of its pool
+# (class_index, n) -> the first n of the class's pool; class_index UNCONDITIONAL: the first n
+# samples of the unconditional stream, whatever their labels
+TakeSynthetic = Callable[[int, int], PoolSlice]
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,7 @@ class ClassPlan:
     real_target: int        # n_c before replacement
     real: int               # real images kept
     replaced: int           # synthetic images standing in for removed real ones
-    augmented: int          # synthetic images added on top
+    augmented: int          # synthetic images of this class's pool added on top (not the stream's)
 
     @property
     def synthetic(self) -> int:
@@ -54,46 +58,64 @@ def plan(cfg: TrialConfig, dataset: Dataset) -> list[ClassPlan]:
     for c, name in enumerate(dataset.classes):
         target = min(targets[c], int(available[c]))
         real = int(round(target * (1 - cfg.replace_pct / 100)))
-        augmented = cfg.augment_count if name in cfg.augment_classes else 0
+        targeted = name in cfg.augment_classes and cfg.augment_mode == "per_class"
+        augmented = cfg.augment_count if targeted else 0
         plans.append(ClassPlan(target, real, target - real, augmented))
     return plans
 
 
 def compose(cfg: TrialConfig, dataset: Dataset, take: TakeSynthetic) -> TrainingSet:
-    """Build the training set; `take` is asked only for classes that need synthetic images."""
+    """Build the training set; `take` is asked only for what needs synthetic images."""
     plans = plan(cfg, dataset)
     orders = class_permutations(dataset.train_y, dataset.num_classes, cfg.seed)
+    stream = _checked(take(UNCONDITIONAL, cfg.stream_count), cfg.stream_count, None) if cfg.stream_count else None
     xs, ys, flags, rows = [], [], [], []
     for c, (name, p) in enumerate(zip(dataset.classes, plans)):
         real_index = np.sort(orders[c][:p.real])
-        xs.append(dataset.train_x[real_index])
+        parts = [dataset.train_x[real_index]]
         row = {"class": name, "index": c, "real_target": p.real_target, "real": p.real,
-               "replaced": p.replaced, "augmented": p.augmented, "synthetic": p.synthetic,
+               "replaced": p.replaced, "augmented": p.augmented, "stream": 0, "synthetic": p.synthetic,
                "real_indices_sha256": _digest(real_index), "pool_id": None, "pool_indices_sha256": None}
         if p.synthetic:
-            pool = take(c, p.synthetic)
-            if len(pool.images) != p.synthetic or np.any(pool.labels != c):
-                raise RuntimeError(f"pool {pool.pool_id} returned {len(pool.images)} images for class "
-                                   f"{name}, {p.synthetic} asked")
-            xs.append(pool.images)
+            pool = _checked(take(c, p.synthetic), p.synthetic, c)
+            parts.append(pool.images)
             row.update(pool_id=pool.pool_id, pool_indices_sha256=_digest(pool.indices),
                        pool_first_index=int(pool.indices[0]), pool_last_index=int(pool.indices[-1]),
                        labeller_confidence_mean=float(pool.confidence.mean()))
-        ys.append(np.full(p.real + p.synthetic, c, np.int64))
-        flags.append(np.r_[np.zeros(p.real, bool), np.ones(p.synthetic, bool)])
+        if stream is not None:
+            mine = stream.labels == c
+            parts.append(stream.images[mine])
+            row.update(stream=int(mine.sum()), augmented=p.augmented + int(mine.sum()),
+                       synthetic=p.synthetic + int(mine.sum()))
+        xs.extend(parts)
+        ys.append(np.full(p.real + row["synthetic"], c, np.int64))
+        flags.append(np.r_[np.zeros(p.real, bool), np.ones(row["synthetic"], bool)])
         rows.append(row)
     x, y = np.concatenate(xs), np.concatenate(ys)
     manifest = {
-        "experiment": cfg.experiment, "seed": cfg.seed, "replace_pct": cfg.replace_pct,
+        "experiment": cfg.experiment, "arm": cfg.arm, "seed": cfg.seed, "replace_pct": cfg.replace_pct,
         "augment_classes": list(cfg.augment_classes), "augment_count": cfg.augment_count,
+        "augment_mode": cfg.augment_mode,
         "generator": cfg.generator if cfg.uses_synthetic else None,
         "data": {"name": dataset.name, "digest": dataset.digest},
         "classes": rows,
+        "stream": None if stream is None else {
+            "pool_id": stream.pool_id, "count": int(len(stream.labels)),
+            "indices_sha256": _digest(stream.indices),
+            "labeller_confidence_mean": float(stream.confidence.mean())},
         "totals": {"images": int(len(y)), "real": int(sum(p.real for p in plans)),
-                   "synthetic": int(sum(p.synthetic for p in plans))},
+                   "synthetic": int(sum(r["synthetic"] for r in rows))},
         "training_set_sha256": hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest(),
     }
     return TrainingSet(x, y, np.concatenate(flags), manifest)
+
+
+def _checked(pool: PoolSlice, n: int, class_index: int | None) -> PoolSlice:
+    """The pool slice, after checking it holds the n images asked (all of the class when one is named)."""
+    if len(pool.images) != n or (class_index is not None and np.any(pool.labels != class_index)):
+        what = "the unconditional stream" if class_index is None else f"class {class_index}"
+        raise RuntimeError(f"pool {pool.pool_id} returned {len(pool.images)} images for {what}, {n} asked")
+    return pool
 
 
 def select_test(dataset: Dataset, per_class: int) -> np.ndarray:
@@ -105,8 +127,12 @@ def select_test(dataset: Dataset, per_class: int) -> np.ndarray:
 
 
 def synthetic_requests(cfg: TrialConfig, dataset: Dataset) -> dict[int, int]:
-    """class_index -> how many pool images the trial will take (for warming pools up front)."""
-    return {c: p.synthetic for c, p in enumerate(plan(cfg, dataset)) if p.synthetic}
+    """class_index (UNCONDITIONAL: the stream) -> how many pool images the trial will take
+    (for warming pools up front)."""
+    requests = {c: p.synthetic for c, p in enumerate(plan(cfg, dataset)) if p.synthetic}
+    if cfg.stream_count:
+        requests[UNCONDITIONAL] = cfg.stream_count
+    return requests
 
 
 def _digest(index: np.ndarray) -> str:

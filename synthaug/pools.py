@@ -130,6 +130,11 @@ def class_slice(pool: PoolSlice, class_index: int, n: int) -> PoolSlice | None:
                      pool.confidence[where])
 
 
+def prefix(pool: PoolSlice, n: int) -> PoolSlice:
+    """Samples [0, n) of the pool, whatever their labels."""
+    return PoolSlice(pool.pool_id, pool.indices[:n], pool.images[:n], pool.labels[:n], pool.confidence[:n])
+
+
 def _empty(pool_id: str) -> PoolSlice:
     return PoolSlice(pool_id, np.zeros(0, np.int64), np.zeros((0, 32, 32, 3), np.uint8),
                      np.zeros(0, np.int64), np.zeros(0, np.float32))

@@ -132,8 +132,13 @@ def typed(values: pd.Series, declared: str | None = None) -> pd.Series:
 
 
 def config_columns(frame: pd.DataFrame, params: list[str]) -> tuple[str, ...]:
-    """The params that take more than one value across the runs, the seed excluded."""
-    return tuple(c for c in params if c != "seed" and frame[c].nunique(dropna=True) > 1)
+    """The params that take more than one value across the runs, the seed excluded; when the
+    sweep has arms (named variants), the params an arm fixes are left to its name."""
+    varying = [c for c in params if c != "seed" and frame[c].nunique(dropna=True) > 1]
+    if "arm" in varying:
+        by_arm = frame.groupby("arm", dropna=False)
+        varying = [c for c in varying if c == "arm" or (by_arm[c].nunique(dropna=False) > 1).any()]
+    return tuple(varying)
 
 
 def per_class_names(frame: pd.DataFrame, metric: str) -> list[str]:

@@ -1,6 +1,8 @@
 """The DDPM server: a Ray actor that owns one generator and serves pools to many trials.
 
-Trials ask for "the first n images of class c in the pool of seed s"; the server reads
+Trials ask for "the first n images of class c in the pool of seed s" (or, from an
+unconditional generator, "the first n samples of the stream of seed s", whatever their
+labels: class UNCONDITIONAL); the server reads
 them from the pool store, generating (and writing) only the samples that are not on disk
 yet. It counts what it generated and what it served, so a sweep can show that a pool is
 generated once: a second sweep over the same pools generates nothing.
@@ -17,7 +19,7 @@ import torch
 from synthaug.config import ConfigError, GeneratorSpec
 from synthaug.diffusion.ddpm import load_generator, load_scheduler_config
 from synthaug.diffusion.sampling import image_seed, sample
-from synthaug.pools import UNCONDITIONAL, PoolKey, PoolSlice, PoolStore, class_slice
+from synthaug.pools import UNCONDITIONAL, PoolKey, PoolSlice, PoolStore, class_slice, prefix
 from synthaug.prepare import PreparedGenerator, default_device, load_labeller
 
 NAMESPACE = "synthaug"
@@ -63,7 +65,7 @@ class DDPMServer:
         return self.generated - before
 
     def take(self, class_index: int, n: int, seed: int) -> PoolSlice:
-        """The first n images of the class's pool for this seed."""
+        """The first n images of the class's pool for this seed (class UNCONDITIONAL: of the stream)."""
         result = self._class_prefix(class_index, n, seed)
         self.served += n
         return result
@@ -72,6 +74,8 @@ class DDPMServer:
         return {"generated": self.generated, "served": self.served}
 
     def _class_prefix(self, class_index: int, n: int, seed: int) -> PoolSlice:
+        if class_index == UNCONDITIONAL:
+            return self._stream_prefix(n, seed)
         if not 0 <= class_index < self.num_classes:
             raise ConfigError(f"class_index: 0..{self.num_classes - 1}, got {class_index}")
         key = self.key(class_index, seed)
@@ -85,6 +89,17 @@ class DDPMServer:
                 raise RuntimeError(f"pool {key.pool_id}: the labeller gave class {class_index} to "
                                    f"{int((pool.labels == class_index).sum())} of {len(pool.labels)} samples")
             pool = self._extend(key, pool)
+
+    def _stream_prefix(self, n: int, seed: int) -> PoolSlice:
+        """The first n samples of the unconditional stream, under their pseudo-labels."""
+        if self.prepared.conditional:
+            raise ConfigError(f"augment_mode: stream needs an unconditional generator; "
+                              f"{self.spec.name} is class-conditional")
+        key = self.key(UNCONDITIONAL, seed)
+        pool = self._pool(key)
+        while len(pool.labels) < n:
+            pool = self._extend(key, pool)
+        return prefix(pool, n)
 
     def _pool(self, key: PoolKey) -> PoolSlice:
         if key.pool_id not in self._pools:

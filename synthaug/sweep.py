@@ -38,6 +38,9 @@ class Experiment:
 
     name: str                                   # MLflow experiment and Tune run prefix
     grid: Mapping[str, Sequence[Any]]           # TrialConfig field -> values, one Tune grid axis each
+    # named variants that set several TrialConfig fields together (E3: none, conditional,
+    # unconditional): one more grid axis, "arm", crossed with the grid; applied over fixed
+    arms: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     fixed: Mapping[str, Any] = field(default_factory=dict)         # TrialConfig fields, every preset
     paper_fixed: Mapping[str, Any] = field(default_factory=dict)   # TrialConfig fields, paper preset only
     description: str = ""
@@ -50,7 +53,8 @@ class SweepPlan:
     experiment: Experiment
     preset: Preset
     seeds: tuple[int, ...]
-    grid: Mapping[str, list]                    # the experiment's grid, class indices resolved to names
+    grid: Mapping[str, list]                    # the experiment's grid (arm first), class indices resolved
+    arms: Mapping[str, dict]                    # arm -> its TrialConfig fields, class indices resolved
     base: TrialConfig
     configs: tuple[TrialConfig, ...]
     cache_dir: Path
@@ -110,23 +114,30 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     data = resolve_source(args.data or chosen.data)
     cache_dir = Path(args.cache).resolve()
     dataset = load_dataset(data, cache_dir)
-    fixed = {**experiment.fixed, **(experiment.paper_fixed if chosen.name == "paper" else {})}
+    fixed = {key: _resolve_value(key, v, dataset) for key, v in
+             {**experiment.fixed, **(experiment.paper_fixed if chosen.name == "paper" else {})}.items()}
     base = from_flat(TrialConfig, {**to_flat(TrialConfig(
         experiment=experiment.name, data=data, real_per_class=chosen.real_per_class,
         test_per_class=chosen.test_per_class, train=chosen.train)), **fixed})
     for spec in chosen.generators:
         spec.validate()
-    grid = {key: [_resolve_value(key, v, dataset) for v in values] for key, values in experiment.grid.items()}
+    arms = {arm: {key: _resolve_value(key, v, dataset) for key, v in fields.items()}
+            for arm, fields in experiment.arms.items()}
+    grid = {**({"arm": list(arms)} if arms else {}),
+            **{key: [_resolve_value(key, v, dataset) for v in values] for key, values in experiment.grid.items()}}
     configs = []
     for values in itertools.product(*grid.values(), seeds):
-        flat = {**to_flat(base), **dict(zip([*grid, "seed"], values))}
-        cfg = from_flat(TrialConfig, flat)
+        axes = dict(zip([*grid, "seed"], values))
+        cfg = from_flat(TrialConfig, {**to_flat(base), **arms.get(axes.get("arm"), {}), **axes})
         cfg.validate(classes=dataset.classes, generators=[g.name for g in chosen.generators])
+        if cfg.stream_count and chosen.generator(cfg.generator).conditional:
+            raise ConfigError(f"augment_mode: stream needs an unconditional generator; {cfg.generator} "
+                              f"is class-conditional")
         configs.append(cfg)
     name = f"{experiment.name}-{chosen.name}-" + digest({
-        "base": to_flat(base), "grid": grid, "seeds": seeds,
+        "base": to_flat(base), "grid": grid, **({"arms": arms} if arms else {}), "seeds": seeds,
         "data": dataset.digest, "generators": [to_flat(g) for g in chosen.generators]})[:8]
-    plan = SweepPlan(experiment, chosen, seeds, grid, base, tuple(configs), cache_dir,
+    plan = SweepPlan(experiment, chosen, seeds, grid, arms, base, tuple(configs), cache_dir,
                      Path(args.storage).resolve(), resolve_tracking_uri(args.mlflow_uri), args.address, name)
     return plan, dataset
 
@@ -162,7 +173,7 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False) -> int:
 
     from synthaug import tracking
     from synthaug.server import NAMESPACE
-    from synthaug.trial import CONFIG, CONTEXT, TrialContext, run_trial
+    from synthaug.trial import ARMS, CONFIG, CONTEXT, TrialContext, run_trial
 
     print(f"sweep {plan.name}: {len(plan.configs)} trials "
           f"({len(plan.configs) // len(plan.seeds)} configurations x {len(plan.seeds)} seeds), "
@@ -183,7 +194,7 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False) -> int:
     context = TrialContext(str(plan.cache_dir), plan.tracking_uri, experiment_id, parent.run_id, plan.name)
     param_space = {**{k: tune.grid_search(list(v)) for k, v in plan.grid.items()},
                    "seed": tune.grid_search(list(plan.seeds)),
-                   CONFIG: to_flat(plan.base), CONTEXT: asdict(context)}
+                   CONFIG: to_flat(plan.base), ARMS: dict(plan.arms), CONTEXT: asdict(context)}
     gpus = plan.preset.gpus_per_trial if ray.cluster_resources().get("GPU", 0) else 0
     trainable = tune.with_resources(run_trial, {"cpu": plan.preset.cpus_per_trial, "gpu": gpus})
     if restoring:
@@ -281,6 +292,7 @@ def _parent_run(plan: SweepPlan, experiment_id: str, sweep_dir: Path, reuse: boo
     parent = RunLogger.create(plan.tracking_uri, experiment_id, plan.name, {ROLE: "sweep", SWEEP: plan.name})
     parent.log_params({"preset": plan.preset.name, "seeds": list(plan.seeds), "trials": len(plan.configs),
                        **{f"grid.{k}": v for k, v in plan.grid.items()},
+                       **{f"arm.{k}": v for k, v in plan.arms.items()},
                        **{f"base.{k}": v for k, v in to_flat(plan.base).items()}})
     sweep_dir.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps({"parent_run_id": parent.run_id, "tracking_uri": plan.tracking_uri}))

@@ -29,7 +29,7 @@ from synthaug.mixing import TrainingSet, compose, select_test
 from synthaug.server import get_server
 from synthaug.tracking import CELL, SWEEP, TRIAL_ID, RunLogger
 
-CONFIG, CONTEXT = "config", "context"    # param_space keys that hold constants, not grid axes
+CONFIG, ARMS, CONTEXT = "config", "arms", "context"   # param_space keys that hold constants, not grid axes
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,10 @@ class TrialContext:
 
 
 def trial_config(params: dict) -> TrialConfig:
-    """The TrialConfig behind Tune's params: the constants overlaid with this trial's grid values."""
-    flat = {**params[CONFIG], **{k: v for k, v in params.items() if k not in (CONFIG, CONTEXT)}}
-    return from_flat(TrialConfig, flat)
+    """The TrialConfig behind Tune's params: the constants, then the trial's arm, then its grid values."""
+    axes = {k: v for k, v in params.items() if k not in (CONFIG, ARMS, CONTEXT)}
+    arm = params.get(ARMS, {}).get(axes.get("arm"), {})
+    return from_flat(TrialConfig, {**params[CONFIG], **arm, **axes})
 
 
 def trial_key(cfg: TrialConfig) -> str:

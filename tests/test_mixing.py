@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from synthaug.config import TrialConfig
+from synthaug.config import ConfigError, TrialConfig
 from synthaug.data import Dataset
 from synthaug.mixing import compose, plan, synthetic_requests, select_test
-from synthaug.pools import PoolSlice
+from synthaug.pools import UNCONDITIONAL, PoolSlice
 
 CLASSES = ("a", "b", "c")
 
@@ -99,3 +99,51 @@ def test_test_subset_is_the_same_for_every_trial():
     index = select_test(data, 4)
     assert np.bincount(data.test_y[index]).tolist() == [4, 4, 4]
     assert len(select_test(data, 0)) == len(data.test_y)
+
+
+def fake_stream(class_index: int, n: int) -> PoolSlice:
+    """The unconditional stream: sample k labelled k % 3 when k is even, else 0; pixel 0 holds k."""
+    assert class_index == UNCONDITIONAL
+    labels = np.where(np.arange(n) % 2 == 0, np.arange(n) % 3, 0).astype(np.int64)
+    images = np.full((n, 32, 32, 3), 200, np.uint8)
+    images[:, 0, 0, 0] = np.arange(n)
+    return PoolSlice("stream", np.arange(n), images, labels, np.full(n, 0.5, np.float32))
+
+
+def test_stream_mode_adds_the_same_total_under_the_labellers_labels():
+    data = toy_dataset()
+    cfg = TrialConfig(augment_classes=("a", "c"), augment_count=6, augment_mode="stream", seed=0)
+    assert cfg.stream_count == 12 and synthetic_requests(cfg, data) == {UNCONDITIONAL: 12}
+    assert [p.augmented for p in plan(cfg, data)] == [0, 0, 0]      # nothing targeted
+    result = compose(cfg, data, fake_stream)
+    labels = fake_stream(UNCONDITIONAL, 12).labels
+    expected = np.bincount(labels, minlength=3)                       # [7, 2, 3]: not the classes named
+    assert np.bincount(result.y, minlength=3).tolist() == (np.array([50, 40, 30]) + expected).tolist()
+    assert result.synthetic.sum() == 12
+    for c in range(3):
+        synthetic = result.x[(result.y == c) & result.synthetic]
+        assert sorted(synthetic[:, 0, 0, 0].tolist()) == np.flatnonzero(labels == c).tolist()
+        row = result.manifest["classes"][c]
+        assert row["stream"] == row["augmented"] == row["synthetic"] == expected[c]
+    assert result.manifest["stream"]["count"] == 12 and result.manifest["totals"]["synthetic"] == 12
+    targeted = compose(TrialConfig(augment_classes=("a", "c"), augment_count=6, seed=0), data, fake_pool)
+    assert targeted.synthetic.sum() == cfg.stream_count              # equal count, by construction
+    assert targeted.manifest["stream"] is None
+
+
+def test_stream_mode_with_replacement_keeps_both_parts():
+    data = toy_dataset()
+    cfg = TrialConfig(replace_pct=10, augment_classes=("b",), augment_count=4, augment_mode="stream", seed=1)
+
+    def take(class_index, n):
+        return fake_stream(class_index, n) if class_index == UNCONDITIONAL else fake_pool(class_index, n)
+
+    result = compose(cfg, data, take)
+    replaced = [r["replaced"] for r in result.manifest["classes"]]
+    assert replaced == [5, 4, 3]
+    assert result.synthetic.sum() == sum(replaced) + 4
+
+
+def test_augment_mode_is_validated():
+    with pytest.raises(ConfigError, match="augment_mode: one of per_class, stream"):
+        TrialConfig(augment_mode="random").validate()

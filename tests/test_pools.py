@@ -5,7 +5,8 @@ import pytest
 import ray
 
 from synthaug.config import preset
-from synthaug.pools import PoolKey, PoolStore, class_slice
+from synthaug.config import ConfigError
+from synthaug.pools import UNCONDITIONAL, PoolKey, PoolStore, class_slice
 from synthaug.diffusion.sampling import SamplerConfig
 from synthaug.prepare import prepare_generator
 from synthaug.server import DDPMServer, get_server, make_server_actor
@@ -87,6 +88,25 @@ def test_unconditional_class_pools_are_views_of_one_labelled_stream(unconditiona
         expected = class_slice(stream, int(c), 1)
         got = server.take(int(c), 1, seed=0)
         assert np.array_equal(got.images, expected.images) and got.indices[0] == expected.indices[0]
+
+
+def test_the_stream_is_the_unconditional_pool_in_order_and_nests_with_class_pools(unconditional, conditional,
+                                                                                   tmp_path):
+    spec, gen = unconditional
+    server = DDPMServer(gen, spec, str(tmp_path), num_classes=10, device="cpu", progress=False)
+    stream = server.take(UNCONDITIONAL, 30, seed=0)
+    assert stream.indices.tolist() == list(range(30))
+    assert server.counters() == {"generated": spec.shard_size, "served": 30}
+    longer = server.take(UNCONDITIONAL, 40, seed=0)
+    assert np.array_equal(longer.images[:30], stream.images) and np.array_equal(longer.labels[:30], stream.labels)
+    c = int(stream.labels[0])                           # the stream's class-c samples open class c's pool
+    mine = stream.labels == c
+    from_class = server.take(c, int(mine.sum()), seed=0)
+    assert np.array_equal(from_class.images, stream.images[mine])
+    assert server.counters()["generated"] == spec.shard_size         # all of it came from the one shard
+    spec, gen = conditional
+    with pytest.raises(ConfigError, match="augment_mode"):
+        DDPMServer(gen, spec, str(tmp_path), num_classes=10, device="cpu", progress=False).take(UNCONDITIONAL, 3, 0)
 
 
 @pytest.fixture

@@ -141,3 +141,43 @@ def test_killed_sweep_resumes_and_finishes_only_what_is_left(tmp_path, shapes_ta
     assert finished_before <= {r.info.run_id for r in after}
     _, sweeps = runs(tmp_path, "tiny_kill", "sweep")
     assert len(sweeps) == 1
+
+
+ARMS = Experiment(
+    name="tiny_arms", grid={},
+    arms={"none": {"augment_classes": [], "augment_count": 0},
+          "conditional": {"generator": "ddpm-cond"},
+          "unconditional": {"generator": "ddpm-uncond", "augment_mode": "stream"}},
+    fixed={"imbalance": 0.5, "augment_classes": [1, 2], "augment_count": 3})
+
+
+def test_arms_set_several_fields_and_the_stream_arm_adds_the_same_total(tmp_path, shapes_tar):
+    from synthaug.results import load_trials
+
+    assert main(ARMS, sweep_args(tmp_path, shapes_tar, "--seeds", "1")) == 0
+    client, trials = runs(tmp_path, "tiny_arms", "trial")
+    assert len(trials) == 3 and {r.info.status for r in trials} == {"FINISHED"}
+    by_arm = {r.data.params["arm"]: r for r in trials}
+    assert by_arm["conditional"].data.params["generator"] == "ddpm-cond"
+    assert by_arm["unconditional"].data.params["augment_mode"] == "stream"
+    synthetic = {}
+    for arm, run in by_arm.items():
+        path = client.download_artifacts(run.info.run_id, "manifest.json", str(tmp_path / arm))
+        manifest = json.loads(Path(path).read_text())
+        synthetic[arm] = manifest["totals"]["synthetic"]
+        if arm == "unconditional":
+            assert manifest["stream"]["count"] == 6
+            assert sum(c["stream"] for c in manifest["classes"]) == 6
+    assert synthetic == {"none": 0, "conditional": 6, "unconditional": 6}
+    loaded = load_trials(f"sqlite:///{tmp_path / 'mlflow.db'}", "tiny_arms")
+    assert loaded.config_columns == ("arm",)        # generator, counts and mode are the arm's
+
+
+def test_a_stream_arm_on_a_conditional_generator_is_refused_before_anything_starts(tmp_path, shapes_tar, capsys):
+    bad = Experiment(name="tiny_bad_arm", grid={},
+                     arms={"stream": {"generator": "ddpm-cond", "augment_mode": "stream"}},
+                     fixed={"augment_classes": [1], "augment_count": 3})
+    assert main(bad, sweep_args(tmp_path, shapes_tar)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "augment_mode: stream needs an unconditional generator" in err[0]
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()
