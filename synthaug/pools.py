@@ -7,7 +7,7 @@ pool seed. Sample k is drawn from its own seed (diffusion.sampling.image_seed(po
 so it does not depend on the batch it was generated in, and a trial that needs n images
 of a class takes the first n of them: pools are nested by construction.
 
-On disk a pool is a folder of shards `<start:09d>.npz` (images, labels, confidences),
+On disk a pool is a folder of shards `<start:09d>-<stop:09d>.npz` (images, labels, confidences),
 each written to a temporary file and renamed into place, so a crash never leaves half a
 shard and two writers of the same shard write the same bytes.
 """
@@ -67,23 +67,17 @@ class PoolStore:
 
     def length(self, pool_id: str) -> int:
         """How many leading samples of the pool are on disk (contiguous shards only)."""
-        end = 0
-        for start, stop in self._shard_ranges(pool_id):
-            if start != end:
-                break
-            end = stop
-        return end
+        chain = self._chain(pool_id)
+        return chain[-1][1] if chain else 0
 
     def read(self, pool_id: str, stop: int | None = None) -> PoolSlice:
         """Samples [0, stop) (all that are on disk when stop is None)."""
         parts = []
-        end = 0
-        for start, shard_stop in self._shard_ranges(pool_id):
-            if start != end or (stop is not None and start >= stop):
+        for start, shard_stop in self._chain(pool_id):
+            if stop is not None and start >= stop:
                 break
             with np.load(self._shard_path(pool_id, start, shard_stop)) as shard:
                 parts.append({k: shard[k] for k in ("images", "labels", "confidence")})
-            end = shard_stop
         if not parts:
             return _empty(pool_id)
         images = np.concatenate([p["images"] for p in parts])
@@ -109,15 +103,23 @@ class PoolStore:
     def _shard_path(self, pool_id: str, start: int, stop: int) -> Path:
         return self.folder(pool_id) / f"{start:09d}-{stop:09d}.npz"
 
-    def _shard_ranges(self, pool_id: str) -> list[tuple[int, int]]:
+    def _chain(self, pool_id: str) -> list[tuple[int, int]]:
+        """Shards that cover [0, length) end to end, for the largest length the shards on disk
+        reach. Shards may overlap (two writers cut a stream differently): image k is the same in
+        either, so any chain of them reads the same samples."""
         folder = self.folder(pool_id)
         if not folder.is_dir():
             return []
-        ranges = []
-        for path in folder.glob("*.npz"):
-            start, _, stop = path.stem.partition("-")
-            ranges.append((int(start), int(stop)))
-        return sorted(ranges)
+        ranges = sorted({tuple(int(v) for v in path.stem.split("-")) for path in folder.glob("*.npz")})
+        reached = {0: None}                     # end -> the shard that reached it first
+        for start, stop in ranges:
+            if start in reached and stop not in reached:
+                reached[stop] = (start, stop)
+        chain, end = [], max(reached)
+        while end:
+            chain.append(reached[end])
+            end = reached[end][0]
+        return chain[::-1]
 
 
 def class_slice(pool: PoolSlice, class_index: int, n: int) -> PoolSlice | None:

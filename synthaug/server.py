@@ -24,6 +24,7 @@ from synthaug.prepare import PreparedGenerator, default_device, load_labeller
 
 NAMESPACE = "synthaug"
 MAX_STREAM_FACTOR = 20      # an unconditional pool gives up on a class after 20x its fair share
+SHARD_QUANTUM = 16          # a shard holds what was missing, rounded up to this (at most shard_size)
 
 
 def server_name(generator: str, replica: int = 0) -> str:
@@ -88,7 +89,9 @@ class DDPMServer:
             if len(pool.labels) >= limit:
                 raise RuntimeError(f"pool {key.pool_id}: the labeller gave class {class_index} to "
                                    f"{int((pool.labels == class_index).sum())} of {len(pool.labels)} samples")
-            pool = self._extend(key, pool)
+            # conditioned on the class, every sample counts; through the labeller, about 1 in num_classes
+            missing = n - int((pool.labels == class_index).sum())
+            pool = self._extend(key, pool, missing if self.prepared.conditional else missing * self.num_classes)
 
     def _stream_prefix(self, n: int, seed: int) -> PoolSlice:
         """The first n samples of the unconditional stream, under their pseudo-labels."""
@@ -98,7 +101,7 @@ class DDPMServer:
         key = self.key(UNCONDITIONAL, seed)
         pool = self._pool(key)
         while len(pool.labels) < n:
-            pool = self._extend(key, pool)
+            pool = self._extend(key, pool, n - len(pool.labels))
         return prefix(pool, n)
 
     def _pool(self, key: PoolKey) -> PoolSlice:
@@ -106,14 +109,17 @@ class DDPMServer:
             self._pools[key.pool_id] = self.store.read(key.pool_id)
         return self._pools[key.pool_id]
 
-    def _extend(self, key: PoolKey, pool: PoolSlice) -> PoolSlice:
-        """Generate the pool's next shard, write it, and return the longer pool."""
+    def _extend(self, key: PoolKey, pool: PoolSlice, missing: int) -> PoolSlice:
+        """Generate the pool's next shard (about `missing` samples, at most shard_size), write it,
+        and return the longer pool. Sample k's seed is the pool's and k's, so where shards
+        begin and end does not change any image."""
         start = len(pool.labels)
         on_disk = self.store.length(key.pool_id)
         if on_disk > start:                      # another replica wrote it meanwhile
             pool = self.store.read(key.pool_id)
         else:
-            stop = start + self.spec.shard_size
+            size = -(-max(missing, 1) // SHARD_QUANTUM) * SHARD_QUANTUM
+            stop = start + min(size, self.spec.shard_size)
             seeds = [image_seed(key.pool_id, k) for k in range(start, stop)]
             labels = None if key.class_index == UNCONDITIONAL else [key.class_index] * len(seeds)
             images = sample(self.unet, self.sampler, seeds, labels, self.device,

@@ -9,7 +9,7 @@ from synthaug.config import ConfigError
 from synthaug.pools import UNCONDITIONAL, PoolKey, PoolStore, class_slice
 from synthaug.diffusion.sampling import SamplerConfig
 from synthaug.prepare import prepare_generator
-from synthaug.server import DDPMServer, get_server, make_server_actor
+from synthaug.server import SHARD_QUANTUM, DDPMServer, get_server, make_server_actor
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,13 @@ def test_store_appends_atomically_and_reads_contiguous_prefixes(tmp_path):
     assert not list(store.folder(key.pool_id).glob("*.tmp"))
     store.append(key, 10, images[:1], np.full(1, 2), np.ones(1))      # a gap: not part of the prefix
     assert store.length(key.pool_id) == 5
+    store.append(key, 1, images[1:4], np.full(3, 2), np.ones(3))      # overlaps [0, 3) and [3, 5)
+    store.append(key, 4, images[4:5], np.full(1, 2), np.ones(1))
+    assert store.length(key.pool_id) == 5 and np.array_equal(store.read(key.pool_id).images, images)
+    store.append(key, 0, images[:2], np.full(2, 2), np.ones(2))       # a shorter shard at 0 changes nothing
+    store.append(key, 5, np.repeat(images[:1], 5, 0), np.full(5, 2), np.ones(5))    # [5, 10) closes the gap
+    assert store.length(key.pool_id) == 11
+    assert np.array_equal(store.read(key.pool_id, stop=5).images, images)
 
 
 def test_pool_identity_covers_weights_sampler_class_labeller_and_seed():
@@ -62,8 +69,7 @@ def test_server_generates_a_pool_once_and_serves_nested_prefixes(conditional, tm
     small = first.take(3, 2, seed=0)
     large = first.take(3, 5, seed=0)
     assert np.array_equal(small.images, large.images[:2]) and np.all(large.labels == 3)
-    generated = first.counters()["generated"]
-    assert generated > 0 and generated % spec.shard_size == 0
+    assert first.counters()["generated"] == SHARD_QUANTUM          # what was asked, rounded up, not a whole shard
     # A second server (a later sweep) over the same store reads, it does not generate.
     second = DDPMServer(gen, spec, str(tmp_path), num_classes=10, device="cpu", progress=False)
     again = second.take(3, 5, seed=0)
@@ -81,7 +87,7 @@ def test_unconditional_class_pools_are_views_of_one_labelled_stream(unconditiona
     assert key == server.key(5, 0)                       # one stream for every class
     stream = PoolStore(tmp_path).read(key.pool_id)
     assert len(stream.labels) == 0
-    server._extend(key, stream)                          # one shard of labelled samples
+    server._extend(key, stream, spec.shard_size)         # one whole shard of labelled samples
     stream = PoolStore(tmp_path).read(key.pool_id)
     assert len(stream.labels) == spec.shard_size
     for c in np.unique(stream.labels)[:3]:
@@ -96,14 +102,19 @@ def test_the_stream_is_the_unconditional_pool_in_order_and_nests_with_class_pool
     server = DDPMServer(gen, spec, str(tmp_path), num_classes=10, device="cpu", progress=False)
     stream = server.take(UNCONDITIONAL, 30, seed=0)
     assert stream.indices.tolist() == list(range(30))
-    assert server.counters() == {"generated": spec.shard_size, "served": 30}
-    longer = server.take(UNCONDITIONAL, 40, seed=0)
+    assert server.counters() == {"generated": 32, "served": 30}
+    longer = server.take(UNCONDITIONAL, 40, seed=0)                 # 8 more, in a second shard of 16
+    assert server.counters()["generated"] == 48
     assert np.array_equal(longer.images[:30], stream.images) and np.array_equal(longer.labels[:30], stream.labels)
     c = int(stream.labels[0])                           # the stream's class-c samples open class c's pool
     mine = stream.labels == c
     from_class = server.take(c, int(mine.sum()), seed=0)
     assert np.array_equal(from_class.images, stream.images[mine])
-    assert server.counters()["generated"] == spec.shard_size         # all of it came from the one shard
+    assert server.counters()["generated"] == 48                     # nothing generated twice
+    # A server that cuts the stream into other shards (one of 64) reads the same images.
+    other = tmp_path / "other"
+    one_shard = DDPMServer(gen, spec, str(other), num_classes=10, device="cpu", progress=False)
+    assert np.array_equal(one_shard.take(UNCONDITIONAL, 64, seed=0).images[:40], longer.images)
     spec, gen = conditional
     with pytest.raises(ConfigError, match="augment_mode"):
         DDPMServer(gen, spec, str(tmp_path), num_classes=10, device="cpu", progress=False).take(UNCONDITIONAL, 3, 0)
