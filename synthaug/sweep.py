@@ -1,6 +1,6 @@
 """The shared sweep runner: CLI, validation, ray.init, generators and servers, Tuner (fresh or restored).
 
-A sweep script declares an Experiment (its grid and what it fixes) and calls main(). The
+A sweep script declares an Experiment (its grid, its named arms, what it fixes) and calls main(). The
 runner checks every configuration before Ray starts, prepares the generators the grid
 needs, creates one named DDPM server a generator on the driver, warms the pools every
 trial will read, and runs the grid x seeds through Tune. The Tune run is named after a
@@ -143,7 +143,8 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
 
 
 def _resolve_value(key: str, value: Any, dataset: Dataset) -> Any:
-    """Grid values as the trial sees them: augment_classes may name classes by index (CIFAR's 9 = truck)."""
+    """A fixed, arm or grid value as the trial sees it: augment_classes may name classes by index
+    (CIFAR's 9 = truck)."""
     if key != "augment_classes":
         return value
     names = []
@@ -267,9 +268,14 @@ def start_servers(plan: SweepPlan, dataset: Dataset, parent) -> dict[str, Any]:
             for c, n in synthetic_requests(cfg, dataset).items():
                 key = (cfg.generator, c, cfg.seed)
                 needed[key] = max(needed.get(key, 0), n)
+    # Every request at once: each server works through its own queue, the servers side by side.
+    pending = [servers[name].ensure.remote(c, n, seed) for (name, c, seed), n in sorted(needed.items())]
     generated = 0
-    for (name, c, seed), n in tqdm(sorted(needed.items()), desc="warming pools", unit="pool"):
-        generated += ray.get(servers[name].ensure.remote(c, n, seed))
+    with tqdm(total=len(pending), desc="warming pools", unit="pool") as bar:
+        while pending:
+            done, pending = ray.wait(pending)
+            generated += sum(ray.get(done))
+            bar.update(len(done))
     print(f"pools ready: {len(needed)} (generator, class, seed) prefixes, {generated} images generated now")
     parent.log_metrics({"pool_images_generated": generated})      # logged before trials: a kill keeps it
     return servers

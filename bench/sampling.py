@@ -1,0 +1,119 @@
+"""What the pool invariants cost and what the pool store saves, measured on this machine.
+
+    python bench/sampling.py                    # the smoke DDPM, CPU (or CUDA when present)
+    python bench/sampling.py --arch paper --device cuda --images 256 --batch 128
+
+Two ratios, each against a named baseline timed in the same run, medians of --runs runs
+after one warm-up:
+
+1. per-image noise / batched noise. synthaug draws every image's noise (initial and each
+   stochastic step) from the image's own torch.Generator, so an image does not depend on
+   the batch it was generated in (the content-addressing invariant). Baseline: one
+   generator for the whole batch, as a diffusers pipeline draws it. Same UNet, same DDIM
+   schedule, same batch. A ratio near 1 means the invariant is free.
+2. generate / read. A trial that asks the DDPM server for a pool prefix already on disk
+   reads it (synthaug.pools.PoolStore) instead of sampling it again. Baseline: sampling the
+   same images. The ratio is how much a second trial or a second sweep saves per image.
+
+Weights are untrained (the speed of a forward pass does not depend on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from synthaug.config import SMOKE_DDPM
+from synthaug.diffusion.ddpm import DDPMConfig, build_unet
+from synthaug.diffusion.sampling import SamplerConfig, build_scheduler, image_seed, sample, to_uint8
+from synthaug.pools import PoolKey, PoolStore
+
+ARCHS = {"smoke": SMOKE_DDPM, "paper": DDPMConfig()}
+
+
+@torch.inference_mode()
+def sample_batched_noise(unet, sampler: SamplerConfig, n: int, batch: int, device: str, seed: int = 0,
+                         scheduler_config: dict | None = None) -> np.ndarray:
+    """The baseline: one generator a batch (a diffusers pipeline's way), same schedule and steps."""
+    scheduler = build_scheduler(sampler, scheduler_config=scheduler_config)
+    out = []
+    for start in range(0, n, batch):
+        g = torch.Generator(device="cpu").manual_seed(seed + start)
+        size = min(batch, n - start)
+        x = torch.randn((size, 3, 32, 32), generator=g).to(device) * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                                enabled=device.startswith("cuda")):
+                eps = unet(scheduler.scale_model_input(x, t), t.to(device)).sample
+            x = scheduler.step(eps.float(), t, x, generator=g, eta=sampler.eta).prev_sample
+        out.append(to_uint8(x))
+    return np.concatenate(out)
+
+
+def timed(fn, runs: int) -> tuple[float, object]:
+    fn()                                            # warm-up: kernels, caches, lazy init
+    times, result = [], None
+    for _ in range(runs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=ARCHS, default="smoke")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    parser.add_argument("--eta", type=float, default=1.0, help="DDIM eta (> 0: a noise draw every step)")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    cfg = ARCHS[args.arch]
+    schedule = {"num_train_timesteps": cfg.num_train_timesteps, "beta_schedule": cfg.beta_schedule}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        unet = build_unet(cfg).to(args.device).eval()
+    sampler = SamplerConfig(name="ddim", steps=args.steps, eta=args.eta)
+    key = PoolKey("bench", sampler, 0, "", 0)
+    seeds = [image_seed(key.pool_id, k) for k in range(args.images)]
+
+    ours, images = timed(lambda: sample(unet, sampler, seeds, None, args.device, batch_size=args.batch,
+                                        progress=False, scheduler_config=schedule), args.runs)
+    batched, _ = timed(lambda: sample_batched_noise(unet, sampler, args.images, args.batch, args.device,
+                                                    scheduler_config=schedule), args.runs)
+    with tempfile.TemporaryDirectory() as folder:
+        store = PoolStore(folder)
+        store.append(key, 0, images, np.zeros(len(images), np.int64), np.ones(len(images), np.float32))
+        read, _ = timed(lambda: store.read(key.pool_id, stop=args.images), args.runs)
+
+    n = args.images
+    print(f"{args.arch} UNet ({sum(p.numel() for p in unet.parameters()):,} parameters), {args.device}, "
+          f"{n} images, batch {args.batch}, DDIM {args.steps} steps eta {args.eta}, "
+          f"{args.threads} CPU thread(s), median of {args.runs} runs")
+    print(f"{'what':<44} {'s':>9} {'images/s':>10}")
+    for label, seconds in (("sample, per-image noise (synthaug)", ours),
+                           ("sample, batched noise (baseline)", batched),
+                           ("read the pool prefix from disk (synthaug)", read)):
+        print(f"{label:<44} {seconds:>9.4f} {n / seconds:>10.1f}")
+    print(f"per-image / batched noise: {ours / batched:.3f}x the time")
+    print(f"generate / read from the pool store: {ours / read:,.0f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
