@@ -351,7 +351,9 @@ def plot_per_class(table: pd.DataFrame, classes: Sequence[str], metric: str, bas
     ax.set_ylabel(f"{metric} per class" + (" (%)" if units.value else ""))
     _clip_to_accuracy_range(ax, units)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left", ncol=max(1, min(3, len(labels))))
+    # below the axes: inside, it hides the bars of the rare classes it covers
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False,
+              ncol=max(1, min(4, len(labels))))
     ax.set_title(f"per-class {metric}: mean over seeds, {int(CONFIDENCE * 100)}% t interval; "
                  f"* paired difference from the baseline with BH q < {ALPHA}", fontsize=9)
     return fig

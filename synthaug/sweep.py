@@ -172,6 +172,8 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False) -> int:
     import ray
     from ray import tune
 
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
     from synthaug import tracking
     from synthaug.server import NAMESPACE
     from synthaug.trial import ARMS, CONFIG, CONTEXT, TrialContext, run_trial
@@ -209,6 +211,8 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False) -> int:
             run_config=tune.RunConfig(
                 name=plan.name, storage_path=str(plan.storage),
                 failure_config=tune.FailureConfig(max_failures=2),
+                # result.json and progress.csv a trial (the results table reads them); not TensorBoard's
+                callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 progress_reporter=tune.CLIReporter(
                     parameter_columns=[*plan.grid, "seed"],
