@@ -34,6 +34,11 @@ class GeneratorSpec:
     ddpm: DDPMConfig = DDPMConfig()     # architecture and training recipe when trained here
     sampler: SamplerConfig = SamplerConfig()
     checkpoint: str = ""                # a diffusers UNet2DModel folder; "" = train on the real train split
+    # A pretrained ImageNet class-conditional diffusers DiTPipeline (folder or hub id), used as it is
+    # through label_map (E2a); its images are resized to 32x32. "" = a DDPM of our own.
+    pretrained: str = ""
+    label_map: str = ""                 # with pretrained: CIFAR class -> ImageNet classes (diffusion.imagenet)
+    guidance_scale: float = 1.5         # with pretrained: classifier-free guidance (DiT's best-FID setting)
     train_seed: int = 0                 # one generator per data source, shared by every trial seed
     labeller: TrainConfig = TrainConfig(epochs=30)  # pseudo-labeller recipe (unconditional generators)
     labeller_per_class: int = 0         # real images a class used to train the labeller; 0 = all
@@ -42,7 +47,7 @@ class GeneratorSpec:
 
     @property
     def conditional(self) -> bool:
-        return self.ddpm.conditional
+        return self.ddpm.conditional or bool(self.pretrained)
 
     def validate(self) -> None:
         if not self.name or "/" in self.name:
@@ -50,6 +55,14 @@ class GeneratorSpec:
         _wrap("generator.ddpm", self.ddpm.validate)
         _wrap("generator.sampler", self.sampler.validate)
         _wrap("generator.labeller", self.labeller.validate)
+        if self.pretrained:
+            from synthaug.diffusion.imagenet import LABEL_MAPS
+            if self.label_map not in LABEL_MAPS:
+                raise ConfigError(f"generator.label_map: one of {', '.join(LABEL_MAPS)} with a pretrained "
+                                  f"generator, got {self.label_map!r}")
+            if not self.guidance_scale >= 1:
+                raise ConfigError(f"generator.guidance_scale: a number >= 1 (1 = no guidance), "
+                                  f"got {self.guidance_scale}")
         for name in ("labeller_per_class",):
             if getattr(self, name) < 0:
                 raise ConfigError(f"generator.{name}: an integer >= 0, got {getattr(self, name)}")
@@ -148,6 +161,11 @@ TINY_DDPM = DDPMConfig(block_out_channels=(16, 32), layers_per_block=1, attentio
                        beta_schedule="squaredcos_cap_v2", train_steps=30, batch_size=16, lr=2e-3)
 TINY_TRAIN = TrainConfig(epochs=2, batch_size=32, lr=0.05, width=8)
 
+# E2a: the study took ImageNet class-conditional samples; DiT-XL/2 at 256x256 is the class-conditional
+# ImageNet model diffusers ships. Offline it must already be in the local hub cache (or give a folder).
+IMAGENET_DIT = GeneratorSpec(name="imagenet-dit", pretrained="facebook/DiT-XL-2-256", label_map="cifar10-imagenet",
+                             sampler=SamplerConfig(name="ddim", steps=50), sample_batch_size=64)
+
 PRESETS: dict[str, Preset] = {
     # Minutes on a 2-core laptop, offline: procedural shapes, a narrow ResNet18, a tiny DDPM.
     "smoke": Preset(
@@ -159,6 +177,7 @@ PRESETS: dict[str, Preset] = {
             GeneratorSpec(name="ddpm-cond", ddpm=dataclasses.replace(SMOKE_DDPM, conditional=True),
                           sampler=SMOKE_SAMPLER, labeller=SMOKE_LABELLER, labeller_per_class=200,
                           sample_batch_size=64, shard_size=128),
+            IMAGENET_DIT,
         ),
     ),
     # Seconds: the tests' end-to-end scale and a quick check that everything is wired.
@@ -178,6 +197,7 @@ PRESETS: dict[str, Preset] = {
         generators=(
             GeneratorSpec(name="ddpm-uncond"),
             GeneratorSpec(name="ddpm-cond", ddpm=DDPMConfig(conditional=True)),
+            IMAGENET_DIT,
         ),
     ),
 }

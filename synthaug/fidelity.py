@@ -344,16 +344,16 @@ def run_fidelity(settings: Settings) -> FidelityResult:
     """Prepare each generator of the preset, take its samples, and compare them with the test split."""
     device = settings.device or default_device()
     dataset = load_dataset(settings.data, settings.cache_dir)
-    prepared = [_prepare(spec, settings, device) for spec in settings.preset.generators]
-    samples = tuple(draw_samples(p, spec, settings, dataset.classes, device)
-                    for p, spec in zip(prepared, settings.preset.generators))
+    specs, left_out = usable_generators(settings.preset.generators, dataset.classes)
+    prepared = [_prepare(spec, settings, device) for spec in specs]
+    samples = tuple(draw_samples(p, spec, settings, dataset.classes, device) for p, spec in zip(prepared, specs))
     labeller_path, labeller_acc = reference_labeller(prepared, settings, dataset, device)
     labeller = load_labeller(labeller_path, device)
     samples = tuple(_with_predictions(s, labeller, device) for s in samples)
     space = feature_space(labeller, device)
     real_features = space.extract(dataset.test_x)
-    notes = [f"{s.name}: the labeller gave fewer than {settings.samples_per_class} samples to "
-             f"{', '.join(s.short_classes)}" for s in samples if s.short_classes]
+    notes = left_out + [f"{s.name}: the labeller gave fewer than {settings.samples_per_class} samples to "
+                        f"{', '.join(s.short_classes)}" for s in samples if s.short_classes]
     real_stats = image_statistics(dataset.test_x).assign(source="real", **{"class": _names(dataset.test_y,
                                                                                        dataset.classes)})
     sample_stats = [image_statistics(s.images).assign(source=s.name, **{"class": _names(s.labels, dataset.classes)})
@@ -377,12 +377,27 @@ def run_fidelity(settings: Settings) -> FidelityResult:
         notes=tuple(notes))
 
 
+def usable_generators(specs: Sequence[GeneratorSpec], classes: Sequence[str]) -> tuple[list[GeneratorSpec], list[str]]:
+    """The preset's generators that can serve here, and a note for each one left out (a
+    pretrained model that is not on this machine, or whose label map misses a class)."""
+    from synthaug.diffusion.imagenet import unavailable
+
+    usable, notes = [], []
+    for spec in specs:
+        problem = unavailable(spec.pretrained, spec.label_map, classes) if spec.pretrained else None
+        if problem:
+            notes.append(f"{spec.name} left out: {problem}")
+        else:
+            usable.append(spec)
+    return usable, notes
+
+
 def draw_samples(prepared: PreparedGenerator, spec: GeneratorSpec, settings: Settings, classes: Sequence[str],
                  device: str) -> GeneratorSamples:
     """samples_per_class images a class from the generator's pools (generated once, then read from disk).
     An unconditional pool gives a class what the labeller assigned it, up to the server's stream limit."""
     server = DDPMServer(prepared, spec, str(settings.cache_dir / "pools"), len(classes), device,
-                        progress=settings.progress)
+                        progress=settings.progress, classes=tuple(classes))
     parts, short = [], []
     for c, name in enumerate(classes):
         try:

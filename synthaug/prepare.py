@@ -1,8 +1,10 @@
 """The sweep's preparation step: a generator and its pseudo-labeller, trained once and cached.
 
-A generator given as a checkpoint is loaded as it is. Otherwise its DDPM is trained on the
-real training split and saved under cache/generators/<digest>, the digest covering the data
-source, the DDPM recipe and the training seed, so the next sweep finds it. An unconditional
+A generator given as a checkpoint (or a pretrained ImageNet pipeline) is loaded as it is; its
+digest covers its weights (and, for a pretrained one, its label map and guidance). Otherwise
+its DDPM is trained on the real training split and saved under cache/generators/<digest>, the
+digest covering the data source, the DDPM recipe and the training seed, so the next sweep
+finds it. An unconditional
 generator also needs a pseudo-labeller: a classifier trained on the real training split,
 cached the same way under cache/labellers/<digest>.
 """
@@ -29,7 +31,7 @@ class PreparedGenerator:
     """Where a ready generator lives and what identifies it."""
 
     name: str
-    directory: str              # a folder load_generator reads
+    directory: str              # a folder load_generator reads (a pipeline folder or hub id when pretrained)
     weights_digest: str
     conditional: bool
     labeller_path: str = ""     # "" for a conditional generator
@@ -55,7 +57,11 @@ def prepare_generator(spec: GeneratorSpec, data_source: str, cache_dir: str | Pa
 
 
 def _generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, device: str,
-               progress: bool) -> tuple[Path, str]:
+               progress: bool) -> tuple[Path | str, str]:
+    if spec.pretrained:
+        from synthaug.diffusion.imagenet import load_pipeline, pipeline_digest
+        return spec.pretrained, pipeline_digest(load_pipeline(spec.pretrained, "cpu"), spec.label_map,
+                                                spec.guidance_scale)
     if spec.checkpoint:
         model, _ = load_generator(spec.checkpoint, "cpu")
         return Path(spec.checkpoint), weights_digest(model)

@@ -35,18 +35,26 @@ class DDPMServer:
     """One generator, its pseudo-labeller, and the pools it has made."""
 
     def __init__(self, prepared: PreparedGenerator, spec: GeneratorSpec, store_root: str,
-                 num_classes: int, device: str | None = None, progress: bool = True):
+                 num_classes: int, device: str | None = None, progress: bool = True,
+                 classes: tuple[str, ...] = ()):
         self.prepared = prepared
         self.spec = spec
         self.store = PoolStore(store_root)
         self.num_classes = num_classes
+        self.classes = classes                  # class names: a pretrained generator's label map needs them
         self.device = device or default_device()
         self.progress = progress
         if self.device == "cpu":
             torch.set_num_threads(1)            # trials own the cores; the server only tops pools up
-        self.unet, _ = load_generator(prepared.directory, self.device)
-        self.schedule = load_scheduler_config(prepared.directory) or {
-            "num_train_timesteps": spec.ddpm.num_train_timesteps, "beta_schedule": spec.ddpm.beta_schedule}
+        self.unet = self.pipeline = None
+        if spec.pretrained:
+            from synthaug.diffusion.imagenet import load_pipeline
+            self.pipeline = load_pipeline(prepared.directory, self.device)
+            self.schedule = dict(self.pipeline.scheduler.config)
+        else:
+            self.unet, _ = load_generator(prepared.directory, self.device)
+            self.schedule = load_scheduler_config(prepared.directory) or {
+                "num_train_timesteps": spec.ddpm.num_train_timesteps, "beta_schedule": spec.ddpm.beta_schedule}
         self.sampler = spec.sampler.resolved(self.schedule["num_train_timesteps"])
         self.labeller = None if prepared.conditional else load_labeller(prepared.labeller_path, self.device)
         self._pools: dict[str, PoolSlice] = {}
@@ -122,9 +130,12 @@ class DDPMServer:
             stop = start + min(size, self.spec.shard_size)
             seeds = [image_seed(key.pool_id, k) for k in range(start, stop)]
             labels = None if key.class_index == UNCONDITIONAL else [key.class_index] * len(seeds)
-            images = sample(self.unet, self.sampler, seeds, labels, self.device,
-                            batch_size=self.spec.sample_batch_size, progress=self.progress,
-                            scheduler_config=self.schedule)
+            if self.pipeline is not None:
+                images = self._sample_pretrained(key, start, stop, seeds)
+            else:
+                images = sample(self.unet, self.sampler, seeds, labels, self.device,
+                                batch_size=self.spec.sample_batch_size, progress=self.progress,
+                                scheduler_config=self.schedule)
             if labels is None:
                 labels, confidence = self._label(images)
             else:
@@ -137,22 +148,32 @@ class DDPMServer:
         self._pools[key.pool_id] = pool
         return pool
 
+    def _sample_pretrained(self, key: PoolKey, start: int, stop: int, seeds: list[int]) -> np.ndarray:
+        """Images [start, stop) of a class's pool from the pretrained model, each as one of the
+        class's ImageNet classes (the label map), chosen by the image's seed."""
+        from synthaug.diffusion.imagenet import sample_pipeline, source_labels
+        if key.class_index >= len(self.classes):
+            raise ConfigError(f"classes: the server of pretrained {self.spec.name} needs the class names")
+        labels = source_labels(self.spec.label_map, self.classes[key.class_index], key.pool_id, range(start, stop))
+        return sample_pipeline(self.pipeline, self.sampler, seeds, labels, self.device,
+                               guidance_scale=self.spec.guidance_scale, batch_size=self.spec.sample_batch_size)
+
     def _label(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from synthaug.classifier import predict
         probs = predict(self.labeller, images, self.device)
         return probs.argmax(1).astype(np.int64), probs.max(1).astype(np.float32)
 
 
-def make_server_actor(prepared: PreparedGenerator, spec: GeneratorSpec, store_root: str, num_classes: int,
-                      replica: int = 0, num_gpus: float = 0.0):
+def make_server_actor(prepared: PreparedGenerator, spec: GeneratorSpec, store_root: str,
+                      classes: tuple[str, ...], replica: int = 0, num_gpus: float = 0.0):
     """Create (or find, when it is already alive) the named server actor. Call on the driver."""
     import ray
 
     actor_cls = ray.remote(DDPMServer)
     return actor_cls.options(name=server_name(spec.name, replica), namespace=NAMESPACE, get_if_exists=True,
                              num_cpus=0, num_gpus=num_gpus, max_restarts=-1, max_task_retries=-1,
-                             lifetime=None).remote(prepared, spec, store_root, num_classes,
-                                                   "cuda" if num_gpus > 0 else "cpu")
+                             lifetime=None).remote(prepared, spec, store_root, len(classes),
+                                                   "cuda" if num_gpus > 0 else "cpu", classes=tuple(classes))
 
 
 def get_server(generator: str, replica: int = 0):

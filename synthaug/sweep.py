@@ -134,12 +134,29 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
             raise ConfigError(f"augment_mode: stream needs an unconditional generator; {cfg.generator} "
                               f"is class-conditional")
         configs.append(cfg)
+    _check_pretrained(chosen, configs, dataset)
+    used = sorted({c.generator for c in configs if c.uses_synthetic})   # a preset that gains one keeps its sweeps
     name = f"{experiment.name}-{chosen.name}-" + digest({
         "base": to_flat(base), "grid": grid, **({"arms": arms} if arms else {}), "seeds": seeds,
-        "data": dataset.digest, "generators": [to_flat(g) for g in chosen.generators]})[:8]
+        "data": dataset.digest, "generators": [to_flat(chosen.generator(g)) for g in used]})[:8]
     plan = SweepPlan(experiment, chosen, seeds, grid, arms, base, tuple(configs), cache_dir,
                      Path(args.storage).resolve(), resolve_tracking_uri(args.mlflow_uri), args.address, name)
     return plan, dataset
+
+
+def _check_pretrained(chosen: Preset, configs: Sequence[TrialConfig], dataset: Dataset) -> None:
+    """A pretrained generator the sweep uses must be on this machine and map every class it serves."""
+    from synthaug.diffusion.imagenet import unavailable
+    from synthaug.mixing import synthetic_requests
+
+    for name in sorted({c.generator for c in configs if c.uses_synthetic}):
+        spec = chosen.generator(name)
+        if spec.pretrained:
+            served = sorted({c for cfg in configs if cfg.generator == name
+                             for c in synthetic_requests(cfg, dataset)})
+            problem = unavailable(spec.pretrained, spec.label_map, [dataset.classes[c] for c in served])
+            if problem:
+                raise ConfigError(f"generator {name}: {problem}")
 
 
 def _resolve_value(key: str, value: Any, dataset: Dataset) -> Any:
@@ -264,7 +281,7 @@ def start_servers(plan: SweepPlan, dataset: Dataset, parent) -> dict[str, Any]:
         if not prepared.conditional:
             parent.log_metrics({f"labeller_test_acc.{name}": prepared.labeller_test_acc})
         parent.set_tags({f"synthaug.generator.{name}.weights": prepared.weights_digest})
-        servers[name] = make_server_actor(prepared, spec, str(plan.cache_dir / "pools"), dataset.num_classes,
+        servers[name] = make_server_actor(prepared, spec, str(plan.cache_dir / "pools"), dataset.classes,
                                           num_gpus=plan.preset.server_gpus if gpus else 0)
     needed: dict[tuple[str, int, int], int] = {}
     for cfg in plan.configs:

@@ -129,7 +129,7 @@ def local_ray():
 
 def test_trials_asking_for_the_same_pool_get_identical_images(conditional, tmp_path, local_ray):
     spec, gen = conditional
-    server = make_server_actor(gen, spec, str(tmp_path), num_classes=10)
+    server = make_server_actor(gen, spec, str(tmp_path), classes=tuple(f"c{i}" for i in range(10)))
 
     @ray.remote(num_cpus=1)
     def trial(c, n, seed):

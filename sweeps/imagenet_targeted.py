@@ -1,0 +1,30 @@
+"""E2a, targeted augmentation of long-tailed CIFAR-10 from a pretrained ImageNet class-conditional model.
+
+    python sweeps/imagenet_targeted.py --preset paper --seeds 5 --data cifar10      # a GPU
+    python sweeps/imagenet_targeted.py --preset smoke --seeds 2 --data ../shared/data/cifar10-jpeg.tar.gz
+
+As sweeps/long_tail.py (CIFAR-LT, + K images for each class of {truck}, {ship}, {truck, ship}),
+but the images come from DiT-XL/2 (ImageNet 256x256, class-conditional), asked for one of the
+CIFAR class's ImageNet fine classes (truck: fire engine, garbage truck, moving van, pickup,
+tow truck, trailer truck; see synthaug.diffusion.imagenet) and resized to 32x32.
+The model must be on this machine: `huggingface-cli download facebook/DiT-XL-2-256` once, or
+the sweep stops before it starts, in one line. The data must have CIFAR-10's class names.
+On a CPU this is slow (DiT-XL/2 has 675M parameters): run it on a GPU.
+"""
+
+import sys
+
+from synthaug.sweep import Experiment, main
+
+TRUCK, SHIP = 9, 8
+
+EXPERIMENT = Experiment(
+    name="imagenet_targeted",
+    grid={"augment_classes": [[], [TRUCK], [SHIP], [TRUCK, SHIP]]},
+    fixed={"imbalance": 0.1, "generator": "imagenet-dit", "augment_count": 10},
+    paper_fixed={"augment_count": 500, "train.epochs": 30},
+    description=__doc__.splitlines()[0],
+)
+
+if __name__ == "__main__":
+    sys.exit(main(EXPERIMENT))

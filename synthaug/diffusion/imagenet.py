@@ -1,0 +1,148 @@
+"""Pretrained ImageNet class-conditional generators (the study's E2a) and CIFAR -> ImageNet label maps.
+
+    pipe = load_pipeline("facebook/DiT-XL-2-256", "cuda")     # a diffusers DiTPipeline folder or hub id
+    labels = source_labels("cifar10-imagenet", "truck", pool_id, range(0, 64))
+    images = sample_pipeline(pipe, sampler, seeds, labels, "cuda", guidance_scale=4.0)  # uint8 (64, 32, 32, 3)
+
+The model generates one of a CIFAR class's ImageNet fine classes; image k of a pool takes
+its fine class from its own seed (image_seed(pool_id, k) modulo the class's list), so a pool
+is as deterministic and nested as any other. ImageNet-1k has no deer: the map takes the
+three antelopes it has (hartebeest, impala, gazelle), the nearest it offers.
+
+Sampling runs the pipeline's own parts (transformer, VAE, the generator's noise schedule)
+under our sampler, with classifier-free guidance against DiT's null class, drawing every
+noise term from the image's own torch.Generator, so an image does not depend on its batch.
+Decoded images are resized to 32x32 with antialiasing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler
+
+from synthaug.diffusion.sampling import SamplerConfig, build_scheduler, image_seed, to_uint8
+
+# ImageNet-1k class indices for each CIFAR-10 class (the torchvision / Keras class index).
+CIFAR10_TO_IMAGENET: dict[str, tuple[int, ...]] = {
+    "airplane": (404, 895),                                         # airliner, warplane
+    "automobile": (436, 468, 511, 609, 627, 656, 661, 751, 817),    # beach wagon, cab, convertible, jeep,
+                                                                    # limousine, minivan, Model T, racer, sports car
+    "bird": tuple(range(7, 25)) + tuple(range(80, 101)) + tuple(range(127, 147)),   # cock ... albatross
+    "cat": (281, 282, 283, 284, 285),                               # tabby, tiger, Persian, Siamese, Egyptian
+    "deer": (351, 352, 353),                                        # hartebeest, impala, gazelle (no deer)
+    "dog": tuple(range(151, 269)),                                  # the dog breeds
+    "frog": (30, 31, 32),                                           # bullfrog, tree frog, tailed frog
+    "horse": (339,),                                                # sorrel
+    "ship": (484, 510, 554, 628, 724, 780, 871),                    # catamaran, container ship, fireboat,
+                                                                    # liner, pirate, schooner, trimaran
+    "truck": (555, 569, 675, 717, 864, 867),                        # fire engine, garbage truck, moving van,
+                                                                    # pickup, tow truck, trailer truck
+}
+LABEL_MAPS: dict[str, dict[str, tuple[int, ...]]] = {"cifar10-imagenet": CIFAR10_TO_IMAGENET}
+NULL_CLASS = 1000           # DiT's unconditional ("null") class, for classifier-free guidance
+SIZE = 32
+
+
+def label_map(name: str) -> dict[str, tuple[int, ...]]:
+    if name not in LABEL_MAPS:
+        raise ValueError(f"label_map: one of {', '.join(LABEL_MAPS)}, got {name!r}")
+    return LABEL_MAPS[name]
+
+
+def source_labels(map_name: str, class_name: str, pool_id: str, indices: Sequence[int]) -> list[int]:
+    """The ImageNet class of each image k of the pool: its seed picks one of the CIFAR class's."""
+    choices = label_map(map_name).get(class_name)
+    if not choices:
+        raise ValueError(f"label_map: {map_name} has no ImageNet classes for {class_name!r}")
+    return [choices[image_seed(pool_id, k) % len(choices)] for k in indices]
+
+
+def unavailable(pretrained: str, map_name: str, classes: Sequence[str]) -> str | None:
+    """Why a pretrained generator cannot serve these classes on this machine, or None when it can.
+    Cheap: looks for the files (a folder, or the local hub cache) and at the label map only."""
+    if Path(pretrained).is_dir():
+        if not (Path(pretrained) / "model_index.json").is_file():
+            return f"{pretrained} has no model_index.json (a diffusers DiTPipeline folder is expected)"
+    else:
+        from huggingface_hub import snapshot_download
+        try:
+            snapshot_download(pretrained, local_files_only=True)
+        except Exception:                   # not cached: LocalEntryNotFoundError, or a malformed id
+            return (f"{pretrained} is not on this machine; download it once (huggingface-cli download "
+                    f"{pretrained}), or point HF_HOME at a hub cache that has it")
+    missing = [c for c in classes if not label_map(map_name).get(c)]
+    if missing:
+        return f"label map {map_name} has no ImageNet classes for {', '.join(missing)}"
+    return None
+
+
+def load_pipeline(path: str, device: str | torch.device):
+    """A diffusers DiTPipeline (transformer, VAE, scheduler) from a folder or the local hub cache."""
+    from diffusers import DiTPipeline
+
+    try:
+        pipe = DiTPipeline.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise FileNotFoundError(f"pretrained: cannot load a DiTPipeline from {path!r} ({str(err).splitlines()[0]}); "
+                                f"download it once (huggingface-cli download {path})") from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def pipeline_digest(pipe, label_map_name: str, guidance_scale: float) -> str:
+    """What makes the generator's images what they are: its weights, label map and guidance."""
+    h = hashlib.sha256()
+    for part in (pipe.transformer, pipe.vae):
+        for name, tensor in sorted(part.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    h.update(repr(sorted(label_map(label_map_name).items())).encode())
+    h.update(f"guidance={guidance_scale}".encode())
+    return h.hexdigest()
+
+
+@torch.inference_mode()
+def sample_pipeline(pipe, sampler: SamplerConfig, seeds: Sequence[int], labels: Sequence[int],
+                    device: str | torch.device, guidance_scale: float = 4.0, batch_size: int = 64) -> np.ndarray:
+    """One 32x32 uint8 image per (seed, ImageNet label)."""
+    if len(seeds) != len(labels):
+        raise ValueError(f"labels: one per seed ({len(seeds)}), got {len(labels)}")
+    device = torch.device(device)
+    scheduler = build_scheduler(sampler, scheduler_config=dict(pipe.scheduler.config))
+    out = [_sample_batch(pipe, scheduler, sampler.eta, seeds[i:i + batch_size], labels[i:i + batch_size],
+                         device, guidance_scale)
+           for i in range(0, len(seeds), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, SIZE, SIZE, 3), np.uint8)
+
+
+def _sample_batch(pipe, scheduler, eta: float, seeds: Sequence[int], labels: Sequence[int],
+                  device: torch.device, guidance_scale: float) -> np.ndarray:
+    transformer, vae = pipe.transformer, pipe.vae
+    channels, size = transformer.config.in_channels, transformer.config.sample_size
+    generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+    latents = torch.cat([torch.randn((1, channels, size, size), generator=g) for g in generators]).to(device)
+    latents = latents * scheduler.init_noise_sigma
+    y = torch.as_tensor(list(labels), device=device)
+    guided = guidance_scale > 1
+    y_in = torch.cat([y, torch.full_like(y, NULL_CLASS)]) if guided else y
+    step_kwargs = {"eta": eta} if isinstance(scheduler, DDIMScheduler) else {}
+    for t in scheduler.timesteps:
+        x_in = torch.cat([latents, latents]) if guided else latents
+        x_in = scheduler.scale_model_input(x_in, t)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = transformer(x_in, timestep=t.expand(len(x_in)).to(device), class_labels=y_in).sample.float()
+        eps = out[:, :channels]                 # DiT also predicts a variance (learned sigma); unused here
+        if guided:
+            cond, uncond = eps.chunk(2)
+            eps = uncond + guidance_scale * (cond - uncond)
+        latents = scheduler.step(eps, t, latents, generator=generators, **step_kwargs).prev_sample
+    images = vae.decode(latents / vae.config.scaling_factor).sample.float()
+    if images.shape[-1] != SIZE:
+        images = F.interpolate(images, size=(SIZE, SIZE), mode="bilinear", antialias=True, align_corners=False)
+    return to_uint8(images)

@@ -1,0 +1,149 @@
+"""E2a: a pretrained ImageNet class-conditional pipeline (a tiny random DiT here) serves CIFAR classes
+through the label map, deterministically, batch-independently, at 32x32, as a pool like any other."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
+
+from synthaug.config import IMAGENET_DIT, ConfigError
+from synthaug.diffusion.imagenet import (CIFAR10_TO_IMAGENET, load_pipeline, sample_pipeline, source_labels,
+                                         unavailable)
+from synthaug.diffusion.sampling import SamplerConfig
+from synthaug.prepare import prepare_generator
+from synthaug.server import DDPMServer
+
+CIFAR = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@pytest.fixture(scope="module")
+def tiny_dit(tmp_path_factory):
+    """A DiTPipeline folder with random weights: 4x4 latents, a VAE that doubles them to 8x8."""
+    torch.manual_seed(0)
+    transformer = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                                        num_layers=1, sample_size=4, patch_size=2, num_embeds_ada_norm=1000)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), latent_channels=4,
+                        norm_num_groups=4, sample_size=8)
+    folder = tmp_path_factory.mktemp("dit")
+    DiTPipeline(transformer=transformer, vae=vae, scheduler=DDIMScheduler()).save_pretrained(folder)
+    return str(folder)
+
+
+def test_the_label_map_covers_cifar_and_picks_by_image_seed():
+    assert set(CIFAR10_TO_IMAGENET) == set(CIFAR)
+    ids = [i for v in CIFAR10_TO_IMAGENET.values() for i in v]
+    assert len(ids) == len(set(ids)) and all(0 <= i < 1000 for i in ids)       # disjoint ImageNet classes
+    first = source_labels("cifar10-imagenet", "truck", "pool", range(40))
+    assert first == source_labels("cifar10-imagenet", "truck", "pool", range(40))
+    assert set(first) <= set(CIFAR10_TO_IMAGENET["truck"]) and len(set(first)) > 1
+    assert source_labels("cifar10-imagenet", "truck", "pool", range(10, 20)) == first[10:20]   # nested
+
+
+def test_sampling_is_32x32_deterministic_and_batch_independent(tiny_dit):
+    pipe = load_pipeline(tiny_dit, "cpu")
+    sampler = SamplerConfig(name="ddim", steps=4, eta=1.0)          # a noise draw every step
+    seeds, labels = [11, 12, 13, 14, 15], [555, 569, 675, 717, 864]
+    together = sample_pipeline(pipe, sampler, seeds, labels, "cpu", guidance_scale=1.5, batch_size=5)
+    apart = sample_pipeline(pipe, sampler, seeds, labels, "cpu", guidance_scale=1.5, batch_size=2)
+    assert together.shape == (5, 32, 32, 3) and together.dtype == np.uint8
+    assert np.abs(together.astype(int) - apart.astype(int)).max() <= 1
+    other = sample_pipeline(pipe, sampler, [11], [510], "cpu", guidance_scale=1.5)
+    assert np.abs(other[0].astype(int) - together[0].astype(int)).max() > 1        # the label matters
+
+
+def test_a_pretrained_generator_serves_pools_once_and_nested(tiny_dit, tmp_path):
+    spec = dataclasses.replace(IMAGENET_DIT, pretrained=tiny_dit, sampler=SamplerConfig(name="ddim", steps=3))
+    prepared = prepare_generator(spec, "shapes", tmp_path / "cache", device="cpu", progress=False)
+    assert prepared.conditional and prepared.directory == tiny_dit
+    guided = prepare_generator(dataclasses.replace(spec, guidance_scale=3.0), "shapes", tmp_path / "cache",
+                               device="cpu", progress=False)
+    assert guided.weights_digest != prepared.weights_digest        # guidance changes the images: a new pool
+    server = DDPMServer(prepared, spec, str(tmp_path / "pools"), 10, "cpu", progress=False, classes=CIFAR)
+    small = server.take(9, 3, seed=0)
+    large = server.take(9, 20, seed=0)
+    assert large.images.shape == (20, 32, 32, 3) and np.all(large.labels == 9)
+    assert np.array_equal(small.images, large.images[:3])
+    again = DDPMServer(prepared, spec, str(tmp_path / "pools"), 10, "cpu", progress=False, classes=CIFAR)
+    assert np.array_equal(again.take(9, 20, seed=0).images, large.images)
+    assert again.counters()["generated"] == 0
+
+
+def test_a_missing_model_or_an_unmapped_class_is_named_in_one_line(tiny_dit, tmp_path):
+    assert unavailable(tiny_dit, "cifar10-imagenet", CIFAR) is None
+    assert "not on this machine" in unavailable("nobody/no-such-model", "cifar10-imagenet", CIFAR)
+    assert "no ImageNet classes for circle" in unavailable(tiny_dit, "cifar10-imagenet", ["circle", "truck"])
+    assert "model_index.json" in unavailable(str(tmp_path), "cifar10-imagenet", CIFAR)
+    with pytest.raises(ConfigError, match="generator.label_map"):
+        dataclasses.replace(IMAGENET_DIT, label_map="").validate()
+
+
+@pytest.fixture(scope="module")
+def cifar_named_tar(tmp_path_factory):
+    """Shapes images in class folders named airplane, ship and truck (CIFAR names the label map knows)."""
+    import tarfile
+
+    from PIL import Image
+
+    from synthaug.data import make_shapes
+
+    root = tmp_path_factory.mktemp("cifar3")
+    train_x, train_y, test_x, test_y = make_shapes(seed=2, train_per_class=20, test_per_class=10)
+    for split, xs, ys in (("train", train_x, train_y), ("test", test_x, test_y)):
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            if y < 3:
+                folder = root / split / ("airplane", "ship", "truck")[y]
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(x).save(folder / f"{i:05d}.png")
+    path = root / "cifar3.tar"
+    with tarfile.open(path, "w") as tar:
+        for split in ("train", "test"):
+            tar.add(root / split, arcname=split)
+    return path
+
+
+def test_an_e2a_sweep_runs_on_the_pretrained_server(tiny_dit, cifar_named_tar, tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    from synthaug.config import PRESETS
+    from synthaug.sweep import Experiment, main
+
+    spec = dataclasses.replace(IMAGENET_DIT, pretrained=tiny_dit, sampler=SamplerConfig(name="ddim", steps=3))
+    monkeypatch.setitem(PRESETS, "tiny", dataclasses.replace(PRESETS["tiny"], generators=(spec,)))
+    experiment = Experiment(name="tiny_imagenet", grid={"augment_classes": [[], ["truck"]]},
+                            fixed={"generator": "imagenet-dit", "augment_count": 4, "imbalance": 0.5})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(experiment, ["--preset", "tiny", "--seeds", "1", "--data", str(cifar_named_tar), "--cache",
+                             str(tmp_path / "cache"), "--storage", str(tmp_path / "rr"), "--mlflow-uri", uri]) == 0
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("tiny_imagenet")
+    runs = client.search_runs([exp.experiment_id], "tags.`synthaug.role` = 'trial'")
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    augmented = next(r for r in runs if "truck" in r.data.params["augment_classes"])
+    manifest = json.loads(Path(client.download_artifacts(augmented.info.run_id, "manifest.json", str(tmp_path)))
+                          .read_text())
+    truck = next(c for c in manifest["classes"] if c["class"] == "truck")
+    assert truck["augmented"] == 4 and truck["pool_id"]
+
+
+def test_an_e2a_sweep_without_the_model_stops_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HOME": str(tmp_path / "empty_hub"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "sweeps/imagenet_targeted.py", "--preset", "smoke", "--seeds", "1",
+                           "--cache", str(tmp_path / "c"), "--storage", str(tmp_path / "r"),
+                           "--mlflow-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: generator imagenet-dit:"), proc.stderr
+    assert not (tmp_path / "r").exists() and not (tmp_path / "m.db").exists()
