@@ -96,7 +96,9 @@ class DDPMServer:
                 return found
             if len(pool.labels) >= limit:
                 raise RuntimeError(f"pool {key.pool_id}: the labeller gave class {class_index} to "
-                                   f"{int((pool.labels == class_index).sum())} of {len(pool.labels)} samples")
+                                   f"{int((pool.labels == class_index).sum())} of {len(pool.labels)} samples of "
+                                   f"{self.spec.name}, {n} needed; a better-trained generator (a larger preset) "
+                                   f"or a class-conditional one can make them")
             # conditioned on the class, every sample counts; through the labeller, about 1 in num_classes
             missing = n - int((pool.labels == class_index).sum())
             pool = self._extend(key, pool, missing if self.prepared.conditional else missing * self.num_classes)

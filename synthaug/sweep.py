@@ -210,7 +210,12 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False) -> int:
     restoring = not fresh and tune.Tuner.can_restore(str(sweep_dir))
     parent = _parent_run(plan, experiment_id, sweep_dir, reuse=not fresh)
 
-    servers = start_servers(plan, dataset, parent)
+    try:
+        servers = start_servers(plan, dataset, parent)
+    except ray.exceptions.RayTaskError as err:      # a generator that cannot make a pool the grid needs
+        print(f"error: {str(err.cause).splitlines()[0] if err.cause else err}", file=sys.stderr)
+        ray.shutdown()
+        return 1
     context = TrialContext(str(plan.cache_dir), plan.tracking_uri, experiment_id, parent.run_id, plan.name)
     param_space = {**{k: tune.grid_search(list(v)) for k, v in plan.grid.items()},
                    "seed": tune.grid_search(list(plan.seeds)),

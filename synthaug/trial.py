@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from synthaug.server import get_server
 from synthaug.tracking import CELL, SWEEP, TRIAL_ID, RunLogger
 
 CONFIG, ARMS, CONTEXT = "config", "arms", "context"   # param_space keys that hold constants, not grid axes
+# Ray logs a line a checkpoint (an epoch a trial): Tune's status table already says where trials are.
+logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
