@@ -51,12 +51,13 @@ from synthaug.classifier import predict  # noqa: E402
 from synthaug.config import GeneratorSpec, Preset  # noqa: E402
 from synthaug.data import Dataset, load_dataset  # noqa: E402
 from synthaug.figures import SampleGrid, plot_sample_grids  # noqa: E402
-from synthaug.prepare import (PreparedGenerator, _labeller, default_device, load_labeller,  # noqa: E402
-                              prepare_generator)
-from synthaug.server import DDPMServer  # noqa: E402
-from synthaug.significance import markdown_table  # noqa: E402
+from synthaug.pools import UNCONDITIONAL  # noqa: E402
+from synthaug.prepare import (PreparedGenerator, default_device, load_labeller, prepare_generator,  # noqa: E402
+                              prepare_labeller)
+from synthaug.server import DDPMServer, ShortPoolError  # noqa: E402
+from synthaug.significance import format_p, markdown_table  # noqa: E402
 from synthaug.stats import benjamini_hochberg  # noqa: E402
-from synthaug.tracking import ROLE, ensure_experiment, log_folder_run  # noqa: E402
+from synthaug.tracking import ANALYSIS, ROLE, ensure_experiment, log_folder_run  # noqa: E402
 
 LUMA = np.array([0.299, 0.587, 0.114])     # ITU-R BT.601 luma weights
 BORDER = 4                                  # pixels of the frame taken as background
@@ -64,7 +65,7 @@ KNN_K = 3                                   # Kynkaanniemi et al.'s k
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000    # Binkowski et al.'s protocol
 CHUNK = 1024                                # rows of a distance matrix held at once
 STATISTICS = ("brightness", "background", "saturation")
-ANALYSIS, EXPERIMENT = "synthaug.analysis", "fidelity"
+EXPERIMENT = "fidelity"
 
 
 # ---------------------------------------------------------------------------- image statistics (pure)
@@ -77,12 +78,19 @@ def luminance(images: np.ndarray) -> np.ndarray:
 
 def brightness(images: np.ndarray) -> np.ndarray:
     """Mean luminance of each image, (N,)."""
-    return luminance(images).mean(axis=(1, 2))
+    return _brightness(luminance(images))
 
 
 def border_luminance(images: np.ndarray, width: int = BORDER) -> np.ndarray:
     """Mean luminance of each image's outer frame `width` pixels wide, (N,): a background proxy."""
-    lum = luminance(images)
+    return _border(luminance(images), width)
+
+
+def _brightness(lum: np.ndarray) -> np.ndarray:
+    return lum.mean(axis=(1, 2))
+
+
+def _border(lum: np.ndarray, width: int = BORDER) -> np.ndarray:
     height, breadth = lum.shape[1:]
     if not 0 < 2 * width < min(height, breadth):
         raise ValueError(f"width: 1..{(min(height, breadth) - 1) // 2} for {height}x{breadth} images, got {width}")
@@ -101,7 +109,8 @@ def saturation(images: np.ndarray) -> np.ndarray:
 
 def image_statistics(images: np.ndarray) -> pd.DataFrame:
     """A row an image: brightness, background, saturation."""
-    return pd.DataFrame({"brightness": brightness(images), "background": border_luminance(images),
+    lum = luminance(images)         # once: both luminance statistics read it
+    return pd.DataFrame({"brightness": _brightness(lum), "background": _border(lum),
                          "saturation": saturation(images)})
 
 
@@ -345,7 +354,8 @@ def run_fidelity(settings: Settings) -> FidelityResult:
     device = settings.device or default_device()
     dataset = load_dataset(settings.data, settings.cache_dir)
     specs, left_out = usable_generators(settings.preset.generators, dataset.classes)
-    prepared = [_prepare(spec, settings, device) for spec in specs]
+    prepared = [prepare_generator(spec, settings.data, settings.cache_dir, device, progress=settings.progress,
+                                  dataset=dataset) for spec in specs]
     samples = tuple(draw_samples(p, spec, settings, dataset.classes, device) for p, spec in zip(prepared, specs))
     labeller_path, labeller_acc = reference_labeller(prepared, settings, dataset, device)
     labeller = load_labeller(labeller_path, device)
@@ -396,15 +406,15 @@ def draw_samples(prepared: PreparedGenerator, spec: GeneratorSpec, settings: Set
                  device: str) -> GeneratorSamples:
     """samples_per_class images a class from the generator's pools (generated once, then read from disk).
     An unconditional pool gives a class what the labeller assigned it, up to the server's stream limit."""
-    server = DDPMServer(prepared, spec, str(settings.cache_dir / "pools"), len(classes), device,
-                        progress=settings.progress, classes=tuple(classes))
+    server = DDPMServer(prepared, spec, str(settings.cache_dir / "pools"), classes, device,
+                        progress=settings.progress)
     parts, short = [], []
     for c, name in enumerate(classes):
         try:
             part = server.take(c, settings.samples_per_class, settings.seed)
             parts.append((part.images, part.labels))
-        except RuntimeError:                        # the labeller (almost) never says this class
-            pool = server.store.read(server.key(c, settings.seed).pool_id)
+        except ShortPoolError:                      # the labeller (almost) never says this class
+            pool = server.pool(c, settings.seed)
             where = np.flatnonzero(pool.labels == c)[:settings.samples_per_class]
             parts.append((pool.images[where], pool.labels[where]))
             short.append(name)
@@ -412,7 +422,7 @@ def draw_samples(prepared: PreparedGenerator, spec: GeneratorSpec, settings: Set
     labels = np.concatenate([p[1] for p in parts]).astype(np.int64)
     stream = np.zeros(0, np.float32)
     if not prepared.conditional:
-        stream = server.store.read(server.key(0, settings.seed).pool_id).confidence
+        stream = server.pool(UNCONDITIONAL, settings.seed).confidence
     return GeneratorSamples(spec.name, prepared.conditional, images, labels, labels, stream, tuple(short))
 
 
@@ -423,9 +433,9 @@ def reference_labeller(prepared: Sequence[PreparedGenerator], settings: Settings
     for p in prepared:
         if not p.conditional:
             return p.labeller_path, p.labeller_test_acc
-    # prepare's own (private) labeller step: the same cache folder the unconditional generators use
-    path, _, accuracy = _labeller(settings.preset.generators[0], dataset, settings.cache_dir, device,
-                                  settings.progress)
+    # the same cache folder the unconditional generators' labellers use
+    path, _, accuracy = prepare_labeller(settings.preset.generators[0], dataset, settings.cache_dir, device,
+                                         settings.progress)
     return str(path), accuracy
 
 
@@ -459,10 +469,7 @@ def compare_per_class(values: pd.DataFrame, classes: Sequence[str]) -> pd.DataFr
             test = two_sample(mine.loc[mine["class"] == cls, statistic], real.loc[real["class"] == cls, statistic])
             rows.append({"generator": source, "class": cls, "statistic": statistic, **_row(test)})
     table = pd.DataFrame(rows, columns=["generator", "class", "statistic", *_ROW_COLUMNS])
-    finite = table["welch_p"].notna()
-    table["q_bh"] = math.nan
-    if finite.any():
-        table.loc[finite, "q_bh"] = benjamini_hochberg(table.loc[finite, "welch_p"])
+    table["q_bh"] = benjamini_hochberg(table["welch_p"].to_numpy(float)) if rows else []   # nan p: nan q
     return table
 
 
@@ -483,10 +490,6 @@ _ROW_COLUMNS = ("n_sample", "n_real", "sample_mean", "real_mean", "mean_diff", "
 def _row(test: TwoSample) -> dict:
     return dict(zip(_ROW_COLUMNS, (test.n_a, test.n_b, test.mean_a, test.mean_b, test.mean_diff, test.welch_t,
                                    test.welch_p, test.mwu_u, test.mwu_p)))
-
-
-def _prepare(spec: GeneratorSpec, settings: Settings, device: str) -> PreparedGenerator:
-    return prepare_generator(spec, settings.data, settings.cache_dir, device, progress=settings.progress)
 
 
 def _with_predictions(samples: GeneratorSamples, labeller, device: str) -> GeneratorSamples:
@@ -630,13 +633,14 @@ def headline(result: FidelityResult) -> str:
     """One sentence a generator pair on the background: the study's darker-background finding, tested."""
     p = result.pooled[(result.pooled["statistic"] == "background") & (result.pooled["b"] != "real")]
     lines = [f"Background luminance, {r.a} - {r.b}: {r.mean_diff:+.2f} (luma 0-255; {_fmt(r.sample_mean)} vs "
-             f"{_fmt(r.real_mean)}), Welch p {_p(r.welch_p)}, Mann-Whitney p {_p(r.mwu_p)}." for r in p.itertuples()]
+             f"{_fmt(r.real_mean)}), Welch p {format_p(r.welch_p)}, Mann-Whitney p {format_p(r.mwu_p)}."
+             for r in p.itertuples()]
     return " ".join(lines) or "One generator only: no generator-to-generator background comparison."
 
 
 def pooled_table(result: FidelityResult) -> str:
     rows = [[r.a, r.b, r.statistic, r.n_sample, r.n_real, _fmt(r.sample_mean), _fmt(r.real_mean),
-             f"{r.mean_diff:+.3f}" if np.isfinite(r.mean_diff) else "-", _p(r.welch_p), _p(r.mwu_p)]
+             f"{r.mean_diff:+.3f}" if np.isfinite(r.mean_diff) else "-", format_p(r.welch_p), format_p(r.mwu_p)]
             for r in result.pooled.itertuples()]
     return markdown_table(["a", "b", "statistic", "n a", "n b", "mean a", "mean b", "diff (a - b)", "p (Welch)",
                       "p (Mann-Whitney)"], rows)
@@ -644,7 +648,8 @@ def pooled_table(result: FidelityResult) -> str:
 
 def per_class_table(result: FidelityResult) -> str:
     rows = [[r.generator, r["class"], r.statistic, r.n_sample, _fmt(r.sample_mean), _fmt(r.real_mean),
-             f"{r.mean_diff:+.3f}" if np.isfinite(r.mean_diff) else "-", _p(r.welch_p), _p(r.q_bh), _p(r.mwu_p)]
+             f"{r.mean_diff:+.3f}" if np.isfinite(r.mean_diff) else "-", format_p(r.welch_p), format_p(r.q_bh),
+             format_p(r.mwu_p)]
             for _, r in result.statistics.iterrows()]
     return markdown_table(["generator", "class", "statistic", "samples", "sample mean", "real mean", "diff",
                       "p (Welch)", "BH q", "p (Mann-Whitney)"], rows)
@@ -671,10 +676,10 @@ def summary_lines(result: FidelityResult) -> list[str]:
     lines = [f"fidelity: preset {result.preset}, data {result.data}, {result.samples_per_class} samples a class, "
              f"features: {result.feature_space}"]
     for r in result.distances.itertuples():
-        lines.append(f"  {r.generator}: FID {_fmt(r.fid)}, KID {r.kid:.4g} ± {r.kid_sd:.2g}, precision {_fmt(r.precision)}, recall {_fmt(r.recall)} "
-                     f"({r.samples} samples vs {r.real} real)")
+        lines.append(f"  {r.generator}: FID {_fmt(r.fid)}, KID {r.kid:.4g} ± {r.kid_sd:.2g}, "
+                     f"precision {_fmt(r.precision)}, recall {_fmt(r.recall)} ({r.samples} samples vs {r.real} real)")
     for r in result.pooled[result.pooled["statistic"] == "background"].itertuples():
-        lines.append(f"  background {r.a} - {r.b}: {r.mean_diff:+.2f} luma, Welch p {_p(r.welch_p)}")
+        lines.append(f"  background {r.a} - {r.b}: {r.mean_diff:+.2f} luma, Welch p {format_p(r.welch_p)}")
     if np.isfinite(result.labeller_test_acc):
         lines.append(f"  pseudo-labeller test accuracy {result.labeller_test_acc:.1%}")
     if "classifier" in result.fid_label:
@@ -728,9 +733,5 @@ def log_fidelity(uri: str, result: FidelityResult, folder: str | Path) -> str:
 
 def _fmt(x: float) -> str:
     return "-" if x is None or not np.isfinite(x) else f"{x:.3f}"
-
-
-def _p(p: float) -> str:
-    return "-" if p is None or not np.isfinite(p) else ("<0.0001" if p < 1e-4 else f"{p:.4f}")
 
 

@@ -52,9 +52,8 @@ from synthaug import report, stats  # noqa: E402
 from synthaug.results import Trials  # noqa: E402
 from synthaug.significance import (ALPHA, CONFIDENCE, LABEL, Result, Units, analysis_params,  # noqa: E402
                                    format_value)
-from synthaug.tracking import ROLE, SWEEP, ensure_experiment, log_folder_run  # noqa: E402
+from synthaug.tracking import ANALYSIS, ROLE, SWEEP, ensure_experiment, log_folder_run  # noqa: E402
 
-ANALYSIS = "synthaug.analysis"
 GENERATOR_TAG = re.compile(r"^synthaug\.generator\.(.+)\.weights$")
 PER_CLASS_IMAGES = 8        # images a class in a sample grid
 DPI = 120

@@ -44,15 +44,17 @@ def default_device() -> str:
 
 
 def prepare_generator(spec: GeneratorSpec, data_source: str, cache_dir: str | Path,
-                      device: str | None = None, progress: bool = True) -> PreparedGenerator:
-    """Load or train the generator (and labeller) that `spec` names; cached under cache_dir."""
+                      device: str | None = None, progress: bool = True,
+                      dataset: Dataset | None = None) -> PreparedGenerator:
+    """Load or train the generator (and labeller) that `spec` names; cached under cache_dir.
+    `dataset`: data_source already loaded (saves decoding and hashing it again)."""
     device = device or default_device()
     cache_dir = Path(cache_dir)
-    dataset = load_dataset(data_source, cache_dir)
+    dataset = dataset or load_dataset(data_source, cache_dir)
     directory, weights = _generator(spec, dataset, cache_dir, device, progress)
     if spec.conditional:
         return PreparedGenerator(spec.name, str(directory), weights, True)
-    path, labeller_digest, test_acc = _labeller(spec, dataset, cache_dir, device, progress)
+    path, labeller_digest, test_acc = prepare_labeller(spec, dataset, cache_dir, device, progress)
     return PreparedGenerator(spec.name, str(directory), weights, False, str(path), labeller_digest, test_acc)
 
 
@@ -77,8 +79,9 @@ def _generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, device: s
     return directory, weights
 
 
-def _labeller(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, device: str,
-              progress: bool) -> tuple[Path, str, float]:
+def prepare_labeller(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, device: str,
+                     progress: bool) -> tuple[Path, str, float]:
+    """(path, weights digest, test accuracy) of spec's pseudo-labeller, trained once and cached."""
     key = digest({"data": dataset.digest, "train": spec.labeller,
                   "per_class": spec.labeller_per_class, "seed": spec.train_seed})[:16]
     path = cache_dir / "labellers" / key / "labeller.pt"

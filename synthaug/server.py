@@ -13,6 +13,8 @@ a named actor; trials look it up by name (server_name) and never create one.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 
@@ -27,6 +29,10 @@ MAX_STREAM_FACTOR = 20      # an unconditional pool gives up on a class after 20
 SHARD_QUANTUM = 16          # a shard holds what was missing, rounded up to this (at most shard_size)
 
 
+class ShortPoolError(RuntimeError):
+    """The labeller gives a class too few of an unconditional generator's samples to fill a request."""
+
+
 def server_name(generator: str, replica: int = 0) -> str:
     return f"ddpm-server/{generator}/{replica}"
 
@@ -35,13 +41,12 @@ class DDPMServer:
     """One generator, its pseudo-labeller, and the pools it has made."""
 
     def __init__(self, prepared: PreparedGenerator, spec: GeneratorSpec, store_root: str,
-                 num_classes: int, device: str | None = None, progress: bool = True,
-                 classes: tuple[str, ...] = ()):
+                 classes: Sequence[str], device: str | None = None, progress: bool = True):
         self.prepared = prepared
         self.spec = spec
         self.store = PoolStore(store_root)
-        self.num_classes = num_classes
-        self.classes = classes                  # class names: a pretrained generator's label map needs them
+        self.classes = tuple(classes)           # the data set's, by index (a pretrained generator's label map)
+        self.num_classes = len(self.classes)
         self.device = device or default_device()
         self.progress = progress
         if self.device == "cpu":
@@ -79,6 +84,10 @@ class DDPMServer:
         self.served += n
         return result
 
+    def pool(self, class_index: int, seed: int) -> PoolSlice:
+        """All of the pool behind class_index (UNCONDITIONAL: the stream) that is made so far."""
+        return self._pool(self.key(class_index, seed))
+
     def counters(self) -> dict[str, int]:
         return {"generated": self.generated, "served": self.served}
 
@@ -95,7 +104,7 @@ class DDPMServer:
             if found is not None:
                 return found
             if len(pool.labels) >= limit:
-                raise RuntimeError(f"pool {key.pool_id}: the labeller gave class {class_index} to "
+                raise ShortPoolError(f"pool {key.pool_id}: the labeller gave class {class_index} to "
                                    f"{int((pool.labels == class_index).sum())} of {len(pool.labels)} samples of "
                                    f"{self.spec.name}, {n} needed; a better-trained generator (a larger preset) "
                                    f"or a class-conditional one can make them")
@@ -154,8 +163,6 @@ class DDPMServer:
         """Images [start, stop) of a class's pool from the pretrained model, each as one of the
         class's ImageNet classes (the label map), chosen by the image's seed."""
         from synthaug.diffusion.imagenet import sample_pipeline, source_labels
-        if key.class_index >= len(self.classes):
-            raise ConfigError(f"classes: the server of pretrained {self.spec.name} needs the class names")
         labels = source_labels(self.spec.label_map, self.classes[key.class_index], key.pool_id, range(start, stop))
         return sample_pipeline(self.pipeline, self.sampler, seeds, labels, self.device,
                                guidance_scale=self.spec.guidance_scale, batch_size=self.spec.sample_batch_size)
@@ -167,15 +174,15 @@ class DDPMServer:
 
 
 def make_server_actor(prepared: PreparedGenerator, spec: GeneratorSpec, store_root: str,
-                      classes: tuple[str, ...], replica: int = 0, num_gpus: float = 0.0):
+                      classes: Sequence[str], replica: int = 0, num_gpus: float = 0.0):
     """Create (or find, when it is already alive) the named server actor. Call on the driver."""
     import ray
 
     actor_cls = ray.remote(DDPMServer)
     return actor_cls.options(name=server_name(spec.name, replica), namespace=NAMESPACE, get_if_exists=True,
                              num_cpus=0, num_gpus=num_gpus, max_restarts=-1, max_task_retries=-1,
-                             lifetime=None).remote(prepared, spec, store_root, len(classes),
-                                                   "cuda" if num_gpus > 0 else "cpu", classes=tuple(classes))
+                             lifetime=None).remote(prepared, spec, store_root, tuple(classes),
+                                                   "cuda" if num_gpus > 0 else "cpu")
 
 
 def get_server(generator: str, replica: int = 0):

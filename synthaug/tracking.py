@@ -4,6 +4,7 @@ Only MlflowClient is used (never the fluent API's global active run), so a Ray w
 Tune reuses for the next trial carries no run state over. Conventions the analysis reads:
 
     tags    synthaug.role = sweep | trial | analysis
+            synthaug.analysis = figures | fidelity   (analysis runs of those scripts)
             synthaug.sweep = <sweep name>         (the Tune experiment; on every run)
             synthaug.trial_key = <digest of the full config>  (child runs; finds a trial's run again,
                                   after a Tune restore or after a crash Tune could not restore)
@@ -27,6 +28,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 ROLE, SWEEP, TRIAL_ID, CELL = "synthaug.role", "synthaug.sweep", "synthaug.trial_id", "synthaug.cell"
+ANALYSIS = "synthaug.analysis"          # analysis runs: which script made them (figures, fidelity)
 TRIAL_KEY = "synthaug.trial_key"
 PARENT = "mlflow.parentRunId"
 

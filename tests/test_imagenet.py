@@ -61,12 +61,12 @@ def test_a_pretrained_generator_serves_pools_once_and_nested(tiny_dit, tmp_path)
     guided = prepare_generator(dataclasses.replace(spec, guidance_scale=3.0), "shapes", tmp_path / "cache",
                                device="cpu", progress=False)
     assert guided.weights_digest != prepared.weights_digest        # guidance changes the images: a new pool
-    server = DDPMServer(prepared, spec, str(tmp_path / "pools"), 10, "cpu", progress=False, classes=CIFAR)
+    server = DDPMServer(prepared, spec, str(tmp_path / "pools"), CIFAR, "cpu", progress=False)
     small = server.take(9, 3, seed=0)
     large = server.take(9, 20, seed=0)
     assert large.images.shape == (20, 32, 32, 3) and np.all(large.labels == 9)
     assert np.array_equal(small.images, large.images[:3])
-    again = DDPMServer(prepared, spec, str(tmp_path / "pools"), 10, "cpu", progress=False, classes=CIFAR)
+    again = DDPMServer(prepared, spec, str(tmp_path / "pools"), CIFAR, "cpu", progress=False)
     assert np.array_equal(again.take(9, 20, seed=0).images, large.images)
     assert again.counters()["generated"] == 0
 

@@ -12,6 +12,9 @@ from synthaug.prepare import prepare_generator
 from synthaug.server import SHARD_QUANTUM, DDPMServer, get_server, make_server_actor
 
 
+TEN = tuple(f"c{i}" for i in range(10))      # the shapes' ten classes, as the server sees them: by index
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
@@ -65,13 +68,13 @@ def test_pool_identity_covers_weights_sampler_class_labeller_and_seed():
 
 def test_server_generates_a_pool_once_and_serves_nested_prefixes(conditional, tmp_path):
     spec, gen = conditional
-    first = DDPMServer(gen, spec, str(tmp_path), num_classes=10, device="cpu", progress=False)
+    first = DDPMServer(gen, spec, str(tmp_path), classes=TEN, device="cpu", progress=False)
     small = first.take(3, 2, seed=0)
     large = first.take(3, 5, seed=0)
     assert np.array_equal(small.images, large.images[:2]) and np.all(large.labels == 3)
     assert first.counters()["generated"] == SHARD_QUANTUM          # what was asked, rounded up, not a whole shard
     # A second server (a later sweep) over the same store reads, it does not generate.
-    second = DDPMServer(gen, spec, str(tmp_path), num_classes=10, device="cpu", progress=False)
+    second = DDPMServer(gen, spec, str(tmp_path), classes=TEN, device="cpu", progress=False)
     again = second.take(3, 5, seed=0)
     assert second.counters() == {"generated": 0, "served": 5}
     assert np.array_equal(again.images, large.images)
@@ -82,7 +85,7 @@ def test_server_generates_a_pool_once_and_serves_nested_prefixes(conditional, tm
 
 def test_unconditional_class_pools_are_views_of_one_labelled_stream(unconditional, tmp_path):
     spec, gen = unconditional
-    server = DDPMServer(gen, spec, str(tmp_path), num_classes=10, device="cpu", progress=False)
+    server = DDPMServer(gen, spec, str(tmp_path), classes=TEN, device="cpu", progress=False)
     key = server.key(0, 0)
     assert key == server.key(5, 0)                       # one stream for every class
     stream = PoolStore(tmp_path).read(key.pool_id)
@@ -99,7 +102,7 @@ def test_unconditional_class_pools_are_views_of_one_labelled_stream(unconditiona
 def test_the_stream_is_the_unconditional_pool_in_order_and_nests_with_class_pools(unconditional, conditional,
                                                                                    tmp_path):
     spec, gen = unconditional
-    server = DDPMServer(gen, spec, str(tmp_path), num_classes=10, device="cpu", progress=False)
+    server = DDPMServer(gen, spec, str(tmp_path), classes=TEN, device="cpu", progress=False)
     stream = server.take(UNCONDITIONAL, 30, seed=0)
     assert stream.indices.tolist() == list(range(30))
     assert server.counters() == {"generated": 32, "served": 30}
@@ -113,11 +116,11 @@ def test_the_stream_is_the_unconditional_pool_in_order_and_nests_with_class_pool
     assert server.counters()["generated"] == 48                     # nothing generated twice
     # A server that cuts the stream into other shards (one of 64) reads the same images.
     other = tmp_path / "other"
-    one_shard = DDPMServer(gen, spec, str(other), num_classes=10, device="cpu", progress=False)
+    one_shard = DDPMServer(gen, spec, str(other), classes=TEN, device="cpu", progress=False)
     assert np.array_equal(one_shard.take(UNCONDITIONAL, 64, seed=0).images[:40], longer.images)
     spec, gen = conditional
     with pytest.raises(ConfigError, match="augment_mode"):
-        DDPMServer(gen, spec, str(tmp_path), num_classes=10, device="cpu", progress=False).take(UNCONDITIONAL, 3, 0)
+        DDPMServer(gen, spec, str(tmp_path), classes=TEN, device="cpu", progress=False).take(UNCONDITIONAL, 3, 0)
 
 
 @pytest.fixture
@@ -129,7 +132,7 @@ def local_ray():
 
 def test_trials_asking_for_the_same_pool_get_identical_images(conditional, tmp_path, local_ray):
     spec, gen = conditional
-    server = make_server_actor(gen, spec, str(tmp_path), classes=tuple(f"c{i}" for i in range(10)))
+    server = make_server_actor(gen, spec, str(tmp_path), classes=TEN)
 
     @ray.remote(num_cpus=1)
     def trial(c, n, seed):

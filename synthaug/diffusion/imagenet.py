@@ -24,9 +24,8 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler
 
-from synthaug.diffusion.sampling import SamplerConfig, build_scheduler, image_seed, to_uint8
+from synthaug.diffusion.sampling import SamplerConfig, build_scheduler, image_seed, reverse_chain, to_uint8
 
 # ImageNet-1k class indices for each CIFAR-10 class (the torchvision / Keras class index).
 CIFAR10_TO_IMAGENET: dict[str, tuple[int, ...]] = {
@@ -125,23 +124,20 @@ def _sample_batch(pipe, scheduler, eta: float, seeds: Sequence[int], labels: Seq
                   device: torch.device, guidance_scale: float) -> np.ndarray:
     transformer, vae = pipe.transformer, pipe.vae
     channels, size = transformer.config.in_channels, transformer.config.sample_size
-    generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
-    latents = torch.cat([torch.randn((1, channels, size, size), generator=g) for g in generators]).to(device)
-    latents = latents * scheduler.init_noise_sigma
     y = torch.as_tensor(list(labels), device=device)
     guided = guidance_scale > 1
     y_in = torch.cat([y, torch.full_like(y, NULL_CLASS)]) if guided else y
-    step_kwargs = {"eta": eta} if isinstance(scheduler, DDIMScheduler) else {}
-    for t in scheduler.timesteps:
-        x_in = torch.cat([latents, latents]) if guided else latents
-        x_in = scheduler.scale_model_input(x_in, t)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = transformer(x_in, timestep=t.expand(len(x_in)).to(device), class_labels=y_in).sample.float()
+
+    def predict_noise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x_in = torch.cat([x, x]) if guided else x
+        out = transformer(x_in, timestep=t.expand(len(x_in)), class_labels=y_in).sample.float()
         eps = out[:, :channels]                 # DiT also predicts a variance (learned sigma); unused here
         if guided:
             cond, uncond = eps.chunk(2)
             eps = uncond + guidance_scale * (cond - uncond)
-        latents = scheduler.step(eps, t, latents, generator=generators, **step_kwargs).prev_sample
+        return eps
+
+    latents = reverse_chain(scheduler, eta, seeds, (channels, size, size), device, predict_noise)
     images = vae.decode(latents / vae.config.scaling_factor).sample.float()
     if images.shape[-1] != SIZE:
         images = F.interpolate(images, size=(SIZE, SIZE), mode="bilinear", antialias=True, align_corners=False)

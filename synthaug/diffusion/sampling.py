@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -154,18 +154,34 @@ def _sample_batch(
     device: torch.device,
     bar: tqdm,
 ) -> np.ndarray:
-    """Run the reverse chain for one batch; every noise draw comes from the image's own generator."""
+    shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    x = reverse_chain(scheduler, eta, seeds, shape, device, lambda x, t: unet(x, t, class_labels=y).sample, bar)
+    return to_uint8(x)
+
+
+def reverse_chain(
+    scheduler: DDIMScheduler | DDPMScheduler,
+    eta: float,
+    seeds: Sequence[int],
+    shape: tuple[int, int, int],
+    device: torch.device,
+    predict_noise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    bar: tqdm | None = None,
+) -> torch.Tensor:
+    """Run the sampler from noise to x_0 for one batch, one image a seed. Every noise draw (the
+    start and each stochastic step) comes from the image's own generator, so an image does not
+    depend on its batch. predict_noise(x_t, t) is the model's epsilon, run under bf16 autocast on CUDA."""
     generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
-    shape = (1, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-    x = torch.cat([torch.randn(shape, generator=g) for g in generators]).to(device)
+    x = torch.cat([torch.randn((1, *shape), generator=g) for g in generators]).to(device)
     x = x * scheduler.init_noise_sigma
     step_kwargs = {"eta": eta} if isinstance(scheduler, DDIMScheduler) else {}
     for t in scheduler.timesteps:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            eps = unet(scheduler.scale_model_input(x, t), t.to(device), class_labels=y).sample
+            eps = predict_noise(scheduler.scale_model_input(x, t), t.to(device))
         x = scheduler.step(eps.float(), t, x, generator=generators, **step_kwargs).prev_sample
-        bar.update()
-    return to_uint8(x)
+        if bar is not None:
+            bar.update()
+    return x
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
