@@ -17,16 +17,12 @@ Bad input: one line on stderr, exit 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from synthaug.figures import log_figures, write_figures
-from synthaug.results import InputError, load_trials
-from synthaug.significance import analyse, parse_baseline
-from synthaug.cli import sweep_parser
-from synthaug.tracking import resolve_tracking_uri
+from synthaug.cli import load_sweep, sweep_parser
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -39,17 +35,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")    # keeps stderr to errors
-    uri = resolve_tracking_uri(args.mlflow_uri)
-    try:
-        if args.cache and Path(args.cache).exists() and not Path(args.cache).is_dir():
-            raise InputError(f"--cache: {args.cache!r} is not a folder")
-        baseline = parse_baseline(args.baseline) if args.baseline is not None else None
-        trials = load_trials(uri, args.experiment, args.sweep, args.metric)
-        result = analyse(trials, baseline)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
+    loaded = load_sweep(args, folders=("cache",))
+    if loaded is None:
         return 2
+    uri, trials, result = loaded
     out = Path(args.out or Path("analysis_out") / args.experiment / trials.sweep / "figures")
     print(f"{trials.experiment} / {trials.sweep}: {trials.metric}, baseline {result.baseline}, "
           f"{len(result.summary)} configurations, {len(result.seeds)} seeds")

@@ -14,16 +14,12 @@ an "analysis" run in the same MLflow experiment. Bad input: one line on stderr, 
 from __future__ import annotations
 
 import argparse
-import functools
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from synthaug.results import InputError, load_predictions, load_trials
-from synthaug.significance import analyse, format_table, log_analysis, parse_baseline, write_outputs
-from synthaug.cli import sweep_parser
-from synthaug.tracking import resolve_tracking_uri
+from synthaug.cli import load_sweep, sweep_parser
+from synthaug.significance import format_table, log_analysis, write_outputs
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -34,15 +30,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")    # keeps stderr to errors
-    uri = resolve_tracking_uri(args.mlflow_uri)
-    try:
-        baseline = parse_baseline(args.baseline) if args.baseline is not None else None
-        trials = load_trials(uri, args.experiment, args.sweep, args.metric)
-        result = analyse(trials, baseline, predictions=functools.partial(load_predictions, uri))
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
+    loaded = load_sweep(args, with_predictions=True)
+    if loaded is None:
         return 2
+    uri, trials, result = loaded
     out = Path(args.out or Path("analysis_out") / args.experiment / trials.sweep)
     print(f"{trials.experiment} / {trials.sweep}: {trials.metric}, baseline {result.baseline}, "
           f"{len(result.seeds)} seeds\n")

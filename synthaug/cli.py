@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn, Sequence
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -23,3 +26,30 @@ def sweep_parser(prog: str, description: str) -> OneLineParser:
     parser.add_argument("--mlflow-uri", help="tracking URI; default $MLFLOW_TRACKING_URI, else ./mlflow.db")
     parser.add_argument("--no-log", action="store_true", help="do not log an analysis run to MLflow")
     return parser
+
+
+def load_sweep(args: argparse.Namespace, with_predictions: bool = False, folders: Sequence[str] = ()):
+    """(tracking uri, Trials, significance Result) for sweep_parser's flags, or None after printing
+    the one-line error of bad input (the script then exits 2). `folders`: flags whose value, when it
+    exists, must be a folder."""
+    import functools
+
+    from synthaug.results import InputError, load_predictions, load_trials
+    from synthaug.significance import analyse, parse_baseline
+    from synthaug.tracking import resolve_tracking_uri
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")    # keeps stderr to errors
+    uri = resolve_tracking_uri(args.mlflow_uri)
+    try:
+        for flag in folders:
+            value = getattr(args, flag)
+            if value and Path(value).exists() and not Path(value).is_dir():
+                raise InputError(f"--{flag}: {value!r} is not a folder")
+        baseline = parse_baseline(args.baseline) if args.baseline is not None else None
+        trials = load_trials(uri, args.experiment, args.sweep, args.metric)
+        predictions = functools.partial(load_predictions, uri) if with_predictions else None
+        result = analyse(trials, baseline, predictions=predictions)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
+    return uri, trials, result

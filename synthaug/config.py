@@ -107,7 +107,7 @@ class TrialConfig:
         return self.augmented_total if self.augment_mode == "stream" else 0
 
     def validate(self, classes: typing.Sequence[str] | None = None,
-                 generators: typing.Iterable[str] | None = None) -> None:
+                 generators: typing.Mapping[str, GeneratorSpec] | None = None) -> None:
         if self.seed < 0:
             raise ConfigError(f"seed: an integer >= 0, got {self.seed}")
         if not 0 < self.imbalance <= 1:
@@ -123,8 +123,12 @@ class TrialConfig:
             unknown = [c for c in self.augment_classes if c not in classes]
             if unknown:
                 raise ConfigError(f"augment_classes: names from {', '.join(classes)}; got {', '.join(unknown)}")
-        if generators is not None and self.uses_synthetic and self.generator not in set(generators):
-            raise ConfigError(f"generator: one of {', '.join(sorted(generators))}, got {self.generator!r}")
+        if generators is not None and self.uses_synthetic:
+            if self.generator not in generators:
+                raise ConfigError(f"generator: one of {', '.join(sorted(generators))}, got {self.generator!r}")
+            if self.stream_count and generators[self.generator].conditional:
+                raise ConfigError(f"augment_mode: stream needs an unconditional generator; {self.generator} "
+                                  f"is class-conditional")
         _wrap("train", self.train.validate)
 
 

@@ -41,7 +41,6 @@ from typing import Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (only to close report.plot_confusion's figures)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -50,8 +49,8 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from synthaug import report, stats  # noqa: E402
 from synthaug.results import Trials  # noqa: E402
-from synthaug.significance import (ALPHA, CONFIDENCE, LABEL, Result, Units, analysis_params,  # noqa: E402
-                                   format_value)
+from synthaug.significance import (ALPHA, CONFIDENCE, LABEL, Result, Units, error_bars,  # noqa: E402
+                                   analysis_params, format_value)
 from synthaug.tracking import ANALYSIS, ROLE, SWEEP, ensure_experiment, log_folder_run  # noqa: E402
 
 GENERATOR_TAG = re.compile(r"^synthaug\.generator\.(.+)\.weights$")
@@ -340,7 +339,7 @@ def plot_per_class(table: pd.DataFrame, classes: Sequence[str], metric: str, bas
         part = table[table[LABEL] == label].set_index("class").reindex(classes)
         x = np.arange(len(classes)) - 0.4 + width * (i + 0.5)
         mean = part["mean"].to_numpy(float) * units.scale
-        err = _yerr(part, units)
+        err = error_bars(part["mean"], part["ci_low"], part["ci_high"], units)
         ax.bar(x, mean, width=width, color=colours(i % 10), label=label + (" [baseline]" if label == baseline else ""),
                yerr=err, capsize=2, error_kw={"lw": 0.8})
         for xi, top, star in zip(x, mean + err[1], part["significant"].eq(True)):
@@ -408,11 +407,6 @@ def class_rows(images: np.ndarray, labels: np.ndarray, num_classes: int, per_cla
     return canvas
 
 
-def _yerr(part: pd.DataFrame, units: Units) -> np.ndarray:
-    err = np.vstack([part["mean"] - part["ci_low"], part["ci_high"] - part["mean"]]).astype(float) * units.scale
-    return np.nan_to_num(err, nan=0.0)
-
-
 # ---------------------------------------------------------------------------- writing and logging
 
 
@@ -467,8 +461,8 @@ def _write_confusions(uri: str, result: Result, runs: pd.DataFrame, folder: Path
         mean = mean_confusion(found[label])
         seeds = len(found[label])
         written.append(_csv(pd.DataFrame(mean, index=classes, columns=classes), folder / f"confusion_{name}.csv"))
-        written.append(_confusion_png(mean, classes, f"{label}: row-normalised, mean of {seeds} seed(s)",
-                                      folder / f"confusion_{name}.png", diverging=False))
+        written.append(_png(report.plot_confusion(mean, classes, f"{label}: row-normalised, mean of {seeds} seed(s)"),
+                            folder / f"confusion_{name}.png"))
         if label == result.baseline or result.baseline not in found:
             continue
         diff = paired_confusion_difference(found[label], found[result.baseline])
@@ -477,8 +471,8 @@ def _write_confusions(uri: str, result: Result, runs: pd.DataFrame, folder: Path
             continue
         common = len(set(found[label]) & set(found[result.baseline]))
         written.append(_csv(pd.DataFrame(diff, index=classes, columns=classes), folder / f"confusion_diff_{name}.csv"))
-        written.append(_confusion_png(diff, classes, f"{label} - baseline: mean over {common} paired seed(s)",
-                                      folder / f"confusion_diff_{name}.png", diverging=True))
+        written.append(_png(report.plot_confusion(diff, classes, f"{label} - baseline: mean over {common} paired "
+                                                  f"seed(s)", diverging=True), folder / f"confusion_diff_{name}.png"))
     return notes
 
 
@@ -505,15 +499,6 @@ def _write_samples(trials: Trials, result: Result, cache_dir: Path, folder: Path
     written += [_csv(pd.DataFrame(rows), folder / "samples.csv"),
                 _png(plot_sample_grids(grids, classes), folder / "samples.png")]
     return []
-
-
-def _confusion_png(matrix: np.ndarray, classes: Sequence[str], title: str, path: Path, diverging: bool) -> Path:
-    fig = report.plot_confusion(matrix, classes, title=title, diverging=diverging)
-    try:
-        fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
 
 
 def _png(fig: Figure, path: Path) -> Path:

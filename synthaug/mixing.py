@@ -84,9 +84,9 @@ def compose(cfg: TrialConfig, dataset: Dataset, take: TakeSynthetic) -> Training
                        labeller_confidence_mean=float(pool.confidence.mean()))
         if stream is not None:
             mine = stream.labels == c
+            n = int(mine.sum())
             parts.append(stream.images[mine])
-            row.update(stream=int(mine.sum()), augmented=p.augmented + int(mine.sum()),
-                       synthetic=p.synthetic + int(mine.sum()))
+            row.update(stream=n, augmented=p.augmented + n, synthetic=p.synthetic + n)
         xs.extend(parts)
         ys.append(np.full(p.real + row["synthetic"], c, np.int64))
         flags.append(np.r_[np.zeros(p.real, bool), np.ones(row["synthetic"], bool)])

@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure      # no pyplot: figures are not kept open in a global registry
 
 
 def write_confusion(folder: Path, confusion: np.ndarray, classes: Sequence[str]) -> None:
@@ -19,7 +16,6 @@ def write_confusion(folder: Path, confusion: np.ndarray, classes: Sequence[str])
         folder / "confusion_matrix.csv", index_label="true\\predicted")
     fig = plot_confusion(confusion, classes)
     fig.savefig(folder / "confusion_matrix.png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
 
 
 def plot_confusion(matrix: np.ndarray, classes: Sequence[str], title: str = "confusion (row-normalised)",
@@ -32,7 +28,8 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], title: str = "con
     else:
         totals = matrix.sum(1, keepdims=True)
         values, cmap, limits = matrix / np.maximum(totals, 1), "Blues", (0, 1)
-    fig, ax = plt.subplots(figsize=(1 + 0.55 * len(classes), 0.8 + 0.5 * len(classes)))
+    fig = Figure(figsize=(1 + 0.55 * len(classes), 0.8 + 0.5 * len(classes)))
+    ax = fig.subplots()
     image = ax.imshow(values, cmap=cmap, vmin=limits[0], vmax=limits[1])
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
@@ -70,10 +67,10 @@ def save_grid(path: Path, images: np.ndarray, labels: np.ndarray, classes: Seque
     """A labelled sample grid as PNG."""
     present = [classes[c] for c in range(len(classes)) if np.any(labels == c)]
     grid = image_grid(images, labels, classes, per_class)
-    fig, ax = plt.subplots(figsize=(per_class * 0.6 + 1.5, max(1, len(present)) * 0.6 + 0.6))
+    fig = Figure(figsize=(per_class * 0.6 + 1.5, max(1, len(present)) * 0.6 + 0.6))
+    ax = fig.subplots()
     ax.imshow(grid, interpolation="nearest")
     ax.set_yticks([16 + 32 * i for i in range(len(present))], present)
     ax.set_xticks([])
     ax.set_title(title)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)

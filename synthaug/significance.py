@@ -551,7 +551,7 @@ def plot_means(result: Result) -> Figure:
                    label=f"baseline {int(CONFIDENCE * 100)}% CI")
     ax.axhline(base["mean"] * units.scale, color="tab:gray", lw=1, label="baseline mean")
     x = np.arange(len(s))
-    ax.errorbar(x, s["mean"] * units.scale, yerr=_yerr(s["mean"], s["ci_low"], s["ci_high"], units), fmt="o",
+    ax.errorbar(x, s["mean"] * units.scale, yerr=error_bars(s["mean"], s["ci_low"], s["ci_high"], units), fmt="o",
                 color="tab:blue", capsize=4, label=f"mean, {int(CONFIDENCE * 100)}% t interval")
     for i, label in enumerate(s[LABEL]):
         v = values.loc[values[LABEL] == label, "value"] * units.scale
@@ -571,7 +571,7 @@ def plot_differences(result: Result) -> Figure:
     ax = fig.subplots()
     ax.axhline(0, color="tab:gray", lw=1)
     x = np.arange(len(c))
-    ax.errorbar(x, c["mean_diff"] * units.scale, yerr=_yerr(c["mean_diff"], c["ci_low"], c["ci_high"], units),
+    ax.errorbar(x, c["mean_diff"] * units.scale, yerr=error_bars(c["mean_diff"], c["ci_low"], c["ci_high"], units),
                 fmt="o", color="tab:red", capsize=4, label=f"mean difference, {int(CONFIDENCE * 100)}% CI")
     for i, label in enumerate(c[LABEL]):
         d = result.pairs.loc[result.pairs[LABEL] == label, "diff"] * units.scale
@@ -656,7 +656,8 @@ def log_analysis(trials: Trials, result: Result, folder: str | Path) -> str:
                           analysis_metrics(result), folder)
 
 
-def _yerr(mean: pd.Series, lo: pd.Series, hi: pd.Series, units: Units) -> np.ndarray:
+def error_bars(mean: pd.Series, lo: pd.Series, hi: pd.Series, units: Units) -> np.ndarray:
+    """matplotlib yerr (2, n) for intervals [lo, hi] around mean, in display units; nan -> no bar."""
     err = np.vstack([mean - lo, hi - mean]).astype(float) * units.scale
     return np.nan_to_num(err, nan=0.0)
 

@@ -142,6 +142,11 @@ def _as_1d(x: ArrayLike, name: str = "x") -> np.ndarray:
 ZERO_SPREAD = 1e-9
 
 
+def _has_spread(sd, mean):
+    """sd is more than floating-point noise around mean (arrays or scalars)."""
+    return sd > ZERO_SPREAD * np.maximum(1.0, np.abs(mean))
+
+
 def _check_confidence(confidence: float) -> None:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
@@ -250,7 +255,7 @@ def paired_t_test(
         mean = d.mean(axis=-1)
         sd = d.std(axis=-1, ddof=1)
         tstat = mean / (sd / math.sqrt(n))
-        tstat = np.where(sd > ZERO_SPREAD * np.maximum(1.0, np.abs(mean)), tstat, np.nan)
+        tstat = np.where(_has_spread(sd, mean), tstat, np.nan)
         p = 2.0 * _st.t.sf(np.abs(tstat), n - 1)
     if np.ndim(tstat) == 0:
         return float(tstat), float(p)
@@ -327,7 +332,7 @@ def paired_comparison(
         t_stat, t_p = paired_t_test(t, b)
     else:
         t_stat, t_p = _NAN, _NAN
-    dz = summ.mean / summ.std if (n >= 2 and summ.std > ZERO_SPREAD * max(1.0, abs(summ.mean))) else _NAN
+    dz = summ.mean / summ.std if (n >= 2 and _has_spread(summ.std, summ.mean)) else _NAN
     prob = float((np.count_nonzero(d > 0) + 0.5 * np.count_nonzero(d == 0)) / n) if n else _NAN
     return PairedResult(
         n=n,

@@ -129,13 +129,10 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     for values in itertools.product(*grid.values(), seeds):
         axes = dict(zip([*grid, "seed"], values))
         cfg = from_flat(TrialConfig, {**to_flat(base), **arms.get(axes.get("arm"), {}), **axes})
-        cfg.validate(classes=dataset.classes, generators=[g.name for g in chosen.generators])
-        if cfg.stream_count and chosen.generator(cfg.generator).conditional:
-            raise ConfigError(f"augment_mode: stream needs an unconditional generator; {cfg.generator} "
-                              f"is class-conditional")
+        cfg.validate(classes=dataset.classes, generators={g.name: g for g in chosen.generators})
         configs.append(cfg)
-    _check_pretrained(chosen, configs, dataset)
     used = sorted({c.generator for c in configs if c.uses_synthetic})   # a preset that gains one keeps its sweeps
+    _check_pretrained(chosen, used, configs, dataset)
     name = f"{experiment.name}-{chosen.name}-" + digest({
         "base": to_flat(base), "grid": grid, **({"arms": arms} if arms else {}), "seeds": seeds,
         "data": dataset.digest, "generators": [to_flat(chosen.generator(g)) for g in used]})[:8]
@@ -144,12 +141,13 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     return plan, dataset
 
 
-def _check_pretrained(chosen: Preset, configs: Sequence[TrialConfig], dataset: Dataset) -> None:
+def _check_pretrained(chosen: Preset, used: Sequence[str], configs: Sequence[TrialConfig],
+                      dataset: Dataset) -> None:
     """A pretrained generator the sweep uses must be on this machine and map every class it serves."""
     from synthaug.diffusion.imagenet import unavailable
     from synthaug.mixing import synthetic_requests
 
-    for name in sorted({c.generator for c in configs if c.uses_synthetic}):
+    for name in used:
         spec = chosen.generator(name)
         if spec.pretrained:
             served = sorted({c for cfg in configs if cfg.generator == name

@@ -88,9 +88,10 @@ def ensure_experiment(uri: str, name: str) -> str:
 class RunLogger:
     """One MLflow run: batched params and metrics, artifacts, terminal status."""
 
-    def __init__(self, uri: str, run_id: str):
+    def __init__(self, uri: str, run_id: str, finished_metrics: Mapping[str, float] | None = None):
         self.client = MlflowClient(uri)
         self.run_id = run_id
+        self.finished_metrics = finished_metrics    # for_trial: a run found FINISHED already, its metrics
 
     @classmethod
     def create(cls, uri: str, experiment_id: str, run_name: str, tags: Mapping[str, str]) -> "RunLogger":
@@ -105,19 +106,13 @@ class RunLogger:
         found = client.search_runs([experiment_id], filter_string=(
             f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{TRIAL_KEY}` = '{trial_key}'"), max_results=1)
         if found:
-            run_id = found[0].info.run_id
-            if found[0].info.status != "FINISHED":
-                client.update_run(run_id, status="RUNNING")     # a retried or restored trial
-            return cls(uri, run_id)
+            run = found[0]
+            if run.info.status == "FINISHED":
+                return cls(uri, run.info.run_id, dict(run.data.metrics))
+            client.update_run(run.info.run_id, status="RUNNING")     # a retried or restored trial
+            return cls(uri, run.info.run_id)
         return cls.create(uri, experiment_id, run_name,
                           {**tags, PARENT: parent_run_id, TRIAL_KEY: trial_key, ROLE: "trial"})
-
-    @property
-    def finished(self) -> bool:
-        return self.client.get_run(self.run_id).info.status == "FINISHED"
-
-    def metrics(self) -> dict[str, float]:
-        return dict(self.client.get_run(self.run_id).data.metrics)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [Param(k, _param_value(v)) for k, v in params.items()]

@@ -71,8 +71,8 @@ def run_trial(params: dict) -> None:
     run = RunLogger.for_trial(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_key(cfg),
                               run_name=_run_name(cfg), tags={SWEEP: ctx.sweep, CELL: cell_key(cfg),
                                                              TRIAL_ID: tune.get_context().get_trial_id()})
-    if run.finished:        # done before a crash that Tune could not restore from: report, do not retrain
-        metrics = run.metrics()
+    metrics = run.finished_metrics
+    if metrics is not None:     # done before a crash that Tune could not restore from: report, do not retrain
         tune.report({k: metrics[k] for k in ("test_acc", "train_loss", "train_acc") if k in metrics}
                     | {"epoch": cfg.train.epochs, "done": True, "mlflow_run_id": run.run_id})
         return

@@ -3,7 +3,6 @@
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
@@ -11,7 +10,6 @@ from synthaug.tracking import ensure_experiment
 
 CREATE_AT_ONCE = '''
 import sys, time
-from pathlib import Path
 go = Path(sys.argv[2])
 while not go.exists():
     time.sleep(0.01)
