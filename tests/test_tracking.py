@@ -10,6 +10,7 @@ from synthaug.tracking import ensure_experiment
 
 CREATE_AT_ONCE = '''
 import sys, time
+from pathlib import Path
 go = Path(sys.argv[2])
 while not go.exists():
     time.sleep(0.01)
