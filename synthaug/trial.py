@@ -13,7 +13,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,11 @@ from synthaug.server import get_server
 from synthaug.tracking import CELL, SWEEP, TRIAL_ID, RunLogger
 
 CONFIG, ARMS, CONTEXT = "config", "arms", "context"   # param_space keys that hold constants, not grid axes
+# A documented hook, unset in normal use: a folder of ticket files, and each trial takes one
+# (renames it to taken-<trial key>) before it trains, waiting until there is one. A test or a
+# demonstration lets exactly N trials finish and then kills the sweep at a point it chose,
+# whatever the machine's speed. Ray's local workers inherit it from the driver's environment.
+TRIAL_GATE = "SYNTHAUG_TRIAL_GATE"
 # Ray logs a line a checkpoint (an epoch a trial): Tune's status table already says where trials are.
 logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
@@ -77,6 +84,7 @@ def run_trial(params: dict) -> None:
                     | {"epoch": cfg.train.epochs, "done": True, "mlflow_run_id": run.run_id})
         return
     run.log_params(to_flat(cfg))
+    _pass_gate(trial_key(cfg))
     dataset = _dataset(cfg.data, ctx.cache_dir)
     training = compose(cfg, dataset, _synthetic_source(cfg))
     test_index = select_test(dataset, cfg.test_per_class)
@@ -134,6 +142,23 @@ def _synthetic_source(cfg: TrialConfig):
     def take(class_index: int, n: int):
         return ray.get(get_server(cfg.generator).take.remote(class_index, n, cfg.seed))
     return take
+
+
+def _pass_gate(key: str) -> None:
+    """Wait for and take a ticket from $SYNTHAUG_TRIAL_GATE (see TRIAL_GATE); nothing when unset."""
+    folder = os.environ.get(TRIAL_GATE)
+    if not folder:
+        return
+    folder = Path(folder)
+    (folder / f"waiting-{key}").touch()
+    while True:
+        for ticket in sorted(folder.glob("ticket-*")):
+            try:
+                ticket.rename(folder / f"taken-{key}")      # atomic: one trial wins each ticket
+                return
+            except FileNotFoundError:                        # another trial took it first
+                continue
+        time.sleep(0.1)
 
 
 @functools.lru_cache(maxsize=2)

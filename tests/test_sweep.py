@@ -2,8 +2,10 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from synthaug.sweep import Experiment, main
+from synthaug.trial import TRIAL_GATE
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 2          # the tiny preset's
@@ -91,11 +94,6 @@ def test_bad_input_is_one_line_exit_2_and_starts_nothing(tmp_path, argv, field):
     assert not (tmp_path / "r").exists() and not (tmp_path / "m.db").exists()
 
 
-def ray_pids() -> set[int]:
-    found = subprocess.run(["pgrep", "-f", "ray"], capture_output=True, text=True).stdout.split()
-    return {int(p) for p in found} - {os.getpid()}
-
-
 KILLABLE = '''
 import sys
 from synthaug.sweep import Experiment, main
@@ -103,35 +101,94 @@ sys.exit(main(Experiment(name="tiny_kill", grid={"replace_pct": [0, 20]}, fixed=
 '''
 
 
+def processes_of_ray_instance(ray_tmpdir: Path) -> set[int]:
+    """The processes of the one Ray instance started under ray_tmpdir: each inherited RAY_TMPDIR from
+    the driver (or names its session directory on its command line). Never matched by name."""
+    marker = str(ray_tmpdir).encode()
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:                 # gone, or not ours to read
+            continue
+        if b"RAY_TMPDIR=" + marker in environ or marker in cmdline:
+            found.add(int(proc.name))
+    return found
+
+
+def kill_ray_instance(ray_tmpdir: Path) -> None:
+    """SIGKILL every process of that Ray instance, until none is left (no chance to clean up)."""
+    for _ in range(50):
+        pids = processes_of_ray_instance(ray_tmpdir)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+    raise AssertionError(f"processes of {ray_tmpdir} survived SIGKILL: {processes_of_ray_instance(ray_tmpdir)}")
+
+
+def wait_for(condition, what: str, proc: subprocess.Popen, log: Path, limit_s: float = 900):
+    """Poll for an event the test caused; the limit only guards against a hang, it decides nothing."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert proc.poll() is None, f"the sweep ended before {what}:\n" + log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"no {what} after {limit_s} s:\n" + log.read_text()[-3000:]
+        time.sleep(0.5)
+
+
+def finished_trials(tmp_path) -> int:
+    if not (tmp_path / "mlflow.db").exists():
+        return 0
+    try:
+        _, trials = runs(tmp_path, "tiny_kill", "trial")
+    except Exception:           # the experiment is not created yet
+        return 0
+    return sum(r.info.status == "FINISHED" for r in trials)
+
+
 def test_killed_sweep_resumes_and_finishes_only_what_is_left(tmp_path, shapes_tar):
+    """Two tickets in the trial gate: exactly two trials can finish, the next one waits at the gate,
+    and the kill lands then, however fast or busy the machine is."""
     script = tmp_path / "tiny_kill.py"
     script.write_text(KILLABLE)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    for i in range(2):
+        (gate / f"ticket-{i}").touch()
+    ray_tmpdir = Path(tempfile.mkdtemp(prefix="rk", dir="/tmp"))   # short: Ray's socket paths must fit
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmpdir)}
     argv = [sys.executable, str(script), *sweep_args(tmp_path, shapes_tar, "--seeds", "3")]
-    ray_before = ray_pids()
     log = tmp_path / "first_run.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(2)
-        if (tmp_path / "mlflow.db").exists():
-            try:
-                _, trials = runs(tmp_path, "tiny_kill", "trial")
-            except Exception:           # the store is still being created
-                continue
-            if sum(r.info.status == "FINISHED" for r in trials) >= 2:
-                break
-    assert proc.poll() is None, "the sweep ended before it could be killed:\n" + log.read_text()[-3000:]
-    os.killpg(proc.pid, 9)              # the driver and its Ray processes, without a chance to clean up
-    proc.wait()
-    for pid in ray_pids() - ray_before:  # Ray daemons that left the process group: this sweep's only
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
-    _, before = runs(tmp_path, "tiny_kill", "trial")
-    assert sum(r.info.status == "FINISHED" for r in before) < 6
-    rerun = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    try:
+        with log.open("w") as out:
+            proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**env, TRIAL_GATE: str(gate)})
+
+        def blocked_at_gate() -> bool:
+            taken = {p.name.removeprefix("taken-") for p in gate.glob("taken-*")}
+            return any(p.name.removeprefix("waiting-") not in taken for p in gate.glob("waiting-*"))
+
+        wait_for(lambda: finished_trials(tmp_path) == 2, "two finished trials", proc, log)
+        wait_for(blocked_at_gate, "a third trial at the gate", proc, log)
+        assert processes_of_ray_instance(ray_tmpdir) - {proc.pid}, "the sweep's Ray daemons are not found"
+        os.killpg(proc.pid, 9)          # the driver and its process group, without a chance to clean up
+        proc.wait()
+        kill_ray_instance(ray_tmpdir)   # Ray daemons that left the process group: this sweep's only
+        _, before = runs(tmp_path, "tiny_kill", "trial")
+        assert sum(r.info.status == "FINISHED" for r in before) == 2
+        assert len(before) >= 3         # the trial at the gate had opened its run
+
+        rerun = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    finally:
+        kill_ray_instance(ray_tmpdir)
+        shutil.rmtree(ray_tmpdir, ignore_errors=True)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     _, after = runs(tmp_path, "tiny_kill", "trial")
     assert len(after) == 6 and {r.info.status for r in after} == {"FINISHED"}

@@ -12,6 +12,7 @@ CREATE_AT_ONCE = '''
 import sys, time
 from pathlib import Path
 go = Path(sys.argv[2])
+Path(sys.argv[3]).touch()               # imported, waiting for the signal
 while not go.exists():
     time.sleep(0.01)
 from synthaug.tracking import ensure_experiment
@@ -22,10 +23,13 @@ print(ensure_experiment(sys.argv[1], "race"))
 def test_processes_creating_one_store_at_once_share_one_experiment(tmp_path):
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     go = tmp_path / "go"
+    ready = [tmp_path / f"ready-{i}" for i in range(4)]
     procs = [subprocess.Popen([sys.executable, "-c", "import mlflow.tracking, synthaug.tracking\n" + CREATE_AT_ONCE,
-                               uri, str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(4)]
-    time.sleep(8)                       # every process has imported MLflow and waits for the signal
+                               uri, str(go), str(r)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in ready]
+    while not all(r.exists() for r in ready):   # every process has imported MLflow and waits for the signal
+        assert all(p.poll() is None for p in procs), [p.communicate()[1][-2000:] for p in procs if p.poll()]
+        time.sleep(0.05)
     go.touch()
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err[-2000:] for _, err in results]
