@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from synthaug.classifier import TrainConfig
 from synthaug.diffusion.ddpm import DDPMConfig
 from synthaug.diffusion.sampling import SamplerConfig
+from synthaug.diffusion.training import Checkpointing
 
 
 class ConfigError(ValueError):
@@ -145,6 +146,8 @@ class Preset:
     cpus_per_trial: float = 1.0         # one core a trial: two trials at once on a 2-core laptop
     gpus_per_trial: float = 0.45        # two trials share a GPU beside its DDPM server
     server_gpus: float = 0.1            # the DDPM server's share of a GPU
+    checkpointing: Checkpointing = Checkpointing()  # generator training: checkpoints, logging, grids
+    evaluation_per_class: int = 1000    # samples a class behind a trained generator's FID/KID (FID-10k)
 
     def generator(self, name: str) -> GeneratorSpec:
         for spec in self.generators:
@@ -174,6 +177,7 @@ PRESETS: dict[str, Preset] = {
     # Minutes on a 2-core laptop, offline: procedural shapes, a narrow ResNet18, a tiny DDPM.
     "smoke": Preset(
         name="smoke", data="shapes", real_per_class=100, test_per_class=100, train=SMOKE_TRAIN,
+        checkpointing=Checkpointing(every_steps=100, log_every=10, grid_every=200), evaluation_per_class=100,
         generators=(
             GeneratorSpec(name="ddpm-uncond", ddpm=SMOKE_DDPM, sampler=SMOKE_SAMPLER,
                           labeller=SMOKE_LABELLER, labeller_per_class=200, sample_batch_size=64,
@@ -187,6 +191,7 @@ PRESETS: dict[str, Preset] = {
     # Seconds: the tests' end-to-end scale and a quick check that everything is wired.
     "tiny": Preset(
         name="tiny", data="shapes", real_per_class=20, test_per_class=20, train=TINY_TRAIN,
+        checkpointing=Checkpointing(every_steps=10, log_every=2, grid_every=10), evaluation_per_class=10,
         generators=(
             GeneratorSpec(name="ddpm-uncond", ddpm=TINY_DDPM, sampler=SamplerConfig(steps=4),
                           labeller=TINY_TRAIN, labeller_per_class=40, sample_batch_size=64, shard_size=64),

@@ -21,10 +21,8 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import os
 import socket
 import tarfile
-import tempfile
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +30,8 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator
 
 import numpy as np
+
+from synthaug.files import atomic_file
 
 IMAGE_SIZE = 32
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -270,23 +270,16 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
 
 def _write_cache(path: Path, dataset: Dataset) -> None:
     """Write a dataset's arrays to an npz file atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                classes=np.array(dataset.classes, dtype=str),
-                digest=np.array(dataset.digest),
-                train_x=dataset.train_x,
-                train_y=dataset.train_y,
-                test_x=dataset.test_x,
-                test_y=dataset.test_y,
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_file(path) as f:
+        np.savez(
+            f,
+            classes=np.array(dataset.classes, dtype=str),
+            digest=np.array(dataset.digest),
+            train_x=dataset.train_x,
+            train_y=dataset.train_y,
+            test_x=dataset.test_x,
+            test_y=dataset.test_y,
+        )
 
 
 def _read_cache(path: Path, name: str, digest: str) -> Dataset:

@@ -15,8 +15,6 @@ shard and two writers of the same shard write the same bytes.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import numpy as np
 
 from synthaug.config import digest
 from synthaug.diffusion.sampling import SamplerConfig
+from synthaug.files import atomic_file, atomic_write
 
 UNCONDITIONAL = -1
 
@@ -95,10 +94,9 @@ class PoolStore:
         if not meta.exists():
             atomic_write(meta, json.dumps({"pool_id": key.pool_id, **asdict(key)}, indent=1).encode())
         path = self._shard_path(key.pool_id, start, start + len(images))
-        with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as tmp:
-            np.savez(tmp, images=images.astype(np.uint8), labels=labels.astype(np.int64),
+        with atomic_file(path) as f:
+            np.savez(f, images=images.astype(np.uint8), labels=labels.astype(np.int64),
                      confidence=confidence.astype(np.float32))
-        os.replace(tmp.name, path)
 
     def _shard_path(self, pool_id: str, start: int, stop: int) -> Path:
         return self.folder(pool_id) / f"{start:09d}-{stop:09d}.npz"
@@ -140,11 +138,3 @@ def prefix(pool: PoolSlice, n: int) -> PoolSlice:
 def _empty(pool_id: str) -> PoolSlice:
     return PoolSlice(pool_id, np.zeros(0, np.int64), np.zeros((0, 32, 32, 3), np.uint8),
                      np.zeros(0, np.int64), np.zeros(0, np.float32))
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write a file so that readers see the old bytes or the new ones, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, path)

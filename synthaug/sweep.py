@@ -269,6 +269,7 @@ def start_servers(plan: SweepPlan, dataset: Dataset, parent) -> dict[str, Any]:
     import ray
     from tqdm import tqdm
 
+    from synthaug.generator_training import GENERATORS_EXPERIMENT
     from synthaug.mixing import synthetic_requests
     from synthaug.prepare import prepare_generator
     from synthaug.server import make_server_actor
@@ -276,14 +277,22 @@ def start_servers(plan: SweepPlan, dataset: Dataset, parent) -> dict[str, Any]:
     gpus = ray.cluster_resources().get("GPU", 0)
     # One CPU thread: on a shared 2-core machine two torch threads ran a small UNet 3-10x slower.
     prepare = ray.remote(prepare_generator).options(num_gpus=1 if gpus else 0, num_cpus=1)
+    specs = [plan.preset.generator(name) for name in plan.generators]
+    print(f"preparing generators {', '.join(plan.generators)} (trained once, then cached under {plan.cache_dir}; "
+          f"training runs in the MLflow experiment '{GENERATORS_EXPERIMENT}')")
+    # Every generator is ready before any server holds a GPU share: on a one-GPU node a second
+    # preparation asking for the whole GPU would otherwise wait forever behind the first server.
+    prepared_all = ray.get([prepare.remote(spec, plan.base.data, str(plan.cache_dir), tracking_uri=plan.tracking_uri,
+                                           policy=plan.preset.checkpointing,
+                                           evaluation_per_class=plan.preset.evaluation_per_class)
+                            for spec in specs])
     servers = {}
-    for name in plan.generators:
-        spec = plan.preset.generator(name)
-        print(f"preparing generator {name} (trained once, then cached under {plan.cache_dir})")
-        prepared = ray.get(prepare.remote(spec, plan.base.data, str(plan.cache_dir)))
+    for spec, prepared in zip(specs, prepared_all):
+        name = spec.name
         if not prepared.conditional:
             parent.log_metrics({f"labeller_test_acc.{name}": prepared.labeller_test_acc})
-        parent.set_tags({f"synthaug.generator.{name}.weights": prepared.weights_digest})
+        parent.set_tags({f"synthaug.generator.{name}.weights": prepared.weights_digest,
+                         **({f"synthaug.generator.{name}.run_id": prepared.run_id} if prepared.run_id else {})})
         servers[name] = make_server_actor(prepared, spec, str(plan.cache_dir / "pools"), dataset.classes,
                                           num_gpus=plan.preset.server_gpus if gpus else 0)
     needed: dict[tuple[str, int, int], int] = {}

@@ -1,4 +1,5 @@
-"""Diffusion generators: DDPM training and files (ddpm), per-image-seeded sampling (sampling)."""
+"""Diffusion generators: the DDPM network and files (ddpm), its resumable training (training),
+per-image-seeded sampling (sampling)."""
 
 from synthaug.diffusion.ddpm import (
     DDPMConfig,
@@ -7,9 +8,9 @@ from synthaug.diffusion.ddpm import (
     load_generator,
     load_scheduler_config,
     save_generator,
-    train_ddpm,
     weights_digest,
 )
+from synthaug.diffusion.training import train_ddpm
 from synthaug.diffusion.sampling import SamplerConfig, build_scheduler, image_seed, sample
 
 __all__ = [

@@ -4,7 +4,8 @@ The network is Ho et al.'s CIFAR-10 DDPM (widths 128-256-256-256, two residual b
 level, single-head self-attention at 16x16), unconditional or class-conditional through a
 learned class embedding (`num_class_embeds`) added to the timestep embedding. Training is
 epsilon prediction with an MSE loss, AdamW and an exponential moving average of the
-weights; the EMA weights are what a generator is.
+weights; the EMA weights are what a generator is. The training loop (resumable,
+data-parallel) is in diffusion/training.py.
 
 Files. `save_generator` writes a directory that `UNet2DModel.from_pretrained` can read,
 plus `scheduler_config.json` (the noise schedule it was trained with) and
@@ -14,7 +15,6 @@ diffusers UNet2DModel directory, such as a local copy of google/ddpm-cifar10-32.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -22,12 +22,9 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
-from tqdm.auto import tqdm
 
 IMAGE_SHAPE = (32, 32, 3)  # CIFAR: height, width, channels (arrays are uint8 NHWC)
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # what DDPMScheduler offers for images
@@ -142,114 +139,6 @@ def is_conditional(unet: UNet2DModel) -> bool:
 def noise_scheduler(num_train_timesteps: int, beta_schedule: str) -> DDPMScheduler:
     """The forward (noising) process a generator is trained with; samplers reuse its config."""
     return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule)
-
-
-# ---------------------------------------------------------------------------- training
-
-
-def ema_decay_at(step: int, decay: float) -> float:
-    """EMA decay warmed up from 0.1, so a few hundred steps already give a usable average."""
-    return min(decay, (1 + step) / (10 + step))
-
-
-def train_ddpm(
-    cfg: DDPMConfig,
-    images: np.ndarray,
-    labels: np.ndarray | None,
-    seed: int,
-    device: torch.device | str,
-    progress: bool = True,
-    on_step: Callable[[int, float], None] | None = None,
-) -> UNet2DModel:
-    """Train a DDPM on uint8 NHWC images; return its EMA weights, in eval mode on `device`.
-
-    labels (ints in [0, num_classes)) are required when cfg.conditional and ignored
-    otherwise. The seed fixes the initial weights, the batches, flips, timesteps and noise,
-    so two runs on CPU give the same weights. on_step(step, loss) is called after every
-    optimiser step (the loss of that step's batch) for logging.
-    """
-    cfg.validate()
-    device = torch.device(device)
-    x_all, y_all = _training_tensors(cfg, images, labels, device)
-    with torch.random.fork_rng(devices=[]):  # the initial weights, without touching the caller's RNG
-        torch.manual_seed(seed)
-        model = build_unet(cfg).to(device)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=ADAMW_WEIGHT_DECAY)
-    scheduler = noise_scheduler(cfg.num_train_timesteps, cfg.beta_schedule)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    model.train()
-    bar = tqdm(range(cfg.train_steps), desc="ddpm train", disable=not progress)
-    for step in bar:
-        idx = torch.randint(0, x_all.shape[0], (cfg.batch_size,), device=device, generator=gen)
-        x0 = _to_model_range(x_all[idx], flip=cfg.horizontal_flip, generator=gen)
-        y = y_all[idx] if y_all is not None else None
-        loss = _train_step(model, optimizer, scheduler, x0, y, gen)
-        _ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
-        if on_step is not None or (progress and step % 50 == 0):
-            value = loss.item()
-            if on_step is not None:
-                on_step(step, value)
-            bar.set_postfix(loss=f"{value:.4f}", refresh=False)
-    return ema.eval()
-
-
-def _training_tensors(
-    cfg: DDPMConfig, images: np.ndarray, labels: np.ndarray | None, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Images as uint8 NCHW on the device (augmentation happens there); labels as int64."""
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
-        raise ValueError(f"images: uint8 array (N, 32, 32, 3), got {images.dtype} {images.shape}")
-    if len(images) == 0:
-        raise ValueError("images: at least one image, got none")
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).contiguous()
-    if not cfg.conditional:
-        return x, None
-    if labels is None or len(labels) != len(images):
-        raise ValueError(f"labels: one per image for a conditional DDPM, got {None if labels is None else len(labels)}")
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=device)
-    if y.min() < 0 or y.max() >= cfg.num_classes:
-        raise ValueError(f"labels: ints in [0, {cfg.num_classes}), got range [{int(y.min())}, {int(y.max())}]")
-    return x, y
-
-
-def _to_model_range(x: torch.Tensor, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """uint8 NCHW -> float in [-1, 1], each image flipped left-right with probability 1/2."""
-    x = x.float() / 127.5 - 1.0
-    if flip:
-        mask = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
-        x = torch.where(mask[:, None, None, None], x.flip(3), x)
-    return x
-
-
-def _train_step(
-    model: UNet2DModel,
-    optimizer: torch.optim.Optimizer,
-    scheduler: DDPMScheduler,
-    x0: torch.Tensor,
-    y: torch.Tensor | None,
-    gen: torch.Generator,
-) -> torch.Tensor:
-    """One epsilon-prediction MSE step; returns the (detached) loss."""
-    noise = torch.randn(x0.shape, device=x0.device, generator=gen)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device, generator=gen)
-    xt = scheduler.add_noise(x0, noise, t)
-    with torch.autocast(device_type=x0.device.type, dtype=torch.bfloat16, enabled=x0.device.type == "cuda"):
-        pred = model(xt, t, class_labels=y).sample
-    loss = torch.nn.functional.mse_loss(pred.float(), noise)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
-    optimizer.step()
-    return loss.detach()
-
-
-@torch.no_grad()
-def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    ema_params = list(ema.parameters())
-    torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
 
 
 # ---------------------------------------------------------------------------- files

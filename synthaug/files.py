@@ -1,0 +1,44 @@
+"""Files written whole: a reader sees the old bytes or the new ones, never a part.
+
+The one atomic write of the project (data cache, pool shards, generators, checkpoints,
+labellers): a temporary sibling, flushed and fsynced, then os.replace. A failed write (an
+exception, a full disk) removes the temporary file and leaves the previous file as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file object whose content replaces `path` when the block ends without error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_file(path) as f:
+        f.write(data)
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """torch.save, whole or not at all."""
+    import torch
+
+    with atomic_file(path) as f:
+        torch.save(obj, f)

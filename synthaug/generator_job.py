@@ -1,0 +1,198 @@
+"""The generator job: a preset's generators and their pseudo-labellers, trained before any sweep.
+
+    python sweeps/train_generators.py --preset paper --data cifar10
+    python sweeps/train_generators.py --preset paper --generators ddpm-cond --gpus-per-generator 4 --address auto
+
+Each generator trains in a Ray task (one GPU when the cluster has one) or, with
+`--gpus-per-generator N > 1`, as a data-parallel Ray Train run of N workers (DDP; NCCL on
+GPUs, gloo on CPUs) whose global batch is the recipe's, split N ways, at the recipe's
+learning rate. Everything is cached under the keys the sweeps use (synthaug.generator_training),
+so a sweep afterwards trains nothing. Interrupted and rerun (or retried by Ray), a training
+continues from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from synthaug.cli import OneLineParser
+from synthaug.config import PRESETS, ConfigError, GeneratorSpec, Preset, preset
+from synthaug.data import DataError, Dataset, load_dataset, resolve_source
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """A validated job: which generators, on what data, where everything goes."""
+
+    preset: Preset
+    specs: tuple[GeneratorSpec, ...]
+    data: str
+    cache_dir: Path
+    tracking_uri: str
+    address: str | None
+    workers: int                    # data-parallel workers a generator (--gpus-per-generator)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = OneLineParser(prog="sweeps/train_generators.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="smoke", help=f"one of {', '.join(PRESETS)} (default smoke)")
+    parser.add_argument("--generators", default=None,
+                        help="a,b: which of the preset's generators (default: every one trained here)")
+    parser.add_argument("--data", default=None, help="shapes, cifar10, or a class-folder folder/.tar/.tar.gz "
+                                                      "(default: the preset's)")
+    parser.add_argument("--address", default=None, help="a Ray cluster (default: start a local Ray)")
+    parser.add_argument("--mlflow-uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI, "
+                                                           "else sqlite:///<cwd>/mlflow.db)")
+    parser.add_argument("--cache", default=".synthaug", help="data, generators and pools (default ./.synthaug)")
+    parser.add_argument("--gpus-per-generator", default="1",
+                        help="N >= 1: data-parallel workers a generator, one GPU each (CPU workers on a "
+                             "cluster without GPUs); default 1")
+    return parser.parse_args(argv)
+
+
+def plan_job(args: argparse.Namespace) -> tuple[JobPlan, Dataset]:
+    """Resolve and validate everything; touches no Ray, no GPU, no MLflow."""
+    from synthaug.tracking import resolve_tracking_uri
+
+    chosen = preset(args.preset)
+    trainable = [g for g in chosen.generators if not (g.pretrained or g.checkpoint)]
+    if args.generators is None:
+        specs = trainable
+    else:
+        names = [n.strip() for n in args.generators.split(",") if n.strip()]
+        known = {g.name for g in trainable}
+        unknown = [n for n in names if n not in known]
+        if not names or unknown:
+            raise ConfigError(f"--generators: names from {', '.join(sorted(known))} (the {chosen.name} preset's "
+                              f"generators trained here); got {args.generators!r}")
+        specs = [chosen.generator(n) for n in names]
+    try:
+        workers = int(args.gpus_per_generator)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise ConfigError(f"--gpus-per-generator: an integer >= 1, got {args.gpus_per_generator!r}")
+    for spec in specs:
+        spec.validate()
+        if spec.ddpm.batch_size % workers:
+            raise ConfigError(f"--gpus-per-generator: a divisor of {spec.name}'s batch of {spec.ddpm.batch_size} "
+                              f"(each worker takes an equal share), got {workers}")
+    data = resolve_source(args.data or chosen.data)
+    cache_dir = Path(args.cache).resolve()
+    dataset = load_dataset(data, cache_dir)
+    plan = JobPlan(chosen, tuple(specs), data, cache_dir, resolve_tracking_uri(args.mlflow_uri), args.address,
+                   workers)
+    return plan, dataset
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        plan, dataset = plan_job(args)
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return run_job(plan, dataset)
+
+
+def run_job(plan: JobPlan, dataset: Dataset) -> int:
+    import ray
+
+    from synthaug.generator_training import GENERATORS_EXPERIMENT
+    from synthaug.prepare import prepare_generator
+    from synthaug.sweep import QUIET
+
+    for key, value in QUIET.items():
+        os.environ.setdefault(key, value)
+    runtime_env = {"env_vars": {"TQDM_MININTERVAL": "10"}}     # remote progress bars: a line in 10 s
+    if plan.address:
+        ray.init(address=plan.address, runtime_env=runtime_env)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    print(f"training {len(plan.specs)} generators of the {plan.preset.name} preset on {dataset.name} "
+          f"({len(dataset.train_y)} training images): {', '.join(s.name for s in plan.specs)}; "
+          f"{'GPU' if gpus else 'CPU'}, {plan.workers} worker(s) a generator; cache {plan.cache_dir}")
+    if plan.workers > 1:
+        for spec in plan.specs:
+            train_data_parallel(plan, spec, dataset, use_gpu=bool(gpus))
+    prepare = ray.remote(prepare_generator).options(num_gpus=1 if gpus else 0, num_cpus=1)
+    prepared = ray.get([prepare.remote(spec, plan.data, str(plan.cache_dir), tracking_uri=plan.tracking_uri,
+                                       policy=plan.preset.checkpointing,
+                                       evaluation_per_class=plan.preset.evaluation_per_class)
+                        for spec in plan.specs])
+    print_summary(plan, prepared)
+    print(f"\nBrowse:  mlflow ui --backend-store-uri {plan.tracking_uri}   (experiment '{GENERATORS_EXPERIMENT}')")
+    ray.shutdown()
+    return 0
+
+
+def train_data_parallel(plan: JobPlan, spec: GeneratorSpec, dataset: Dataset, use_gpu: bool) -> None:
+    """spec's DDPM trained by plan.workers DDP workers through Ray Train (skipped when cached)."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from synthaug.generator_training import generator_key, trained_generator
+
+    if trained_generator(spec, dataset, plan.cache_dir):
+        return
+    share = spec.ddpm.batch_size // plan.workers
+    print(f"{spec.name}: {plan.workers} data-parallel workers ({'NCCL, GPUs' if use_gpu else 'gloo, CPUs'}), "
+          f"effective batch {spec.ddpm.batch_size} ({share} a worker), lr {spec.ddpm.lr:g}", flush=True)
+    trainer = TorchTrainer(
+        _data_parallel_worker,
+        train_loop_config={"spec": spec, "data": plan.data, "cache_dir": str(plan.cache_dir),
+                           "tracking_uri": plan.tracking_uri, "policy": plan.preset.checkpointing},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=use_gpu,
+                                     resources_per_worker=None if use_gpu else {"CPU": 1}),
+        # a lost worker or node: Ray Train restarts the group, which resumes from the last checkpoint
+        run_config=RunConfig(name=f"train-{generator_key(spec, dataset)}", storage_path=str(plan.cache_dir / "ray_train"),
+                             failure_config=FailureConfig(max_failures=3)))
+    trainer.fit()
+
+
+def _data_parallel_worker(config: dict) -> None:
+    """One Ray Train worker: its rank's share of every global batch; rank 0 logs and saves."""
+    import ray.train
+    import ray.train.torch
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from synthaug.diffusion.training import rng_state
+    from synthaug.generator_training import Tracking, train_generator
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.set_num_threads(1)
+    dataset = load_dataset(config["data"], config["cache_dir"])
+
+    def wrap(model: torch.nn.Module) -> torch.nn.Module:
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def gather_rng() -> list[dict]:
+        states: list = [None] * world
+        dist.all_gather_object(states, rng_state())
+        return states
+
+    tracking = Tracking.at(config["tracking_uri"]) if rank == 0 else None
+    train_generator(config["spec"], dataset, Path(config["cache_dir"]), device, tracking, config["policy"],
+                    rank=rank, world_size=world, wrap=wrap, gather_rng=gather_rng, progress=rank == 0)
+
+
+def print_summary(plan: JobPlan, prepared) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(plan.tracking_uri)
+    print("\ngenerator        weights       FID      KID   labeller acc  run")
+    for p in prepared:
+        metrics = client.get_run(p.run_id).data.metrics if p.run_id else {}
+        print(f"{p.name:<16} {p.weights_digest[:12]}  {metrics.get('fid', float('nan')):7.2f}  "
+              f"{metrics.get('kid', float('nan')):7.4f}  {p.labeller_test_acc:12.3f}  {p.run_id}")
