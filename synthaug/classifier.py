@@ -41,6 +41,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from synthaug.devices import bf16_autocast
+
 # CIFAR-10 training-set statistics; used for every source so pixels mean the same thing.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -262,6 +264,7 @@ class Trainer:
         seed: int,
         device: str | torch.device,
         progress: bool = True,
+        autocast: bool | None = None,
     ):
         cfg.validate()
         _check_images(train_x, "train_x")
@@ -270,6 +273,7 @@ class Trainer:
             raise ValueError("train_x: the training set is empty")
         self.cfg, self.num_classes, self.seed = cfg, num_classes, seed
         self.device, self.progress = torch.device(device), progress
+        self.autocast = autocast  # bf16: None = on CUDA only (synthaug.devices); True runs it on the CPU too
         self.x = _to_device_nchw(train_x, self.device, PAD)
         self.y = torch.from_numpy(np.asarray(train_y, dtype=np.int64)).to(self.device)
         self.steps_per_epoch = math.ceil(len(train_x) / cfg.batch_size)
@@ -292,7 +296,7 @@ class Trainer:
         lr = learning_rate(self.cfg, self.step, self.steps_per_epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast("cuda", torch.bfloat16, enabled=_uses_cuda(self.device)):
+        with bf16_autocast(self.device, self.autocast):
             logits = self.model(_normalise(xb))
             loss = F.cross_entropy(logits.float(), yb, label_smoothing=self.cfg.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
@@ -371,7 +375,8 @@ def _to_cpu(obj):
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: np.ndarray, device, batch_size: int = 1024) -> np.ndarray:
+def predict(model: nn.Module, x: np.ndarray, device, batch_size: int = 1024,
+            autocast: bool | None = None) -> np.ndarray:
     """Softmax probabilities, float32 (N, C), for uint8 NHWC images; eval mode, no grad."""
     _check_images(x, "x")
     if len(x) == 0:
@@ -383,7 +388,7 @@ def predict(model: nn.Module, x: np.ndarray, device, batch_size: int = 1024) -> 
     try:
         for i in range(0, len(x), batch_size):
             xb = _to_device_nchw(x[i : i + batch_size], device)
-            with torch.autocast("cuda", torch.bfloat16, enabled=_uses_cuda(device)):
+            with bf16_autocast(device, autocast):
                 logits = model(_normalise(xb))
             out.append(torch.softmax(logits.float(), dim=1).cpu())
     finally:

@@ -5,8 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from synthaug.sweep import Experiment, main
 from synthaug.trial import TRIAL_GATE
+
+from processes import kill_ray_instance, processes_of_ray_instance, short_ray_tmpdir, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 2          # the tiny preset's
@@ -101,48 +101,6 @@ sys.exit(main(Experiment(name="tiny_kill", grid={"replace_pct": [0, 20]}, fixed=
 '''
 
 
-def processes_of_ray_instance(ray_tmpdir: Path) -> set[int]:
-    """The processes of the one Ray instance started under ray_tmpdir: each inherited RAY_TMPDIR from
-    the driver (or names its session directory on its command line). Never matched by name."""
-    marker = str(ray_tmpdir).encode()
-    found = set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            environ = (proc / "environ").read_bytes().split(b"\0")
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:                 # gone, or not ours to read
-            continue
-        if b"RAY_TMPDIR=" + marker in environ or marker in cmdline:
-            found.add(int(proc.name))
-    return found
-
-
-def kill_ray_instance(ray_tmpdir: Path) -> None:
-    """SIGKILL every process of that Ray instance, until none is left (no chance to clean up)."""
-    for _ in range(50):
-        pids = processes_of_ray_instance(ray_tmpdir)
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.1)
-    raise AssertionError(f"processes of {ray_tmpdir} survived SIGKILL: {processes_of_ray_instance(ray_tmpdir)}")
-
-
-def wait_for(condition, what: str, proc: subprocess.Popen, log: Path, limit_s: float = 900):
-    """Poll for an event the test caused; the limit only guards against a hang, it decides nothing."""
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        assert proc.poll() is None, f"the sweep ended before {what}:\n" + log.read_text()[-3000:]
-        assert time.monotonic() < deadline, f"no {what} after {limit_s} s:\n" + log.read_text()[-3000:]
-        time.sleep(0.5)
-
-
 def finished_trials(tmp_path) -> int:
     if not (tmp_path / "mlflow.db").exists():
         return 0
@@ -162,7 +120,7 @@ def test_killed_sweep_resumes_and_finishes_only_what_is_left(tmp_path, shapes_ta
     gate.mkdir()
     for i in range(2):
         (gate / f"ticket-{i}").touch()
-    ray_tmpdir = Path(tempfile.mkdtemp(prefix="rk", dir="/tmp"))   # short: Ray's socket paths must fit
+    ray_tmpdir = short_ray_tmpdir()
     env = {**os.environ, "RAY_TMPDIR": str(ray_tmpdir)}
     argv = [sys.executable, str(script), *sweep_args(tmp_path, shapes_tar, "--seeds", "3")]
     log = tmp_path / "first_run.log"

@@ -22,6 +22,8 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
+from synthaug.devices import bf16_autocast
+
 SAMPLERS = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler}  # name -> diffusers scheduler class
 DDIM_STEPS = 100  # DDIM's CIFAR-10 quality is close to the full chain's at 100 steps
 SEED_BITS = 63  # seeds in [0, 2**63): any torch.Generator accepts them, and so does a signed int64
@@ -99,12 +101,14 @@ def sample(
     num_train_timesteps: int = 1000,
     beta_schedule: str = "linear",
     scheduler_config: dict | None = None,
+    autocast: bool | None = None,
 ) -> np.ndarray:
     """Draw one image per seed; return them as uint8 NHWC (len(seeds), 32, 32, 3).
 
     class_labels (one per seed) are required for a class-conditional network and refused
     for an unconditional one. Images are generated batch_size at a time; the result does
-    not depend on batch_size. The noise schedule: see build_scheduler.
+    not depend on batch_size. The noise schedule: see build_scheduler. autocast: bf16 autocast
+    (None: on CUDA only; synthaug.devices).
     """
     device = torch.device(device)
     labels = _check_labels(unet, seeds, class_labels)
@@ -120,7 +124,7 @@ def sample(
         for start in range(0, len(seeds), batch_size):
             chunk = slice(start, start + batch_size)
             y = labels[chunk].to(device) if labels is not None else None
-            out.append(_sample_batch(unet, scheduler, scheduler_cfg.eta, seeds[chunk], y, device, bar))
+            out.append(_sample_batch(unet, scheduler, scheduler_cfg.eta, seeds[chunk], y, device, bar, autocast))
     finally:
         bar.close()
         unet.train(was_training)
@@ -153,9 +157,11 @@ def _sample_batch(
     y: torch.Tensor | None,
     device: torch.device,
     bar: tqdm,
+    autocast: bool | None = None,
 ) -> np.ndarray:
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-    x = reverse_chain(scheduler, eta, seeds, shape, device, lambda x, t: unet(x, t, class_labels=y).sample, bar)
+    x = reverse_chain(scheduler, eta, seeds, shape, device, lambda x, t: unet(x, t, class_labels=y).sample, bar,
+                      autocast)
     return to_uint8(x)
 
 
@@ -167,16 +173,18 @@ def reverse_chain(
     device: torch.device,
     predict_noise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     bar: tqdm | None = None,
+    autocast: bool | None = None,
 ) -> torch.Tensor:
     """Run the sampler from noise to x_0 for one batch, one image a seed. Every noise draw (the
     start and each stochastic step) comes from the image's own generator, so an image does not
-    depend on its batch. predict_noise(x_t, t) is the model's epsilon, run under bf16 autocast on CUDA."""
+    depend on its batch. predict_noise(x_t, t) is the model's epsilon, run under bf16 autocast on CUDA
+    (or wherever `autocast` forces it)."""
     generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
     x = torch.cat([torch.randn((1, *shape), generator=g) for g in generators]).to(device)
     x = x * scheduler.init_noise_sigma
     step_kwargs = {"eta": eta} if isinstance(scheduler, DDIMScheduler) else {}
     for t in scheduler.timesteps:
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with bf16_autocast(device, autocast):
             eps = predict_noise(scheduler.scale_model_input(x, t), t.to(device))
         x = scheduler.step(eps.float(), t, x, generator=generators, **step_kwargs).prev_sample
         if bar is not None:

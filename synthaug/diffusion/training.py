@@ -32,6 +32,7 @@ from diffusers import UNet2DModel
 
 from synthaug.diffusion.ddpm import (ADAMW_WEIGHT_DECAY, GRAD_CLIP_NORM, IMAGE_SHAPE, DDPMConfig, build_unet,
                                      noise_scheduler)
+from synthaug.devices import autocast_enabled, bf16_autocast
 from synthaug.files import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,6 @@ class Checkpointing:
     every_seconds: float = 600.0    # ...and at least every 10 minutes, whatever N is
     log_every: int = 50             # loss and images/s every N steps
     grid_every: int = 5000          # a sample grid every N steps (and always at the end)
-
-
-def autocast_enabled(device: torch.device, autocast: bool | None) -> bool:
-    """bf16 autocast: on CUDA unless told otherwise; on the CPU only when asked (tests)."""
-    return device.type == "cuda" if autocast is None else autocast
 
 
 class DDPMTraining:
@@ -93,7 +89,7 @@ class DDPMTraining:
         y = self.y[idx][mine] if self.y is not None else None
         self.model.train()
         xt = self.scheduler.add_noise(x0, noise, t)
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with bf16_autocast(self.device, self.autocast):
             pred = self.network(xt, t, class_labels=y).sample
         loss = torch.nn.functional.mse_loss(pred.float(), noise)
         self.optimizer.zero_grad(set_to_none=True)
