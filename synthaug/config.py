@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass
 
 from synthaug.classifier import TrainConfig
-from synthaug.diffusion.ddpm import DDPMConfig
+from synthaug.diffusion.ddpm import IMPROVED_DDPM, DDPMConfig
 from synthaug.diffusion.sampling import SamplerConfig
 from synthaug.diffusion.training import Checkpointing
 
@@ -147,6 +147,7 @@ class Preset:
     gpus_per_trial: float = 0.45        # two trials share a GPU beside its DDPM server
     server_gpus: float = 0.1            # the DDPM server's share of a GPU
     checkpointing: Checkpointing = Checkpointing()  # generator training: checkpoints, logging, grids
+    alternatives: tuple[str, ...] = ()  # generators train_generators.py trains only when named
     evaluation_per_class: int = 1000    # samples a class behind a trained generator's FID/KID (FID-10k)
 
     def generator(self, name: str) -> GeneratorSpec:
@@ -158,13 +159,13 @@ class Preset:
 
 # 0.22-0.39 s a step on one CPU core (2x(32, 64, 64) at batch 64 took 2.4 s); the cosine
 # schedule gave coloured, class-tinted blobs at 600 steps where the linear one gave grey specks.
-SMOKE_DDPM = DDPMConfig(block_out_channels=(16, 32, 64), layers_per_block=1, attention=False,
+SMOKE_DDPM = DDPMConfig(block_out_channels=(16, 32, 64), layers_per_block=1, attention=False, dropout=0.0,
                         beta_schedule="squaredcos_cap_v2", train_steps=600, batch_size=16, lr=2e-3)
 SMOKE_SAMPLER = SamplerConfig(name="ddim", steps=20)
 SMOKE_TRAIN = TrainConfig(epochs=5, batch_size=64, lr=0.05, width=16)
 SMOKE_LABELLER = TrainConfig(epochs=4, batch_size=64, lr=0.05, width=16)
 
-TINY_DDPM = DDPMConfig(block_out_channels=(16, 32), layers_per_block=1, attention=False,
+TINY_DDPM = DDPMConfig(block_out_channels=(16, 32), layers_per_block=1, attention=False, dropout=0.0,
                        beta_schedule="squaredcos_cap_v2", train_steps=30, batch_size=16, lr=2e-3)
 TINY_TRAIN = TrainConfig(epochs=2, batch_size=32, lr=0.05, width=8)
 
@@ -204,10 +205,15 @@ PRESETS: dict[str, Preset] = {
     "paper": Preset(
         name="paper", data="cifar10", real_per_class=0, test_per_class=0, train=TrainConfig(),
         generators=(
-            GeneratorSpec(name="ddpm-uncond"),
-            GeneratorSpec(name="ddpm-cond", ddpm=DDPMConfig(conditional=True)),
+            # the study's generator: Nichol & Dhariwal's improved DDPM
+            GeneratorSpec(name="ddpm-uncond", ddpm=IMPROVED_DDPM),
+            GeneratorSpec(name="ddpm-cond", ddpm=dataclasses.replace(IMPROVED_DDPM, conditional=True)),
+            # a named alternative: Ho et al.'s DDPM (DDPMConfig's defaults)
+            GeneratorSpec(name="ho-ddpm-uncond"),
+            GeneratorSpec(name="ho-ddpm-cond", ddpm=DDPMConfig(conditional=True)),
             IMAGENET_DIT,
         ),
+        alternatives=("ho-ddpm-uncond", "ho-ddpm-cond"),
     ),
 }
 

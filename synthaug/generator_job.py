@@ -42,7 +42,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = OneLineParser(prog="sweeps/train_generators.py", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="smoke", help=f"one of {', '.join(PRESETS)} (default smoke)")
     parser.add_argument("--generators", default=None,
-                        help="a,b: which of the preset's generators (default: every one trained here)")
+                        help="a,b: which of the preset's generators (default: every one trained here but the named "
+                             "alternatives)")
     parser.add_argument("--data", default=None, help="shapes, cifar10, or a class-folder folder/.tar/.tar.gz "
                                                       "(default: the preset's)")
     parser.add_argument("--address", default=None, help="a Ray cluster (default: start a local Ray)")
@@ -62,7 +63,7 @@ def plan_job(args: argparse.Namespace) -> tuple[JobPlan, Dataset]:
     chosen = preset(args.preset)
     trainable = [g for g in chosen.generators if not (g.pretrained or g.checkpoint)]
     if args.generators is None:
-        specs = trainable
+        specs = [g for g in trainable if g.name not in chosen.alternatives]
     else:
         names = [n.strip() for n in args.generators.split(",") if n.strip()]
         known = {g.name for g in trainable}

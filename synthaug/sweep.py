@@ -12,6 +12,7 @@ parent run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -88,6 +89,9 @@ def parse_args(experiment: Experiment, argv: Sequence[str] | None) -> argparse.N
                                                            "else sqlite:///<cwd>/mlflow.db)")
     parser.add_argument("--storage", default="ray_results", help="Tune results folder (default ./ray_results)")
     parser.add_argument("--cache", default=".synthaug", help="data, generators and pools (default ./.synthaug)")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=FOLDER",
+                        help="serve generator NAME from a local diffusers UNet2DModel folder (e.g. a copy of "
+                             "google/ddpm-cifar10-32 for ddpm-uncond) instead of training it; repeatable")
     parser.add_argument("--fresh", action="store_true", help="start over instead of resuming a matching sweep")
     return parser.parse_args(argv)
 
@@ -114,6 +118,7 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     data = resolve_source(args.data or chosen.data)
     cache_dir = Path(args.cache).resolve()
     dataset = load_dataset(data, cache_dir)
+    chosen = with_checkpoints(chosen, args.checkpoint, dataset)
     fixed = {key: _resolve_value(key, v, dataset) for key, v in
              {**experiment.fixed, **(experiment.paper_fixed if chosen.name == "paper" else {})}.items()}
     base = from_flat(TrialConfig, {**to_flat(TrialConfig(
@@ -139,6 +144,25 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     plan = SweepPlan(experiment, chosen, seeds, grid, arms, base, tuple(configs), cache_dir,
                      Path(args.storage).resolve(), resolve_tracking_uri(args.mlflow_uri), args.address, name)
     return plan, dataset
+
+
+def with_checkpoints(chosen: Preset, flags: Sequence[str], dataset: Dataset) -> Preset:
+    """The preset with each --checkpoint NAME=FOLDER generator served from FOLDER, each folder checked."""
+    from synthaug.diffusion.ddpm import checkpoint_problem
+
+    specs = {g.name: g for g in chosen.generators}
+    for flag in flags:
+        name, _, folder = flag.partition("=")
+        spec = specs.get(name)
+        if not folder or spec is None or spec.pretrained:
+            own = ", ".join(n for n, g in specs.items() if not g.pretrained)
+            raise UsageError(f"--checkpoint: NAME=FOLDER with NAME one of {own}; got {flag!r}")
+        folder = str(Path(folder).resolve())
+        problem = checkpoint_problem(folder, spec.conditional, dataset.num_classes)
+        if problem:
+            raise UsageError(f"--checkpoint {name}: {problem}")
+        specs[name] = dataclasses.replace(spec, checkpoint=folder)
+    return dataclasses.replace(chosen, generators=tuple(specs.values()))
 
 
 def _check_pretrained(chosen: Preset, used: Sequence[str], configs: Sequence[TrialConfig],

@@ -177,3 +177,48 @@ def test_a_killed_job_resumes_at_its_checkpoint_and_trains_only_the_rest(tmp_pat
     history = client.get_metric_history(runs["ddpm-cond"].info.run_id, "loss")
     rerun_steps = sorted(m.step for m in history if m.timestamp >= restarted)
     assert rerun_steps == list(range(at + 1, 151))     # at steps before the kill + these = train_steps
+
+
+def unet_folder(path: Path, **overrides) -> Path:
+    from diffusers import UNet2DModel
+
+    settings = dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
+                    down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                    norm_num_groups=4, add_attention=False)
+    UNet2DModel(**{**settings, **overrides}).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("overrides, generator, problem", [
+    ({"sample_size": 16}, "ddpm-uncond", "makes 16-pixel images with 3 channels in and 3 out"),
+    ({"num_class_embeds": 3}, "ddpm-uncond", "is conditional on 3 classes; this generator is unconditional"),
+    ({}, "ddpm-cond", "is unconditional; this generator is class-conditional on the data's 3 classes"),
+])
+def test_a_checkpoint_folder_of_the_wrong_shape_or_role_is_one_line_and_exit_2(tmp_path, shapes_tar, overrides,
+                                                                               generator, problem):
+    folder = unet_folder(tmp_path / "unet", **overrides)
+    proc = subprocess.run([sys.executable, "sweeps/replace_pct.py", "--preset", "tiny", "--data", str(shapes_tar),
+                           "--checkpoint", f"{generator}={folder}", "--storage", str(tmp_path / "r"),
+                           "--cache", str(tmp_path / "c"), "--mlflow-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--checkpoint {generator}: " in lines[0] and problem in lines[0], proc.stderr
+    assert not (tmp_path / "r").exists() and not (tmp_path / "m.db").exists()
+
+
+def test_a_checkpoint_folder_of_the_right_role_replaces_training(tmp_path, shapes_tar):
+    from synthaug.sweep import parse_args, plan_sweep
+
+    folder = unet_folder(tmp_path / "unet", num_class_embeds=3)
+    experiment = Experiment(name="tiny_checkpoint", grid={"augment_count": [0, 2]},
+                            fixed={"generator": "ddpm-cond", "augment_classes": [0]})
+    args = parse_args(experiment, ["--preset", "tiny", "--data", str(shapes_tar), "--cache", str(tmp_path / "c"),
+                                   "--checkpoint", f"ddpm-cond={folder}"])
+    plan, _ = plan_sweep(experiment, args)
+    assert plan.preset.generator("ddpm-cond").checkpoint == str(folder)
+    assert plan.preset.generator("ddpm-uncond").checkpoint == ""
+    bad = parse_args(experiment, ["--preset", "tiny", "--data", str(shapes_tar), "--cache", str(tmp_path / "c"),
+                                  "--checkpoint", f"nope={folder}"])
+    with pytest.raises(ValueError, match="--checkpoint: NAME=FOLDER with NAME one of ddpm-uncond, ddpm-cond"):
+        plan_sweep(experiment, bad)

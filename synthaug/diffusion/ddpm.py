@@ -1,8 +1,12 @@
-"""A DDPM on 32x32x3 images: the diffusers UNet2DModel, its training loop and its files.
+"""A DDPM on 32x32x3 images: the diffusers UNet2DModel, its recipe and its files.
 
-The network is Ho et al.'s CIFAR-10 DDPM (widths 128-256-256-256, two residual blocks a
-level, single-head self-attention at 16x16), unconditional or class-conditional through a
-learned class embedding (`num_class_embeds`) added to the timestep embedding. Training is
+DDPMConfig's defaults are Ho et al.'s CIFAR-10 DDPM (widths 128-256-256-256, two residual
+blocks a level, single-head self-attention at 16x16, dropout 0.1, linear schedule over 1000
+steps); IMPROVED_DDPM is Nichol & Dhariwal's CIFAR-10 model, the one the study cites (three
+blocks a level, 4-head attention at 16x16 and 8x8, dropout 0.3, scale-shift norm, cosine
+schedule over 4000 steps, lr 1e-4), except for its learned variances (see README).
+Either is unconditional or class-conditional through a learned class embedding
+(`num_class_embeds`) added to the timestep embedding. Training is
 epsilon prediction with an MSE loss, AdamW and an exponential moving average of the
 weights; the EMA weights are what a generator is. The training loop (resumable,
 data-parallel) is in diffusion/training.py.
@@ -27,6 +31,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
 IMAGE_SHAPE = (32, 32, 3)  # CIFAR: height, width, channels (arrays are uint8 NHWC)
+RESOLUTIONS = (32, 16, 8, 4)  # what each UNet level works at
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # what DDPMScheduler offers for images
 GRAD_CLIP_NORM = 1.0  # Ho et al. clip the gradient norm at 1
 ADAMW_WEIGHT_DECAY = 0.0  # Ho et al. used plain Adam; the EMA is the regulariser
@@ -42,7 +47,11 @@ class DDPMConfig:
     num_classes: int = 10  # CIFAR-10
     block_out_channels: tuple[int, ...] = (128, 256, 256, 256)  # the DDPM CIFAR-10 widths; smoke narrows
     layers_per_block: int = 2  # residual blocks a resolution, as in DDPM
-    attention: bool = True  # self-attention at 16x16 like DDPM; smoke may turn it off
+    attention: bool = True  # self-attention (at attention_resolutions and in the middle); smoke turns it off
+    attention_resolutions: tuple[int, ...] = (16,)  # DDPM: 16x16; improved DDPM: 16x16 and 8x8
+    attention_head_dim: int | None = None  # None: one head as wide as the block (DDPM); 64: 4 heads at 256
+    dropout: float = 0.1  # DDPM's CIFAR-10 dropout; improved DDPM's is 0.3
+    scale_shift_norm: bool = False  # improved DDPM's FiLM-style timestep conditioning of GroupNorm
     num_train_timesteps: int = 1000  # T in DDPM
     beta_schedule: str = "linear"  # DDPM's 1e-4 .. 0.02
     train_steps: int = 100_000  # enough for recognisable CIFAR samples (DDPM trained 800k)
@@ -65,6 +74,21 @@ class DDPMConfig:
             ),
             ("layers_per_block", _is_int(self.layers_per_block) and self.layers_per_block >= 1, "an int >= 1"),
             ("attention", isinstance(self.attention, bool), "a bool"),
+            (
+                "attention_resolutions",
+                isinstance(self.attention_resolutions, tuple)
+                and all(r in RESOLUTIONS[: len(self.block_out_channels)] for r in self.attention_resolutions),
+                f"a tuple of resolutions from {RESOLUTIONS[: len(self.block_out_channels)]} (one a level)",
+            ),
+            (
+                "attention_head_dim",
+                self.attention_head_dim is None
+                or (_is_int(self.attention_head_dim) and self.attention_head_dim >= 1
+                    and all(c % self.attention_head_dim == 0 for c in self.block_out_channels)),
+                "None or an int dividing every width",
+            ),
+            ("dropout", _is_number(self.dropout) and 0 <= self.dropout < 1, "a number in [0, 1)"),
+            ("scale_shift_norm", isinstance(self.scale_shift_norm, bool), "a bool"),
             ("num_train_timesteps", _is_int(self.num_train_timesteps) and self.num_train_timesteps >= 2, "an int >= 2"),
             ("beta_schedule", self.beta_schedule in BETA_SCHEDULES, f"one of {', '.join(BETA_SCHEDULES)}"),
             ("train_steps", _is_int(self.train_steps) and self.train_steps >= 1, "an int >= 1"),
@@ -87,9 +111,18 @@ class DDPMConfig:
         if unknown:
             raise ValueError(f"ddpm: unknown fields {unknown}")
         d = dict(d)
-        if "block_out_channels" in d:
-            d["block_out_channels"] = tuple(d["block_out_channels"])
+        for name in ("block_out_channels", "attention_resolutions"):
+            if name in d:
+                d[name] = tuple(d[name])
         return cls(**d)
+
+
+# Nichol & Dhariwal's CIFAR-10 model (improved-diffusion, "--num_channels 128 --num_res_blocks 3
+# --dropout 0.3 --diffusion_steps 4000 --noise_schedule cosine --lr 1e-4 --batch_size 128"), as far
+# as diffusers' UNet2DModel goes; 100k steps where they trained 500k.
+IMPROVED_DDPM = DDPMConfig(layers_per_block=3, attention_resolutions=(16, 8), attention_head_dim=64, dropout=0.3,
+                           scale_shift_norm=True, num_train_timesteps=4000, beta_schedule="squaredcos_cap_v2",
+                           lr=1e-4)
 
 
 def _is_int(x) -> bool:
@@ -107,8 +140,8 @@ def build_unet(cfg: DDPMConfig) -> UNet2DModel:
     """The DDPM UNet for cfg, freshly initialised from torch's global RNG."""
     cfg.validate()
     levels = len(cfg.block_out_channels)
-    # Level 1 works at 16x16 (level 0 is 32x32 and ends by halving): DDPM's attention level.
-    attn = [cfg.attention and i == 1 for i in range(levels)]
+    # Level i works at RESOLUTIONS[i] (level 0 is 32x32 and ends by halving).
+    attn = [cfg.attention and RESOLUTIONS[i] in cfg.attention_resolutions for i in range(levels)]
     down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn)
     up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn))
     return UNet2DModel(
@@ -119,9 +152,11 @@ def build_unet(cfg: DDPMConfig) -> UNet2DModel:
         down_block_types=down,
         up_block_types=up,
         layers_per_block=cfg.layers_per_block,
-        attention_head_dim=None,  # None: one head as wide as the block, like DDPM
+        attention_head_dim=cfg.attention_head_dim,  # None: one head as wide as the block, like DDPM
         add_attention=cfg.attention,  # the middle block's attention (8x8 or lower), as in DDPM
         norm_num_groups=_norm_groups(cfg.block_out_channels),
+        dropout=cfg.dropout,
+        resnet_time_scale_shift="scale_shift" if cfg.scale_shift_norm else "default",
         num_class_embeds=cfg.num_classes if cfg.conditional else None,
     )
 
@@ -212,6 +247,35 @@ def load_generator(directory: str | os.PathLike, device: torch.device | str) -> 
         meta = json.loads(meta_path.read_text())
         cfg = DDPMConfig.from_dict(meta["ddpm"])
     return unet.to(device).eval(), cfg
+
+
+def checkpoint_problem(directory: str | os.PathLike, conditional: bool, num_classes: int) -> str | None:
+    """Why a diffusers UNet2DModel folder cannot serve as a generator of this role, or None.
+
+    It must load from local files, make 32x32x3 images, and be class-conditional over
+    num_classes classes exactly when `conditional` (else have no class embedding)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return f"{str(directory)!r} is not a folder"
+    try:
+        config = UNet2DModel.load_config(_unet_dir(directory), local_files_only=True)
+    except (OSError, ValueError) as err:
+        return f"{str(directory)!r} holds no diffusers UNet2DModel ({str(err).splitlines()[0]})"
+    size = config.get("sample_size")
+    if size not in (32, [32, 32], (32, 32)) or config.get("in_channels") != 3 or config.get("out_channels") != 3:
+        return (f"{str(directory)!r} makes {size}-pixel images with {config.get('in_channels')} channels in and "
+                f"{config.get('out_channels')} out; a generator here makes 32x32x3")
+    classes = config.get("num_class_embeds")
+    if conditional and classes != num_classes:
+        return f"{str(directory)!r} is {'unconditional' if classes is None else f'conditional on {classes} classes'}; " \
+               f"this generator is class-conditional on the data's {num_classes} classes"
+    if not conditional and classes is not None:
+        return f"{str(directory)!r} is conditional on {classes} classes; this generator is unconditional"
+    try:
+        UNet2DModel.from_pretrained(_unet_dir(directory), local_files_only=True, low_cpu_mem_usage=False)
+    except (OSError, ValueError, RuntimeError) as err:
+        return f"{str(directory)!r}: its weights do not load ({str(err).splitlines()[0]})"
+    return None
 
 
 def load_scheduler_config(directory: str | os.PathLike) -> dict | None:

@@ -138,34 +138,38 @@ class DDPMTraining:
         from tqdm.auto import tqdm
 
         leader = self.rank == 0
-        if checkpoint is not None and checkpoint.exists():
-            self.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-            if leader:
-                print(f"ddpm: resuming at step {self.step} of {self.cfg.train_steps} from {checkpoint}", flush=True)
-        total = self.cfg.train_steps
-        bar = tqdm(total=total, initial=self.step, desc="ddpm train", disable=not (progress and leader))
-        last_save, losses, since = time.monotonic(), [], time.perf_counter()
-        while self.step < total:
-            losses.append(self.train_step())
-            bar.update(1)
-            at = self.step
-            if at % policy.log_every == 0 or at == total:
-                mean = torch.stack(losses).mean().item()
-                seconds = time.perf_counter() - since
-                if leader and on_log:
-                    on_log(at, {"loss": mean, "images_per_s": len(losses) * self.cfg.batch_size / seconds,
-                                "steps_per_s": len(losses) / seconds})
-                bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
-                losses, since = [], time.perf_counter()
-            if leader and on_grid and at % policy.grid_every == 0 and at < total:
-                on_grid(at, self.ema)
-            due = at % policy.every_steps == 0 or time.monotonic() - last_save >= policy.every_seconds
-            if checkpoint is not None and at < total and _agree(due, self.world_size):
-                states = gather_rng() if gather_rng else None
+        # Dropout draws from the global RNG: inside the fork it is a function of the seed and the rank
+        # (and, resumed, of the checkpoint), and the caller's RNG is left as it was.
+        with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.seed * 1_000 + self.rank)
+            if checkpoint is not None and checkpoint.exists():
+                self.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
                 if leader:
-                    atomic_torch_save(self.state_dict(states), checkpoint)
-                last_save = time.monotonic()
-        bar.close()
+                    print(f"ddpm: resuming at step {self.step} of {self.cfg.train_steps} from {checkpoint}", flush=True)
+            total = self.cfg.train_steps
+            bar = tqdm(total=total, initial=self.step, desc="ddpm train", disable=not (progress and leader))
+            last_save, losses, since = time.monotonic(), [], time.perf_counter()
+            while self.step < total:
+                losses.append(self.train_step())
+                bar.update(1)
+                at = self.step
+                if at % policy.log_every == 0 or at == total:
+                    mean = torch.stack(losses).mean().item()
+                    seconds = time.perf_counter() - since
+                    if leader and on_log:
+                        on_log(at, {"loss": mean, "images_per_s": len(losses) * self.cfg.batch_size / seconds,
+                                    "steps_per_s": len(losses) / seconds})
+                    bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
+                    losses, since = [], time.perf_counter()
+                if leader and on_grid and at % policy.grid_every == 0 and at < total:
+                    on_grid(at, self.ema)
+                due = at % policy.every_steps == 0 or time.monotonic() - last_save >= policy.every_seconds
+                if checkpoint is not None and at < total and _agree(due, self.world_size):
+                    states = gather_rng() if gather_rng else None
+                    if leader:
+                        atomic_torch_save(self.state_dict(states), checkpoint)
+                    last_save = time.monotonic()
+            bar.close()
         return self.ema.eval()
 
 
