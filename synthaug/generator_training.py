@@ -41,6 +41,7 @@ from synthaug.tracking import ROLE, RunLogger, ensure_experiment
 GENERATORS_EXPERIMENT = "generators"    # MLflow experiment of every generator and labeller run
 ARTIFACT_KEY = "synthaug.artifact_key"  # tag: the cache key a run trained (finds it again on resume)
 GRID_SEEDS = 64                         # a sample grid's images, the same seeds at every step
+ACCEPTANCE_THRESHOLDS = (0.5, 0.7, 0.9)  # confidence filters whose acceptance an evaluation reports
 EVALUATION_PER_CLASS = 100              # samples a class behind FID/KID at the end (FID-1k at 10 classes)
 
 
@@ -77,8 +78,10 @@ class Tracking:
 
 
 def generator_key(spec: GeneratorSpec, dataset: Dataset) -> str:
-    """The generator's identity: its data, its DDPM recipe, its training seed."""
-    return f"{spec.name}-" + digest({"data": dataset.digest, "ddpm": spec.ddpm, "seed": spec.train_seed})[:16]
+    """The trained generator's identity: its data, its DDPM recipe, its training seed (not its name:
+    two generators of one preset that differ only in sampling or filtering share the weights)."""
+    kind = "ddpm-cond" if spec.ddpm.conditional else "ddpm-uncond"
+    return f"{kind}-" + digest({"data": dataset.digest, "ddpm": spec.ddpm, "seed": spec.train_seed})[:16]
 
 
 def generator_dir(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path) -> Path:
@@ -280,6 +283,8 @@ def evaluate_generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, d
                         for i, c in enumerate(dataset.classes)})
     else:
         metrics.update({f"labeller_share.{c}": float((predicted == i).mean()) for i, c in enumerate(dataset.classes)})
+        # what a confidence filter (GeneratorSpec.min_confidence) at each threshold would keep
+        metrics.update({f"acceptance_at_{t:g}": float((probs.max(1) >= t).mean()) for t in ACCEPTANCE_THRESHOLDS})
     run.log_params({"evaluation.samples": n, "evaluation.real": len(real), "evaluation.features": space.name})
     run.log_metrics(metrics, step=spec.ddpm.train_steps)
     run.finish("FINISHED")

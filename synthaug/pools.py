@@ -120,19 +120,33 @@ class PoolStore:
         return chain[::-1]
 
 
-def class_slice(pool: PoolSlice, class_index: int, n: int) -> PoolSlice | None:
-    """The first n samples of the pool labelled class_index, or None when there are fewer."""
-    where = np.flatnonzero(pool.labels == class_index)
+def filtered_id(pool_id: str, min_confidence: float) -> str:
+    """What a pool is once filtered by confidence: the filter is part of its identity."""
+    return f"{pool_id}@confidence>={min_confidence:g}" if min_confidence > 0 else pool_id
+
+
+def accepted(pool: PoolSlice, min_confidence: float) -> np.ndarray:
+    """Which samples a confidence filter keeps."""
+    return pool.confidence >= min_confidence
+
+
+def class_slice(pool: PoolSlice, class_index: int, n: int, min_confidence: float = 0.0) -> PoolSlice | None:
+    """The first n samples of the pool labelled class_index (with at least min_confidence), or None
+    when there are fewer."""
+    where = np.flatnonzero((pool.labels == class_index) & accepted(pool, min_confidence))
     if len(where) < n:
         return None
-    where = where[:n]
-    return PoolSlice(pool.pool_id, pool.indices[where], pool.images[where], pool.labels[where],
-                     pool.confidence[where])
+    return _pick(pool, where[:n], min_confidence)
 
 
-def prefix(pool: PoolSlice, n: int) -> PoolSlice:
-    """Samples [0, n) of the pool, whatever their labels."""
-    return PoolSlice(pool.pool_id, pool.indices[:n], pool.images[:n], pool.labels[:n], pool.confidence[:n])
+def prefix(pool: PoolSlice, n: int, min_confidence: float = 0.0) -> PoolSlice:
+    """The first n samples of the pool (with at least min_confidence), whatever their labels."""
+    return _pick(pool, np.flatnonzero(accepted(pool, min_confidence))[:n], min_confidence)
+
+
+def _pick(pool: PoolSlice, where: np.ndarray, min_confidence: float) -> PoolSlice:
+    return PoolSlice(filtered_id(pool.pool_id, min_confidence), pool.indices[where], pool.images[where],
+                     pool.labels[where], pool.confidence[where])
 
 
 def _empty(pool_id: str) -> PoolSlice:

@@ -21,7 +21,7 @@ import torch
 from synthaug.config import ConfigError, GeneratorSpec
 from synthaug.diffusion.ddpm import load_generator, load_scheduler_config
 from synthaug.diffusion.sampling import image_seed, sample
-from synthaug.pools import UNCONDITIONAL, PoolKey, PoolSlice, PoolStore, class_slice, prefix
+from synthaug.pools import UNCONDITIONAL, PoolKey, PoolSlice, PoolStore, accepted, class_slice, prefix
 from synthaug.prepare import PreparedGenerator, default_device, load_labeller
 
 NAMESPACE = "synthaug"
@@ -88,8 +88,14 @@ class DDPMServer:
         """All of the pool behind class_index (UNCONDITIONAL: the stream) that is made so far."""
         return self._pool(self.key(class_index, seed))
 
-    def counters(self) -> dict[str, int]:
-        return {"generated": self.generated, "served": self.served}
+    def counters(self) -> dict[str, float]:
+        """Images generated and served; for an unconditional generator with a confidence filter, the
+        share of its samples (in every pool this server holds) the filter accepts."""
+        counts: dict[str, float] = {"generated": self.generated, "served": self.served}
+        if not self.prepared.conditional and self.spec.min_confidence > 0 and self._pools:
+            confidence = np.concatenate([p.confidence for p in self._pools.values()])
+            counts["acceptance"] = float((confidence >= self.spec.min_confidence).mean()) if len(confidence) else 0.0
+        return counts
 
     def _class_prefix(self, class_index: int, n: int, seed: int) -> PoolSlice:
         if class_index == UNCONDITIONAL:
@@ -99,17 +105,20 @@ class DDPMServer:
         key = self.key(class_index, seed)
         pool = self._pool(key)
         limit = max(n, 1) * self.num_classes * MAX_STREAM_FACTOR
+        threshold = 0.0 if self.prepared.conditional else self.spec.min_confidence
         while True:
-            found = class_slice(pool, class_index, n)
+            found = class_slice(pool, class_index, n, threshold)
             if found is not None:
                 return found
+            have = int(((pool.labels == class_index) & accepted(pool, threshold)).sum())
             if len(pool.labels) >= limit:
-                raise ShortPoolError(f"pool {key.pool_id}: the labeller gave class {class_index} to "
-                                   f"{int((pool.labels == class_index).sum())} of {len(pool.labels)} samples of "
+                kept = f" with confidence >= {threshold:g}" if threshold else ""
+                raise ShortPoolError(f"pool {key.pool_id}: the labeller gave class {class_index}{kept} to "
+                                   f"{have} of {len(pool.labels)} samples of "
                                    f"{self.spec.name}, {n} needed; a better-trained generator (a larger preset) "
                                    f"or a class-conditional one can make them")
             # conditioned on the class, every sample counts; through the labeller, about 1 in num_classes
-            missing = n - int((pool.labels == class_index).sum())
+            missing = n - have
             pool = self._extend(key, pool, missing if self.prepared.conditional else missing * self.num_classes)
 
     def _stream_prefix(self, n: int, seed: int) -> PoolSlice:
@@ -119,9 +128,15 @@ class DDPMServer:
                               f"{self.spec.name} is class-conditional")
         key = self.key(UNCONDITIONAL, seed)
         pool = self._pool(key)
-        while len(pool.labels) < n:
-            pool = self._extend(key, pool, n - len(pool.labels))
-        return prefix(pool, n)
+        threshold = self.spec.min_confidence
+        limit = max(n, 1) * MAX_STREAM_FACTOR
+        while int(accepted(pool, threshold).sum()) < n:
+            if len(pool.labels) >= limit:
+                raise ShortPoolError(f"pool {key.pool_id}: {int(accepted(pool, threshold).sum())} of "
+                                     f"{len(pool.labels)} samples of {self.spec.name} reach confidence "
+                                     f"{threshold:g}, {n} needed; lower generator.min_confidence")
+            pool = self._extend(key, pool, n - int(accepted(pool, threshold).sum()))
+        return prefix(pool, n, threshold)
 
     def _pool(self, key: PoolKey) -> PoolSlice:
         if key.pool_id not in self._pools:

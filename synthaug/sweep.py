@@ -265,8 +265,11 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False) -> int:
 
     counters = {g: ray.get(s.counters.remote()) for g, s in servers.items()}
     for generator, count in counters.items():
+        kept = (f"; its confidence filter kept {count['acceptance']:.1%} of the samples it labelled"
+                if "acceptance" in count else "")
         print(f"DDPM server {generator}: generated {count['generated']} images this sweep, "
-              f"served {count['served']} to trials")
+              f"served {count['served']} to trials{kept}")
+    parent.log_metrics({f"pool_acceptance.{g}": c["acceptance"] for g, c in counters.items() if "acceptance" in c})
     parent.log_metrics({"pool_images_generated": sum(c["generated"] for c in counters.values()),
                         "pool_images_served": sum(c["served"] for c in counters.values())})
     rows = [{**{k: r.config.get(k) for k in [*plan.grid, "seed"]}, **r.metrics}

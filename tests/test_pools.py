@@ -1,5 +1,6 @@
 """The pool store and the DDPM server: generated once, nested, identical for every reader."""
 
+import dataclasses
 import numpy as np
 import pytest
 import ray
@@ -97,6 +98,30 @@ def test_unconditional_class_pools_are_views_of_one_labelled_stream(unconditiona
         expected = class_slice(stream, int(c), 1)
         got = server.take(int(c), 1, seed=0)
         assert np.array_equal(got.images, expected.images) and got.indices[0] == expected.indices[0]
+
+
+def test_a_confidence_filter_serves_the_confident_samples_of_the_same_stream_under_its_own_identity(
+        unconditional, tmp_path):
+    spec, gen = unconditional
+    plain = DDPMServer(gen, spec, str(tmp_path), classes=TEN, device="cpu", progress=False)
+    key = plain.key(0, 0)
+    plain._extend(key, plain.pool(UNCONDITIONAL, 0), spec.shard_size)
+    stream = plain.pool(UNCONDITIONAL, 0)
+    threshold = float(np.median(stream.confidence))         # about half the samples pass
+    strict = DDPMServer(gen, dataclasses.replace(spec, min_confidence=threshold), str(tmp_path), classes=TEN,
+                        device="cpu", progress=False)
+    assert strict.key(0, 0) == key                          # the same stored stream: nothing regenerated
+    confident = stream.confidence >= threshold
+    c = int(np.bincount(stream.labels[confident]).argmax())
+    got = strict.take(c, 2, seed=0)
+    assert got.pool_id == f"{key.pool_id}@confidence>={threshold:g}" != plain.take(c, 2, seed=0).pool_id
+    assert (got.confidence >= threshold).all() and (got.labels == c).all()
+    assert list(got.indices) == list(np.flatnonzero((stream.labels == c) & confident)[:2])
+    first = strict.take(UNCONDITIONAL, 3, seed=0)
+    assert list(first.indices) == list(np.flatnonzero(confident)[:3])
+    assert strict.counters()["generated"] == 0
+    assert strict.counters()["acceptance"] == pytest.approx(confident.mean())
+    assert "acceptance" not in plain.counters()
 
 
 def test_the_stream_is_the_unconditional_pool_in_order_and_nests_with_class_pools(unconditional, conditional,
