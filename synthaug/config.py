@@ -152,6 +152,7 @@ class Preset:
     cpus_per_trial: float = 1.0         # one core a trial: two trials at once on a 2-core laptop
     gpus_per_trial: float = 0.45        # two trials share a GPU beside its DDPM server
     server_gpus: float = 0.1            # the DDPM server's share of a GPU
+    warmup_replicas: int = 0            # pool warm-up servers a generator; 0: one a free GPU (1 without GPUs)
     checkpointing: Checkpointing = Checkpointing()  # generator training: checkpoints, logging, grids
     alternatives: tuple[str, ...] = ()  # generators train_generators.py trains only when named
     evaluation_per_class: int = 1000    # samples a class behind a trained generator's FID/KID (FID-10k)

@@ -1,12 +1,26 @@
 """What differs on a GPU, in one place, parameterised by the device so the CPU can run it too.
 
+The device a process uses is the one it sees (torch.cuda.is_available(), which follows
+CUDA_VISIBLE_DEVICES as Ray sets it), never what Ray reserved for it: a Ray node that only
+declares a GPU runs everything on the CPU. SYNTHAUG_DEVICE=cpu (or cuda) forces the choice
+in every process of a local Ray (workers inherit the driver's environment).
+
 bf16 autocast is on for CUDA and off for the CPU unless a caller forces it (`autocast=True`):
 the tests do, so a dtype bug in the GPU's path shows on this machine and not on the first GPU.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
+
+DEVICE_ENV = "SYNTHAUG_DEVICE"     # a documented override: cpu or cuda
+
+
+def default_device() -> str:
+    """$SYNTHAUG_DEVICE if set, else cuda when this process sees a GPU, else cpu."""
+    return os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def autocast_enabled(device: torch.device | str, autocast: bool | None = None) -> bool:

@@ -52,7 +52,8 @@ from synthaug.config import GeneratorSpec, Preset  # noqa: E402
 from synthaug.data import Dataset, load_dataset  # noqa: E402
 from synthaug.figures import SampleGrid, plot_sample_grids  # noqa: E402
 from synthaug.pools import UNCONDITIONAL  # noqa: E402
-from synthaug.prepare import (PreparedGenerator, default_device, load_labeller, prepare_generator,  # noqa: E402
+from synthaug.devices import default_device  # noqa: E402
+from synthaug.prepare import (PreparedGenerator, load_labeller, prepare_generator,  # noqa: E402
                               prepare_labeller)
 from synthaug.server import DDPMServer, ShortPoolError  # noqa: E402
 from synthaug.significance import format_p, markdown_table  # noqa: E402

@@ -15,10 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from synthaug.config import GeneratorSpec
 from synthaug.data import Dataset, load_dataset
+from synthaug.devices import default_device
 from synthaug.diffusion.ddpm import load_generator, weights_digest
 from synthaug.diffusion.training import Checkpointing
 from synthaug.generator_training import (EVALUATION_PER_CLASS, Tracking, evaluate_generator, load_labeller,
@@ -39,10 +38,6 @@ class PreparedGenerator:
     labeller_digest: str = ""
     labeller_test_acc: float = float("nan")
     run_id: str = ""            # the MLflow run that trained it ("" when loaded, or not tracked)
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def prepare_generator(spec: GeneratorSpec, data_source: str, cache_dir: str | Path,

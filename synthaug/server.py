@@ -22,7 +22,8 @@ from synthaug.config import ConfigError, GeneratorSpec
 from synthaug.diffusion.ddpm import load_generator, load_scheduler_config
 from synthaug.diffusion.sampling import image_seed, sample
 from synthaug.pools import UNCONDITIONAL, PoolKey, PoolSlice, PoolStore, accepted, class_slice, prefix
-from synthaug.prepare import PreparedGenerator, default_device, load_labeller
+from synthaug.devices import default_device
+from synthaug.prepare import PreparedGenerator, load_labeller
 
 NAMESPACE = "synthaug"
 MAX_STREAM_FACTOR = 20      # an unconditional pool gives up on a class after 20x its fair share
@@ -189,15 +190,15 @@ class DDPMServer:
 
 
 def make_server_actor(prepared: PreparedGenerator, spec: GeneratorSpec, store_root: str,
-                      classes: Sequence[str], replica: int = 0, num_gpus: float = 0.0):
+                      classes: Sequence[str], replica: int = 0, num_gpus: float = 0.0, num_cpus: float = 0.0):
     """Create (or find, when it is already alive) the named server actor. Call on the driver."""
     import ray
 
     actor_cls = ray.remote(DDPMServer)
     return actor_cls.options(name=server_name(spec.name, replica), namespace=NAMESPACE, get_if_exists=True,
-                             num_cpus=0, num_gpus=num_gpus, max_restarts=-1, max_task_retries=-1,
+                             num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=-1, max_task_retries=-1,
                              lifetime=None).remote(prepared, spec, store_root, tuple(classes),
-                                                   "cuda" if num_gpus > 0 else "cpu")
+                                                   None)      # the device the actor sees
 
 
 def get_server(generator: str, replica: int = 0):

@@ -215,6 +215,7 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False) -> int:
 
     from synthaug import tracking
     from synthaug.server import NAMESPACE
+    from synthaug.serving import start_servers
     from synthaug.trial import ARMS, CONFIG, CONTEXT, TrialContext, run_trial
 
     print(f"sweep {plan.name}: {len(plan.configs)} trials "
@@ -233,7 +234,7 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False) -> int:
     parent = _parent_run(plan, experiment_id, sweep_dir, reuse=not fresh)
 
     try:
-        servers = start_servers(plan, dataset, parent)
+        servers, warmed = start_servers(plan, dataset, parent)
     except ray.exceptions.RayTaskError as err:      # a generator that cannot make a pool the grid needs
         print(f"error: {str(err.cause).splitlines()[0] if err.cause else err}", file=sys.stderr)
         ray.shutdown()
@@ -265,6 +266,7 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False) -> int:
 
     counters = {g: ray.get(s.counters.remote()) for g, s in servers.items()}
     for generator, count in counters.items():
+        count["generated"] += warmed.get(generator, 0)     # by the warm-up replicas, gone by now
         kept = (f"; its confidence filter kept {count['acceptance']:.1%} of the samples it labelled"
                 if "acceptance" in count else "")
         print(f"DDPM server {generator}: generated {count['generated']} images this sweep, "
@@ -289,56 +291,6 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False) -> int:
               f"rerun the same command to resume.")
         return 1 if errors else 130
     return 0
-
-
-def start_servers(plan: SweepPlan, dataset: Dataset, parent) -> dict[str, Any]:
-    """Prepare each generator the grid uses, start its named server, generate every pool up front."""
-    import ray
-    from tqdm import tqdm
-
-    from synthaug.generator_training import GENERATORS_EXPERIMENT
-    from synthaug.mixing import synthetic_requests
-    from synthaug.prepare import prepare_generator
-    from synthaug.server import make_server_actor
-
-    gpus = ray.cluster_resources().get("GPU", 0)
-    # One CPU thread: on a shared 2-core machine two torch threads ran a small UNet 3-10x slower.
-    prepare = ray.remote(prepare_generator).options(num_gpus=1 if gpus else 0, num_cpus=1)
-    specs = [plan.preset.generator(name) for name in plan.generators]
-    print(f"preparing generators {', '.join(plan.generators)} (trained once, then cached under {plan.cache_dir}; "
-          f"training runs in the MLflow experiment '{GENERATORS_EXPERIMENT}')")
-    # Every generator is ready before any server holds a GPU share: on a one-GPU node a second
-    # preparation asking for the whole GPU would otherwise wait forever behind the first server.
-    prepared_all = ray.get([prepare.remote(spec, plan.base.data, str(plan.cache_dir), tracking_uri=plan.tracking_uri,
-                                           policy=plan.preset.checkpointing,
-                                           evaluation_per_class=plan.preset.evaluation_per_class)
-                            for spec in specs])
-    servers = {}
-    for spec, prepared in zip(specs, prepared_all):
-        name = spec.name
-        if not prepared.conditional:
-            parent.log_metrics({f"labeller_test_acc.{name}": prepared.labeller_test_acc})
-        parent.set_tags({f"synthaug.generator.{name}.weights": prepared.weights_digest,
-                         **({f"synthaug.generator.{name}.run_id": prepared.run_id} if prepared.run_id else {})})
-        servers[name] = make_server_actor(prepared, spec, str(plan.cache_dir / "pools"), dataset.classes,
-                                          num_gpus=plan.preset.server_gpus if gpus else 0)
-    needed: dict[tuple[str, int, int], int] = {}
-    for cfg in plan.configs:
-        if cfg.uses_synthetic:
-            for c, n in synthetic_requests(cfg, dataset).items():
-                key = (cfg.generator, c, cfg.seed)
-                needed[key] = max(needed.get(key, 0), n)
-    # Every request at once: each server works through its own queue, the servers side by side.
-    pending = [servers[name].ensure.remote(c, n, seed) for (name, c, seed), n in sorted(needed.items())]
-    generated = 0
-    with tqdm(total=len(pending), desc="warming pools", unit="pool") as bar:
-        while pending:
-            done, pending = ray.wait(pending)
-            generated += sum(ray.get(done))
-            bar.update(len(done))
-    print(f"pools ready: {len(needed)} (generator, class, seed) prefixes, {generated} images generated now")
-    parent.log_metrics({"pool_images_generated": generated})      # logged before trials: a kill keeps it
-    return servers
 
 
 def _parent_run(plan: SweepPlan, experiment_id: str, sweep_dir: Path, reuse: bool):

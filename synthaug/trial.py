@@ -28,6 +28,7 @@ from synthaug import report
 from synthaug.classifier import Evaluation, Trainer, evaluate
 from synthaug.config import TrialConfig, digest, from_flat, to_flat
 from synthaug.data import Dataset, load_dataset
+from synthaug.devices import default_device
 from synthaug.mixing import TrainingSet, compose, select_test
 from synthaug.server import get_server
 from synthaug.tracking import CELL, SWEEP, TRIAL_ID, RunLogger
@@ -73,7 +74,7 @@ def cell_key(cfg: TrialConfig) -> str:
 def run_trial(params: dict) -> None:
     cfg = trial_config(params)
     ctx = TrialContext(**params[CONTEXT])
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
     torch.set_num_threads(_assigned_cpus())
     run = RunLogger.for_trial(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_key(cfg),
                               run_name=_run_name(cfg), tags={SWEEP: ctx.sweep, CELL: cell_key(cfg),

@@ -168,3 +168,36 @@ def test_trials_asking_for_the_same_pool_get_identical_images(conditional, tmp_p
     counters = ray.get(server.counters.remote())
     assert counters["served"] == 6 and counters["generated"] > 0
     assert ray.get(server.ensure.remote(4, 3, 7)) == 0
+
+
+def test_warm_up_replicas_do_not_change_a_pool_byte(tmp_path, shapes_tar, monkeypatch, capsys):
+    """Two warm-up replicas a generator (CPU actors here, one a GPU on a cluster) against one."""
+    import shutil
+
+    from synthaug.config import PRESETS
+    from synthaug.pools import PoolStore
+    from synthaug.sweep import Experiment, main
+
+    monkeypatch.setitem(PRESETS, "tiny_warmers", dataclasses.replace(PRESETS["tiny"], name="tiny_warmers",
+                                                                     warmup_replicas=2))
+    experiment = Experiment(name="tiny_warm", grid={"replace_pct": [20]}, fixed={"generator": "ddpm-cond"})
+
+    def sweep(preset_name, cache):
+        return main(experiment, ["--preset", preset_name, "--seeds", "1", "--data", str(shapes_tar),
+                                 "--cache", str(cache), "--storage", str(tmp_path / f"ray-{preset_name}"),
+                                 "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+
+    assert sweep("tiny_warmers", tmp_path / "two") == 0
+    assert "warming ddpm-cond pools on 2 replicas" in capsys.readouterr().err
+    shutil.copytree(tmp_path / "two" / "generators", tmp_path / "one" / "generators")   # the same weights
+    assert sweep("tiny", tmp_path / "one") == 0
+
+    def pools(cache):
+        store = PoolStore(cache / "pools")
+        ids = sorted(p.name for p in (cache / "pools").iterdir() if p.is_dir())
+        return {i: store.read(i) for i in ids}
+    two, one = pools(tmp_path / "two"), pools(tmp_path / "one")
+    assert len(two) == 3 and sorted(two) == sorted(one)          # 3 classes, 1 seed, split over 2 replicas
+    for pool_id, pool in two.items():
+        assert pool.images.tobytes() == one[pool_id].images.tobytes()
+        assert np.array_equal(pool.labels, one[pool_id].labels)

@@ -196,3 +196,25 @@ def test_a_stream_arm_on_a_conditional_generator_is_refused_before_anything_star
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "augment_mode: stream needs an unconditional generator" in err[0]
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()
+
+
+def test_sweeps_on_a_node_declaring_one_gpu_schedule_every_task_and_actor(tmp_path, shapes_tar):
+    """Preparation (a whole GPU), two servers (a share each) and trials (a share each) on one GPU:
+    nothing waits forever. The GPU is only declared, so every process runs on the CPU it sees."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    cluster.add_node(num_cpus=2, num_gpus=1)
+    try:
+        both = Experiment(name="tiny_one_gpu_arms", grid={}, arms={k: ARMS.arms[k] for k in ("conditional", "unconditional")},
+                          fixed=ARMS.fixed)
+        targeted = Experiment(name="tiny_one_gpu_long_tail", grid={"augment_classes": [[], [2]]},
+                              fixed={"imbalance": 0.5, "generator": "ddpm-cond", "augment_count": 3})
+        for experiment in (both, targeted):
+            assert main(experiment, sweep_args(tmp_path, shapes_tar, "--seeds", "1", "--address", cluster.address)) == 0
+            _, trials = runs(tmp_path, experiment.name, "trial")
+            assert len(trials) == 2 and {r.info.status for r in trials} == {"FINISHED"}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

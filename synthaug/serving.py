@@ -1,0 +1,118 @@
+"""A sweep's generators, served: prepared, one shared server each, every pool warmed before trials.
+
+Every generator is prepared (trained once and cached, or loaded) before any server holds a GPU
+share: on a one-GPU node a second preparation asking for the whole GPU would otherwise wait
+forever behind the first server. Each generator then gets one named server (replica 0, a small
+GPU share) that trials read from for the whole sweep.
+
+Warm-up generates every pool prefix the trials will ask for before they start. With several
+GPUs it uses all of them: the generators are warmed one after the other, each by one extra
+replica a GPU (whole GPUs, at most MAX_WARMUP_REPLICAS) that is killed when its pools are on
+disk; a pool is always made by the same replica (replica_for), and because image k of a pool
+comes from its own seed, the bytes on disk do not depend on how many replicas made them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from synthaug.data import Dataset
+
+MAX_WARMUP_REPLICAS = 8     # warm-up servers a generator, one a GPU
+
+
+def warmup_replicas(preset_setting: int, gpus: float, generators: int, server_gpus: float) -> int:
+    """How many warm-up replicas a generator gets: the preset's setting, else one a whole GPU left
+    free by the serving replicas (at most MAX_WARMUP_REPLICAS), else 1 (replica 0 warms alone)."""
+    if preset_setting:
+        return preset_setting
+    free = int(gpus - generators * server_gpus)
+    return max(1, min(MAX_WARMUP_REPLICAS, free))
+
+
+def start_servers(plan, dataset: Dataset, parent) -> tuple[dict[str, Any], dict[str, int]]:
+    """Prepare each generator the grid uses, start its named server, generate every pool up front.
+    Returns the serving actors and the images each generator's warm-up replicas generated."""
+    import ray
+
+    from synthaug.generator_training import GENERATORS_EXPERIMENT
+    from synthaug.prepare import prepare_generator
+    from synthaug.server import make_server_actor
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    # One CPU thread: on a shared 2-core machine two torch threads ran a small UNet 3-10x slower.
+    prepare = ray.remote(prepare_generator).options(num_gpus=1 if gpus else 0, num_cpus=1)
+    specs = [plan.preset.generator(name) for name in plan.generators]
+    print(f"preparing generators {', '.join(plan.generators)} (trained once, then cached under {plan.cache_dir}; "
+          f"training runs in the MLflow experiment '{GENERATORS_EXPERIMENT}')")
+    prepared_all = ray.get([prepare.remote(spec, plan.base.data, str(plan.cache_dir), tracking_uri=plan.tracking_uri,
+                                           policy=plan.preset.checkpointing,
+                                           evaluation_per_class=plan.preset.evaluation_per_class)
+                            for spec in specs])
+    servers, prepared_by_name = {}, {}
+    for spec, prepared in zip(specs, prepared_all):
+        name = spec.name
+        if not prepared.conditional:
+            parent.log_metrics({f"labeller_test_acc.{name}": prepared.labeller_test_acc})
+        parent.set_tags({f"synthaug.generator.{name}.weights": prepared.weights_digest,
+                         **({f"synthaug.generator.{name}.run_id": prepared.run_id} if prepared.run_id else {})})
+        servers[name] = make_server_actor(prepared, spec, str(plan.cache_dir / "pools"), dataset.classes,
+                                          num_gpus=plan.preset.server_gpus if gpus else 0)
+        prepared_by_name[name] = prepared
+    needed = pool_requests(plan, dataset)
+    replicas = warmup_replicas(plan.preset.warmup_replicas, gpus, len(servers), plan.preset.server_gpus)
+    if replicas == 1:
+        warmed = _warm(needed, lambda name, c, seed: servers[name], "warming pools")
+    else:
+        warmed = {}
+        for spec in specs:
+            warmers = [make_server_actor(prepared_by_name[spec.name], spec, str(plan.cache_dir / "pools"),
+                                         dataset.classes, replica=r + 1, num_gpus=1 if gpus else 0,
+                                         num_cpus=0 if gpus else 1)
+                       for r in range(replicas)]
+            mine = {k: n for k, n in needed.items() if k[0] == spec.name}
+            route = lambda name, c, seed: warmers[replica_for(c, seed, replicas, prepared_by_name[name].conditional)]  # noqa: E731
+            warmed.update(_warm(mine, route, f"warming {spec.name} pools on {replicas} replicas"))
+            for actor in warmers:
+                ray.kill(actor, no_restart=True)
+    total = sum(warmed.values())
+    print(f"pools ready: {len(needed)} (generator, class, seed) prefixes, {total} images generated now")
+    parent.log_metrics({"pool_images_generated": total})      # logged before trials: a kill keeps it
+    return servers, warmed
+
+
+def pool_requests(plan, dataset: Dataset) -> dict[tuple[str, int, int], int]:
+    """(generator, class, seed) -> the longest prefix of that pool any trial of the plan takes."""
+    from synthaug.mixing import synthetic_requests
+
+    needed: dict[tuple[str, int, int], int] = {}
+    for cfg in plan.configs:
+        if cfg.uses_synthetic:
+            for c, n in synthetic_requests(cfg, dataset).items():
+                key = (cfg.generator, c, cfg.seed)
+                needed[key] = max(needed.get(key, 0), n)
+    return needed
+
+
+def replica_for(class_index: int, seed: int, replicas: int, conditional: bool) -> int:
+    """The replica that makes a pool: an unconditional generator's class pools are views of one
+    stream a seed, so they go by seed; a conditional generator's pools by class and seed."""
+    return (class_index * 1_000_003 + seed) % replicas if conditional else seed % replicas
+
+
+def _warm(needed: dict[tuple[str, int, int], int], route, description: str) -> dict[str, int]:
+    """Every request at once: each server works through its own queue, the servers side by side.
+    Returns the images generated a generator."""
+    import ray
+    from tqdm import tqdm
+
+    pending = {route(name, c, seed).ensure.remote(c, n, seed): name for (name, c, seed), n in sorted(needed.items())}
+    generated: dict[str, int] = {}
+    with tqdm(total=len(pending), desc=description, unit="pool") as bar:
+        waiting = list(pending)
+        while waiting:
+            done, waiting = ray.wait(waiting)
+            for ref in done:
+                generated[pending[ref]] = generated.get(pending[ref], 0) + ray.get(ref)
+            bar.update(len(done))
+    return generated
