@@ -3,7 +3,9 @@
 Only MlflowClient is used (never the fluent API's global active run), so a Ray worker that
 Tune reuses for the next trial carries no run state over. Conventions the analysis reads:
 
-    tags    synthaug.role = sweep | trial | analysis
+    tags    synthaug.role = sweep | trial | analysis | generator | labeller
+            synthaug.artifact_key = <cache key>   (generator and labeller runs, experiment "generators")
+            synthaug.generator.<name>.run_id = <the run that trained it>   (sweep runs)
             synthaug.analysis = figures | fidelity   (analysis runs of those scripts)
             synthaug.sweep = <sweep name>         (the Tune experiment; on every run)
             synthaug.trial_key = <digest of the full config>  (child runs; finds a trial's run again,
