@@ -40,7 +40,7 @@ from synthaug.tracking import ROLE, RunLogger, ensure_experiment
 
 GENERATORS_EXPERIMENT = "generators"    # MLflow experiment of every generator and labeller run
 ARTIFACT_KEY = "synthaug.artifact_key"  # tag: the cache key a run trained (finds it again on resume)
-GRID_SEEDS = 64                         # a sample grid's images, the same seeds at every step
+GRID_SEEDS = 64                         # an unconditional grid's images (8 a class when conditional)
 ACCEPTANCE_THRESHOLDS = (0.5, 0.7, 0.9)  # confidence filters whose acceptance an evaluation reports
 EVALUATION_PER_CLASS = 100              # samples a class behind FID/KID at the end (FID-1k at 10 classes)
 
@@ -159,11 +159,11 @@ def _train_generator(spec, dataset, cache_dir, device, tracking, policy, rank, w
 
 
 def log_sample_grid(run: RunLogger, unet, spec: GeneratorSpec, classes, step: int, device) -> None:
-    """GRID_SEEDS images from fixed seeds (8 a class when conditional) as samples/step_<step>.png."""
+    """Images from fixed seeds (GRID_SEEDS, or 8 a class when conditional) as samples/step_<step>.png."""
     from synthaug.report import save_grid
 
     conditional = unet.config.num_class_embeds is not None
-    rows = min(len(classes), GRID_SEEDS // 8) if conditional else GRID_SEEDS // 8
+    rows = len(classes) if conditional else GRID_SEEDS // 8
     labels = np.repeat(np.arange(rows), 8)
     seeds = [image_seed("sample-grid", i) for i in range(len(labels))]
     images = sample(unet, spec.sampler, seeds, labels if conditional else None, device, progress=False,

@@ -46,6 +46,7 @@ CIFAR10_TO_IMAGENET: dict[str, tuple[int, ...]] = {
 LABEL_MAPS: dict[str, dict[str, tuple[int, ...]]] = {"cifar10-imagenet": CIFAR10_TO_IMAGENET}
 NULL_CLASS = 1000           # DiT's unconditional ("null") class, for classifier-free guidance
 SIZE = 32
+VAE_DECODE_CHUNK = 16       # latents a VAE decode: ~16 x 256x256 activations at once, whatever the sampling batch
 
 
 def label_map(name: str) -> dict[str, tuple[int, ...]]:
@@ -86,7 +87,7 @@ def load_pipeline(path: str, device: str | torch.device):
     from diffusers import DiTPipeline
 
     try:
-        pipe = DiTPipeline.from_pretrained(path)
+        pipe = DiTPipeline.from_pretrained(path, local_files_only=True)     # checked before Ray starts; never downloads
     except (OSError, ValueError) as err:
         raise FileNotFoundError(f"pretrained: cannot load a DiTPipeline from {path!r} ({str(err).splitlines()[0]}); "
                                 f"download it once (huggingface-cli download {path})") from None
@@ -138,6 +139,13 @@ def _sample_batch(pipe, scheduler, eta: float, seeds: Sequence[int], labels: Seq
         return eps
 
     latents = reverse_chain(scheduler, eta, seeds, (channels, size, size), device, predict_noise)
+    return np.concatenate([_decode(vae, latents[i:i + VAE_DECODE_CHUNK])
+                           for i in range(0, len(latents), VAE_DECODE_CHUNK)])
+
+
+def _decode(vae, latents: torch.Tensor) -> np.ndarray:
+    """At most VAE_DECODE_CHUNK latents through the VAE, resized to 32x32 at once: the decoder's
+    256x256 activations are what bound a sampling batch's memory, not the batch size."""
     images = vae.decode(latents / vae.config.scaling_factor).sample.float()
     if images.shape[-1] != SIZE:
         images = F.interpolate(images, size=(SIZE, SIZE), mode="bilinear", antialias=True, align_corners=False)
