@@ -53,6 +53,11 @@ class GeneratorSpec:
     def conditional(self) -> bool:
         return self.ddpm.conditional or bool(self.pretrained)
 
+    @property
+    def kind(self) -> str:
+        """Its kind in synthaug.generators.KINDS: how it is obtained, checked, loaded and sampled."""
+        return "pretrained-dit" if self.pretrained else "checkpoint" if self.checkpoint else "ddpm"
+
     def validate(self) -> None:
         if not self.name or "/" in self.name:
             raise ConfigError(f"generator.name: a non-empty name without '/', got {self.name!r}")

@@ -390,11 +390,11 @@ def run_fidelity(settings: Settings) -> FidelityResult:
 def usable_generators(specs: Sequence[GeneratorSpec], classes: Sequence[str]) -> tuple[list[GeneratorSpec], list[str]]:
     """The preset's generators that can serve here, and a note for each one left out (a
     pretrained model that is not on this machine, or whose label map misses a class)."""
-    from synthaug.diffusion.imagenet import unavailable
+    from synthaug.generators import generator_kind
 
     usable, notes = [], []
     for spec in specs:
-        problem = unavailable(spec.pretrained, spec.label_map, classes) if spec.pretrained else None
+        problem = generator_kind(spec).problem(spec, classes, classes)
         if problem:
             notes.append(f"{spec.name} left out: {problem}")
         else:

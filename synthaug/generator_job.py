@@ -58,10 +58,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def plan_job(args: argparse.Namespace) -> tuple[JobPlan, Dataset]:
     """Resolve and validate everything; touches no Ray, no GPU, no MLflow."""
+    from synthaug.generators import generator_kind
     from synthaug.tracking import resolve_tracking_uri
 
     chosen = preset(args.preset)
-    trainable = [g for g in chosen.generators if not (g.pretrained or g.checkpoint)]
+    trainable = [g for g in chosen.generators if generator_kind(g).trains]
     if args.generators is None:
         specs = [g for g in trainable if g.name not in chosen.alternatives]
     else:

@@ -18,10 +18,10 @@ from pathlib import Path
 from synthaug.config import GeneratorSpec
 from synthaug.data import Dataset, load_dataset
 from synthaug.devices import default_device
-from synthaug.diffusion.ddpm import load_generator, weights_digest
 from synthaug.diffusion.training import Checkpointing
 from synthaug.generator_training import (EVALUATION_PER_CLASS, Tracking, evaluate_generator, load_labeller,
-                                         train_generator, train_labeller)
+                                         train_labeller)
+from synthaug.generators import generator_kind
 
 __all__ = ["PreparedGenerator", "default_device", "load_labeller", "prepare_generator", "prepare_labeller"]
 
@@ -52,9 +52,9 @@ def prepare_generator(spec: GeneratorSpec, data_source: str, cache_dir: str | Pa
     cache_dir = Path(cache_dir)
     dataset = dataset or load_dataset(data_source, cache_dir)
     tracking = Tracking.at(tracking_uri) if tracking_uri else None
-    directory, weights = _generator(spec, dataset, cache_dir, device, progress, tracking, policy)
-    trained_here = not (spec.pretrained or spec.checkpoint)
-    evaluated = tracking is not None and trained_here
+    kind = generator_kind(spec)
+    directory, weights = kind.prepare(spec, dataset, cache_dir, device, tracking, policy, progress)
+    evaluated = tracking is not None and kind.trains
     if spec.conditional and not evaluated:     # nothing to label, nothing to judge
         return PreparedGenerator(spec.name, str(directory), weights, True)
     path, labeller_digest, test_acc = prepare_labeller(spec, dataset, cache_dir, device, progress, tracking)
@@ -64,18 +64,6 @@ def prepare_generator(spec: GeneratorSpec, data_source: str, cache_dir: str | Pa
         run_id = tracking.run_id(Path(directory).name)
     return PreparedGenerator(spec.name, str(directory), weights, spec.conditional, str(path), labeller_digest,
                              test_acc, run_id)
-
-
-def _generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, device: str, progress: bool,
-               tracking: Tracking | None, policy: Checkpointing) -> tuple[Path | str, str]:
-    if spec.pretrained:
-        from synthaug.diffusion.imagenet import load_pipeline, pipeline_digest
-        return spec.pretrained, pipeline_digest(load_pipeline(spec.pretrained, "cpu"), spec.label_map,
-                                                spec.guidance_scale)
-    if spec.checkpoint:
-        model, _ = load_generator(spec.checkpoint, "cpu")
-        return Path(spec.checkpoint), weights_digest(model)
-    return train_generator(spec, dataset, cache_dir, device, tracking, policy, progress=progress)
 
 
 def prepare_labeller(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, device: str, progress: bool,

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from synthaug.config import ConfigError, GeneratorSpec
-from synthaug.diffusion.ddpm import load_generator, load_scheduler_config
-from synthaug.diffusion.sampling import image_seed, sample
+from synthaug.diffusion.sampling import image_seed
+from synthaug.generators import generator_kind
 from synthaug.pools import UNCONDITIONAL, PoolKey, PoolSlice, PoolStore, accepted, class_slice, prefix
 from synthaug.devices import default_device
 from synthaug.prepare import PreparedGenerator, load_labeller
@@ -52,15 +52,8 @@ class DDPMServer:
         self.progress = progress
         if self.device == "cpu":
             torch.set_num_threads(1)            # trials own the cores; the server only tops pools up
-        self.unet = self.pipeline = None
-        if spec.pretrained:
-            from synthaug.diffusion.imagenet import load_pipeline
-            self.pipeline = load_pipeline(prepared.directory, self.device)
-            self.schedule = dict(self.pipeline.scheduler.config)
-        else:
-            self.unet, _ = load_generator(prepared.directory, self.device)
-            self.schedule = load_scheduler_config(prepared.directory) or {
-                "num_train_timesteps": spec.ddpm.num_train_timesteps, "beta_schedule": spec.ddpm.beta_schedule}
+        self.generator = generator_kind(spec).load(prepared.directory, spec, self.device)
+        self.schedule = self.generator.schedule
         self.sampler = spec.sampler.resolved(self.schedule["num_train_timesteps"])
         self.labeller = None if prepared.conditional else load_labeller(prepared.labeller_path, self.device)
         self._pools: dict[str, PoolSlice] = {}
@@ -157,12 +150,9 @@ class DDPMServer:
             stop = start + min(size, self.spec.shard_size)
             seeds = [image_seed(key.pool_id, k) for k in range(start, stop)]
             labels = None if key.class_index == UNCONDITIONAL else [key.class_index] * len(seeds)
-            if self.pipeline is not None:
-                images = self._sample_pretrained(key, start, stop, seeds)
-            else:
-                images = sample(self.unet, self.sampler, seeds, labels, self.device,
-                                batch_size=self.spec.sample_batch_size, progress=self.progress,
-                                scheduler_config=self.schedule)
+            images = self.generator.sample(self.sampler, seeds, None if labels is None else key.class_index,
+                                           self.classes, key.pool_id, start, self.spec.sample_batch_size,
+                                           self.progress)
             if labels is None:
                 labels, confidence = self._label(images)
             else:
@@ -174,14 +164,6 @@ class DDPMServer:
                              np.concatenate([pool.confidence, confidence]))
         self._pools[key.pool_id] = pool
         return pool
-
-    def _sample_pretrained(self, key: PoolKey, start: int, stop: int, seeds: list[int]) -> np.ndarray:
-        """Images [start, stop) of a class's pool from the pretrained model, each as one of the
-        class's ImageNet classes (the label map), chosen by the image's seed."""
-        from synthaug.diffusion.imagenet import sample_pipeline, source_labels
-        labels = source_labels(self.spec.label_map, self.classes[key.class_index], key.pool_id, range(start, stop))
-        return sample_pipeline(self.pipeline, self.sampler, seeds, labels, self.device,
-                               guidance_scale=self.spec.guidance_scale, batch_size=self.spec.sample_batch_size)
 
     def _label(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from synthaug.classifier import predict

@@ -137,7 +137,7 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
         cfg.validate(classes=dataset.classes, generators={g.name: g for g in chosen.generators})
         configs.append(cfg)
     used = sorted({c.generator for c in configs if c.uses_synthetic})   # a preset that gains one keeps its sweeps
-    _check_pretrained(chosen, used, configs, dataset)
+    _check_generators(chosen, used, configs, dataset)
     name = f"{experiment.name}-{chosen.name}-" + digest({
         "base": to_flat(base), "grid": grid, **({"arms": arms} if arms else {}), "seeds": seeds,
         "data": dataset.digest, "generators": [to_flat(chosen.generator(g)) for g in used]})[:8]
@@ -149,13 +149,14 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
 def with_checkpoints(chosen: Preset, flags: Sequence[str], dataset: Dataset) -> Preset:
     """The preset with each --checkpoint NAME=FOLDER generator served from FOLDER, each folder checked."""
     from synthaug.diffusion.ddpm import checkpoint_problem
+    from synthaug.generators import generator_kind
 
     specs = {g.name: g for g in chosen.generators}
     for flag in flags:
         name, _, folder = flag.partition("=")
         spec = specs.get(name)
-        if not folder or spec is None or spec.pretrained:
-            own = ", ".join(n for n, g in specs.items() if not g.pretrained)
+        if not folder or spec is None or not generator_kind(spec).takes_checkpoint:
+            own = ", ".join(n for n, g in specs.items() if generator_kind(g).takes_checkpoint)
             raise UsageError(f"--checkpoint: NAME=FOLDER with NAME one of {own}; got {flag!r}")
         folder = str(Path(folder).resolve())
         problem = checkpoint_problem(folder, spec.conditional, dataset.num_classes)
@@ -165,20 +166,19 @@ def with_checkpoints(chosen: Preset, flags: Sequence[str], dataset: Dataset) -> 
     return dataclasses.replace(chosen, generators=tuple(specs.values()))
 
 
-def _check_pretrained(chosen: Preset, used: Sequence[str], configs: Sequence[TrialConfig],
+def _check_generators(chosen: Preset, used: Sequence[str], configs: Sequence[TrialConfig],
                       dataset: Dataset) -> None:
-    """A pretrained generator the sweep uses must be on this machine and map every class it serves."""
-    from synthaug.diffusion.imagenet import unavailable
+    """Every generator the sweep uses can serve every class it is asked for, on this machine."""
+    from synthaug.generators import generator_kind
     from synthaug.mixing import synthetic_requests
 
     for name in used:
         spec = chosen.generator(name)
-        if spec.pretrained:
-            served = sorted({c for cfg in configs if cfg.generator == name
-                             for c in synthetic_requests(cfg, dataset)})
-            problem = unavailable(spec.pretrained, spec.label_map, [dataset.classes[c] for c in served])
-            if problem:
-                raise ConfigError(f"generator {name}: {problem}")
+        served = sorted({c for cfg in configs if cfg.generator == name for c in synthetic_requests(cfg, dataset)})
+        problem = generator_kind(spec).problem(spec, dataset.classes, [dataset.classes[c] for c in served
+                                                                       if c >= 0])
+        if problem:
+            raise ConfigError(f"generator {name}: {problem}")
 
 
 def _resolve_value(key: str, value: Any, dataset: Dataset) -> Any:

@@ -1,0 +1,157 @@
+"""Generator kinds, chosen by name from one registry; each kind is one class.
+
+    kind = generator_kind(spec)                 # KINDS[spec.kind]: "ddpm", "checkpoint", "pretrained-dit"
+    kind.problem(spec, classes, served)         # what it cannot serve here, before Ray starts; None = fine
+    location, digest = kind.prepare(spec, dataset, cache_dir, device, tracking, policy, progress)
+    model = kind.load(location, spec, device)   # a LoadedGenerator: .schedule and .sample(...)
+
+The server, the preparation step, the generator job, the sweep's checks and the fidelity
+analysis call this interface; none of them branches on a kind's fields. Adding a kind means
+one class here (and the GeneratorSpec fields its settings need).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar, Sequence
+
+import numpy as np
+
+from synthaug.config import GeneratorSpec
+from synthaug.data import Dataset
+from synthaug.diffusion.sampling import SamplerConfig
+
+
+class LoadedGenerator(ABC):
+    """A generator in memory, ready to draw a pool's images."""
+
+    schedule: dict          # the noise schedule's config (num_train_timesteps, beta_schedule, ...)
+
+    @abstractmethod
+    def sample(self, sampler: SamplerConfig, seeds: Sequence[int], class_index: int | None,
+               classes: Sequence[str], pool_id: str, start: int, batch_size: int, progress: bool) -> np.ndarray:
+        """uint8 (len(seeds), 32, 32, 3): images [start, start + len(seeds)) of pool_id, conditioned on
+        class_index (None: unconditional)."""
+
+
+class GeneratorKind(ABC):
+    """How one kind of generator is obtained, checked and loaded."""
+
+    name: ClassVar[str]
+    trains: ClassVar[bool] = False          # prepare trains it (the generator job's work)
+    takes_checkpoint: ClassVar[bool] = False  # --checkpoint NAME=FOLDER can replace it
+
+    @abstractmethod
+    def prepare(self, spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, device: str, tracking, policy,
+                progress: bool) -> tuple[str, str]:
+        """(location load() reads, digest of what makes its images what they are)."""
+
+    @abstractmethod
+    def load(self, location: str, spec: GeneratorSpec, device: str) -> LoadedGenerator:
+        ...
+
+    def problem(self, spec: GeneratorSpec, classes: Sequence[str], served: Sequence[str]) -> str | None:
+        """Why it cannot serve `served` (of the data's `classes`) on this machine, or None."""
+        return None
+
+
+class _UNet(LoadedGenerator):
+    def __init__(self, location: str, spec: GeneratorSpec, device: str):
+        from synthaug.diffusion.ddpm import load_generator, load_scheduler_config
+
+        self.unet, _ = load_generator(location, device)
+        self.device = device
+        self.schedule = load_scheduler_config(location) or {
+            "num_train_timesteps": spec.ddpm.num_train_timesteps, "beta_schedule": spec.ddpm.beta_schedule}
+
+    def sample(self, sampler, seeds, class_index, classes, pool_id, start, batch_size, progress):
+        from synthaug.diffusion.sampling import sample
+
+        labels = None if class_index is None else [class_index] * len(seeds)
+        return sample(self.unet, sampler, seeds, labels, self.device, batch_size=batch_size, progress=progress,
+                      scheduler_config=self.schedule)
+
+
+class TrainedDDPM(GeneratorKind):
+    """A DDPM trained here on the real training split (synthaug.generator_training), cached."""
+
+    name = "ddpm"
+    trains = True
+    takes_checkpoint = True
+
+    def prepare(self, spec, dataset, cache_dir, device, tracking, policy, progress):
+        from synthaug.generator_training import train_generator
+
+        directory, weights = train_generator(spec, dataset, cache_dir, device, tracking, policy, progress=progress)
+        return str(directory), weights
+
+    def load(self, location, spec, device):
+        return _UNet(location, spec, device)
+
+
+class DDPMCheckpoint(GeneratorKind):
+    """A diffusers UNet2DModel folder brought by the user (e.g. google/ddpm-cifar10-32), used as it is."""
+
+    name = "checkpoint"
+    takes_checkpoint = True
+
+    def prepare(self, spec, dataset, cache_dir, device, tracking, policy, progress):
+        from synthaug.diffusion.ddpm import load_generator, weights_digest
+
+        model, _ = load_generator(spec.checkpoint, "cpu")
+        return str(Path(spec.checkpoint)), weights_digest(model)
+
+    def load(self, location, spec, device):
+        return _UNet(location, spec, device)
+
+    def problem(self, spec, classes, served):
+        from synthaug.diffusion.ddpm import checkpoint_problem
+
+        return checkpoint_problem(spec.checkpoint, spec.ddpm.conditional, len(classes))
+
+
+class _Pipeline(LoadedGenerator):
+    def __init__(self, location: str, spec: GeneratorSpec, device: str):
+        from synthaug.diffusion.imagenet import load_pipeline
+
+        self.pipeline = load_pipeline(location, device)
+        self.schedule = dict(self.pipeline.scheduler.config)
+        self.spec, self.device = spec, device
+
+    def sample(self, sampler, seeds, class_index, classes, pool_id, start, batch_size, progress):
+        """Each image as one of its CIFAR class's ImageNet classes (the label map), chosen by its seed."""
+        from synthaug.diffusion.imagenet import sample_pipeline, source_labels
+
+        labels = source_labels(self.spec.label_map, classes[class_index], pool_id, range(start, start + len(seeds)))
+        return sample_pipeline(self.pipeline, sampler, seeds, labels, self.device,
+                               guidance_scale=self.spec.guidance_scale, batch_size=batch_size)
+
+
+class PretrainedDiT(GeneratorKind):
+    """A pretrained ImageNet class-conditional DiTPipeline (E2a), through a CIFAR -> ImageNet label map,
+    its images resized to 32x32; from a folder or the local hub cache, never downloaded."""
+
+    name = "pretrained-dit"
+
+    def prepare(self, spec, dataset, cache_dir, device, tracking, policy, progress):
+        from synthaug.diffusion.imagenet import load_pipeline, pipeline_digest
+
+        return spec.pretrained, pipeline_digest(load_pipeline(spec.pretrained, "cpu"), spec.label_map,
+                                                spec.guidance_scale)
+
+    def load(self, location, spec, device):
+        return _Pipeline(location, spec, device)
+
+    def problem(self, spec, classes, served):
+        from synthaug.diffusion.imagenet import unavailable
+
+        return unavailable(spec.pretrained, spec.label_map, served)
+
+
+KINDS: dict[str, GeneratorKind] = {kind.name: kind for kind in (TrainedDDPM(), DDPMCheckpoint(), PretrainedDiT())}
+
+
+def generator_kind(spec: GeneratorSpec) -> GeneratorKind:
+    return KINDS[spec.kind]
+
