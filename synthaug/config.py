@@ -154,6 +154,7 @@ class Preset:
     test_per_class: int
     train: TrainConfig
     generators: tuple[GeneratorSpec, ...]
+    gpus: int | None = None             # GPUs the sweep waits for (--gpus); None: whatever is there; 0: CPUs only
     cpus_per_trial: float = 1.0         # one core a trial: two trials at once on a 2-core laptop
     gpus_per_trial: float = 0.45        # two trials share a GPU beside its DDPM server
     server_gpus: float = 0.1            # the DDPM server's share of a GPU
@@ -225,7 +226,7 @@ PRESETS: dict[str, Preset] = {
     ),
     # The study's scale: all of CIFAR-10, ResNet18 at full width, the improved DDPM CIFAR-10 UNet.
     "paper": Preset(
-        name="paper", data="cifar10", real_per_class=0, test_per_class=0, train=TrainConfig(),
+        name="paper", data="cifar10", real_per_class=0, test_per_class=0, train=TrainConfig(), gpus=1,
         generators=(
             # the study's generator: Nichol & Dhariwal's improved DDPM
             GeneratorSpec(name="ddpm-uncond", ddpm=IMPROVED_DDPM, labeller=PAPER_LABELLER),

@@ -94,10 +94,17 @@ def plan_job(args: argparse.Namespace) -> tuple[JobPlan, Dataset]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    from synthaug.preflight import address_problem, tracking_problem
+
     try:
         plan, dataset = plan_job(args)
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    problem = tracking_problem(plan.tracking_uri)
+    problem = f"--mlflow-uri {problem}" if problem else address_problem(plan.address)
+    if problem:
+        print(f"error: {problem if problem.startswith('--') else '--address ' + problem}", file=sys.stderr)
         return 2
     return run_job(plan, dataset)
 
@@ -116,15 +123,22 @@ def run_job(plan: JobPlan, dataset: Dataset) -> int:
         ray.init(address=plan.address, runtime_env=runtime_env)
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
+    problem = _cluster_problem(plan)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        ray.shutdown()
+        return 2
     gpus = ray.cluster_resources().get("GPU", 0)
     print(f"training {len(plan.specs)} generators of the {plan.preset.name} preset on {dataset.name} "
           f"({len(dataset.train_y)} training images): {', '.join(s.name for s in plan.specs)}; "
           f"{'GPU' if gpus else 'CPU'}, {plan.workers} worker(s) a generator; cache {plan.cache_dir}")
+    shipped = ray.put(dataset)      # loaded once on the driver; workers need no --data of their own
     if plan.workers > 1:
         for spec in plan.specs:
-            train_data_parallel(plan, spec, dataset, use_gpu=bool(gpus))
+            train_data_parallel(plan, spec, dataset, shipped, use_gpu=bool(gpus))
     prepare = ray.remote(prepare_generator).options(num_gpus=1 if gpus else 0, num_cpus=1)
-    prepared = ray.get([prepare.remote(spec, plan.data, str(plan.cache_dir), tracking_uri=plan.tracking_uri,
+    prepared = ray.get([prepare.remote(spec, plan.data, str(plan.cache_dir), dataset=shipped,
+                                       tracking_uri=plan.tracking_uri,
                                        policy=plan.preset.checkpointing,
                                        evaluation_per_class=plan.preset.evaluation_per_class)
                         for spec in plan.specs])
@@ -134,7 +148,18 @@ def run_job(plan: JobPlan, dataset: Dataset) -> int:
     return 0
 
 
-def train_data_parallel(plan: JobPlan, spec: GeneratorSpec, dataset: Dataset, use_gpu: bool) -> None:
+def _cluster_problem(plan: JobPlan) -> str | None:
+    """The tracking store and the cache suit this cluster (see synthaug.preflight)."""
+    import ray
+
+    from synthaug.preflight import shared_store_problem, visibility_problem
+
+    nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+    problem = shared_store_problem(plan.tracking_uri, nodes.values(), ray.util.get_node_ip_address())
+    return f"--mlflow-uri {problem}" if problem else visibility_problem("--cache", str(plan.cache_dir), nodes)
+
+
+def train_data_parallel(plan: JobPlan, spec: GeneratorSpec, dataset: Dataset, shipped, use_gpu: bool) -> None:
     """spec's DDPM trained by plan.workers DDP workers through Ray Train (skipped when cached)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -148,7 +173,7 @@ def train_data_parallel(plan: JobPlan, spec: GeneratorSpec, dataset: Dataset, us
           f"effective batch {spec.ddpm.batch_size} ({share} a worker), lr {spec.ddpm.lr:g}", flush=True)
     trainer = TorchTrainer(
         _data_parallel_worker,
-        train_loop_config={"spec": spec, "data": plan.data, "cache_dir": str(plan.cache_dir),
+        train_loop_config={"spec": spec, "dataset": shipped, "cache_dir": str(plan.cache_dir),
                            "tracking_uri": plan.tracking_uri, "policy": plan.preset.checkpointing},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=use_gpu,
@@ -161,6 +186,7 @@ def train_data_parallel(plan: JobPlan, spec: GeneratorSpec, dataset: Dataset, us
 
 def _data_parallel_worker(config: dict) -> None:
     """One Ray Train worker: its rank's share of every global batch; rank 0 logs and saves."""
+    import ray
     import ray.train
     import ray.train.torch
     import torch
@@ -174,7 +200,7 @@ def _data_parallel_worker(config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     torch.set_num_threads(1)
-    dataset = load_dataset(config["data"], config["cache_dir"])
+    dataset = ray.get(config["dataset"])
 
     def wrap(model: torch.nn.Module) -> torch.nn.Module:
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -30,7 +30,7 @@ def warmup_replicas(preset_setting: int, gpus: float, generators: int, server_gp
     return max(1, min(MAX_WARMUP_REPLICAS, free))
 
 
-def start_servers(plan, dataset: Dataset, parent) -> tuple[dict[str, Any], dict[str, int]]:
+def start_servers(plan, dataset: Dataset, parent, use_gpus: bool) -> tuple[dict[str, Any], dict[str, int]]:
     """Prepare each generator the grid uses, start its named server, generate every pool up front.
     Returns the serving actors and the images each generator's warm-up replicas generated."""
     import ray
@@ -39,13 +39,15 @@ def start_servers(plan, dataset: Dataset, parent) -> tuple[dict[str, Any], dict[
     from synthaug.prepare import prepare_generator
     from synthaug.server import make_server_actor
 
-    gpus = ray.cluster_resources().get("GPU", 0)
+    gpus = ray.cluster_resources().get("GPU", 0) if use_gpus else 0
     # One CPU thread: on a shared 2-core machine two torch threads ran a small UNet 3-10x slower.
     prepare = ray.remote(prepare_generator).options(num_gpus=1 if gpus else 0, num_cpus=1)
     specs = [plan.preset.generator(name) for name in plan.generators]
     print(f"preparing generators {', '.join(plan.generators)} (trained once, then cached under {plan.cache_dir}; "
           f"training runs in the MLflow experiment '{GENERATORS_EXPERIMENT}')")
-    prepared_all = ray.get([prepare.remote(spec, plan.base.data, str(plan.cache_dir), tracking_uri=plan.tracking_uri,
+    shipped = ray.put(dataset)      # loaded once on the driver; workers need no --data of their own
+    prepared_all = ray.get([prepare.remote(spec, plan.base.data, str(plan.cache_dir), dataset=shipped,
+                                           tracking_uri=plan.tracking_uri,
                                            policy=plan.preset.checkpointing,
                                            evaluation_per_class=plan.preset.evaluation_per_class)
                             for spec in specs])

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import os
 import sys
 from dataclasses import asdict, dataclass, field
@@ -25,7 +24,6 @@ from synthaug.config import (PRESETS, ConfigError, Preset, TrialConfig, digest, 
                              to_flat)
 from synthaug.data import DataError, Dataset, load_dataset, resolve_source
 
-SWEEP_STATE = "synthaug_sweep.json"
 QUIET = {   # Tune's status table and our own lines are the progress; these only repeat themselves
     "RAY_USAGE_STATS_ENABLED": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
@@ -59,7 +57,7 @@ class SweepPlan:
     base: TrialConfig
     configs: tuple[TrialConfig, ...]
     cache_dir: Path
-    storage: Path
+    storage: str                                # a folder (absolute) or a file-system URI (s3://...)
     tracking_uri: str
     address: str | None
     name: str                                   # the Tune run and the MLflow parent run's name
@@ -92,6 +90,11 @@ def parse_args(experiment: Experiment, argv: Sequence[str] | None) -> argparse.N
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=FOLDER",
                         help="serve generator NAME from a local diffusers UNet2DModel folder (e.g. a copy of "
                              "google/ddpm-cifar10-32 for ddpm-uncond) instead of training it; repeatable")
+    parser.add_argument("--gpus", default=None, help="GPUs the sweep waits for (default: the preset's; 0 runs on "
+                                                      "CPUs, even on a cluster with GPUs)")
+    parser.add_argument("--wait-for-gpus", default="900", help="seconds to wait for them to join (default 900)")
+    parser.add_argument("--gpus-per-trial", default=None, help="a trial's GPU share (default: the preset's)")
+    parser.add_argument("--cpus-per-trial", default=None, help="a trial's CPUs (default: the preset's)")
     parser.add_argument("--fresh", action="store_true", help="start over instead of resuming a matching sweep")
     return parser.parse_args(argv)
 
@@ -118,7 +121,7 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     data = resolve_source(args.data or chosen.data)
     cache_dir = Path(args.cache).resolve()
     dataset = load_dataset(data, cache_dir)
-    chosen = with_checkpoints(chosen, args.checkpoint, dataset)
+    chosen = with_checkpoints(with_resources(chosen, args), args.checkpoint, dataset)
     fixed = {key: _resolve_value(key, v, dataset) for key, v in
              {**experiment.fixed, **(experiment.paper_fixed if chosen.name == "paper" else {})}.items()}
     base = from_flat(TrialConfig, {**to_flat(TrialConfig(
@@ -142,8 +145,79 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
         "base": to_flat(base), "grid": grid, **({"arms": arms} if arms else {}), "seeds": seeds,
         "data": dataset.digest, "generators": [to_flat(chosen.generator(g)) for g in used]})[:8]
     plan = SweepPlan(experiment, chosen, seeds, grid, arms, base, tuple(configs), cache_dir,
-                     Path(args.storage).resolve(), resolve_tracking_uri(args.mlflow_uri), args.address, name)
+                     storage_location(args.storage), resolve_tracking_uri(args.mlflow_uri), args.address, name)
     return plan, dataset
+
+
+def storage_location(flag: str) -> str:
+    """--storage as Tune takes it: a URI (s3://, gs://, ...) as it is, a folder made absolute."""
+    from synthaug.preflight import is_uri, storage_problem
+
+    problem = storage_problem(flag)
+    if problem:
+        raise UsageError(f"--storage {problem}")
+    return flag if is_uri(flag) else str(Path(flag).resolve())
+
+
+def preflight(plan: SweepPlan) -> None:
+    """What can be checked before Ray starts: the tracking URI answers, the Ray address answers."""
+    from synthaug.preflight import address_problem, tracking_problem
+
+    problem = tracking_problem(plan.tracking_uri)
+    if problem:
+        raise UsageError(f"--mlflow-uri {problem}")
+    problem = address_problem(plan.address)
+    if problem:
+        raise UsageError(f"--address {problem}")
+
+
+def cluster_preflight(plan: SweepPlan) -> str | None:
+    """With Ray up and nothing written yet: the tracking store and the folders suit this cluster.
+    Prints the resource plan; returns the one-line problem, or None."""
+    import ray
+
+    from synthaug.preflight import is_uri, shared_store_problem, visibility_problem
+
+    nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+    here = ray.util.get_node_ip_address()
+    problem = shared_store_problem(plan.tracking_uri, nodes.values(), here)
+    if problem:
+        return f"--mlflow-uri {problem}"
+    folders = [("--cache", str(plan.cache_dir))] + ([] if is_uri(plan.storage) else [("--storage", plan.storage)])
+    for flag, folder in folders:
+        problem = visibility_problem(flag, folder, nodes)
+        if problem:
+            return problem
+    resources = ray.cluster_resources()
+    others = len({a for a in nodes.values() if a != here})
+    print(f"cluster: {len(nodes)} node(s), {others} on other machines; {resources.get('CPU', 0):g} CPUs, "
+          f"{resources.get('GPU', 0):g} GPUs; tracking {plan.tracking_uri}; storage {plan.storage}; "
+          f"cache {plan.cache_dir}{' (each seen by every node)' if len(nodes) > 1 else ''}")
+    return None
+
+
+def with_resources(chosen: Preset, args: argparse.Namespace) -> Preset:
+    """The preset with --gpus, --gpus-per-trial and --cpus-per-trial applied (each checked)."""
+    changes = {}
+    for flag, field_name, cast, low in (("gpus", "gpus", int, 0), ("gpus_per_trial", "gpus_per_trial", float, 0),
+                                        ("cpus_per_trial", "cpus_per_trial", float, 0.01)):
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        try:
+            number = cast(value)
+        except ValueError:
+            number = None
+        if number is None or number < low:
+            kind = "an integer >= 0" if cast is int else f"a number >= {low:g}"
+            raise UsageError(f"--{flag.replace('_', '-')}: {kind}, got {value!r}")
+        changes[field_name] = number
+    try:
+        if float(args.wait_for_gpus) < 0:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--wait-for-gpus: seconds >= 0, got {args.wait_for_gpus!r}") from None
+    return dataclasses.replace(chosen, **changes)
 
 
 def with_checkpoints(chosen: Preset, flags: Sequence[str], dataset: Dataset) -> Preset:
@@ -201,19 +275,21 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_args(experiment, argv)
         plan, dataset = plan_sweep(experiment, args)
+        preflight(plan)
     except (UsageError, ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return run_sweep(plan, dataset, fresh=args.fresh)
+    return run_sweep(plan, dataset, fresh=args.fresh, wait_s=float(args.wait_for_gpus))
 
 
-def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False) -> int:
+def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False, wait_s: float = 900.0) -> int:
     import ray
     from ray import tune
 
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from synthaug import tracking
+    from synthaug.preflight import wait_for_gpus
     from synthaug.server import NAMESPACE
     from synthaug.serving import start_servers
     from synthaug.trial import ARMS, CONFIG, CONTEXT, TrialContext, run_trial
@@ -223,18 +299,31 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False) -> int:
           f"preset {plan.preset.name}, data {dataset.name}")
     for key, value in QUIET.items():
         os.environ.setdefault(key, value)
-    runtime_env = {"env_vars": {"TQDM_MININTERVAL": "10"}}     # remote progress bars: a line in 10 s
+    from synthaug.devices import DEVICE_ENV
+    from synthaug.trial import TRIAL_GATE
+
+    # remote progress bars: a line in 10 s; the documented settings reach workers on every node
+    runtime_env = {"env_vars": {"TQDM_MININTERVAL": "10",
+                                **{k: os.environ[k] for k in (TRIAL_GATE, DEVICE_ENV) if os.environ.get(k)}}}
     if plan.address:
         ray.init(address=plan.address, namespace=NAMESPACE, runtime_env=runtime_env)
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, namespace=NAMESPACE, runtime_env=runtime_env)
+    # a local Ray gains no GPUs by waiting: only a cluster's autoscaler can bring them
+    problem = cluster_preflight(plan) or wait_for_gpus(plan.preset.gpus or 0, wait_s if plan.address else 0)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        ray.shutdown()
+        return 2
     experiment_id = tracking.ensure_experiment(plan.tracking_uri, plan.experiment.name)
-    sweep_dir = plan.storage / plan.name
-    restoring = not fresh and tune.Tuner.can_restore(str(sweep_dir))
-    parent = _parent_run(plan, experiment_id, sweep_dir, reuse=not fresh)
+    sweep_dir = f"{plan.storage.rstrip('/')}/{plan.name}"
+    restoring = not fresh and tune.Tuner.can_restore(sweep_dir)
+    parent = _parent_run(plan, experiment_id, reuse=not fresh)
 
+    # --gpus 0 (or a preset's 0): CPUs, whatever joined; --gpus N: the N it waited for; else what is there
+    use_gpus = plan.preset.gpus > 0 if plan.preset.gpus is not None else bool(ray.cluster_resources().get("GPU"))
     try:
-        servers, warmed = start_servers(plan, dataset, parent)
+        servers, warmed = start_servers(plan, dataset, parent, use_gpus)
     except ray.exceptions.RayTaskError as err:      # a generator that cannot make a pool the grid needs
         print(f"error: {str(err.cause).splitlines()[0] if err.cause else err}", file=sys.stderr)
         ray.shutdown()
@@ -243,18 +332,20 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False) -> int:
     param_space = {**{k: tune.grid_search(list(v)) for k, v in plan.grid.items()},
                    "seed": tune.grid_search(list(plan.seeds)),
                    CONFIG: to_flat(plan.base), ARMS: dict(plan.arms), CONTEXT: asdict(context)}
-    gpus = plan.preset.gpus_per_trial if ray.cluster_resources().get("GPU", 0) else 0
-    trainable = tune.with_resources(run_trial, {"cpu": plan.preset.cpus_per_trial, "gpu": gpus})
+    gpus = plan.preset.gpus_per_trial if use_gpus else 0
+    # the data set travels through the object store: --data need exist on the driver's machine only
+    trainable = tune.with_resources(tune.with_parameters(run_trial, dataset=dataset),
+                                    {"cpu": plan.preset.cpus_per_trial, "gpu": gpus})
     if restoring:
         print(f"resuming {sweep_dir} (rerun with --fresh to start over)")
-        tuner = tune.Tuner.restore(str(sweep_dir), trainable, resume_unfinished=True, resume_errored=True,
+        tuner = tune.Tuner.restore(sweep_dir, trainable, resume_unfinished=True, resume_errored=True,
                                    param_space=param_space)
     else:
         tuner = tune.Tuner(
             trainable, param_space=param_space,
             tune_config=tune.TuneConfig(reuse_actors=True),
             run_config=tune.RunConfig(
-                name=plan.name, storage_path=str(plan.storage),
+                name=plan.name, storage_path=plan.storage,
                 failure_config=tune.FailureConfig(max_failures=2),
                 # result.json and progress.csv a trial (the results table reads them); not TensorBoard's
                 callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
@@ -293,27 +384,24 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False) -> int:
     return 0
 
 
-def _parent_run(plan: SweepPlan, experiment_id: str, sweep_dir: Path, reuse: bool):
-    """The sweep's MLflow run: the one recorded beside the Tune run when resuming, else a new one."""
-    from mlflow.exceptions import MlflowException
+def _parent_run(plan: SweepPlan, experiment_id: str, reuse: bool):
+    """The sweep's MLflow run: when resuming, the newest run of this sweep (tags synthaug.role = sweep,
+    synthaug.sweep = its name), else a new one. Found in MLflow, so storage can be any URI."""
+    from mlflow.tracking import MlflowClient
 
     from synthaug.tracking import ROLE, SWEEP, RunLogger
 
-    state_file = sweep_dir / SWEEP_STATE
-    if reuse and state_file.exists():
-        run_id = json.loads(state_file.read_text())["parent_run_id"]
-        try:
-            RunLogger(plan.tracking_uri, run_id).client.get_run(run_id)
-            return RunLogger(plan.tracking_uri, run_id)
-        except MlflowException:
-            pass
+    if reuse:
+        found = MlflowClient(plan.tracking_uri).search_runs(
+            [experiment_id], f"tags.`{ROLE}` = 'sweep' and tags.`{SWEEP}` = '{plan.name}'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        if found:
+            return RunLogger(plan.tracking_uri, found[0].info.run_id)
     parent = RunLogger.create(plan.tracking_uri, experiment_id, plan.name, {ROLE: "sweep", SWEEP: plan.name})
     parent.log_params({"preset": plan.preset.name, "seeds": list(plan.seeds), "trials": len(plan.configs),
                        **{f"grid.{k}": v for k, v in plan.grid.items()},
                        **{f"arm.{k}": v for k, v in plan.arms.items()},
                        **{f"base.{k}": v for k, v in to_flat(plan.base).items()}})
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps({"parent_run_id": parent.run_id, "tracking_uri": plan.tracking_uri}))
     return parent
 
 

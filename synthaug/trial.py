@@ -10,7 +10,6 @@ last checkpoint and keeps logging into the same MLflow run.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ from ray import tune
 from synthaug import report
 from synthaug.classifier import Evaluation, Trainer, evaluate
 from synthaug.config import TrialConfig, digest, from_flat, to_flat
-from synthaug.data import Dataset, load_dataset
+from synthaug.data import Dataset
 from synthaug.devices import default_device
 from synthaug.mixing import TrainingSet, compose, select_test
 from synthaug.server import get_server
@@ -71,7 +70,9 @@ def cell_key(cfg: TrialConfig) -> str:
     return digest({k: v for k, v in to_flat(cfg).items() if k != "seed"})[:12]
 
 
-def run_trial(params: dict) -> None:
+def run_trial(params: dict, dataset: Dataset) -> None:
+    """A trial; `dataset` comes through the object store (tune.with_parameters): the driver loaded it
+    once, so --data need exist on the driver's machine only."""
     cfg = trial_config(params)
     ctx = TrialContext(**params[CONTEXT])
     device = default_device()
@@ -86,7 +87,6 @@ def run_trial(params: dict) -> None:
         return
     run.log_params(to_flat(cfg))
     _pass_gate(trial_key(cfg))
-    dataset = _dataset(cfg.data, ctx.cache_dir)
     training = compose(cfg, dataset, _synthetic_source(cfg))
     test_index = select_test(dataset, cfg.test_per_class)
     try:
@@ -160,12 +160,6 @@ def _pass_gate(key: str) -> None:
             except FileNotFoundError:                        # another trial took it first
                 continue
         time.sleep(0.1)
-
-
-@functools.lru_cache(maxsize=2)
-def _dataset(source: str, cache_dir: str) -> Dataset:
-    """Decoded once a worker process: Tune reuses the process for the next trial."""
-    return load_dataset(source, cache_dir)
 
 
 def _assigned_cpus() -> int:

@@ -212,7 +212,8 @@ def test_sweeps_on_a_node_declaring_one_gpu_schedule_every_task_and_actor(tmp_pa
         targeted = Experiment(name="tiny_one_gpu_long_tail", grid={"augment_classes": [[], [2]]},
                               fixed={"imbalance": 0.5, "generator": "ddpm-cond", "augment_count": 3})
         for experiment in (both, targeted):
-            assert main(experiment, sweep_args(tmp_path, shapes_tar, "--seeds", "1", "--address", cluster.address)) == 0
+            assert main(experiment, sweep_args(tmp_path, shapes_tar, "--seeds", "1", "--address", cluster.address,
+                                               "--gpus", "1", "--wait-for-gpus", "0")) == 0
             _, trials = runs(tmp_path, experiment.name, "trial")
             assert len(trials) == 2 and {r.info.status for r in trials} == {"FINISHED"}
     finally:

@@ -1,0 +1,202 @@
+"""Preflight: what would fail after hours fails in the first seconds, with one line naming the flag.
+
+Before Ray starts (reachability, no side effects):
+    tracking_problem(uri)      the tracking URI's scheme is one MLflow serves, an HTTP server
+                               answers /health within TRACKING_TIMEOUT_S, a SQLite file's folder
+                               exists and can be written (nothing is created);
+    address_problem(address)   a Ray address answers within ADDRESS_TIMEOUT_S.
+After ray.init (what the cluster is):
+    shared_store_problem(uri, nodes, here)   a SQLite or file store is refused when any node is
+                               another machine than the driver's (pure: it reads the node list);
+    visibility_problem(flag, folder)   a Ray task on every node writes a token file in the folder
+                               and every node reads every other node's token: a folder on one
+                               node's local disk is refused.
+    wait_for_gpus(wanted, limit_s)  asks the autoscaler for the GPUs the sweep wants and waits for
+                               them, printing what has joined; never falls back to the CPU.
+Storage given as a URI (s3://, gs://, ...) is passed to Tune as it is, never made a folder.
+"""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Iterable, Mapping
+
+TRACKING_TIMEOUT_S = 10.0
+ADDRESS_TIMEOUT_S = 30.0
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+SERVER_SCHEMES = ("http", "https")
+TRACKING_SCHEMES = (*SERVER_SCHEMES, *DATABASE_SCHEMES, "file", "databricks")
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "az")   # pyarrow file systems Tune takes
+LOCAL_SCHEMES = ("sqlite", "file")      # stores that live on one machine's disk
+
+
+def scheme_of(uri: str) -> str:
+    return uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+
+
+def tracking_problem(uri: str, timeout_s: float = TRACKING_TIMEOUT_S) -> str | None:
+    """Why the tracking URI cannot be used, in one line after '--mlflow-uri ', or None."""
+    scheme = scheme_of(uri)
+    if scheme not in TRACKING_SCHEMES:
+        return (f"{uri!r}: an unknown scheme {scheme or '(none)'!r}; use http(s)://host:port of an mlflow server, "
+                f"sqlite:////absolute/path/mlflow.db, or a database URI ({', '.join(DATABASE_SCHEMES)})")
+    if scheme in SERVER_SCHEMES:
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as reply:
+                if reply.status == 200:
+                    return None
+                return f"{uri!r}: /health answered {reply.status}, not 200; is it an mlflow server?"
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            return (f"{uri!r} did not answer within {timeout_s:g} s ({reason}); start it "
+                    f"(mlflow server --host <address> --port 5000) or pass a URI that answers")
+    if scheme == "sqlite":
+        path = Path(uri[len("sqlite:///"):])
+        folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+        if folder is None or not folder.is_dir() or not _writable(folder):
+            return f"{uri!r}: {path.parent} cannot be created or written; pass a SQLite file in a writable folder"
+    return None
+
+
+def address_problem(address: str | None, timeout_s: float = ADDRESS_TIMEOUT_S) -> str | None:
+    """Why a Ray address (host:port, ray://host:port) does not answer within timeout_s, or None.
+    'auto' and a local Ray (None) are left to ray.init, which fails fast when there is none."""
+    if not address or address in ("auto", "local"):
+        return None
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return f"{address!r}: host:port of a Ray head (e.g. 10.0.0.2:6379), ray://host:10001 or auto"
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        return f"{address!r}: no Ray head answered within {timeout_s:g} s ({err}); start one or pass auto on the head"
+    return None
+
+
+def shared_store_problem(uri: str, node_addresses: Iterable[str], driver_address: str) -> str | None:
+    """A store on the driver's disk (SQLite, file) serves no process on another machine."""
+    if scheme_of(uri) not in LOCAL_SCHEMES and "://" in uri:
+        return None
+    others = sorted({a for a in node_addresses if a != driver_address})
+    if not others:
+        return None
+    return (f"{uri!r} lives on this machine's disk, and node {others[0]} is another machine; start an mlflow "
+            f"server on the head (mlflow server --host <head address>) and pass --mlflow-uri http://<head>:5000")
+
+
+def is_uri(location: str) -> bool:
+    return scheme_of(location) in STORAGE_SCHEMES
+
+
+def storage_problem(location: str) -> str | None:
+    """A --storage value: a folder (made absolute) or a URI of a file system Tune knows."""
+    if "://" in location and not is_uri(location):
+        return (f"{location!r}: an unknown scheme {scheme_of(location)!r}; a folder every node sees, or a URI "
+                f"({', '.join(s + '://' for s in STORAGE_SCHEMES)})")
+    return None
+
+
+def visibility_problem(flag: str, folder: str, nodes: Mapping[str, str]) -> str | None:
+    """Every node (id -> address) writes a token in `folder`, then reads every other node's token.
+    Runs Ray tasks pinned to each node, then removes the tokens."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    if len(nodes) < 2:
+        return None
+    run = uuid.uuid4().hex[:12]
+    tokens = {node: f".synthaug-preflight-{run}-{i}" for i, node in enumerate(nodes)}
+
+    def pinned(node: str):
+        return _probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False), num_cpus=0)
+
+    try:
+        written = ray.get([pinned(node).remote(folder, tokens[node], None) for node in nodes])
+        problems = [p for p in written if p]
+        if not problems:
+            seen = ray.get([pinned(node).remote(folder, None, sorted(tokens.values())) for node in nodes])
+            problems = [f"node {nodes[node]} does not see {missing} written there by another node"
+                        for node, missing in zip(nodes, seen) if missing]
+    finally:
+        ray.get([pinned(node).remote(folder, None, None, cleanup=sorted(tokens.values())) for node in nodes])
+    if problems:
+        return (f"{flag} {folder}: {problems[0]}; put it on storage every node mounts at the same path "
+                f"(NFS, EFS, a shared disk){' or pass an s3:// / gs:// URI' if flag == '--storage' else ''}")
+    return None
+
+
+def _writable(folder: Path) -> bool:
+    import os
+
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _probe_impl(folder: str, write: str | None, expect: list[str] | None, cleanup: list[str] | None = None):
+    root = Path(folder)
+    if cleanup is not None:
+        for name in cleanup:
+            (root / name).unlink(missing_ok=True)
+        return None
+    if write is not None:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            (root / write).write_text(socket.gethostname())
+        except OSError as err:
+            return f"node {socket.gethostname()} cannot write there ({err.strerror})"
+        return None
+    missing = [name for name in expect or () if not (root / name).exists()]
+    return missing[0] if missing else None
+
+
+def _remote_probe():
+    import ray
+
+    return ray.remote(_probe_impl)
+
+
+class _LazyProbe:
+    """ray.remote(_probe_impl), made on first use (importing this module does not import Ray)."""
+
+    _remote = None
+
+    def options(self, **kwargs):
+        if self._remote is None:
+            type(self)._remote = _remote_probe()
+        return self._remote.options(**kwargs)
+
+
+_probe = _LazyProbe()
+
+
+def wait_for_gpus(wanted: int, limit_s: float, poll_s: float = 5.0) -> str | None:
+    """Ask the autoscaler for `wanted` GPUs (one bundle each) and wait up to limit_s for them to join.
+    Returns None once the cluster has them, else the one-line problem. wanted 0: nothing to wait for."""
+    import time
+
+    import ray
+
+    if wanted <= 0:
+        return None
+    try:
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=[{"GPU": 1}] * wanted)
+    except Exception:  # noqa: BLE001 - no autoscaler (a local Ray): nothing will join, we only wait
+        pass
+    deadline, shown = time.monotonic() + limit_s, None
+    while True:
+        have = int(ray.cluster_resources().get("GPU", 0))
+        if have >= wanted:
+            return None
+        if have != shown:
+            print(f"waiting for GPUs: {have} of {wanted} joined (up to {limit_s:g} s)", flush=True)
+            shown = have
+        if time.monotonic() >= deadline:
+            return (f"--gpus {wanted}: only {have} GPU(s) joined within {limit_s:g} s; raise --wait-for-gpus, "
+                    f"check the cluster's GPU workers, or pass --gpus 0 to run on CPUs")
+        time.sleep(poll_s)

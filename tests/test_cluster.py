@@ -1,0 +1,165 @@
+"""A cluster of several Ray nodes and a real `mlflow server`: preflight refusals, HTTP tracking, node loss.
+
+Every node here is on this machine (ray.cluster_utils.Cluster); the checks that need another
+machine are driven with the node list they read.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from synthaug.preflight import address_problem, shared_store_problem, storage_problem, tracking_problem
+from synthaug.sweep import storage_location
+from synthaug.trial import TRIAL_GATE
+
+from processes import wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_preflight_refuses_each_misconfiguration_in_one_line(tmp_path):
+    closed = f"http://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    assert "did not answer within 10 s" in tracking_problem(closed)
+    assert time.monotonic() - start < 10
+    assert "unknown scheme 'ftp'" in tracking_problem("ftp://host/store")
+    assert "cannot be created or written" in tracking_problem("sqlite:////proc/no/such/mlflow.db")
+    assert tracking_problem(f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}") is None
+    assert not (tmp_path / "new").exists()                       # nothing created
+    start = time.monotonic()
+    assert "no Ray head answered within 2 s" in address_problem("10.255.255.1:6379", timeout_s=2)
+    assert time.monotonic() - start < 5
+    assert "no Ray head answered" in address_problem(f"127.0.0.1:{free_port()}")
+    assert "host:port of a Ray head" in address_problem("nonsense")
+    sqlite = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert "node 10.0.0.7 is another machine" in shared_store_problem(sqlite, ["10.0.0.5", "10.0.0.7"], "10.0.0.5")
+    assert shared_store_problem(sqlite, ["10.0.0.5", "10.0.0.5"], "10.0.0.5") is None
+    assert shared_store_problem("http://head:5000", ["10.0.0.5", "10.0.0.7"], "10.0.0.5") is None
+    assert "unknown scheme 'ftp'" in storage_problem("ftp://host/results")
+    assert storage_location("s3://bucket/results") == "s3://bucket/results"     # to Tune as it is
+    assert storage_location("results") == str(Path("results").resolve())
+
+
+def test_a_dead_tracking_server_is_one_line_exit_2_within_seconds(tmp_path, shapes_tar):
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "sweeps/replace_pct.py", "--preset", "tiny", "--data", str(shapes_tar),
+                           "--storage", str(tmp_path / "r"), "--cache", str(tmp_path / "c"),
+                           "--mlflow-uri", f"http://127.0.0.1:{free_port()}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and time.monotonic() - start < 60
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --mlflow-uri ") and "did not answer" in lines[0]
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real tracking server on 127.0.0.1, its store and artifacts in tmp_path."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                             "--artifacts-destination", str(tmp_path / "served-artifacts"), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(uri + "/health", timeout=2).close()
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+    yield uri
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+
+
+KILL_A_NODE = '''
+import sys
+from synthaug.sweep import Experiment, main
+sys.exit(main(Experiment(name="tiny_nodes", grid={"replace_pct": [0, 20]}, fixed={"generator": "ddpm-cond"})))
+'''
+
+
+def test_a_sweep_over_http_tracking_on_three_nodes_survives_losing_a_worker(tmp_path, shapes_tar, mlflow_server):
+    """A head that takes no work and two workers; two trials finish, the next ones wait at the trial
+    gate, a worker node is removed, the gate opens: every trial ends FINISHED exactly once, its runs
+    and artifacts on the tracking server."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    for i in range(2):
+        (gate / f"ticket-{i}").touch()
+    script = tmp_path / "tiny_nodes.py"
+    script.write_text(KILL_A_NODE)
+    log = tmp_path / "sweep.log"
+    argv = [sys.executable, str(script), "--preset", "tiny", "--seeds", "3", "--data", str(shapes_tar),
+            "--cache", str(tmp_path / "cache"), "--storage", str(tmp_path / "ray_results"),
+            "--mlflow-uri", mlflow_server, "--address", cluster.address]
+    client = MlflowClient(mlflow_server)
+
+    def trials():
+        experiment = client.get_experiment_by_name("tiny_nodes")
+        if experiment is None:
+            return []
+        return client.search_runs([experiment.experiment_id], "tags.`synthaug.role` = 'trial'")
+
+    try:
+        with log.open("w") as out:
+            proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                    env={**os.environ, TRIAL_GATE: str(gate), "PYTHONPATH": str(ROOT)})
+        wait_for(lambda: sum(r.info.status == "FINISHED" for r in trials()) == 2, "two finished trials", proc, log)
+        taken = lambda: {p.name[len("taken-"):] for p in gate.glob("taken-*")}  # noqa: E731
+        wait_for(lambda: any(p.name[len("waiting-"):] not in taken() for p in gate.glob("waiting-*")),
+                 "a trial at the gate", proc, log)
+        cluster.remove_node(workers[1])             # a worker lost mid-sweep, trials and maybe a server on it
+        cluster.add_node(num_cpus=1)                # the autoscaler's replacement
+        for i in range(2, 40):
+            (gate / f"ticket-{i}").touch()
+        assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    out = log.read_text()
+    assert "cluster: 3 node(s)" in out
+    done = trials()
+    assert len(done) == 6 and {r.info.status for r in done} == {"FINISHED"}
+    assert len({r.data.tags["synthaug.trial_key"] for r in done}) == 6
+    for run in done:
+        assert {"manifest.json", "predictions.csv"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert any((tmp_path / "served-artifacts").rglob("manifest.json"))   # served by the server, not written by trials
+
+
+def test_cluster_yaml_passes_rays_own_validation_and_is_safe_as_shipped():
+    import yaml
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    text = (ROOT / "cluster.yaml").read_text()
+    config = prepare_config(yaml.safe_load(text))
+    validate_config(config)                                   # what `ray up` runs first
+    gpu_types = {n: t for n, t in config["available_node_types"].items() if t.get("resources", {}).get("GPU")}
+    assert sorted(t["resources"]["GPU"] for t in gpu_types.values()) == [1, 8]
+    assert all(t["min_workers"] == 0 for t in gpu_types.values())      # GPU workers scale from zero
+    assert "0.0.0.0" not in text and "fs-XXXX" not in text              # nothing public, nothing to fill in
+    assert "--dashboard-host=127.0.0.1" in text and "/mnt/shared/mlflow.db" not in text
+    assert "-c /home/ubuntu/synthaug/constraints.txt" in text
+    pins = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line]
+    assert any(p.startswith("ray[tune]==") for p in pins) and any(p.startswith("torch==") for p in pins)
