@@ -72,10 +72,27 @@ def address_problem(address: str | None, timeout_s: float = ADDRESS_TIMEOUT_S) -
     if not host or not port.isdigit():
         return f"{address!r}: host:port of a Ray head (e.g. 10.0.0.2:6379), ray://host:10001 or auto"
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        if not _speaks_grpc(host, int(port), timeout_s):
+            return (f"{address!r}: something answers there, but not a Ray head (no gRPC); check the port "
+                    f"(6379, or 10001 with ray://)")
     except OSError as err:
         return f"{address!r}: no Ray head answered within {timeout_s:g} s ({err}); start one or pass auto on the head"
     return None
+
+
+def _speaks_grpc(host: str, port: int, timeout_s: float) -> bool:
+    """A Ray head's GCS (and the Ray Client server) speaks gRPC: to an HTTP/2 client preface it
+    answers with a SETTINGS frame. A bare TCP accept (a proxy, a firewall) is not an answer."""
+    with socket.create_connection((host, port), timeout=timeout_s) as conn:
+        conn.settimeout(timeout_s)
+        conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+        header = b""
+        while len(header) < 9:
+            chunk = conn.recv(9 - len(header))
+            if not chunk:
+                return False
+            header += chunk
+        return header[3] == 0x04
 
 
 def shared_store_problem(uri: str, node_addresses: Iterable[str], driver_address: str) -> str | None:
