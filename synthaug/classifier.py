@@ -41,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from synthaug.devices import bf16_autocast
+from synthaug.devices import bf16_autocast, host_tensor
 
 # CIFAR-10 training-set statistics; used for every source so pixels mean the same thing.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -213,7 +213,7 @@ def _to_device_nchw(x: np.ndarray, device: torch.device, pad: int = 0) -> torch.
     """uint8 NHWC host array -> uint8 NCHW device tensor, optionally reflect-padded."""
     if pad:
         x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
-    return torch.from_numpy(np.ascontiguousarray(x)).to(device).permute(0, 3, 1, 2).contiguous()
+    return host_tensor(x).to(device).permute(0, 3, 1, 2).contiguous()
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
@@ -275,7 +275,7 @@ class Trainer:
         self.device, self.progress = torch.device(device), progress
         self.autocast = autocast  # bf16: None = on CUDA only (synthaug.devices); True runs it on the CPU too
         self.x = _to_device_nchw(train_x, self.device, PAD)
-        self.y = torch.from_numpy(np.asarray(train_y, dtype=np.int64)).to(self.device)
+        self.y = host_tensor(np.asarray(train_y, dtype=np.int64)).to(self.device)
         self.steps_per_epoch = math.ceil(len(train_x) / cfg.batch_size)
         self.model = self._build_model()
         self.optimizer = torch.optim.SGD(

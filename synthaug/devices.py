@@ -32,3 +32,12 @@ def bf16_autocast(device: torch.device | str, autocast: bool | None = None) -> t
     """The autocast context for `device` under that rule."""
     device = torch.device(device)
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast_enabled(device, autocast))
+
+
+def host_tensor(array) -> torch.Tensor:
+    """A torch tensor over a host numpy array (contiguous); a read-only one (an array Ray's object
+    store shipped) is copied first, since torch cannot wrap memory it may not write."""
+    import numpy as np
+
+    array = np.ascontiguousarray(array)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())

@@ -32,7 +32,7 @@ from diffusers import UNet2DModel
 
 from synthaug.diffusion.ddpm import (ADAMW_WEIGHT_DECAY, GRAD_CLIP_NORM, IMAGE_SHAPE, DDPMConfig, build_unet,
                                      noise_scheduler)
-from synthaug.devices import autocast_enabled, bf16_autocast
+from synthaug.devices import autocast_enabled, bf16_autocast, host_tensor
 from synthaug.files import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ def _training_tensors(cfg: DDPMConfig, images: np.ndarray, labels: np.ndarray | 
         raise ValueError(f"images: uint8 array (N, 32, 32, 3), got {images.dtype} {images.shape}")
     if len(images) == 0:
         raise ValueError("images: at least one image, got none")
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).contiguous()
+    x = host_tensor(images).to(device).permute(0, 3, 1, 2).contiguous()
     if not cfg.conditional:
         return x, None
     if labels is None or len(labels) != len(images):
