@@ -122,7 +122,7 @@ def run_job(plan: JobPlan, dataset: Dataset) -> int:
     if plan.address:
         ray.init(address=plan.address, runtime_env=runtime_env)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
     problem = _cluster_problem(plan)
     if problem:
         print(f"error: {problem}", file=sys.stderr)

@@ -308,7 +308,9 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False, wait_s: fl
     if plan.address:
         ray.init(address=plan.address, namespace=NAMESPACE, runtime_env=runtime_env)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, namespace=NAMESPACE, runtime_env=runtime_env)
+        # "local": a Ray of its own, even when another one (ray start, a test's cluster) runs on this machine
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, namespace=NAMESPACE,
+                 runtime_env=runtime_env)
     # a local Ray gains no GPUs by waiting: only a cluster's autoscaler can bring them
     problem = cluster_preflight(plan) or wait_for_gpus(plan.preset.gpus or 0, wait_s if plan.address else 0)
     if problem:

@@ -216,6 +216,10 @@ def test_sweeps_on_a_node_declaring_one_gpu_schedule_every_task_and_actor(tmp_pa
                                                "--gpus", "1", "--wait-for-gpus", "0")) == 0
             _, trials = runs(tmp_path, experiment.name, "trial")
             assert len(trials) == 2 and {r.info.status for r in trials} == {"FINISHED"}
+        # Without --address a sweep starts a Ray of its own, even with this cluster running beside it
+        # (it once joined the cluster and crashed: "num_cpus ... must not be provided").
+        local = Experiment(name="tiny_beside_a_cluster", grid={"replace_pct": [20]}, fixed={"generator": "ddpm-cond"})
+        assert main(local, sweep_args(tmp_path, shapes_tar, "--seeds", "1")) == 0
     finally:
         ray.shutdown()
         cluster.shutdown()
