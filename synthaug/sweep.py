@@ -417,6 +417,8 @@ def print_summary(plan: SweepPlan, rows: list[dict]) -> None:
         return
     frame = pd.DataFrame(done)
     keys = list(plan.grid)
+    if not keys:                        # one configuration (no grid, no arms): one row
+        frame["configuration"], keys = plan.experiment.name, ["configuration"]
     frame[keys] = frame[keys].map(lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
     table = frame.groupby(keys)["test_acc"].agg(n="count", mean="mean", std="std")
     table[["mean", "std"]] = table[["mean", "std"]] * 100

@@ -198,7 +198,7 @@ def test_a_stream_arm_on_a_conditional_generator_is_refused_before_anything_star
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()
 
 
-def test_sweeps_on_a_node_declaring_one_gpu_schedule_every_task_and_actor(tmp_path, shapes_tar):
+def test_sweeps_on_a_node_declaring_one_gpu_schedule_every_task_and_actor(tmp_path, shapes_tar, capsys):
     """Preparation (a whole GPU), two servers (a share each) and trials (a share each) on one GPU:
     nothing waits forever. The GPU is only declared, so every process runs on the CPU it sees."""
     import ray
@@ -217,9 +217,11 @@ def test_sweeps_on_a_node_declaring_one_gpu_schedule_every_task_and_actor(tmp_pa
             _, trials = runs(tmp_path, experiment.name, "trial")
             assert len(trials) == 2 and {r.info.status for r in trials} == {"FINISHED"}
         # Without --address a sweep starts a Ray of its own, even with this cluster running beside it
-        # (it once joined the cluster and crashed: "num_cpus ... must not be provided").
-        local = Experiment(name="tiny_beside_a_cluster", grid={"replace_pct": [20]}, fixed={"generator": "ddpm-cond"})
+        # (it once joined the cluster and crashed: "num_cpus ... must not be provided"); a sweep of one
+        # configuration (no grid, no arms) ends with its one-row table (it once ended in a pandas error).
+        local = Experiment(name="tiny_beside_a_cluster", grid={}, fixed={"generator": "ddpm-cond", "replace_pct": 20})
         assert main(local, sweep_args(tmp_path, shapes_tar, "--seeds", "1")) == 0
+        assert "tiny_beside_a_cluster  1" in capsys.readouterr().out
     finally:
         ray.shutdown()
         cluster.shutdown()
