@@ -24,7 +24,8 @@ from typing import Sequence
 
 from synthaug.config import PRESETS, ConfigError, preset
 from synthaug.data import DataError, resolve_source
-from synthaug.fidelity import Settings, log_fidelity, run_fidelity, summary_lines, write_outputs
+from synthaug.fidelity import Settings, run_fidelity
+from synthaug.fidelity_report import log_fidelity, summary_lines, write_outputs
 from synthaug.cli import OneLineParser
 from synthaug.tracking import resolve_tracking_uri
 

@@ -30,7 +30,6 @@ runs only. The CUDA path (bf16 autocast, channels_last) has not yet been run on 
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -41,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from synthaug.devices import bf16_autocast, host_tensor
+from synthaug.devices import bf16_autocast, cpu_copy, host_tensor
 
 # CIFAR-10 training-set statistics; used for every source so pixels mean the same thing.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -336,8 +335,8 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything needed to resume exactly, as CPU copies that later training leaves alone."""
         return {
-            "model": _to_cpu(self.model.state_dict()),
-            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "model": cpu_copy(self.model.state_dict()),
+            "optimizer": cpu_copy(self.optimizer.state_dict()),
             "generator": self.gen.get_state(),
             "epoch": self.epoch,
             "step": self.step,
@@ -358,17 +357,6 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.gen.set_state(state["generator"])
         self.epoch, self.step, self.seed = state["epoch"], state["step"], state["seed"]
-
-
-def _to_cpu(obj):
-    """Deep copy of a (nested) state dict with every tensor cloned to the CPU."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return copy.deepcopy(obj)
 
 
 # -------------------------------------------------------------------------- evaluation

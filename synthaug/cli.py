@@ -16,6 +16,16 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}\n")
 
 
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags every command that runs on Ray takes: where data, the cluster, runs and the cache are."""
+    parser.add_argument("--data", default=None, help="shapes, cifar10, or a class-folder folder/.tar/.tar.gz "
+                                                      "(default: the preset's)")
+    parser.add_argument("--address", default=None, help="a Ray cluster (default: start a local Ray)")
+    parser.add_argument("--mlflow-uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI, "
+                                                           "else sqlite:///<cwd>/mlflow.db)")
+    parser.add_argument("--cache", default=".synthaug", help="data, generators and pools (default ./.synthaug)")
+
+
 def sweep_parser(prog: str, description: str) -> OneLineParser:
     """The flags every script that analyses one sweep's runs takes."""
     parser = OneLineParser(prog=prog, description=description)

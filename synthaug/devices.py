@@ -41,3 +41,17 @@ def host_tensor(array) -> torch.Tensor:
 
     array = np.ascontiguousarray(array)
     return torch.from_numpy(array if array.flags.writeable else array.copy())
+
+
+def cpu_copy(obj):
+    """A deep copy of a (nested) state dict with every tensor cloned to the CPU: a checkpoint that
+    later training on the device leaves alone."""
+    import copy
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return copy.deepcopy(obj)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from synthaug.cli import OneLineParser
+from synthaug.cli import OneLineParser, add_run_flags
 from synthaug.config import PRESETS, ConfigError, GeneratorSpec, Preset, preset
 from synthaug.data import DataError, Dataset, load_dataset, resolve_source
 
@@ -44,12 +44,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--generators", default=None,
                         help="a,b: which of the preset's generators (default: every one trained here but the named "
                              "alternatives)")
-    parser.add_argument("--data", default=None, help="shapes, cifar10, or a class-folder folder/.tar/.tar.gz "
-                                                      "(default: the preset's)")
-    parser.add_argument("--address", default=None, help="a Ray cluster (default: start a local Ray)")
-    parser.add_argument("--mlflow-uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI, "
-                                                           "else sqlite:///<cwd>/mlflow.db)")
-    parser.add_argument("--cache", default=".synthaug", help="data, generators and pools (default ./.synthaug)")
+    add_run_flags(parser)
     parser.add_argument("--gpus-per-generator", default="1",
                         help="N >= 1: data-parallel workers a generator, one GPU each (CPU workers on a "
                              "cluster without GPUs); default 1")
@@ -113,6 +108,7 @@ def run_job(plan: JobPlan, dataset: Dataset) -> int:
     import ray
 
     from synthaug.generator_training import GENERATORS_EXPERIMENT
+    from synthaug.preflight import cluster_problem
     from synthaug.prepare import prepare_generator
     from synthaug.sweep import QUIET
 
@@ -123,7 +119,7 @@ def run_job(plan: JobPlan, dataset: Dataset) -> int:
         ray.init(address=plan.address, runtime_env=runtime_env)
     else:
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
-    problem = _cluster_problem(plan)
+    problem = cluster_problem(plan.tracking_uri, [("--cache", str(plan.cache_dir))])
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         ray.shutdown()
@@ -146,17 +142,6 @@ def run_job(plan: JobPlan, dataset: Dataset) -> int:
     print(f"\nBrowse:  mlflow ui --backend-store-uri {plan.tracking_uri}   (experiment '{GENERATORS_EXPERIMENT}')")
     ray.shutdown()
     return 0
-
-
-def _cluster_problem(plan: JobPlan) -> str | None:
-    """The tracking store and the cache suit this cluster (see synthaug.preflight)."""
-    import ray
-
-    from synthaug.preflight import shared_store_problem, visibility_problem
-
-    nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
-    problem = shared_store_problem(plan.tracking_uri, nodes.values(), ray.util.get_node_ip_address())
-    return f"--mlflow-uri {problem}" if problem else visibility_problem("--cache", str(plan.cache_dir), nodes)
 
 
 def train_data_parallel(plan: JobPlan, spec: GeneratorSpec, dataset: Dataset, shipped, use_gpu: bool) -> None:

@@ -58,15 +58,8 @@ class Tracking:
 
     def open(self, key: str, role: str, run_name: str) -> RunLogger:
         """The run that trains `key`: found again (reopened unless finished), else created."""
-        client = RunLogger(self.uri, "").client
-        found = client.search_runs([self.experiment_id], f"tags.`{ARTIFACT_KEY}` = '{key}'", max_results=1)
-        if found:
-            run = found[0]
-            if run.info.status != "FINISHED":
-                client.update_run(run.info.run_id, status="RUNNING")
-                return RunLogger(self.uri, run.info.run_id)
-            return RunLogger(self.uri, run.info.run_id, dict(run.data.metrics))
-        return RunLogger.create(self.uri, self.experiment_id, run_name, {ARTIFACT_KEY: key, ROLE: role})
+        return RunLogger.reopen_or_create(self.uri, self.experiment_id, f"tags.`{ARTIFACT_KEY}` = '{key}'", run_name,
+                                          {ARTIFACT_KEY: key, ROLE: role})
 
     def run_id(self, key: str) -> str:
         found = RunLogger(self.uri, "").client.search_runs(
@@ -254,7 +247,8 @@ def evaluate_generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, d
                        tracking: Tracking, labeller: Path, labeller_test_acc: float, per_class: int) -> dict:
     """FID and KID against real test images and the labeller's view of per_class samples a class,
     logged to the generator's run, which it then finishes; {} when that run is finished already."""
-    from synthaug.fidelity import feature_space, fid, kid
+    from synthaug.fidelity import feature_space
+    from synthaug.image_metrics import fid, kid
 
     key = generator_key(spec, dataset)
     run = tracking.open(key, "generator", f"generator {key}")

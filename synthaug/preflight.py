@@ -6,6 +6,7 @@ Before Ray starts (reachability, no side effects):
                                exists and can be written (nothing is created);
     address_problem(address)   a Ray address answers within ADDRESS_TIMEOUT_S.
 After ray.init (what the cluster is):
+    cluster_problem(uri, folders)   both of these, over the live nodes:
     shared_store_problem(uri, nodes, here)   a SQLite or file store is refused when any node is
                                another machine than the driver's (pure: it reads the node list);
     visibility_problem(flag, folder)   a Ray task on every node writes a token file in the folder
@@ -18,6 +19,7 @@ Storage given as a URI (s3://, gs://, ...) is passed to Tune as it is, never mad
 
 from __future__ import annotations
 
+import os
 import socket
 import urllib.error
 import urllib.request
@@ -128,9 +130,10 @@ def visibility_problem(flag: str, folder: str, nodes: Mapping[str, str]) -> str 
         return None
     run = uuid.uuid4().hex[:12]
     tokens = {node: f".synthaug-preflight-{run}-{i}" for i, node in enumerate(nodes)}
+    probe = ray.remote(_probe)
 
     def pinned(node: str):
-        return _probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False), num_cpus=0)
+        return probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False), num_cpus=0)
 
     try:
         written = ray.get([pinned(node).remote(folder, tokens[node], None) for node in nodes])
@@ -147,13 +150,26 @@ def visibility_problem(flag: str, folder: str, nodes: Mapping[str, str]) -> str 
     return None
 
 
-def _writable(folder: Path) -> bool:
-    import os
+def cluster_problem(tracking_uri: str, folders: list[tuple[str, str]]) -> str | None:
+    """With Ray up: the tracking store serves every node and each (flag, folder) is seen by every node."""
+    import ray
 
+    nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+    problem = shared_store_problem(tracking_uri, nodes.values(), ray.util.get_node_ip_address())
+    if problem:
+        return f"--mlflow-uri {problem}"
+    for flag, folder in folders:
+        problem = visibility_problem(flag, folder, nodes)
+        if problem:
+            return problem
+    return None
+
+
+def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
 
 
-def _probe_impl(folder: str, write: str | None, expect: list[str] | None, cleanup: list[str] | None = None):
+def _probe(folder: str, write: str | None, expect: list[str] | None, cleanup: list[str] | None = None):
     root = Path(folder)
     if cleanup is not None:
         for name in cleanup:
@@ -168,26 +184,6 @@ def _probe_impl(folder: str, write: str | None, expect: list[str] | None, cleanu
         return None
     missing = [name for name in expect or () if not (root / name).exists()]
     return missing[0] if missing else None
-
-
-def _remote_probe():
-    import ray
-
-    return ray.remote(_probe_impl)
-
-
-class _LazyProbe:
-    """ray.remote(_probe_impl), made on first use (importing this module does not import Ray)."""
-
-    _remote = None
-
-    def options(self, **kwargs):
-        if self._remote is None:
-            type(self)._remote = _remote_probe()
-        return self._remote.options(**kwargs)
-
-
-_probe = _LazyProbe()
 
 
 def wait_for_gpus(wanted: int, limit_s: float, poll_s: float = 5.0) -> str | None:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from synthaug.cli import add_run_flags
 from synthaug.config import (PRESETS, ConfigError, Preset, TrialConfig, digest, from_flat, preset,
                              to_flat)
 from synthaug.data import DataError, Dataset, load_dataset, resolve_source
@@ -80,13 +81,8 @@ def parse_args(experiment: Experiment, argv: Sequence[str] | None) -> argparse.N
     parser = _Parser(prog=f"sweeps/{experiment.name}.py", description=experiment.description)
     parser.add_argument("--preset", default="smoke", help=f"one of {', '.join(PRESETS)} (default smoke)")
     parser.add_argument("--seeds", default="3", help="N (seeds 0..N-1) or a list like 0,3,7 (default 3)")
-    parser.add_argument("--data", default=None, help="shapes, cifar10, or a class-folder folder/.tar/.tar.gz "
-                                                      "(default: the preset's)")
-    parser.add_argument("--address", default=None, help="a Ray cluster (default: start a local Ray)")
-    parser.add_argument("--mlflow-uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI, "
-                                                           "else sqlite:///<cwd>/mlflow.db)")
+    add_run_flags(parser)
     parser.add_argument("--storage", default="ray_results", help="Tune results folder (default ./ray_results)")
-    parser.add_argument("--cache", default=".synthaug", help="data, generators and pools (default ./.synthaug)")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=FOLDER",
                         help="serve generator NAME from a local diffusers UNet2DModel folder (e.g. a copy of "
                              "google/ddpm-cifar10-32 for ddpm-uncond) instead of training it; repeatable")
@@ -176,23 +172,18 @@ def cluster_preflight(plan: SweepPlan) -> str | None:
     Prints the resource plan; returns the one-line problem, or None."""
     import ray
 
-    from synthaug.preflight import is_uri, shared_store_problem, visibility_problem
+    from synthaug.preflight import cluster_problem, is_uri
 
-    nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
-    here = ray.util.get_node_ip_address()
-    problem = shared_store_problem(plan.tracking_uri, nodes.values(), here)
-    if problem:
-        return f"--mlflow-uri {problem}"
     folders = [("--cache", str(plan.cache_dir))] + ([] if is_uri(plan.storage) else [("--storage", plan.storage)])
-    for flag, folder in folders:
-        problem = visibility_problem(flag, folder, nodes)
-        if problem:
-            return problem
+    problem = cluster_problem(plan.tracking_uri, folders)
+    if problem:
+        return problem
+    addresses = [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]]
+    others = len(set(addresses) - {ray.util.get_node_ip_address()})
     resources = ray.cluster_resources()
-    others = len({a for a in nodes.values() if a != here})
-    print(f"cluster: {len(nodes)} node(s), {others} on other machines; {resources.get('CPU', 0):g} CPUs, "
+    print(f"cluster: {len(addresses)} node(s), {others} on other machines; {resources.get('CPU', 0):g} CPUs, "
           f"{resources.get('GPU', 0):g} GPUs; tracking {plan.tracking_uri}; storage {plan.storage}; "
-          f"cache {plan.cache_dir}{' (each seen by every node)' if len(nodes) > 1 else ''}")
+          f"cache {plan.cache_dir}{' (each seen by every node)' if len(addresses) > 1 else ''}")
     return None
 
 

@@ -101,20 +101,27 @@ class RunLogger:
         return cls(uri, run.info.run_id)
 
     @classmethod
-    def for_trial(cls, uri: str, experiment_id: str, parent_run_id: str, trial_key: str, run_name: str,
-                  tags: Mapping[str, str]) -> "RunLogger":
-        """The trial's run under the sweep's run: found again by the config's digest, else created."""
+    def reopen_or_create(cls, uri: str, experiment_id: str, filter_string: str, run_name: str,
+                         tags: Mapping[str, str]) -> "RunLogger":
+        """The run `filter_string` finds (reopened unless finished; a finished one comes with its
+        metrics), else a new one: how a resumed trial or training keeps logging into its own run."""
         client = MlflowClient(uri)
-        found = client.search_runs([experiment_id], filter_string=(
-            f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{TRIAL_KEY}` = '{trial_key}'"), max_results=1)
+        found = client.search_runs([experiment_id], filter_string=filter_string, max_results=1)
         if found:
             run = found[0]
             if run.info.status == "FINISHED":
                 return cls(uri, run.info.run_id, dict(run.data.metrics))
-            client.update_run(run.info.run_id, status="RUNNING")     # a retried or restored trial
+            client.update_run(run.info.run_id, status="RUNNING")     # a retried or restored one
             return cls(uri, run.info.run_id)
-        return cls.create(uri, experiment_id, run_name,
-                          {**tags, PARENT: parent_run_id, TRIAL_KEY: trial_key, ROLE: "trial"})
+        return cls.create(uri, experiment_id, run_name, tags)
+
+    @classmethod
+    def for_trial(cls, uri: str, experiment_id: str, parent_run_id: str, trial_key: str, run_name: str,
+                  tags: Mapping[str, str]) -> "RunLogger":
+        """The trial's run under the sweep's run: found again by the config's digest, else created."""
+        return cls.reopen_or_create(
+            uri, experiment_id, f"tags.`{PARENT}` = '{parent_run_id}' and tags.`{TRIAL_KEY}` = '{trial_key}'",
+            run_name, {**tags, PARENT: parent_run_id, TRIAL_KEY: trial_key, ROLE: "trial"})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [Param(k, _param_value(v)) for k, v in params.items()]

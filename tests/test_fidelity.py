@@ -1,4 +1,4 @@
-"""Tests for synthaug.fidelity's pure functions on fixed inputs, and one tiny run of analysis/fidelity.py.
+"""Tests for synthaug.image_metrics' pure functions on fixed inputs, and one tiny run of analysis/fidelity.py.
 
 The CLI run trains the tiny preset's two DDPMs and its labeller in a temporary cache, samples
 4 images a class from each, and writes the report (TORCH_HOME points at an empty folder, so
@@ -19,9 +19,9 @@ import pytest
 import scipy.linalg
 from scipy import stats as st
 
-from synthaug.fidelity import (border_luminance, brightness, class_agreement, confidence_histogram, fid,
-                               frechet_distance, kid, knn_radii, mmd2_unbiased, precision_recall, saturation,
-                               two_sample)
+from synthaug.image_metrics import (border_luminance, brightness, class_agreement, confidence_histogram, fid,
+                                    frechet_distance, kid, knn_radii, mmd2_unbiased, precision_recall, saturation,
+                                    two_sample)
 
 REPO = Path(__file__).resolve().parents[1]
 

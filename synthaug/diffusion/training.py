@@ -32,7 +32,7 @@ from diffusers import UNet2DModel
 
 from synthaug.diffusion.ddpm import (ADAMW_WEIGHT_DECAY, GRAD_CLIP_NORM, IMAGE_SHAPE, DDPMConfig, build_unet,
                                      noise_scheduler)
-from synthaug.devices import autocast_enabled, bf16_autocast, host_tensor
+from synthaug.devices import autocast_enabled, bf16_autocast, cpu_copy, host_tensor
 from synthaug.files import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,9 @@ class DDPMTraining:
         """Everything a resume needs, as CPU tensors. rng_states: every rank's global RNG, in rank
         order (data-parallel); by default this process's."""
         return {
-            "model": _cpu(self.model.state_dict()),
-            "ema": _cpu(self.ema.state_dict()),
-            "optimizer": _cpu(self.optimizer.state_dict()),
+            "model": cpu_copy(self.model.state_dict()),
+            "ema": cpu_copy(self.ema.state_dict()),
+            "optimizer": cpu_copy(self.optimizer.state_dict()),
             "generator": self.gen.get_state(),
             "rng": rng_states if rng_states is not None else [rng_state()],
             "step": self.step,
@@ -250,14 +250,3 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
     torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - decay)
     for b_ema, b in zip(ema.buffers(), model.buffers()):
         b_ema.copy_(b)
-
-
-def _cpu(obj):
-    """A (nested) state dict with every tensor cloned to the CPU."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu(v) for v in obj)
-    return obj
