@@ -25,6 +25,7 @@ class ConfigError(ValueError):
 
 
 AUGMENT_MODES = ("per_class", "stream")
+TRAIN_ON = ("all", "trial")     # GeneratorSpec.train_on (synthaug.instances)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class GeneratorSpec:
     label_map: str = ""                 # with pretrained: CIFAR class -> ImageNet classes (diffusion.imagenet)
     guidance_scale: float = 1.5         # with pretrained: classifier-free guidance (DiT's best-FID setting)
     train_seed: int = 0                 # one generator per data source, shared by every trial seed
+    # What it and its labeller learn from: "all" = the whole training split (the study); "trial" = exactly
+    # the real images the trial's classifier may use (one generator a seed's subset; synthaug.instances)
+    train_on: str = "all"
     labeller: TrainConfig = TrainConfig(epochs=30)  # pseudo-labeller recipe (unconditional generators)
     labeller_per_class: int = 0         # real images a class used to train the labeller; 0 = all
     # An unconditional generator's class pools (and stream) keep only samples the labeller names with
@@ -72,6 +76,11 @@ class GeneratorSpec:
             if not self.guidance_scale >= 1:
                 raise ConfigError(f"generator.guidance_scale: a number >= 1 (1 = no guidance), "
                                   f"got {self.guidance_scale}")
+        if self.train_on not in TRAIN_ON:
+            raise ConfigError(f"generator.train_on: one of {', '.join(TRAIN_ON)}, got {self.train_on!r}")
+        if self.train_on != "all" and self.kind != "ddpm":
+            raise ConfigError(f"generator.train_on: 'all' for a generator not trained here ({self.name} is a "
+                              f"{self.kind}), got {self.train_on!r}")
         if not 0 <= self.min_confidence < 1:
             raise ConfigError(f"generator.min_confidence: a number in [0, 1) (0 keeps every sample), "
                               f"got {self.min_confidence}")
@@ -208,9 +217,13 @@ PRESETS: dict[str, Preset] = {
             GeneratorSpec(name="ddpm-uncond-confident", ddpm=SMOKE_DDPM, sampler=SMOKE_SAMPLER,
                           labeller=SMOKE_LABELLER, labeller_per_class=200, sample_batch_size=64,
                           shard_size=128, min_confidence=0.5),
+            # ddpm-cond's recipe, learning only from the real images each trial may use (its long-tailed subset)
+            GeneratorSpec(name="ddpm-cond-subset", ddpm=dataclasses.replace(SMOKE_DDPM, conditional=True),
+                          sampler=SMOKE_SAMPLER, labeller=SMOKE_LABELLER, labeller_per_class=200,
+                          sample_batch_size=64, shard_size=128, train_on="trial"),
             IMAGENET_DIT,
         ),
-        alternatives=("ddpm-uncond-confident",),
+        alternatives=("ddpm-uncond-confident", "ddpm-cond-subset"),
     ),
     # Seconds: the tests' end-to-end scale and a quick check that everything is wired.
     "tiny": Preset(
@@ -238,9 +251,12 @@ PRESETS: dict[str, Preset] = {
                           min_confidence=0.9),
             GeneratorSpec(name="ho-ddpm-uncond", labeller=PAPER_LABELLER),
             GeneratorSpec(name="ho-ddpm-cond", ddpm=DDPMConfig(conditional=True), labeller=PAPER_LABELLER),
+            # not in the study: the honest long-tail setting, a generator (and labeller) a trial's real subset
+            GeneratorSpec(name="ddpm-cond-subset", ddpm=dataclasses.replace(IMPROVED_DDPM, conditional=True),
+                          labeller=PAPER_LABELLER, train_on="trial"),
             IMAGENET_DIT,
         ),
-        alternatives=("ddpm-uncond-confident", "ho-ddpm-uncond", "ho-ddpm-cond"),
+        alternatives=("ddpm-uncond-confident", "ho-ddpm-uncond", "ho-ddpm-cond", "ddpm-cond-subset"),
     ),
 }
 
@@ -266,8 +282,26 @@ def to_flat(obj, prefix: str = "") -> dict[str, typing.Any]:
     return flat
 
 
+def leaf_types(cls, prefix: str = "") -> dict[str, typing.Any]:
+    """Every dotted key of a (nested) dataclass, as to_flat writes them, and its type hint."""
+    hints = typing.get_type_hints(cls)
+    found: dict[str, typing.Any] = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            found.update(leaf_types(hint, f"{prefix}{f.name}."))
+        else:
+            found[prefix + f.name] = hint
+    return found
+
+
 def from_flat(cls, flat: typing.Mapping[str, typing.Any], prefix: str = ""):
-    """Inverse of to_flat; keys it does not know are ignored, missing keys take the defaults."""
+    """Inverse of to_flat; missing keys take the defaults, a key it does not know is a ConfigError
+    (a typo must not run the wrong sweep)."""
+    if not prefix:
+        unknown = sorted(set(flat) - set(leaf_types(cls)))
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: not a {cls.__name__} field")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):

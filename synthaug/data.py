@@ -46,6 +46,7 @@ SHAPES_VERSION = "shapes-v2"  # bump when make_shapes' pictures change: it keys 
 SHAPES_SEED = 0  # the built-in 'shapes' source uses make_shapes' defaults
 SHAPES_TRAIN_PER_CLASS = 600  # 6,000 train images: enough for a small classifier and DDPM
 SHAPES_TEST_PER_CLASS = 100
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SHAPE_CLASSES = (
     "circle", "square", "triangle", "diamond", "cross",
     "ring", "hbar", "vbar", "plus", "frame",
@@ -151,6 +152,33 @@ def load_dataset(source: str, cache_dir: str | Path) -> Dataset:
     return dataset
 
 
+def data_outline(source: str, cache_dir: str | Path) -> Dataset:
+    """What a source holds (classes, labels, digest) with blank images, for a dry run: nothing is
+    decoded, downloaded or written (the decoded cache is read when there is one)."""
+    source = resolve_source(source)
+    name, digest = source_name(source), source_digest(source)
+    cache_file = Path(cache_dir) / "datasets" / f"{name}-{digest[:16]}.npz"
+    if cache_file.exists():
+        return _read_cache(cache_file, name, digest)
+    if source in BUILTIN_SOURCES:
+        classes, train, test = ((SHAPE_CLASSES, SHAPES_TRAIN_PER_CLASS, SHAPES_TEST_PER_CLASS) if source == "shapes"
+                                else (CIFAR10_CLASSES, 5000, 1000))
+        labels = {"train": np.repeat(np.arange(len(classes)), train), "test": np.repeat(np.arange(len(classes)), test)}
+    else:
+        names = sorted(_folder_images(Path(source)) if Path(source).is_dir() else (rel for rel, _ in _tar_images(source, read=False)))
+        found = [PurePosixPath(rel).parts[-3:-1] for rel in names if len(PurePosixPath(rel).parts) >= 3]
+        classes = tuple(sorted({label for split, label in found if split == "train"}))
+        if not classes:
+            raise DataError(f"{source}: no images under train/<class>/; use {SOURCE_HELP}")
+        index = {label: i for i, label in enumerate(classes)}
+        labels = {split: np.array([index[label] for s, label in found if s == split and label in index], np.int64)
+                  for split in SPLITS}
+    blank = np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    images = {split: np.broadcast_to(blank, (len(labels[split]), IMAGE_SIZE, IMAGE_SIZE, 3)) for split in SPLITS}
+    return Dataset(name, tuple(classes), images["train"], labels["train"].astype(np.int64), images["test"],
+                   labels["test"].astype(np.int64), digest=digest)
+
+
 def _decode(source: str, cache_dir: Path) -> tuple[tuple[str, ...], tuple[np.ndarray, ...]]:
     """Decode a resolved source into (classes, (train_x, train_y, test_x, test_y))."""
     if source == "shapes":
@@ -179,14 +207,15 @@ def _folder_images(root: Path) -> list[str]:
     return [rel for rel in rels if _is_image(rel)]
 
 
-def _tar_images(path: str) -> Iterator[tuple[str, bytes]]:
-    """Stream (member path, bytes) for every image file in a .tar or .tar.gz, in archive order."""
+def _tar_images(path: str, read: bool = True) -> Iterator[tuple[str, bytes | None]]:
+    """Stream (member path, bytes) for every image file in a .tar or .tar.gz, in archive order
+    (bytes None when not `read`: the names only)."""
     try:
         with tarfile.open(path, "r|*") as tar:
             for member in tar:
                 rel = member.name.removeprefix("./")
                 if member.isfile() and _is_image(rel):
-                    yield rel, tar.extractfile(member).read()
+                    yield rel, tar.extractfile(member).read() if read else None
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: unreadable archive ({_one_line(e)})") from e
 

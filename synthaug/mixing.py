@@ -64,6 +64,13 @@ def plan(cfg: TrialConfig, dataset: Dataset) -> list[ClassPlan]:
     return plans
 
 
+def real_index(cfg: TrialConfig, dataset: Dataset) -> np.ndarray:
+    """The real training images the trial's classifier may use: each class's seeded prefix of its
+    long-tail target, before replacement (replacement keeps a prefix of these), sorted."""
+    orders = class_permutations(dataset.train_y, dataset.num_classes, cfg.seed)
+    return np.sort(np.concatenate([order[:p.real_target] for order, p in zip(orders, plan(cfg, dataset))]))
+
+
 def compose(cfg: TrialConfig, dataset: Dataset, take: TakeSynthetic) -> TrainingSet:
     """Build the training set; `take` is asked only for what needs synthetic images."""
     plans = plan(cfg, dataset)

@@ -4,7 +4,9 @@ A generator given as a checkpoint (or a pretrained ImageNet pipeline) is loaded 
 digest covers its weights (and, for a pretrained one, its label map and guidance). Otherwise
 its DDPM is trained (synthaug.generator_training: resumable, tracked in MLflow) on the real
 training split and cached under a key covering the data source, the DDPM recipe and the
-training seed, so `sweeps/train_generators.py` and every later sweep find it. Every
+training seed, so `sweeps/train_generators.py` and every later sweep find it. A generator that
+learns from one trial's real subset (train_on "trial", synthaug.instances) is given that
+subset, whose digest keys its cache entries. Every
 generator also gets a pseudo-labeller (an unconditional one needs it for its labels; a
 conditional one is judged by it), cached the same way, and a generator trained here is
 evaluated once (FID, KID, labeller agreement) into its MLflow run.
@@ -15,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from synthaug.config import GeneratorSpec
 from synthaug.data import Dataset, load_dataset
 from synthaug.devices import default_device
@@ -22,6 +26,7 @@ from synthaug.diffusion.training import Checkpointing
 from synthaug.generator_training import (EVALUATION_PER_CLASS, Tracking, evaluate_generator, load_labeller,
                                          train_labeller)
 from synthaug.generators import generator_kind
+from synthaug.instances import restricted
 
 __all__ = ["PreparedGenerator", "default_device", "load_labeller", "prepare_generator", "prepare_labeller"]
 
@@ -43,14 +48,16 @@ class PreparedGenerator:
 def prepare_generator(spec: GeneratorSpec, data_source: str, cache_dir: str | Path,
                       device: str | None = None, progress: bool = True, dataset: Dataset | None = None,
                       tracking_uri: str | None = None, policy: Checkpointing = Checkpointing(),
-                      evaluation_per_class: int = EVALUATION_PER_CLASS) -> PreparedGenerator:
+                      evaluation_per_class: int = EVALUATION_PER_CLASS,
+                      train_index: np.ndarray | None = None) -> PreparedGenerator:
     """Load or train the generator and labeller that `spec` names; cached under cache_dir.
-    `dataset`: data_source already loaded (saves decoding and hashing it again). With a tracking
+    `dataset`: data_source already loaded (saves decoding and hashing it again). `train_index`: the
+    training images it learns from (synthaug.instances; None: all of them). With a tracking
     URI, training is logged to the `generators` experiment and a generator trained here is
     evaluated (evaluation_per_class samples a class) when its run is not finished yet."""
     device = device or default_device()
     cache_dir = Path(cache_dir)
-    dataset = dataset or load_dataset(data_source, cache_dir)
+    dataset = restricted(dataset or load_dataset(data_source, cache_dir), train_index)
     tracking = Tracking.at(tracking_uri) if tracking_uri else None
     kind = generator_kind(spec)
     directory, weights = kind.prepare(spec, dataset, cache_dir, device, tracking, policy, progress)

@@ -2,8 +2,9 @@
 
 Every generator is prepared (trained once and cached, or loaded) before any server holds a GPU
 share: on a one-GPU node a second preparation asking for the whole GPU would otherwise wait
-forever behind the first server. Each generator then gets one named server (replica 0, a small
-GPU share) that trials read from for the whole sweep.
+forever behind the first server. Each generator instance (synthaug.instances: one, or one a
+trial's real subset) then gets one named server (replica 0; a generator's small GPU share,
+split among its instances) that trials read from for the whole sweep.
 
 Warm-up generates every pool prefix the trials will ask for before they start. With several
 GPUs it uses all of them: the generators are warmed one after the other, each by one extra
@@ -14,9 +15,11 @@ comes from its own seed, the bytes on disk do not depend on how many replicas ma
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from synthaug.data import Dataset
+from synthaug.instances import instance_name, instances, per_trial_generators, training_index
 
 MAX_WARMUP_REPLICAS = 8     # warm-up servers a generator, one a GPU
 
@@ -42,27 +45,32 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool) -> tuple[dict[
     gpus = ray.cluster_resources().get("GPU", 0) if use_gpus else 0
     # One CPU thread: on a shared 2-core machine two torch threads ran a small UNet 3-10x slower.
     prepare = ray.remote(prepare_generator).options(num_gpus=1 if gpus else 0, num_cpus=1)
-    specs = [plan.preset.generator(name) for name in plan.generators]
-    print(f"preparing generators {', '.join(plan.generators)} (trained once, then cached under {plan.cache_dir}; "
+    found = instances(plan.preset, plan.configs)
+    specs = [spec for spec, _ in found.values()]
+    print(f"preparing generators {', '.join(found)} (trained once, then cached under {plan.cache_dir}; "
           f"training runs in the MLflow experiment '{GENERATORS_EXPERIMENT}')")
     shipped = ray.put(dataset)      # loaded once on the driver; workers need no --data of their own
     prepared_all = ray.get([prepare.remote(spec, plan.base.data, str(plan.cache_dir), dataset=shipped,
                                            tracking_uri=plan.tracking_uri,
                                            policy=plan.preset.checkpointing,
-                                           evaluation_per_class=plan.preset.evaluation_per_class)
-                            for spec in specs])
+                                           evaluation_per_class=plan.preset.evaluation_per_class,
+                                           train_index=training_index(cfg, dataset))
+                            for spec, cfg in found.values()])
+    # a generator's serving share of a GPU, split among its instances (one a real subset when train_on is trial)
+    shares = Counter(cfg.generator for _, cfg in found.values() if cfg is not None)
     servers, prepared_by_name = {}, {}
-    for spec, prepared in zip(specs, prepared_all):
+    for (spec, cfg), prepared in zip(found.values(), prepared_all):
         name = spec.name
         if not prepared.conditional:
             parent.log_metrics({f"labeller_test_acc.{name}": prepared.labeller_test_acc})
         parent.set_tags({f"synthaug.generator.{name}.weights": prepared.weights_digest,
                          **({f"synthaug.generator.{name}.run_id": prepared.run_id} if prepared.run_id else {})})
+        share = plan.preset.server_gpus / (shares[cfg.generator] if cfg is not None else 1)
         servers[name] = make_server_actor(prepared, spec, str(plan.cache_dir / "pools"), dataset.classes,
-                                          num_gpus=plan.preset.server_gpus if gpus else 0)
+                                          num_gpus=share if gpus else 0)
         prepared_by_name[name] = prepared
     needed = pool_requests(plan, dataset)
-    replicas = warmup_replicas(plan.preset.warmup_replicas, gpus, len(servers), plan.preset.server_gpus)
+    replicas = warmup_replicas(plan.preset.warmup_replicas, gpus, len(plan.generators), plan.preset.server_gpus)
     if replicas == 1:
         warmed = _warm(needed, lambda name, c, seed: servers[name], "warming pools")
     else:
@@ -84,14 +92,15 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool) -> tuple[dict[
 
 
 def pool_requests(plan, dataset: Dataset) -> dict[tuple[str, int, int], int]:
-    """(generator, class, seed) -> the longest prefix of that pool any trial of the plan takes."""
+    """(generator instance, class, seed) -> the longest prefix of that pool any trial of the plan takes."""
     from synthaug.mixing import synthetic_requests
 
+    per_trial = per_trial_generators(plan.preset)
     needed: dict[tuple[str, int, int], int] = {}
     for cfg in plan.configs:
         if cfg.uses_synthetic:
             for c, n in synthetic_requests(cfg, dataset).items():
-                key = (cfg.generator, c, cfg.seed)
+                key = (instance_name(cfg, per_trial), c, cfg.seed)
                 needed[key] = max(needed.get(key, 0), n)
     return needed
 

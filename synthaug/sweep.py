@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 from synthaug.cli import add_run_flags
 from synthaug.config import (PRESETS, ConfigError, Preset, TrialConfig, digest, from_flat, preset,
                              to_flat)
-from synthaug.data import DataError, Dataset, load_dataset, resolve_source
+from synthaug.data import DataError, Dataset, data_outline, load_dataset, resolve_source
 
 QUIET = {   # Tune's status table and our own lines are the progress; these only repeat themselves
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -91,6 +91,14 @@ def parse_args(experiment: Experiment, argv: Sequence[str] | None) -> argparse.N
     parser.add_argument("--wait-for-gpus", default="900", help="seconds to wait for them to join (default 900)")
     parser.add_argument("--gpus-per-trial", default=None, help="a trial's GPU share (default: the preset's)")
     parser.add_argument("--cpus-per-trial", default=None, help="a trial's CPUs (default: the preset's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any trial field (train.epochs=1), preset field (preset.gpus_per_trial=0.25) or "
+                             "generator field (generators.ddpm-cond.train_on=trial); repeatable")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                        help="replace or add a grid axis (replace_pct=0,2,4; arm=none,conditional; tuples as "
+                             "truck+ship); repeatable")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the trials, the resource plan and a GPU-hour estimate; start and write nothing")
     parser.add_argument("--fresh", action="store_true", help="start over instead of resuming a matching sweep")
     return parser.parse_args(argv)
 
@@ -109,14 +117,19 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 
 def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepPlan, Dataset]:
-    """Resolve and validate everything; touches no Ray, no GPU, no MLflow."""
+    """Resolve and validate everything; touches no Ray, no GPU, no MLflow. With --dry-run the data
+    source is only outlined (classes and labels, blank images): nothing is decoded or written."""
+    from synthaug.overrides import apply_grids, apply_sets, check_experiment
     from synthaug.tracking import resolve_tracking_uri
 
+    check_experiment(experiment)
     chosen = preset(args.preset)
+    experiment = apply_grids(experiment, args.grid)
+    experiment, chosen = apply_sets(experiment, chosen, args.set)
     seeds = parse_seeds(args.seeds)
     data = resolve_source(args.data or chosen.data)
     cache_dir = Path(args.cache).resolve()
-    dataset = load_dataset(data, cache_dir)
+    dataset = data_outline(data, cache_dir) if args.dry_run else load_dataset(data, cache_dir)
     chosen = with_checkpoints(with_resources(chosen, args), args.checkpoint, dataset)
     fixed = {key: _resolve_value(key, v, dataset) for key, v in
              {**experiment.fixed, **(experiment.paper_fixed if chosen.name == "paper" else {})}.items()}
@@ -266,6 +279,11 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_args(experiment, argv)
         plan, dataset = plan_sweep(experiment, args)
+        if args.dry_run:
+            from synthaug.dry_run import print_dry_run
+
+            print_dry_run(plan, dataset)
+            return 0
         preflight(plan)
     except (UsageError, ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -280,6 +298,7 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False, wait_s: fl
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from synthaug import tracking
+    from synthaug.instances import per_trial_generators
     from synthaug.preflight import wait_for_gpus
     from synthaug.server import NAMESPACE
     from synthaug.serving import start_servers
@@ -321,7 +340,8 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False, wait_s: fl
         print(f"error: {str(err.cause).splitlines()[0] if err.cause else err}", file=sys.stderr)
         ray.shutdown()
         return 1
-    context = TrialContext(str(plan.cache_dir), plan.tracking_uri, experiment_id, parent.run_id, plan.name)
+    context = TrialContext(str(plan.cache_dir), plan.tracking_uri, experiment_id, parent.run_id, plan.name,
+                           per_trial_generators(plan.preset))
     param_space = {**{k: tune.grid_search(list(v)) for k, v in plan.grid.items()},
                    "seed": tune.grid_search(list(plan.seeds)),
                    CONFIG: to_flat(plan.base), ARMS: dict(plan.arms), CONTEXT: asdict(context)}

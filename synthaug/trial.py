@@ -28,6 +28,7 @@ from synthaug.classifier import Evaluation, Trainer, evaluate
 from synthaug.config import TrialConfig, digest, from_flat, to_flat
 from synthaug.data import Dataset
 from synthaug.devices import default_device
+from synthaug.instances import instance_name
 from synthaug.mixing import TrainingSet, compose, select_test
 from synthaug.server import get_server
 from synthaug.tracking import CELL, SWEEP, TRIAL_ID, RunLogger
@@ -51,6 +52,7 @@ class TrialContext:
     experiment_id: str
     parent_run_id: str
     sweep: str
+    per_trial: tuple[str, ...] = ()     # generators with one instance a real subset (synthaug.instances)
 
 
 def trial_config(params: dict) -> TrialConfig:
@@ -85,9 +87,10 @@ def run_trial(params: dict, dataset: Dataset) -> None:
         tune.report({k: metrics[k] for k in ("test_acc", "train_loss", "train_acc") if k in metrics}
                     | {"epoch": cfg.train.epochs, "done": True, "mlflow_run_id": run.run_id})
         return
-    run.log_params(to_flat(cfg))
+    run.log_params({**to_flat(cfg), **({"generator_instance": instance_name(cfg, ctx.per_trial)}
+                                       if cfg.uses_synthetic else {})})
     _pass_gate(trial_key(cfg))
-    training = compose(cfg, dataset, _synthetic_source(cfg))
+    training = compose(cfg, dataset, _synthetic_source(cfg, ctx.per_trial))
     test_index = select_test(dataset, cfg.test_per_class)
     try:
         _train(cfg, dataset, training, test_index, run, device)
@@ -138,10 +141,12 @@ def _log_final(run: RunLogger, cfg: TrialConfig, dataset: Dataset, training: Tra
         run.log_artifacts(folder)
 
 
-def _synthetic_source(cfg: TrialConfig):
-    """take(class_index, n) served by the shared DDPM server of the trial's generator."""
+def _synthetic_source(cfg: TrialConfig, per_trial: tuple[str, ...]):
+    """take(class_index, n) served by the shared DDPM server of the trial's generator instance."""
+    server = instance_name(cfg, per_trial)
+
     def take(class_index: int, n: int):
-        return ray.get(get_server(cfg.generator).take.remote(class_index, n, cfg.seed))
+        return ray.get(get_server(server).take.remote(class_index, n, cfg.seed))
     return take
 
 

@@ -1,0 +1,142 @@
+"""--dry-run: a sweep's trials, the work before them, the resources they ask for and a GPU-hour estimate.
+
+Nothing is started, downloaded or written: the data source is outlined (synthaug.data.data_outline),
+not decoded. The estimate divides the work by the throughputs below, which are ASSUMED for one
+H100 until bench/gpu_suite.py measures them (README, "What a sweep costs"); the plan says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from synthaug.data import Dataset
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Work a whole GPU does a second (assumed for one H100, bf16 autocast, channels_last)."""
+
+    classifier_images: float = 20_000.0     # full-width CIFAR ResNet18 training images/s (evaluation included)
+    ddpm_steps: float = 8.0                 # improved-DDPM CIFAR UNet (52.5M) optimizer steps/s at batch 128
+    unet_image_evals: float = 25_000.0      # that UNet's forward passes over one 32x32 image /s (sampling)
+    source: str = "throughputs assumed for one H100, not yet measured: bench/gpu_suite.py measures them"
+
+
+H100_ASSUMED = Throughput()
+
+
+def print_dry_run(plan, dataset: Dataset, throughput: Throughput = H100_ASSUMED) -> None:
+    """Print the plan of `plan` (a synthaug.sweep.SweepPlan) over the outlined data set."""
+    from synthaug.instances import instances, subset_tag
+    from synthaug.mixing import plan as class_plan
+    from synthaug.serving import pool_requests, warmup_replicas
+
+    preset, configs = plan.preset, plan.configs
+    cells = len(configs) // len(plan.seeds)
+    epochs = sum(c.train.epochs for c in configs)
+    print(f"sweep {plan.name} (dry run: nothing started, nothing written)")
+    print(f"data {dataset.name}: {len(dataset.train_y)} train / {len(dataset.test_y)} test images, "
+          f"{dataset.num_classes} classes; preset {preset.name}")
+    print(f"{len(configs)} trials = {cells} configurations x {len(plan.seeds)} seeds; {epochs} trial-epochs\n")
+
+    axes = [*plan.grid] or ["configuration"]
+    rows, images_seen = [], 0.0
+    for cfg in configs[::len(plan.seeds)]:
+        per_class = class_plan(cfg, dataset)
+        size = sum(p.real + p.synthetic for p in per_class) + cfg.stream_count
+        synthetic = sum(p.synthetic for p in per_class) + cfg.stream_count
+        label = [_show(getattr(cfg, k)) for k in plan.grid] or [plan.experiment.name]
+        rows.append([*label, str(len(plan.seeds)), str(cfg.train.epochs), str(size), str(synthetic),
+                     *([] if "generator" in plan.grid else [cfg.generator if cfg.uses_synthetic else "-"])])
+    for cfg in configs:       # trained on each epoch, then evaluated on the test images
+        train = sum(p.real + p.synthetic for p in class_plan(cfg, dataset)) + cfg.stream_count
+        test = cfg.test_per_class * dataset.num_classes if cfg.test_per_class else len(dataset.test_y)
+        images_seen += cfg.train.epochs * (train + test / 3)       # a test image costs about a third
+    _table([*axes, "seeds", "epochs", "train images", "synthetic", *([] if "generator" in plan.grid else ["generator"])],
+           rows)
+
+    found = instances(preset, configs)
+    needed = pool_requests(plan, dataset)
+    gen_hours = pool_hours = 0.0
+    labellers: set[tuple] = set()     # one labeller a recipe and training data, shared by generators
+    print("\nbefore the trials (each cached: a later sweep or train_generators.py run skips it):")
+    for name, (spec, subset) in found.items():
+        from synthaug.generators import generator_kind
+
+        kind = generator_kind(spec)
+        mine = {k: n for k, n in needed.items() if k[0] == name}
+        images = _pool_images(mine, spec.conditional, dataset.num_classes)
+        steps = spec.sampler.resolved(spec.ddpm.num_train_timesteps).steps
+        unet = kind.name != "pretrained-dit"        # the throughput assumed is the CIFAR UNet's
+        hours = images * steps / throughput.unet_image_evals / 3600 if unet else 0.0
+        pool_hours += hours
+        line = f"  {name}: {kind.name}"
+        if kind.trains:
+            train_h = spec.ddpm.train_steps / throughput.ddpm_steps / 3600
+            labeller = (spec.labeller, spec.labeller_per_class, spec.train_seed, subset and subset_tag(subset))
+            label_h = 0.0 if labeller in labellers else \
+                spec.labeller.epochs * len(dataset.train_y) / throughput.classifier_images / 3600
+            labellers.add(labeller)
+            gen_hours += train_h + label_h
+            line += (f", train {spec.ddpm.train_steps} steps at batch {spec.ddpm.batch_size} (~{train_h:.2f} GPU-h) "
+                     + (f"+ labeller {spec.labeller.epochs} epochs (~{label_h:.2f} GPU-h)" if label_h
+                        else "+ the labeller above"))
+        line += (f"; pools: {len(mine)} (class, seed) prefixes, about {images} images at {steps} steps "
+                 + (f"(~{hours:.2f} GPU-h)" if unet else "(no throughput assumed for this model: not in the estimate)"))
+        print(line + ("" if spec.conditional else ", more if a confidence filter rejects samples"))
+
+    gpus = preset.gpus or 0
+    servers = len(plan.generators)
+    replicas = warmup_replicas(preset.warmup_replicas, gpus, servers, preset.server_gpus) if gpus else 1
+    concurrent = _concurrent_trials(gpus, preset.gpus_per_trial, servers, preset.server_gpus)
+    trial_hours = images_seen / throughput.classifier_images / 3600
+    print(f"\nresources: --gpus {gpus} ({'CPUs only' if not gpus else f'{gpus} GPU' + 's' * (gpus > 1)}); a trial {preset.gpus_per_trial:g} "
+          f"GPU + {preset.cpus_per_trial:g} CPU; a generator's server {preset.server_gpus:g} GPU (split among its "
+          f"instances); preparation 1 GPU a generator instance; warm-up {replicas} replica(s) a generator")
+    if gpus and not concurrent:
+        print(f"  no trial fits: {preset.gpus_per_trial:g} GPU a trial beside the servers' shares")
+    elif gpus:
+        waves = math.ceil(len(configs) / concurrent)
+        sharing = max(1, int(1 // preset.gpus_per_trial))       # trials that split one GPU's speed
+        trials_wall = waves * trial_hours / len(configs) * sharing
+        prep_wall = gen_hours / min(gpus, max(len(found), 1)) + pool_hours / replicas
+        print(f"  {concurrent} trials at once, {waves} wave(s) of {len(configs)} trials, given enough CPUs "
+              f"({preset.cpus_per_trial:g} a trial)")
+        print(f"estimate ({throughput.source}): generators + labellers {gen_hours:.2f} GPU-h, pools {pool_hours:.2f} "
+              f"GPU-h, trials {trial_hours:.2f} GPU-h; total {gen_hours + pool_hours + trial_hours:.2f} GPU-h; "
+              f"wall about {prep_wall + trials_wall:.1f} h on {gpus} GPU{'s' * (gpus > 1)} ({prep_wall:.1f} h before the trials)")
+    else:
+        print(f"estimate: CPUs only; on GPUs ({throughput.source}) this is generators + labellers "
+              f"{gen_hours:.2f}, pools {pool_hours:.2f}, trials {trial_hours:.2f} GPU-h")
+
+
+def _pool_images(mine: dict, conditional: bool, num_classes: int) -> int:
+    """Images a generator instance makes for its pools: conditioned, what is asked; through the labeller,
+    a seed's stream long enough for its most-asked class at a fair share (1 in num_classes)."""
+    if conditional:
+        return sum(mine.values())
+    by_seed: dict[int, int] = {}
+    for (_, c, seed), n in mine.items():
+        by_seed[seed] = max(by_seed.get(seed, 0), n if c < 0 else n * num_classes)
+    return sum(by_seed.values())
+
+
+def _concurrent_trials(gpus: int, per_trial: float, servers: int, server_share: float) -> int:
+    """Trials Ray can run at once: each takes `per_trial` of one GPU; the servers' shares sit on the first GPUs."""
+    if not gpus or per_trial <= 0:
+        return 0 if gpus else 1
+    free = [1.0] * gpus
+    for i in range(servers):
+        free[i % gpus] -= server_share
+    return sum(int((f + 1e-9) // per_trial) for f in free)
+
+
+def _show(value) -> str:
+    return "+".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

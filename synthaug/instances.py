@@ -1,0 +1,75 @@
+"""Which trained generator serves a trial: what each generator learned from.
+
+A generator's `train_on` says what real images it (and its pseudo-labeller) learn from:
+
+- "all": the whole training split, as in the study. One instance serves the whole sweep,
+  named as the generator is.
+- "trial": exactly the real images the trial's classifier may use (its seed's long-tailed
+  subset, before replacement: synthaug.mixing.real_index), the honest long-tail setting in
+  which the generator never sees a tail-class image the classifier does not. One instance a
+  distinct subset, named `<generator>@seed<s>-lt<imbalance>-n<n_max>`, each trained once and
+  cached under its own key (the subset's digest is its data's digest), each with its own server.
+
+The instance's name is what a trial asks the server for; its weights digest (and so its pools)
+differ from every other instance's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Collection, Iterable
+
+import numpy as np
+
+from synthaug.config import GeneratorSpec, Preset, TrialConfig, digest
+from synthaug.data import Dataset
+
+def subset_tag(cfg: TrialConfig) -> str:
+    """The real subset a trial may use, in a name: what decides it (seed, long-tail ratio, n_max)."""
+    return f"seed{cfg.seed}-lt{cfg.imbalance:g}-n{cfg.real_per_class}"
+
+
+def instance_name(cfg: TrialConfig, per_trial: Collection[str]) -> str:
+    """The generator instance (and server) that serves cfg; per_trial: generators with train_on 'trial'."""
+    return f"{cfg.generator}@{subset_tag(cfg)}" if cfg.generator in per_trial else cfg.generator
+
+
+def per_trial_generators(preset: Preset) -> tuple[str, ...]:
+    return tuple(g.name for g in preset.generators if g.train_on == "trial")
+
+
+def instances(preset: Preset, configs: Iterable[TrialConfig]) -> dict[str, tuple[GeneratorSpec, TrialConfig | None]]:
+    """instance name -> (its spec, renamed; the trial whose real subset it learns from, None for 'all'),
+    for every generator the configurations take synthetic images from, in a stable order."""
+    per_trial = per_trial_generators(preset)
+    found: dict[str, tuple[GeneratorSpec, TrialConfig | None]] = {}
+    for cfg in configs:
+        if not cfg.uses_synthetic:
+            continue
+        name = instance_name(cfg, per_trial)
+        if name not in found:
+            spec = preset.generator(cfg.generator)
+            found[name] = (dataclasses.replace(spec, name=name), cfg if cfg.generator in per_trial else None)
+    return dict(sorted(found.items()))
+
+
+def training_index(cfg: TrialConfig | None, dataset: Dataset) -> np.ndarray | None:
+    """The training images an instance learns from: None for the whole split, else the trial's subset."""
+    if cfg is None:
+        return None
+    from synthaug.mixing import real_index
+
+    return real_index(cfg, dataset)
+
+
+def restricted(dataset: Dataset, index: np.ndarray | None) -> Dataset:
+    """The data set with its training split cut to `index` (test split kept); its digest names the cut,
+    so every cache key built on it (generator, labeller) is the subset's own."""
+    if index is None:
+        return dataset
+    index = np.asarray(index, np.int64)
+    cut = hashlib.sha256(index.tobytes()).hexdigest()
+    return Dataset(f"{dataset.name}[{len(index)} of {len(dataset.train_y)}]", dataset.classes,
+                   dataset.train_x[index], dataset.train_y[index], dataset.test_x, dataset.test_y,
+                   digest=digest({"data": dataset.digest, "train_index": cut}))
