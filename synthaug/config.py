@@ -235,6 +235,7 @@ PRESETS: dict[str, Preset] = {
             GeneratorSpec(name="ddpm-cond", ddpm=dataclasses.replace(TINY_DDPM, conditional=True),
                           sampler=SamplerConfig(steps=4), labeller=TINY_TRAIN, labeller_per_class=40,
                           sample_batch_size=64, shard_size=64),
+            dataclasses.replace(IMAGENET_DIT, sampler=SamplerConfig(name="ddim", steps=2)),
         ),
     ),
     # The study's scale: all of CIFAR-10, ResNet18 at full width, the improved DDPM CIFAR-10 UNet.

@@ -7,7 +7,7 @@ A generator's `train_on` says what real images it (and its pseudo-labeller) lear
 - "trial": exactly the real images the trial's classifier may use (its seed's long-tailed
   subset, before replacement: synthaug.mixing.real_index), the honest long-tail setting in
   which the generator never sees a tail-class image the classifier does not. One instance a
-  distinct subset, named `<generator>@seed<s>-lt<imbalance>-n<n_max>`, each trained once and
+  distinct subset, named `<generator>:seed<s>-lt<imbalance>-n<n_max>`, each trained once and
   cached under its own key (the subset's digest is its data's digest), each with its own server.
 
 The instance's name is what a trial asks the server for; its weights digest (and so its pools)
@@ -32,7 +32,7 @@ def subset_tag(cfg: TrialConfig) -> str:
 
 def instance_name(cfg: TrialConfig, per_trial: Collection[str]) -> str:
     """The generator instance (and server) that serves cfg; per_trial: generators with train_on 'trial'."""
-    return f"{cfg.generator}@{subset_tag(cfg)}" if cfg.generator in per_trial else cfg.generator
+    return f"{cfg.generator}:{subset_tag(cfg)}" if cfg.generator in per_trial else cfg.generator
 
 
 def per_trial_generators(preset: Preset) -> tuple[str, ...]:

@@ -5,8 +5,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
 
 from synthaug.config import IMAGENET_DIT, ConfigError
 from synthaug.diffusion.imagenet import (CIFAR10_TO_IMAGENET, load_pipeline, sample_pipeline, source_labels,
@@ -16,20 +14,6 @@ from synthaug.prepare import prepare_generator
 from synthaug.server import DDPMServer
 
 CIFAR = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-@pytest.fixture(scope="module")
-def tiny_dit(tmp_path_factory):
-    """A DiTPipeline folder with random weights: 4x4 latents, a VAE that doubles them to 8x8."""
-    torch.manual_seed(0)
-    transformer = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
-                                        num_layers=1, sample_size=4, patch_size=2, num_embeds_ada_norm=1000)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), latent_channels=4,
-                        norm_num_groups=4, sample_size=8)
-    folder = tmp_path_factory.mktemp("dit")
-    DiTPipeline(transformer=transformer, vae=vae, scheduler=DDIMScheduler()).save_pretrained(folder)
-    return str(folder)
 
 
 def test_the_label_map_covers_cifar_and_picks_by_image_seed():

@@ -198,24 +198,58 @@ def test_a_stream_arm_on_a_conditional_generator_is_refused_before_anything_star
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()
 
 
-def test_sweeps_on_a_node_declaring_one_gpu_schedule_every_task_and_actor(tmp_path, shapes_tar, capsys):
-    """Preparation (a whole GPU), two servers (a share each) and trials (a share each) on one GPU:
-    nothing waits forever. The GPU is only declared, so every process runs on the CPU it sees."""
+def sweep_script(name: str) -> Experiment:
+    """The EXPERIMENT a script in sweeps/ declares."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "sweeps" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.EXPERIMENT
+
+
+def test_every_sweep_script_runs_on_a_node_declaring_one_gpu(tmp_path, shapes_tar, cifar_named_tar, tiny_dit, capsys):
+    """Each script's plan (preparation: a whole GPU; servers: a share each, split among a generator's
+    instances; trials: a share each) on one GPU: nothing waits forever. The GPU is only declared, so every
+    process runs on the CPU it sees. The grids are cut down (--grid, --set) to what the small data can give;
+    long_tail runs with a generator a trial's real subset (train_on trial): one instance a seed."""
     import ray
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     cluster.add_node(num_cpus=2, num_gpus=1)
+    one_gpu = ("--seeds", "1", "--address", cluster.address, "--gpus", "1", "--wait-for-gpus", "0")
+    cifar = ("--data", str(cifar_named_tar))
     try:
-        both = Experiment(name="tiny_one_gpu_arms", grid={}, arms={k: ARMS.arms[k] for k in ("conditional", "unconditional")},
-                          fixed=ARMS.fixed)
-        targeted = Experiment(name="tiny_one_gpu_long_tail", grid={"augment_classes": [[], [2]]},
-                              fixed={"imbalance": 0.5, "generator": "ddpm-cond", "augment_count": 3})
-        for experiment in (both, targeted):
-            assert main(experiment, sweep_args(tmp_path, shapes_tar, "--seeds", "1", "--address", cluster.address,
-                                               "--gpus", "1", "--wait-for-gpus", "0")) == 0
-            _, trials = runs(tmp_path, experiment.name, "trial")
-            assert len(trials) == 2 and {r.info.status for r in trials} == {"FINISHED"}
+        plans = {
+            # the tiny unconditional DDPM cannot fill class pools (its labeller finds no class 1): the
+            # unconditional path on one GPU is cond_vs_uncond's stream arm
+            "replace_pct": ("--grid", "replace_pct=0,12", "--set", "generator=ddpm-cond"),
+            "cond_vs_uncond": (*cifar, "--set", "augment_classes=ship+truck", "--grid", "arm=conditional,unconditional"),
+            "long_tail": (*cifar, "--grid", "augment_classes=,truck", "--set", "generators.ddpm-cond.train_on=trial",
+                          "--seeds", "2"),
+            "imagenet_targeted": (*cifar, "--grid", "augment_classes=,truck",
+                                  "--set", f"generators.imagenet-dit.pretrained={tiny_dit}"),
+        }
+        for script, extra in plans.items():
+            assert main(sweep_script(script), sweep_args(tmp_path, shapes_tar, *one_gpu, *extra)) == 0, script
+            _, trials = runs(tmp_path, script, "trial")
+            assert len(trials) == (4 if script == "long_tail" else 2), script
+            assert {r.info.status for r in trials} == {"FINISHED"}, script
+        # long_tail: one generator a seed's real subset, each with its own weights, each trial served by its seed's
+        client, trials = runs(tmp_path, "long_tail", "trial")
+        _, (parent,) = runs(tmp_path, "long_tail", "sweep")
+        weights = {k: v for k, v in parent.data.tags.items() if k.endswith(".weights")}
+        assert sorted(weights) == [f"synthaug.generator.ddpm-cond:seed{s}-lt0.1-n20.weights" for s in (0, 1)]
+        assert len(set(weights.values())) == 2
+        served = {(r.data.params["seed"], r.data.params.get("generator_instance")) for r in trials
+                  if r.data.params["augment_classes"]}
+        assert served == {(str(s), f"ddpm-cond:seed{s}-lt0.1-n20") for s in (0, 1)}
+        generators = client.get_experiment_by_name("generators")
+        learned = [r.data.params for r in client.search_runs([generators.experiment_id],
+                                                              "tags.`synthaug.role` = 'generator'")]
+        subsets = sorted(int(p["train_images"]) for p in learned if p["generator"].startswith("ddpm-cond:"))
+        assert subsets == [20 + 6 + 2] * 2          # n_i = floor(20 * 0.1 ** (i / 2)) of the three classes
         # Without --address a sweep starts a Ray of its own, even with this cluster running beside it
         # (it once joined the cluster and crashed: "num_cpus ... must not be provided"); a sweep of one
         # configuration (no grid, no arms) ends with its one-row table (it once ended in a pandas error).

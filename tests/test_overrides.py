@@ -1,0 +1,136 @@
+"""--set, --grid and --dry-run: typed values, unknown keys refused at every entry point, a plan that writes nothing;
+and what a generator learns from (train_on)."""
+
+import dataclasses
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthaug.config import ConfigError, TrialConfig, from_flat, preset, to_flat
+from synthaug.data import data_outline, load_dataset, long_tail_counts
+from synthaug.instances import instance_name, instances, restricted, training_index
+from synthaug.mixing import real_index
+from synthaug.overrides import apply_grids, apply_sets
+from synthaug.sweep import Experiment, main
+
+ROOT = Path(__file__).resolve().parents[1]
+ARMS = Experiment(name="arms", grid={}, arms={"none": {"augment_count": 0}, "conditional": {"generator": "ddpm-cond"}},
+                  fixed={"augment_classes": ["circle"], "augment_count": 4})
+
+
+def sweep_script(name: str) -> Experiment:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "sweeps" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.EXPERIMENT
+
+
+def test_set_keeps_each_fields_type_at_every_level():
+    experiment = sweep_script("replace_pct")
+    changed, chosen = apply_sets(experiment, preset("paper"), [
+        "train.epochs=1", "imbalance=0.5", "augment_classes=truck+ship", "replace_pct=4", "preset.gpus_per_trial=0.25",
+        "preset.gpus=none", "preset.checkpointing.every_steps=50", "generators.ddpm-cond.train_on=trial",
+        "generators.ddpm-cond.ddpm.block_out_channels=16+32", "generators.ddpm-uncond.sampler.steps=none"])
+    assert changed.fixed["train.epochs"] == 1 and isinstance(changed.fixed["train.epochs"], int)
+    assert "train.epochs" not in changed.paper_fixed             # the command line wins over paper_fixed
+    assert changed.fixed["augment_classes"] == ("truck", "ship") and changed.grid["replace_pct"] == [4.0]
+    assert chosen.gpus_per_trial == 0.25 and chosen.gpus is None and chosen.checkpointing.every_steps == 50
+    cond, uncond = chosen.generator("ddpm-cond"), chosen.generator("ddpm-uncond")
+    assert cond.train_on == "trial" and cond.ddpm.block_out_channels == (16, 32) and uncond.sampler.steps is None
+    assert preset("paper").generator("ddpm-cond").train_on == "all"          # presets stay as written
+
+
+@pytest.mark.parametrize("flag, text, says", [
+    ("set", "train.epoch=1", "unknown key 'train.epoch' (did you mean train.epochs?)"),
+    ("set", "train.epochs=1.5", "--set train.epochs: an integer, got '1.5'"),
+    ("set", "train.epochs", "--set: key=value"),
+    ("set", "preset.name=x", "unknown key 'preset.name'"),
+    ("set", "preset.gpus_per_trail=1", "did you mean preset.gpus_per_trial?"),
+    ("set", "generators.nope.train_on=all", "generators.<name>.<field> with <name> one of"),
+    ("set", "generators.ddpm-cond.ddpm.attention=yes", "ddpm.attention: true or false, got 'yes'"),
+    ("set", "generator=ddpm-cond", "the arms conditional set it"),
+    ("grid", "seed=1,2", "unknown key 'seed'"),
+    ("grid", "replace_pcts=1,2", "did you mean replace_pct?"),
+    ("grid", "arm=none,unconditional", "--grid arm: names from none, conditional"),
+    ("grid", "replace_pct=2,2", "distinct values"),
+])
+def test_bad_overrides_are_one_line_errors(flag, text, says):
+    with pytest.raises(ConfigError) as err:
+        if flag == "set":
+            apply_sets(ARMS, preset("smoke"), [text])
+        else:
+            apply_grids(ARMS, [text])
+    assert says in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("field", ["grid", "fixed", "paper_fixed", "arms"])
+def test_an_experiments_own_unknown_key_is_refused_before_anything_starts(tmp_path, capsys, monkeypatch, field):
+    monkeypatch.chdir(tmp_path)
+    typo = {"imbalanse": [0.1]} if field == "grid" else {"imbalanse": 0.1}
+    fields = {"grid": {}, **({"arms": {"a": typo}} if field == "arms" else {field: typo})}
+    experiment = Experiment(name="typo", **fields)
+    assert main(experiment, ["--preset", "tiny", "--seeds", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown key 'imbalanse' (did you mean imbalance?)" in err[0] and field.rstrip("s") in err[0]
+    assert os.listdir(tmp_path) == []
+
+
+def test_from_flat_refuses_a_key_it_does_not_know():
+    flat = to_flat(TrialConfig())
+    assert from_flat(TrialConfig, flat) == TrialConfig()
+    with pytest.raises(ConfigError, match="train.epoch: not a TrialConfig field"):
+        from_flat(TrialConfig, {**flat, "train.epoch": 3})
+
+
+def test_paper_dry_run_prints_42_trials_and_the_plan_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    replace_pct = sweep_script("replace_pct")
+    assert main(replace_pct, ["--preset", "paper", "--seeds", "6", "--dry-run", "--gpus", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "42 trials = 7 configurations x 6 seeds; 2100 trial-epochs" in out
+    assert "ddpm-uncond: ddpm, train 100000 steps at batch 128" in out and "64 trials at once" in out
+    assert "GPU-h" in out and "assumed for one H100" in out
+    assert main(replace_pct, ["--preset", "paper", "--seeds", "6", "--dry-run", "--set", "train.epochs=1"]) == 0
+    assert "42 trials = 7 configurations x 6 seeds; 42 trial-epochs" in capsys.readouterr().out
+    assert os.listdir(tmp_path) == []           # no cache, no mlflow.db, no ray_results, no download
+
+
+def test_a_dry_run_outline_matches_the_decoded_data(tmp_path, shapes_tar):
+    outline = data_outline(str(shapes_tar), tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+    loaded = load_dataset(str(shapes_tar), tmp_path / "cache")
+    assert outline.classes == loaded.classes and outline.digest == loaded.digest
+    assert np.array_equal(np.bincount(outline.train_y), np.bincount(loaded.train_y))
+    assert np.array_equal(np.bincount(outline.test_y), np.bincount(loaded.test_y))
+
+
+def test_a_subset_generator_learns_from_exactly_the_trials_real_images(tmp_path):
+    dataset = load_dataset("shapes", tmp_path)
+    cfg = TrialConfig(seed=3, imbalance=0.1, real_per_class=100, generator="ddpm-cond", augment_classes=("circle",),
+                      augment_count=5, replace_pct=10)
+    index = real_index(cfg, dataset)
+    assert np.array_equal(np.bincount(dataset.train_y[index]), long_tail_counts(100, 0.1, 10))
+    # the classifier's real images (replacement keeps a prefix of these) are all inside the subset
+    from synthaug.mixing import compose
+    from synthaug.pools import PoolSlice
+
+    def take(c, n):
+        return PoolSlice("p", np.arange(n), np.zeros((n, 32, 32, 3), np.uint8), np.full(n, c), np.ones(n, np.float32))
+    training = compose(cfg, dataset, take)
+    real_images = {x.tobytes() for x in training.x[~training.synthetic]}
+    assert real_images <= {x.tobytes() for x in dataset.train_x[index]}
+
+    chosen = dataclasses.replace(preset("smoke"), generators=tuple(
+        dataclasses.replace(g, train_on="trial") if g.name == "ddpm-cond" else g for g in preset("smoke").generators))
+    configs = [dataclasses.replace(cfg, seed=s) for s in (0, 1)] + [dataclasses.replace(cfg, generator="ddpm-uncond")]
+    found = instances(chosen, configs)
+    assert list(found) == ["ddpm-cond:seed0-lt0.1-n100", "ddpm-cond:seed1-lt0.1-n100", "ddpm-uncond"]
+    assert instance_name(configs[1], ("ddpm-cond",)) == "ddpm-cond:seed1-lt0.1-n100"
+    digests = [restricted(dataset, training_index(sub, dataset)).digest for _, sub in found.values()]
+    assert len(set(digests)) == 3 and digests[2] == dataset.digest                # 'all': the whole split
+    assert restricted(dataset, training_index(configs[0], dataset)).digest == digests[0]   # the same cut, the same key
+    with pytest.raises(ConfigError, match="generator.train_on: 'all' for a generator not trained here"):
+        dataclasses.replace(preset("smoke").generator("imagenet-dit"), train_on="trial").validate()
