@@ -50,6 +50,10 @@ class GeneratorSpec:
     # An unconditional generator's class pools (and stream) keep only samples the labeller names with
     # at least this confidence; 0 keeps every sample (the study). Part of what a trial's pool is.
     min_confidence: float = 0.0
+    # Or keep the labeller's most confident fraction of each class (per-class thresholds calibrated once on
+    # calibration_samples samples of the generator); 0 = off. Part of the pool's identity too.
+    top_fraction: float = 0.0
+    calibration_samples: int = 1000
     sample_batch_size: int = 256        # images a forward pass when sampling
     shard_size: int = 512               # images a pool shard on disk
 
@@ -84,10 +88,16 @@ class GeneratorSpec:
         if not 0 <= self.min_confidence < 1:
             raise ConfigError(f"generator.min_confidence: a number in [0, 1) (0 keeps every sample), "
                               f"got {self.min_confidence}")
+        if not 0 <= self.top_fraction < 1:
+            raise ConfigError(f"generator.top_fraction: a fraction in [0, 1) (0 keeps every sample), "
+                              f"got {self.top_fraction}")
+        if self.top_fraction and self.min_confidence:
+            raise ConfigError("generator.top_fraction: 0 when generator.min_confidence is set (one filter a "
+                              f"generator), got {self.top_fraction}")
         for name in ("labeller_per_class",):
             if getattr(self, name) < 0:
                 raise ConfigError(f"generator.{name}: an integer >= 0, got {getattr(self, name)}")
-        for name in ("sample_batch_size", "shard_size"):
+        for name in ("sample_batch_size", "shard_size", "calibration_samples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"generator.{name}: an integer >= 1, got {getattr(self, name)}")
 
@@ -217,13 +227,17 @@ PRESETS: dict[str, Preset] = {
             GeneratorSpec(name="ddpm-uncond-confident", ddpm=SMOKE_DDPM, sampler=SMOKE_SAMPLER,
                           labeller=SMOKE_LABELLER, labeller_per_class=200, sample_batch_size=64,
                           shard_size=128, min_confidence=0.5),
+            # ddpm-uncond's weights, keeping the labeller's most confident half of each class
+            GeneratorSpec(name="ddpm-uncond-top-half", ddpm=SMOKE_DDPM, sampler=SMOKE_SAMPLER,
+                          labeller=SMOKE_LABELLER, labeller_per_class=200, sample_batch_size=64,
+                          shard_size=128, top_fraction=0.5),
             # ddpm-cond's recipe, learning only from the real images each trial may use (its long-tailed subset)
             GeneratorSpec(name="ddpm-cond-subset", ddpm=dataclasses.replace(SMOKE_DDPM, conditional=True),
                           sampler=SMOKE_SAMPLER, labeller=SMOKE_LABELLER, labeller_per_class=200,
                           sample_batch_size=64, shard_size=128, train_on="trial"),
             IMAGENET_DIT,
         ),
-        alternatives=("ddpm-uncond-confident", "ddpm-cond-subset"),
+        alternatives=("ddpm-uncond-confident", "ddpm-uncond-top-half", "ddpm-cond-subset"),
     ),
     # Seconds: the tests' end-to-end scale and a quick check that everything is wired.
     "tiny": Preset(
@@ -250,6 +264,9 @@ PRESETS: dict[str, Preset] = {
             # confidence, and Ho et al.'s DDPM (DDPMConfig's defaults)
             GeneratorSpec(name="ddpm-uncond-confident", ddpm=IMPROVED_DDPM, labeller=PAPER_LABELLER,
                           min_confidence=0.9),
+            # ... or keeping the labeller's most confident half of each class (calibrated on 10,000 samples)
+            GeneratorSpec(name="ddpm-uncond-top-half", ddpm=IMPROVED_DDPM, labeller=PAPER_LABELLER,
+                          top_fraction=0.5, calibration_samples=10_000),
             GeneratorSpec(name="ho-ddpm-uncond", labeller=PAPER_LABELLER),
             GeneratorSpec(name="ho-ddpm-cond", ddpm=DDPMConfig(conditional=True), labeller=PAPER_LABELLER),
             # not in the study: the honest long-tail setting, a generator (and labeller) a trial's real subset
@@ -257,7 +274,8 @@ PRESETS: dict[str, Preset] = {
                           labeller=PAPER_LABELLER, train_on="trial"),
             IMAGENET_DIT,
         ),
-        alternatives=("ddpm-uncond-confident", "ho-ddpm-uncond", "ho-ddpm-cond", "ddpm-cond-subset"),
+        alternatives=("ddpm-uncond-confident", "ddpm-uncond-top-half", "ho-ddpm-uncond", "ho-ddpm-cond",
+                      "ddpm-cond-subset"),
     ),
 }
 

@@ -15,6 +15,7 @@ shard and two writers of the same shard write the same bytes.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -120,32 +121,62 @@ class PoolStore:
         return chain[::-1]
 
 
-def filtered_id(pool_id: str, min_confidence: float) -> str:
-    """What a pool is once filtered by confidence: the filter is part of its identity."""
-    return f"{pool_id}@confidence>={min_confidence:g}" if min_confidence > 0 else pool_id
+@dataclass(frozen=True)
+class SampleFilter:
+    """Which samples of an unconditional pool a trial may take: those the labeller names class c with
+    confidence >= thresholds[c]. Its name is part of what the filtered pool is (filtered_id)."""
+
+    name: str = ""                          # "" keeps every sample
+    thresholds: tuple[float, ...] = ()      # one a class; () keeps every sample
+
+    def keep(self, pool: PoolSlice) -> np.ndarray:
+        if not self.thresholds:
+            return np.ones(len(pool.labels), bool)
+        return pool.confidence >= np.asarray(self.thresholds, np.float32)[pool.labels]
 
 
-def accepted(pool: PoolSlice, min_confidence: float) -> np.ndarray:
-    """Which samples a confidence filter keeps."""
-    return pool.confidence >= min_confidence
+KEEP_ALL = SampleFilter()
 
 
-def class_slice(pool: PoolSlice, class_index: int, n: int, min_confidence: float = 0.0) -> PoolSlice | None:
-    """The first n samples of the pool labelled class_index (with at least min_confidence), or None
-    when there are fewer."""
-    where = np.flatnonzero((pool.labels == class_index) & accepted(pool, min_confidence))
+def confidence_filter(min_confidence: float, num_classes: int) -> SampleFilter:
+    """Samples the labeller is at least min_confidence sure of, whatever their class (0: every sample)."""
+    if not min_confidence:
+        return KEEP_ALL
+    return SampleFilter(f"confidence>={min_confidence:g}", (float(min_confidence),) * num_classes)
+
+
+def top_fraction_filter(fraction: float, calibration: PoolSlice, num_classes: int) -> SampleFilter:
+    """The labeller's most confident `fraction` of each class: a threshold a class, the confidence of its
+    ceil(fraction x n_c)-th most confident calibration sample (a class with no calibration sample keeps
+    all of its samples). Calibrated once on a fixed pool, so every prefix stays a prefix: pools nest."""
+    thresholds = []
+    for c in range(num_classes):
+        mine = np.sort(calibration.confidence[calibration.labels == c])[::-1]
+        thresholds.append(float(mine[max(1, math.ceil(fraction * len(mine))) - 1]) if len(mine) else 0.0)
+    return SampleFilter(f"top{fraction:g}-per-class~{calibration.pool_id[:12]}-{len(calibration.labels)}",
+                        tuple(thresholds))
+
+
+def filtered_id(pool_id: str, sample_filter: SampleFilter) -> str:
+    """What a pool is once filtered: the filter is part of its identity."""
+    return f"{pool_id}@{sample_filter.name}" if sample_filter.name else pool_id
+
+
+def class_slice(pool: PoolSlice, class_index: int, n: int, sample_filter: SampleFilter = KEEP_ALL) -> PoolSlice | None:
+    """The first n samples of the pool labelled class_index (that the filter keeps), or None when there are fewer."""
+    where = np.flatnonzero((pool.labels == class_index) & sample_filter.keep(pool))
     if len(where) < n:
         return None
-    return _pick(pool, where[:n], min_confidence)
+    return _pick(pool, where[:n], sample_filter)
 
 
-def prefix(pool: PoolSlice, n: int, min_confidence: float = 0.0) -> PoolSlice:
-    """The first n samples of the pool (with at least min_confidence), whatever their labels."""
-    return _pick(pool, np.flatnonzero(accepted(pool, min_confidence))[:n], min_confidence)
+def prefix(pool: PoolSlice, n: int, sample_filter: SampleFilter = KEEP_ALL) -> PoolSlice:
+    """The first n samples of the pool (that the filter keeps), whatever their labels."""
+    return _pick(pool, np.flatnonzero(sample_filter.keep(pool))[:n], sample_filter)
 
 
-def _pick(pool: PoolSlice, where: np.ndarray, min_confidence: float) -> PoolSlice:
-    return PoolSlice(filtered_id(pool.pool_id, min_confidence), pool.indices[where], pool.images[where],
+def _pick(pool: PoolSlice, where: np.ndarray, sample_filter: SampleFilter) -> PoolSlice:
+    return PoolSlice(filtered_id(pool.pool_id, sample_filter), pool.indices[where], pool.images[where],
                      pool.labels[where], pool.confidence[where])
 
 

@@ -21,13 +21,15 @@ import torch
 from synthaug.config import ConfigError, GeneratorSpec
 from synthaug.diffusion.sampling import image_seed
 from synthaug.generators import generator_kind
-from synthaug.pools import UNCONDITIONAL, PoolKey, PoolSlice, PoolStore, accepted, class_slice, prefix
+from synthaug.pools import (KEEP_ALL, UNCONDITIONAL, PoolKey, PoolSlice, PoolStore, SampleFilter, class_slice,
+                            confidence_filter, prefix, top_fraction_filter)
 from synthaug.devices import default_device
 from synthaug.prepare import PreparedGenerator, load_labeller
 
 NAMESPACE = "synthaug"
 MAX_STREAM_FACTOR = 20      # an unconditional pool gives up on a class after 20x its fair share
 SHARD_QUANTUM = 16          # a shard holds what was missing, rounded up to this (at most shard_size)
+CALIBRATION_SEED = -1       # the pool seed of the samples a top-fraction filter is calibrated on (trials use >= 0)
 
 
 class ShortPoolError(RuntimeError):
@@ -57,6 +59,7 @@ class DDPMServer:
         self.sampler = spec.sampler.resolved(self.schedule["num_train_timesteps"])
         self.labeller = None if prepared.conditional else load_labeller(prepared.labeller_path, self.device)
         self._pools: dict[str, PoolSlice] = {}
+        self._filter: SampleFilter | None = None
         self.generated = 0
         self.served = 0
 
@@ -83,13 +86,38 @@ class DDPMServer:
         return self._pool(self.key(class_index, seed))
 
     def counters(self) -> dict[str, float]:
-        """Images generated and served; for an unconditional generator with a confidence filter, the
-        share of its samples (in every pool this server holds) the filter accepts."""
+        """Images generated and served; for an unconditional generator with a filter, the share of its
+        samples (in every trial pool this server holds) the filter accepts."""
         counts: dict[str, float] = {"generated": self.generated, "served": self.served}
-        if not self.prepared.conditional and self.spec.min_confidence > 0 and self._pools:
-            confidence = np.concatenate([p.confidence for p in self._pools.values()])
-            counts["acceptance"] = float((confidence >= self.spec.min_confidence).mean()) if len(confidence) else 0.0
+        pools = [p for pid, p in self._pools.items() if pid != self._calibration_id()]
+        if not self.prepared.conditional and (self.spec.min_confidence or self.spec.top_fraction) and pools:
+            kept = np.concatenate([self.sample_filter.keep(p) for p in pools])
+            counts["acceptance"] = float(kept.mean()) if len(kept) else 0.0
         return counts
+
+    @property
+    def sample_filter(self) -> SampleFilter:
+        """Which samples trials may take: every one of a conditional generator's; of an unconditional
+        one's, those above min_confidence, or the top_fraction of each class (calibrated once)."""
+        if self._filter is None:
+            if self.prepared.conditional:
+                self._filter = KEEP_ALL
+            elif self.spec.top_fraction:
+                self._filter = top_fraction_filter(self.spec.top_fraction, self._calibration(), self.num_classes)
+            else:
+                self._filter = confidence_filter(self.spec.min_confidence, self.num_classes)
+        return self._filter
+
+    def _calibration_id(self) -> str:
+        return self.key(UNCONDITIONAL, CALIBRATION_SEED).pool_id
+
+    def _calibration(self) -> PoolSlice:
+        """The first calibration_samples samples of the calibration stream, under their labels."""
+        key = self.key(UNCONDITIONAL, CALIBRATION_SEED)
+        pool = self._pool(key)
+        while len(pool.labels) < self.spec.calibration_samples:
+            pool = self._extend(key, pool, self.spec.calibration_samples - len(pool.labels))
+        return prefix(pool, self.spec.calibration_samples)
 
     def _class_prefix(self, class_index: int, n: int, seed: int) -> PoolSlice:
         if class_index == UNCONDITIONAL:
@@ -99,14 +127,14 @@ class DDPMServer:
         key = self.key(class_index, seed)
         pool = self._pool(key)
         limit = max(n, 1) * self.num_classes * MAX_STREAM_FACTOR
-        threshold = 0.0 if self.prepared.conditional else self.spec.min_confidence
+        kept_by = self.sample_filter
         while True:
-            found = class_slice(pool, class_index, n, threshold)
+            found = class_slice(pool, class_index, n, kept_by)
             if found is not None:
                 return found
-            have = int(((pool.labels == class_index) & accepted(pool, threshold)).sum())
+            have = int(((pool.labels == class_index) & kept_by.keep(pool)).sum())
             if len(pool.labels) >= limit:
-                kept = f" with confidence >= {threshold:g}" if threshold else ""
+                kept = f" (kept by its filter {kept_by.name})" if kept_by.name else ""
                 raise ShortPoolError(f"pool {key.pool_id}: the labeller gave class {class_index}{kept} to "
                                    f"{have} of {len(pool.labels)} samples of "
                                    f"{self.spec.name}, {n} needed; a better-trained generator (a larger preset) "
@@ -122,15 +150,15 @@ class DDPMServer:
                               f"{self.spec.name} is class-conditional")
         key = self.key(UNCONDITIONAL, seed)
         pool = self._pool(key)
-        threshold = self.spec.min_confidence
+        kept_by = self.sample_filter
         limit = max(n, 1) * MAX_STREAM_FACTOR
-        while int(accepted(pool, threshold).sum()) < n:
+        while int(kept_by.keep(pool).sum()) < n:
             if len(pool.labels) >= limit:
-                raise ShortPoolError(f"pool {key.pool_id}: {int(accepted(pool, threshold).sum())} of "
-                                     f"{len(pool.labels)} samples of {self.spec.name} reach confidence "
-                                     f"{threshold:g}, {n} needed; lower generator.min_confidence")
-            pool = self._extend(key, pool, n - int(accepted(pool, threshold).sum()))
-        return prefix(pool, n, threshold)
+                raise ShortPoolError(f"pool {key.pool_id}: its filter {kept_by.name} keeps {int(kept_by.keep(pool).sum())} "
+                                     f"of {len(pool.labels)} samples of {self.spec.name}, {n} needed; loosen "
+                                     f"generator.min_confidence or generator.top_fraction")
+            pool = self._extend(key, pool, n - int(kept_by.keep(pool).sum()))
+        return prefix(pool, n, kept_by)
 
     def _pool(self, key: PoolKey) -> PoolSlice:
         if key.pool_id not in self._pools:

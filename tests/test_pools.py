@@ -7,10 +7,10 @@ import ray
 
 from synthaug.config import preset
 from synthaug.config import ConfigError
-from synthaug.pools import UNCONDITIONAL, PoolKey, PoolStore, class_slice
+from synthaug.pools import UNCONDITIONAL, PoolKey, PoolStore, class_slice, prefix
 from synthaug.diffusion.sampling import SamplerConfig
 from synthaug.prepare import prepare_generator
-from synthaug.server import SHARD_QUANTUM, DDPMServer, get_server, make_server_actor
+from synthaug.server import CALIBRATION_SEED, SHARD_QUANTUM, DDPMServer, get_server, make_server_actor
 
 
 TEN = tuple(f"c{i}" for i in range(10))      # the shapes' ten classes, as the server sees them: by index
@@ -122,6 +122,34 @@ def test_a_confidence_filter_serves_the_confident_samples_of_the_same_stream_und
     assert strict.counters()["generated"] == 0
     assert strict.counters()["acceptance"] == pytest.approx(confident.mean())
     assert "acceptance" not in plain.counters()
+
+
+def test_a_top_fraction_filter_keeps_each_classes_most_confident_share_calibrated_once(unconditional, tmp_path):
+    spec, gen = unconditional
+    top = dataclasses.replace(spec, top_fraction=0.5, calibration_samples=96)
+    server = DDPMServer(gen, top, str(tmp_path), classes=TEN, device="cpu", progress=False)
+    calibration = server.pool(UNCONDITIONAL, CALIBRATION_SEED)
+    assert len(calibration.labels) == 0                     # nothing made before a filter is needed
+    kept_by = server.sample_filter
+    calibration = server.pool(UNCONDITIONAL, CALIBRATION_SEED)
+    assert len(calibration.labels) >= 96 and kept_by.name.startswith("top0.5-per-class~")
+    first = prefix(calibration, 96)
+    for c in np.unique(first.labels):                       # each class: its most confident half (rounded up)
+        mine = first.confidence[first.labels == c]
+        assert (mine >= kept_by.thresholds[c]).sum() == -(-len(mine) // 2)
+    c = int(np.bincount(first.labels).argmax())
+    got = server.take(c, 3, seed=0)
+    assert got.pool_id == f"{server.key(c, 0).pool_id}@{kept_by.name}" and (got.labels == c).all()
+    assert (got.confidence >= kept_by.thresholds[c]).all()
+    stream = server.pool(UNCONDITIONAL, 0)
+    expected = np.flatnonzero((stream.labels == c) & (stream.confidence >= kept_by.thresholds[c]))[:3]
+    assert list(got.indices) == list(expected)
+    again = DDPMServer(gen, top, str(tmp_path), classes=TEN, device="cpu", progress=False)
+    assert again.sample_filter == kept_by and again.take(c, 3, seed=0).indices.tolist() == got.indices.tolist()
+    assert again.counters()["generated"] == 0               # the calibration and the pool are read, not remade
+    assert 0 < server.counters()["acceptance"] < 1
+    with pytest.raises(ConfigError, match="generator.top_fraction: 0 when generator.min_confidence is set"):
+        dataclasses.replace(top, min_confidence=0.5).validate()
 
 
 def test_the_stream_is_the_unconditional_pool_in_order_and_nests_with_class_pools(unconditional, conditional,
