@@ -58,6 +58,45 @@ def test_the_preflight_refuses_each_misconfiguration_in_one_line(tmp_path):
     assert storage_location("results") == str(Path("results").resolve())
 
 
+def test_a_folder_on_one_nodes_own_disk_is_refused_in_one_line(tmp_path):
+    """The same path, different storage on each node: a Ray worker runs in its raylet's working folder, so
+    /proc/self/cwd/<x> is node b's own folder on node b and everyone else's on the others, as a path on
+    each machine's local disk would be. Every node must see what every other node wrote there."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from synthaug.preflight import cluster_problem
+
+    here = os.getcwd()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        os.chdir(tmp_path / "a")
+        cluster.add_node(num_cpus=1)
+        os.chdir(tmp_path / "b")
+        cluster.add_node(num_cpus=1)
+        os.chdir(here)
+        ray.init(address=cluster.address)
+        http = "http://127.0.0.1:5000"          # not asked: only the folders are checked here
+        shared = str(tmp_path / "shared")
+        assert cluster_problem(http, [("--cache", shared), ("--storage", shared)]) is None
+        assert not list(Path(shared).iterdir())                     # the tokens are cleaned up
+        problem = cluster_problem(http, [("--cache", shared), ("--storage", "/proc/self/cwd/results")])
+        assert problem.startswith("--storage /proc/self/cwd/results: node ") and "does not see" in problem
+        assert "put it on storage every node mounts at the same path" in problem and "s3://" in problem
+        assert "\n" not in problem
+        (tmp_path / "a-file").write_text("")
+        problem = cluster_problem(http, [("--cache", str(tmp_path / "a-file" / "cache"))])
+        assert problem.startswith("--cache ") and "cannot write there" in problem
+        local = cluster_problem(f"sqlite:///{tmp_path / 'mlflow.db'}", [])
+        assert local is None                    # every node is this machine: a SQLite store serves them all
+    finally:
+        os.chdir(here)
+        ray.shutdown()
+        cluster.shutdown()
+
+
 def test_a_dead_tracking_server_is_one_line_exit_2_within_seconds(tmp_path, shapes_tar):
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "sweeps/replace_pct.py", "--preset", "tiny", "--data", str(shapes_tar),
