@@ -5,8 +5,9 @@
 
 As sweeps/long_tail.py (CIFAR-LT, + K images for each class of {truck}, {ship}, {truck, ship}),
 but the images come from DiT-XL/2 (ImageNet 256x256, class-conditional), asked for one of the
-CIFAR class's ImageNet fine classes (truck: fire engine, garbage truck, moving van, pickup,
-tow truck, trailer truck; see synthaug.diffusion.imagenet) and resized to 32x32.
+CIFAR class's ImageNet fine classes in the study's Table 3 (truck: fire engine, garbage truck,
+pickup, tow truck, trailer truck; ship: container ship, pirate ship) and resized to 32x32;
+`--set generators.imagenet-dit.label_map=cifar10-wide` takes a wider map of every class.
 The model must be on this machine: `huggingface-cli download facebook/DiT-XL-2-256` once, or
 the sweep stops before it starts, in one line. The data must have CIFAR-10's class names.
 On a CPU this is slow (DiT-XL/2 has 675M parameters): run it on a GPU.

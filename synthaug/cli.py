@@ -26,6 +26,18 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", default=".synthaug", help="data, generators and pools (default ./.synthaug)")
 
 
+def worker_environment() -> dict:
+    """The runtime_env every command that runs on Ray starts it with: remote progress bars a line in 10 s,
+    the documented settings (trial gate, forced device) and the driver's code commit, on every node."""
+    from synthaug.devices import DEVICE_ENV
+    from synthaug.provenance import COMMIT_ENV, export_commit
+    from synthaug.trial import TRIAL_GATE
+
+    export_commit()
+    return {"env_vars": {"TQDM_MININTERVAL": "10",
+                         **{k: os.environ[k] for k in (TRIAL_GATE, DEVICE_ENV, COMMIT_ENV) if os.environ.get(k)}}}
+
+
 def sweep_parser(prog: str, description: str) -> OneLineParser:
     """The flags every script that analyses one sweep's runs takes."""
     parser = OneLineParser(prog=prog, description=description)

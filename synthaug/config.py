@@ -208,7 +208,7 @@ TINY_TRAIN = TrainConfig(epochs=2, batch_size=32, lr=0.05, width=8)
 
 # E2a: the study took ImageNet class-conditional samples; DiT-XL/2 at 256x256 is the class-conditional
 # ImageNet model diffusers ships. Offline it must already be in the local hub cache (or give a folder).
-IMAGENET_DIT = GeneratorSpec(name="imagenet-dit", pretrained="facebook/DiT-XL-2-256", label_map="cifar10-imagenet",
+IMAGENET_DIT = GeneratorSpec(name="imagenet-dit", pretrained="facebook/DiT-XL-2-256", label_map="study-table3",
                              sampler=SamplerConfig(name="ddim", steps=50), sample_batch_size=64)
 
 PRESETS: dict[str, Preset] = {

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from synthaug.cli import OneLineParser, add_run_flags
+from synthaug.cli import OneLineParser, add_run_flags, worker_environment
 from synthaug.config import PRESETS, ConfigError, GeneratorSpec, Preset, preset
 from synthaug.data import DataError, Dataset, load_dataset, resolve_source
 
@@ -115,7 +115,7 @@ def run_job(plan: JobPlan, dataset: Dataset) -> int:
 
     for key, value in QUIET.items():
         os.environ.setdefault(key, value)
-    runtime_env = {"env_vars": {"TQDM_MININTERVAL": "10"}}     # remote progress bars: a line in 10 s
+    runtime_env = worker_environment()
     if plan.address:
         ray.init(address=plan.address, runtime_env=runtime_env)
     else:

@@ -132,9 +132,13 @@ def typed(values: pd.Series, declared: str | None = None) -> pd.Series:
 
 
 def config_columns(frame: pd.DataFrame, params: list[str]) -> tuple[str, ...]:
-    """The params that take more than one value across the runs, the seed excluded; when the
+    """The TrialConfig params that take more than one value across the runs, the seed excluded; when the
     sweep has arms (named variants), the params an arm fixes are left to its name."""
-    varying = [c for c in params if c != "seed" and frame[c].nunique(dropna=True) > 1]
+    from synthaug.config import TrialConfig, leaf_types
+
+    # only what defines a trial: the generator's description (generator_spec.*, its instance) follows from it
+    defining = set(leaf_types(TrialConfig)) - {"seed"}
+    varying = [c for c in params if c in defining and frame[c].nunique(dropna=True) > 1]
     if "arm" in varying:
         by_arm = frame.groupby("arm", dropna=False)
         varying = [c for c in varying if c == "arm" or (by_arm[c].nunique(dropna=False) > 1).any()]

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from synthaug.cli import add_run_flags
+from synthaug.cli import add_run_flags, worker_environment
 from synthaug.config import (PRESETS, ConfigError, Preset, TrialConfig, digest, from_flat, preset,
                              to_flat)
 from synthaug.data import DataError, Dataset, data_outline, load_dataset, resolve_source
@@ -309,12 +309,7 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False, wait_s: fl
           f"preset {plan.preset.name}, data {dataset.name}")
     for key, value in QUIET.items():
         os.environ.setdefault(key, value)
-    from synthaug.devices import DEVICE_ENV
-    from synthaug.trial import TRIAL_GATE
-
-    # remote progress bars: a line in 10 s; the documented settings reach workers on every node
-    runtime_env = {"env_vars": {"TQDM_MININTERVAL": "10",
-                                **{k: os.environ[k] for k in (TRIAL_GATE, DEVICE_ENV) if os.environ.get(k)}}}
+    runtime_env = worker_environment()
     if plan.address:
         ray.init(address=plan.address, namespace=NAMESPACE, runtime_env=runtime_env)
     else:
@@ -330,7 +325,7 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False, wait_s: fl
     experiment_id = tracking.ensure_experiment(plan.tracking_uri, plan.experiment.name)
     sweep_dir = f"{plan.storage.rstrip('/')}/{plan.name}"
     restoring = not fresh and tune.Tuner.can_restore(sweep_dir)
-    parent = _parent_run(plan, experiment_id, reuse=not fresh)
+    parent = _parent_run(plan, experiment_id, dataset.digest, reuse=not fresh)
 
     # --gpus 0 (or a preset's 0): CPUs, whatever joined; --gpus N: the N it waited for; else what is there
     use_gpus = plan.preset.gpus > 0 if plan.preset.gpus is not None else bool(ray.cluster_resources().get("GPU"))
@@ -341,7 +336,8 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False, wait_s: fl
         ray.shutdown()
         return 1
     context = TrialContext(str(plan.cache_dir), plan.tracking_uri, experiment_id, parent.run_id, plan.name,
-                           per_trial_generators(plan.preset))
+                           per_trial_generators(plan.preset),
+                           {g: to_flat(plan.preset.generator(g)) for g in plan.generators})
     param_space = {**{k: tune.grid_search(list(v)) for k, v in plan.grid.items()},
                    "seed": tune.grid_search(list(plan.seeds)),
                    CONFIG: to_flat(plan.base), ARMS: dict(plan.arms), CONTEXT: asdict(context)}
@@ -397,7 +393,7 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False, wait_s: fl
     return 0
 
 
-def _parent_run(plan: SweepPlan, experiment_id: str, reuse: bool):
+def _parent_run(plan: SweepPlan, experiment_id: str, data_digest: str, reuse: bool):
     """The sweep's MLflow run: when resuming, the newest run of this sweep (tags synthaug.role = sweep,
     synthaug.sweep = its name), else a new one. Found in MLflow, so storage can be any URI."""
     from mlflow.tracking import MlflowClient
@@ -410,7 +406,8 @@ def _parent_run(plan: SweepPlan, experiment_id: str, reuse: bool):
             order_by=["attributes.start_time DESC"], max_results=1)
         if found:
             return RunLogger(plan.tracking_uri, found[0].info.run_id)
-    parent = RunLogger.create(plan.tracking_uri, experiment_id, plan.name, {ROLE: "sweep", SWEEP: plan.name})
+    parent = RunLogger.create(plan.tracking_uri, experiment_id, plan.name,
+                              {ROLE: "sweep", SWEEP: plan.name, "synthaug.data_digest": data_digest})
     parent.log_params({"preset": plan.preset.name, "seeds": list(plan.seeds), "trials": len(plan.configs),
                        **{f"grid.{k}": v for k, v in plan.grid.items()},
                        **{f"arm.{k}": v for k, v in plan.arms.items()},

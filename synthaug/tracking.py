@@ -97,7 +97,10 @@ class RunLogger:
 
     @classmethod
     def create(cls, uri: str, experiment_id: str, run_name: str, tags: Mapping[str, str]) -> "RunLogger":
-        run = MlflowClient(uri).create_run(experiment_id, run_name=run_name, tags=dict(tags))
+        """A new run, tagged with what made it (synthaug.provenance: the code's commit, the libraries)."""
+        from synthaug.provenance import provenance_tags
+
+        run = MlflowClient(uri).create_run(experiment_id, run_name=run_name, tags={**provenance_tags(), **tags})
         return cls(uri, run.info.run_id)
 
     @classmethod

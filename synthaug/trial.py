@@ -10,6 +10,7 @@ last checkpoint and keeps logging into the same MLflow run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -53,6 +54,7 @@ class TrialContext:
     parent_run_id: str
     sweep: str
     per_trial: tuple[str, ...] = ()     # generators with one instance a real subset (synthaug.instances)
+    generators: dict = dataclasses.field(default_factory=dict)  # name -> its GeneratorSpec, flat: logged by its trials
 
 
 def trial_config(params: dict) -> TrialConfig:
@@ -81,14 +83,16 @@ def run_trial(params: dict, dataset: Dataset) -> None:
     torch.set_num_threads(_assigned_cpus())
     run = RunLogger.for_trial(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_key(cfg),
                               run_name=_run_name(cfg), tags={SWEEP: ctx.sweep, CELL: cell_key(cfg),
+                                                             "synthaug.data_digest": dataset.digest,
                                                              TRIAL_ID: tune.get_context().get_trial_id()})
     metrics = run.finished_metrics
     if metrics is not None:     # done before a crash that Tune could not restore from: report, do not retrain
         tune.report({k: metrics[k] for k in ("test_acc", "train_loss", "train_acc") if k in metrics}
                     | {"epoch": cfg.train.epochs, "done": True, "mlflow_run_id": run.run_id})
         return
-    run.log_params({**to_flat(cfg), **({"generator_instance": instance_name(cfg, ctx.per_trial)}
-                                       if cfg.uses_synthetic else {})})
+    described = {"generator_instance": instance_name(cfg, ctx.per_trial),
+                 **{f"generator_spec.{k}": v for k, v in ctx.generators.get(cfg.generator, {}).items()}}
+    run.log_params({**to_flat(cfg), **(described if cfg.uses_synthetic else {})})
     _pass_gate(trial_key(cfg))
     training = compose(cfg, dataset, _synthetic_source(cfg, ctx.per_trial))
     test_index = select_test(dataset, cfg.test_per_class)

@@ -16,14 +16,25 @@ from synthaug.server import DDPMServer
 CIFAR = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
+def test_the_default_label_map_is_the_studys_table_3_and_the_wide_one_is_named(tiny_dit):
+    from synthaug.diffusion.imagenet import LABEL_MAPS
+
+    assert IMAGENET_DIT.label_map == "study-table3"
+    assert LABEL_MAPS["study-table3"] == {"truck": (555, 569, 717, 864, 867), "ship": (510, 724)}
+    assert unavailable(tiny_dit, "study-table3", ["truck", "ship"]) is None
+    assert "label map study-table3 has no ImageNet classes for dog" in unavailable(tiny_dit, "study-table3",
+                                                                                  ["truck", "dog"])
+    assert set(LABEL_MAPS["cifar10-wide"]) == set(CIFAR)
+
+
 def test_the_label_map_covers_cifar_and_picks_by_image_seed():
     assert set(CIFAR10_TO_IMAGENET) == set(CIFAR)
     ids = [i for v in CIFAR10_TO_IMAGENET.values() for i in v]
     assert len(ids) == len(set(ids)) and all(0 <= i < 1000 for i in ids)       # disjoint ImageNet classes
-    first = source_labels("cifar10-imagenet", "truck", "pool", range(40))
-    assert first == source_labels("cifar10-imagenet", "truck", "pool", range(40))
+    first = source_labels("cifar10-wide", "truck", "pool", range(40))
+    assert first == source_labels("cifar10-wide", "truck", "pool", range(40))
     assert set(first) <= set(CIFAR10_TO_IMAGENET["truck"]) and len(set(first)) > 1
-    assert source_labels("cifar10-imagenet", "truck", "pool", range(10, 20)) == first[10:20]   # nested
+    assert source_labels("cifar10-wide", "truck", "pool", range(10, 20)) == first[10:20]   # nested
 
 
 def test_sampling_is_32x32_deterministic_and_batch_independent(tiny_dit):
@@ -56,10 +67,10 @@ def test_a_pretrained_generator_serves_pools_once_and_nested(tiny_dit, tmp_path)
 
 
 def test_a_missing_model_or_an_unmapped_class_is_named_in_one_line(tiny_dit, tmp_path):
-    assert unavailable(tiny_dit, "cifar10-imagenet", CIFAR) is None
-    assert "not on this machine" in unavailable("nobody/no-such-model", "cifar10-imagenet", CIFAR)
-    assert "no ImageNet classes for circle" in unavailable(tiny_dit, "cifar10-imagenet", ["circle", "truck"])
-    assert "model_index.json" in unavailable(str(tmp_path), "cifar10-imagenet", CIFAR)
+    assert unavailable(tiny_dit, "cifar10-wide", CIFAR) is None
+    assert "not on this machine" in unavailable("nobody/no-such-model", "cifar10-wide", CIFAR)
+    assert "no ImageNet classes for circle" in unavailable(tiny_dit, "cifar10-wide", ["circle", "truck"])
+    assert "model_index.json" in unavailable(str(tmp_path), "cifar10-wide", CIFAR)
     with pytest.raises(ConfigError, match="generator.label_map"):
         dataclasses.replace(IMAGENET_DIT, label_map="").validate()
 

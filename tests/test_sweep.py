@@ -46,6 +46,19 @@ def test_tiny_sweep_logs_every_trial_resumes_and_reuses_pools(tmp_path, shapes_t
         ("0", "0"), ("0", "1"), ("20", "0"), ("20", "1")]
     generated = client.get_metric_history(sweeps[0].info.run_id, "pool_images_generated")
     assert generated[-1].value > 0
+    # provenance on every run, trials (on Ray workers) and generators alike: the driver's code and the libraries
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True).stdout.strip())
+    generator_runs = client.search_runs([client.get_experiment_by_name("generators").experiment_id])
+    import torch
+    for run in [*trials, *sweeps, *generator_runs]:
+        assert run.data.tags["synthaug.git_commit"] == head and run.data.tags["synthaug.git_dirty"] == str(dirty).lower()
+        assert run.data.tags["synthaug.version.torch"] == torch.__version__
+        assert {"ray", "mlflow", "diffusers", "numpy", "python"} <= {k.rsplit(".", 1)[1] for k in run.data.tags
+                                                                      if k.startswith("synthaug.version.")}
+    digests = {r.data.tags["synthaug.data_digest"] for r in [*trials, *sweeps]}
+    assert len(digests) == 1 and len(digests.pop()) == 64
     for run in trials:
         assert run.data.params["train.lr"] and run.data.params["data"] == str(shapes_tar)
         history = client.get_metric_history(run.info.run_id, "train_loss")

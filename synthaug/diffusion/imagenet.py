@@ -1,13 +1,14 @@
 """Pretrained ImageNet class-conditional generators (the study's E2a) and CIFAR -> ImageNet label maps.
 
     pipe = load_pipeline("facebook/DiT-XL-2-256", "cuda")     # a diffusers DiTPipeline folder or hub id
-    labels = source_labels("cifar10-imagenet", "truck", pool_id, range(0, 64))
+    labels = source_labels("study-table3", "truck", pool_id, range(0, 64))
     images = sample_pipeline(pipe, sampler, seeds, labels, "cuda", guidance_scale=4.0)  # uint8 (64, 32, 32, 3)
 
 The model generates one of a CIFAR class's ImageNet fine classes; image k of a pool takes
 its fine class from its own seed (image_seed(pool_id, k) modulo the class's list), so a pool
-is as deterministic and nested as any other. ImageNet-1k has no deer: the map takes the
-three antelopes it has (hartebeest, impala, gazelle), the nearest it offers.
+is as deterministic and nested as any other. The default map is the study's Table 3 (truck and
+ship only); "cifar10-wide" maps every CIFAR-10 class (ImageNet-1k has no deer: it takes the
+three antelopes it has, hartebeest, impala, gazelle, the nearest it offers).
 
 Sampling runs the pipeline's own parts (transformer, VAE, the generator's noise schedule)
 under our sampler, with classifier-free guidance against DiT's null class, drawing every
@@ -27,7 +28,15 @@ import torch.nn.functional as F
 
 from synthaug.diffusion.sampling import SamplerConfig, build_scheduler, image_seed, reverse_chain, to_uint8
 
-# ImageNet-1k class indices for each CIFAR-10 class (the torchvision / Keras class index).
+# The study's Table 3: the ImageNet-1k fine classes of the two CIFAR classes it augmented from ImageNet;
+# it maps no other class.
+STUDY_TABLE3: dict[str, tuple[int, ...]] = {
+    "ship": (510, 724),                                             # container ship, pirate ship
+    "truck": (555, 569, 717, 864, 867),                             # fire engine, garbage truck, pickup,
+                                                                    # tow truck, trailer truck
+}
+# A wider map of every CIFAR-10 class (not the study's: it adds moving van and five ship classes),
+# ImageNet-1k class indices (the torchvision / Keras class index).
 CIFAR10_TO_IMAGENET: dict[str, tuple[int, ...]] = {
     "airplane": (404, 895),                                         # airliner, warplane
     "automobile": (436, 468, 511, 609, 627, 656, 661, 751, 817),    # beach wagon, cab, convertible, jeep,
@@ -43,7 +52,7 @@ CIFAR10_TO_IMAGENET: dict[str, tuple[int, ...]] = {
     "truck": (555, 569, 675, 717, 864, 867),                        # fire engine, garbage truck, moving van,
                                                                     # pickup, tow truck, trailer truck
 }
-LABEL_MAPS: dict[str, dict[str, tuple[int, ...]]] = {"cifar10-imagenet": CIFAR10_TO_IMAGENET}
+LABEL_MAPS: dict[str, dict[str, tuple[int, ...]]] = {"study-table3": STUDY_TABLE3, "cifar10-wide": CIFAR10_TO_IMAGENET}
 NULL_CLASS = 1000           # DiT's unconditional ("null") class, for classifier-free guidance
 SIZE = 32
 VAE_DECODE_CHUNK = 16       # latents a VAE decode: ~16 x 256x256 activations at once, whatever the sampling batch
