@@ -47,6 +47,7 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 PAD = 4  # random-crop padding, in pixels (standard CIFAR augmentation)
 SCHEDULES = ("cosine", "constant")
+STEMS = ("cifar", "imagenet")   # 3x3 stride 1, no max-pool (the CIFAR ResNet); torchvision's 7x7 stride 2 + max-pool
 
 
 # ---------------------------------------------------------------------------- config
@@ -68,6 +69,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # the study used plain cross-entropy
     width: int = 64  # ResNet18 base width; the smoke preset narrows it
     augment: bool = True  # random crop (pad 4) + horizontal flip, the standard CIFAR recipe
+    stem: str = "cifar"  # "cifar": 3x3 stride-1 stem, no max-pool; "imagenet": torchvision's standard ResNet18
 
     def validate(self) -> None:
         """Raise ValueError with one line naming the first bad field."""
@@ -91,6 +93,7 @@ class TrainConfig:
             ("label_smoothing", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
             ("width", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
             ("augment", lambda v: isinstance(v, bool), "a bool"),
+            ("stem", lambda v: v in STEMS, f"one of {', '.join(STEMS)}"),
         ]
 
 
@@ -139,13 +142,19 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """CIFAR ResNet: 3x3 stride-1 stem, no max-pool, four stages, global average pool."""
+    """ResNet, four stages and a global average pool, with the CIFAR stem (3x3 stride 1, no max-pool:
+    32x32 reaches the last stage at 4x4) or torchvision's ImageNet stem (7x7 stride 2 and a 3x3
+    stride-2 max-pool: 32x32 reaches it at 1x1), the "standard ResNet18" read literally."""
 
-    def __init__(self, blocks: list[int], num_classes: int, width: int = 64):
+    def __init__(self, blocks: list[int], num_classes: int, width: int = 64, stem: str = "cifar"):
         super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
-        )
+        if stem == "imagenet":
+            self.stem = nn.Sequential(nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width),
+                                      nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        else:
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+            )
         stages, in_planes = [], width
         for i, n in enumerate(blocks):
             planes, stride = width * 2**i, 1 if i == 0 else 2
@@ -174,9 +183,9 @@ class ResNet(nn.Module):
         return self.linear(x)
 
 
-def resnet18(num_classes: int, width: int = 64) -> nn.Module:
-    """CIFAR ResNet18 (BasicBlock, [2, 2, 2, 2]); width 64 has 11.17M parameters at 10 classes."""
-    return ResNet([2, 2, 2, 2], num_classes, width)
+def resnet18(num_classes: int, width: int = 64, stem: str = "cifar") -> nn.Module:
+    """ResNet18 (BasicBlock, [2, 2, 2, 2]); the CIFAR stem at width 64 has 11.17M parameters at 10 classes."""
+    return ResNet([2, 2, 2, 2], num_classes, width, stem)
 
 
 # ------------------------------------------------------------------- device-side data
@@ -288,7 +297,7 @@ class Trainer:
     def _build_model(self) -> nn.Module:
         with torch.random.fork_rng(devices=[]):  # the seed fixes the weights, globals untouched
             torch.manual_seed(self.seed)
-            model = resnet18(self.num_classes, self.cfg.width)
+            model = resnet18(self.num_classes, self.cfg.width, self.cfg.stem)
         return model.to(self.device, memory_format=_memory_format(self.device))
 
     def _train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,6 +25,18 @@ class ConfigError(ValueError):
 
 
 AUGMENT_MODES = ("per_class", "stream")
+# A recipe names the classifier's optimiser, schedule, augmentation and stem together (the preset keeps
+# epochs, batch size, lr and width). The study writes SGD, lr 0.01, batch 256, 30 or 50 epochs, a
+# "standard ResNet18", nothing more: "study" reads exactly that (plain SGD, a constant rate, no weight
+# decay, no augmentation, torchvision's ResNet18). "strong" is the usual CIFAR recipe. "custom": the
+# train.* fields as given (--set recipe=custom, then --set train.momentum=...).
+RECIPES: dict[str, dict[str, typing.Any]] = {
+    "study": {"momentum": 0.0, "nesterov": False, "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0,
+              "label_smoothing": 0.0, "augment": False, "stem": "imagenet"},
+    "strong": {"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "schedule": "cosine", "warmup_epochs": 0,
+               "label_smoothing": 0.0, "augment": True, "stem": "cifar"},
+}
+CUSTOM_RECIPE = "custom"
 TRAIN_ON = ("all", "trial")     # GeneratorSpec.train_on (synthaug.instances)
 
 
@@ -121,6 +133,7 @@ class TrialConfig:
     # pseudo-labeller gives them (the study's E3b: 1,500 unconditional images against 3 x 500)
     augment_mode: str = "per_class"
     arm: str = ""                       # the experiment's named variant that set several fields at once
+    recipe: str = "strong"              # the classifier recipe (RECIPES) that sets train's optimiser fields
     generator: str = "ddpm-uncond"      # GeneratorSpec.name serving the synthetic images
     train: TrainConfig = TrainConfig()
 
@@ -148,6 +161,8 @@ class TrialConfig:
                 raise ConfigError(f"{name}: an integer >= 0, got {getattr(self, name)}")
         if self.augment_mode not in AUGMENT_MODES:
             raise ConfigError(f"augment_mode: one of {', '.join(AUGMENT_MODES)}, got {self.augment_mode!r}")
+        if self.recipe not in (*RECIPES, CUSTOM_RECIPE):
+            raise ConfigError(f"recipe: one of {', '.join([*RECIPES, CUSTOM_RECIPE])}, got {self.recipe!r}")
         if not 0 <= self.replace_pct < 100:
             raise ConfigError(f"replace_pct: a percentage in [0, 100), got {self.replace_pct}")
         if classes is not None:
@@ -163,6 +178,23 @@ class TrialConfig:
         _wrap("train", self.train.validate)
 
 
+def with_recipe(cfg: TrialConfig) -> TrialConfig:
+    """cfg with its recipe's fields in train (a custom recipe: train as it is)."""
+    if cfg.recipe not in RECIPES:
+        return cfg
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **RECIPES[cfg.recipe]))
+
+
+def recipe_conflict(cfg: TrialConfig, explicit: typing.Iterable[str]) -> str | None:
+    """A train.* field given explicitly (fixed, an arm, a grid, --set) that cfg's recipe also sets."""
+    if cfg.recipe not in RECIPES:
+        return None
+    taken = sorted(k for k in explicit if k.startswith("train.") and k[len("train."):] in RECIPES[cfg.recipe])
+    if taken:
+        return f"{taken[0]}: set by recipe {cfg.recipe}; add --set recipe=custom to choose it yourself"
+    return None
+
+
 @dataclass(frozen=True)
 class Preset:
     """A scale: what data, how much of it, which network and which generators."""
@@ -173,6 +205,7 @@ class Preset:
     test_per_class: int
     train: TrainConfig
     generators: tuple[GeneratorSpec, ...]
+    recipe: str = "strong"              # the classifier recipe its trials start from (RECIPES)
     gpus: int | None = None             # GPUs the sweep waits for (--gpus); None: whatever is there; 0: CPUs only
     cpus_per_trial: float = 1.0         # one core a trial: two trials at once on a 2-core laptop
     gpus_per_trial: float = 0.45        # two trials share a GPU beside its DDPM server
@@ -254,7 +287,7 @@ PRESETS: dict[str, Preset] = {
     ),
     # The study's scale: all of CIFAR-10, ResNet18 at full width, the improved DDPM CIFAR-10 UNet.
     "paper": Preset(
-        name="paper", data="cifar10", real_per_class=0, test_per_class=0, train=TrainConfig(), gpus=1,
+        name="paper", data="cifar10", real_per_class=0, test_per_class=0, train=TrainConfig(), gpus=1, recipe="study",
         generators=(
             # the study's generator: Nichol & Dhariwal's improved DDPM
             GeneratorSpec(name="ddpm-uncond", ddpm=IMPROVED_DDPM, labeller=PAPER_LABELLER),

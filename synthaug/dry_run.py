@@ -37,7 +37,7 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput = H100_ASSUMED)
     epochs = sum(c.train.epochs for c in configs)
     print(f"sweep {plan.name} (dry run: nothing started, nothing written)")
     print(f"data {dataset.name}: {len(dataset.train_y)} train / {len(dataset.test_y)} test images, "
-          f"{dataset.num_classes} classes; preset {preset.name}")
+          f"{dataset.num_classes} classes; preset {preset.name}, recipe {plan.base.recipe}")
     print(f"{len(configs)} trials = {cells} configurations x {len(plan.seeds)} seeds; {epochs} trial-epochs\n")
 
     axes = [*plan.grid] or ["configuration"]

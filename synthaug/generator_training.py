@@ -205,7 +205,8 @@ def _train_labeller(spec: GeneratorSpec, dataset: Dataset, path: Path, device: s
     result = evaluate(trainer.model, dataset.test_x, dataset.test_y, dataset.num_classes, device)
     state = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
     labeller_digest = weights_digest(trainer.model)
-    atomic_torch_save({"state_dict": state, "width": spec.labeller.width, "num_classes": dataset.num_classes,
+    atomic_torch_save({"state_dict": state, "width": spec.labeller.width, "stem": spec.labeller.stem,
+                       "num_classes": dataset.num_classes,
                        "classes": list(dataset.classes), "test_acc": result.accuracy, "digest": labeller_digest}, path)
     checkpoint.unlink(missing_ok=True)
     if run is not None:
@@ -230,7 +231,7 @@ def _exclusive(target: Path, rank: int) -> Iterator[None]:
 
 def load_labeller(path: str | Path, device: str) -> torch.nn.Module:
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    model = resnet18(saved["num_classes"], saved["width"])
+    model = resnet18(saved["num_classes"], saved["width"], saved.get("stem", "cifar"))
     model.load_state_dict(saved["state_dict"])
     return model.to(device).eval()
 

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 from synthaug.cli import add_run_flags, worker_environment
 from synthaug.config import (PRESETS, ConfigError, Preset, TrialConfig, digest, from_flat, preset,
-                             to_flat)
+                             recipe_conflict, to_flat, with_recipe)
 from synthaug.data import DataError, Dataset, data_outline, load_dataset, resolve_source
 
 QUIET = {   # Tune's status table and our own lines are the progress; these only repeat themselves
@@ -133,19 +133,24 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     chosen = with_checkpoints(with_resources(chosen, args), args.checkpoint, dataset)
     fixed = {key: _resolve_value(key, v, dataset) for key, v in
              {**experiment.fixed, **(experiment.paper_fixed if chosen.name == "paper" else {})}.items()}
-    base = from_flat(TrialConfig, {**to_flat(TrialConfig(
+    base = with_recipe(from_flat(TrialConfig, {**to_flat(TrialConfig(
         experiment=experiment.name, data=data, real_per_class=chosen.real_per_class,
-        test_per_class=chosen.test_per_class, train=chosen.train)), **fixed})
+        test_per_class=chosen.test_per_class, train=chosen.train, recipe=chosen.recipe)), **fixed}))
     for spec in chosen.generators:
         spec.validate()
     arms = {arm: {key: _resolve_value(key, v, dataset) for key, v in fields.items()}
             for arm, fields in experiment.arms.items()}
     grid = {**({"arm": list(arms)} if arms else {}),
             **{key: [_resolve_value(key, v, dataset) for v in values] for key, values in experiment.grid.items()}}
+    explicit = {*fixed, *grid, *(key for fields in arms.values() for key in fields)}   # not the preset's train
     configs = []
     for values in itertools.product(*grid.values(), seeds):
         axes = dict(zip([*grid, "seed"], values))
         cfg = from_flat(TrialConfig, {**to_flat(base), **arms.get(axes.get("arm"), {}), **axes})
+        conflict = recipe_conflict(cfg, explicit)
+        if conflict:
+            raise ConfigError(conflict)
+        cfg = with_recipe(cfg)
         cfg.validate(classes=dataset.classes, generators={g.name: g for g in chosen.generators})
         configs.append(cfg)
     used = sorted({c.generator for c in configs if c.uses_synthetic})   # a preset that gains one keeps its sweeps

@@ -26,7 +26,7 @@ from ray import tune
 
 from synthaug import report
 from synthaug.classifier import Evaluation, Trainer, evaluate
-from synthaug.config import TrialConfig, digest, from_flat, to_flat
+from synthaug.config import TrialConfig, digest, from_flat, to_flat, with_recipe
 from synthaug.data import Dataset
 from synthaug.devices import default_device
 from synthaug.instances import instance_name
@@ -58,10 +58,11 @@ class TrialContext:
 
 
 def trial_config(params: dict) -> TrialConfig:
-    """The TrialConfig behind Tune's params: the constants, then the trial's arm, then its grid values."""
+    """The TrialConfig behind Tune's params: the constants, then the trial's arm, then its grid values,
+    then its recipe's train fields (as plan_sweep built it)."""
     axes = {k: v for k, v in params.items() if k not in (CONFIG, ARMS, CONTEXT)}
     arm = params.get(ARMS, {}).get(axes.get("arm"), {})
-    return from_flat(TrialConfig, {**params[CONFIG], **arm, **axes})
+    return with_recipe(from_flat(TrialConfig, {**params[CONFIG], **arm, **axes}))
 
 
 def trial_key(cfg: TrialConfig) -> str:

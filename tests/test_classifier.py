@@ -3,6 +3,7 @@
 All on CPU with tiny widths and data sets; real training, no mocks.
 """
 
+import dataclasses
 import io
 import math
 
@@ -285,3 +286,37 @@ def test_confusion_and_per_class_accuracy_agree_with_predictions(trained):
         assert result.per_class_accuracy[c] == pytest.approx((result.predictions[in_c] == c).mean())
     assert np.isnan(result.per_class_accuracy[4])
     assert result.accuracy == pytest.approx(np.trace(result.confusion) / len(y))
+
+
+def test_each_recipe_builds_the_optimiser_schedule_augmentation_and_stem_it_names():
+    import torchvision
+
+    from synthaug.classifier import learning_rate
+    from synthaug.config import TrialConfig, with_recipe
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 64)
+    scale = TrainConfig(epochs=3, batch_size=16, lr=0.01, width=8)
+    study = with_recipe(TrialConfig(recipe="study", train=scale)).train
+    strong = with_recipe(TrialConfig(recipe="strong", train=scale)).train
+    assert (study.epochs, study.batch_size, study.lr, study.width) == (3, 16, 0.01, 8)     # the scale is kept
+    steps = range(3 * 4)
+    trainer = Trainer(study, x, y, 10, seed=0, device="cpu", progress=False)
+    group = trainer.optimizer.param_groups[0]
+    assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.0, False, 0.0)      # plain SGD
+    assert {learning_rate(study, s, 4) for s in steps} == {0.01}                                   # constant
+    assert not study.augment and isinstance(trainer.model.stem[-1], torch.nn.MaxPool2d)
+    assert trainer.model.stem[0].kernel_size == (7, 7) and trainer.model.stem[0].stride == (2, 2)
+    trainer = Trainer(strong, x, y, 10, seed=0, device="cpu", progress=False)
+    group = trainer.optimizer.param_groups[0]
+    assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.9, True, 5e-4)
+    rates = [learning_rate(strong, s, 4) for s in steps]
+    assert rates[0] == pytest.approx(0.01) and rates == sorted(rates, reverse=True) and rates[-1] < 2e-4   # cosine
+    assert strong.augment and trainer.model.stem[0].kernel_size == (3, 3) and len(trainer.model.stem) == 3
+    # the study's "standard ResNet18" is torchvision's: the same parameters, tensor by tensor
+    ours = resnet18(10, 64, "imagenet")
+    theirs = torchvision.models.resnet18(num_classes=10)
+    assert sorted(p.numel() for p in ours.parameters()) == sorted(p.numel() for p in theirs.parameters())
+    assert sum(p.numel() for p in ours.parameters()) == 11_181_642
+    custom = with_recipe(TrialConfig(recipe="custom", train=dataclasses.replace(scale, momentum=0.5))).train
+    assert custom.momentum == 0.5

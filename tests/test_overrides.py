@@ -134,3 +134,19 @@ def test_a_subset_generator_learns_from_exactly_the_trials_real_images(tmp_path)
     assert restricted(dataset, training_index(configs[0], dataset)).digest == digests[0]   # the same cut, the same key
     with pytest.raises(ConfigError, match="generator.train_on: 'all' for a generator not trained here"):
         dataclasses.replace(preset("smoke").generator("imagenet-dit"), train_on="trial").validate()
+
+
+def test_recipe_is_a_sweep_axis_and_its_fields_are_not_set_behind_its_back(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    replace_pct = sweep_script("replace_pct")
+    assert main(replace_pct, ["--preset", "paper", "--seeds", "2", "--dry-run", "--grid", "recipe=study,strong"]) == 0
+    out = capsys.readouterr().out
+    assert "28 trials = 14 configurations x 2 seeds" in out and "study" in out and "strong" in out
+    assert main(replace_pct, ["--preset", "paper", "--dry-run", "--set", "train.momentum=0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: train.momentum: set by recipe study; add --set recipe=custom to choose it yourself"]
+    assert main(replace_pct, ["--preset", "paper", "--dry-run", "--set", "recipe=custom",
+                              "--set", "train.momentum=0.5"]) == 0
+    assert main(replace_pct, ["--preset", "paper", "--dry-run", "--set", "recipe=fancy"]) == 2
+    assert "recipe: one of study, strong, custom, got 'fancy'" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
