@@ -57,6 +57,9 @@ class GeneratorSpec:
     # What it and its labeller learn from: "all" = the whole training split (the study); "trial" = exactly
     # the real images the trial's classifier may use (one generator a seed's subset; synthaug.instances)
     train_on: str = "all"
+    # True: each trial seed gets its own generator and labeller, trained from that seed, so intervals across
+    # seeds include the generator's variance (a training a seed: see --dry-run); False: one for all seeds
+    seed_per_trial: bool = False
     labeller: TrainConfig = TrainConfig(epochs=30)  # pseudo-labeller recipe (unconditional generators)
     labeller_per_class: int = 0         # real images a class used to train the labeller; 0 = all
     # An unconditional generator's class pools (and stream) keep only samples the labeller names with
@@ -79,8 +82,8 @@ class GeneratorSpec:
         return "pretrained-dit" if self.pretrained else "checkpoint" if self.checkpoint else "ddpm"
 
     def validate(self) -> None:
-        if not self.name or "/" in self.name:
-            raise ConfigError(f"generator.name: a non-empty name without '/', got {self.name!r}")
+        if not self.name or "/" in self.name or ":" in self.name:      # ':' begins an instance's tag
+            raise ConfigError(f"generator.name: a non-empty name without '/' or ':', got {self.name!r}")
         _wrap("generator.ddpm", self.ddpm.validate)
         _wrap("generator.sampler", self.sampler.validate)
         _wrap("generator.labeller", self.labeller.validate)
@@ -94,7 +97,10 @@ class GeneratorSpec:
                                   f"got {self.guidance_scale}")
         if self.train_on not in TRAIN_ON:
             raise ConfigError(f"generator.train_on: one of {', '.join(TRAIN_ON)}, got {self.train_on!r}")
-        if self.train_on != "all" and self.kind != "ddpm":
+        if (self.train_on != "all" or self.seed_per_trial) and self.kind != "ddpm":
+            if self.seed_per_trial:
+                raise ConfigError(f"generator.seed_per_trial: false for a generator not trained here ({self.name} "
+                                  f"is a {self.kind})")
             raise ConfigError(f"generator.train_on: 'all' for a generator not trained here ({self.name} is a "
                               f"{self.kind}), got {self.train_on!r}")
         if not 0 <= self.min_confidence < 1:

@@ -57,8 +57,9 @@ def plan_job(args: argparse.Namespace) -> tuple[JobPlan, Dataset]:
     from synthaug.tracking import resolve_tracking_uri
 
     chosen = preset(args.preset)
-    # a generator that learns from each trial's real subset (train_on "trial") is trained by its sweep
-    trainable = [g for g in chosen.generators if generator_kind(g).trains and g.train_on == "all"]
+    # a generator with one instance a trial seed (train_on "trial", seed_per_trial) is trained by its sweep
+    trainable = [g for g in chosen.generators if generator_kind(g).trains and g.train_on == "all"
+                 and not g.seed_per_trial]
     if args.generators is None:
         specs = [g for g in trainable if g.name not in chosen.alternatives]
     else:

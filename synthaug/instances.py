@@ -10,6 +10,10 @@ A generator's `train_on` says what real images it (and its pseudo-labeller) lear
   distinct subset, named `<generator>:seed<s>-lt<imbalance>-n<n_max>`, each trained once and
   cached under its own key (the subset's digest is its data's digest), each with its own server.
 
+Independently, `seed_per_trial` gives each trial seed a generator (and labeller) trained from that
+seed (`<generator>:train-seed<s>`), so the spread across seeds includes the generator's own
+variance; with train_on "trial" the subset's instance is trained from the trial's seed as well.
+
 The instance's name is what a trial asks the server for; its weights digest (and so its pools)
 differ from every other instance's.
 """
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Collection, Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -30,18 +34,30 @@ def subset_tag(cfg: TrialConfig) -> str:
     return f"seed{cfg.seed}-lt{cfg.imbalance:g}-n{cfg.real_per_class}"
 
 
-def instance_name(cfg: TrialConfig, per_trial: Collection[str]) -> str:
-    """The generator instance (and server) that serves cfg; per_trial: generators with train_on 'trial'."""
-    return f"{cfg.generator}:{subset_tag(cfg)}" if cfg.generator in per_trial else cfg.generator
+def base_name(instance: str) -> str:
+    """The preset generator an instance is of."""
+    return instance.split(":", 1)[0]
 
 
-def per_trial_generators(preset: Preset) -> tuple[str, ...]:
-    return tuple(g.name for g in preset.generators if g.train_on == "trial")
+def per_trial_generators(preset: Preset) -> dict[str, str]:
+    """Generators with one instance a trial seed: name -> "subset" (train_on trial: one a real subset)
+    or "seed" (seed_per_trial: the whole split, trained from the trial's seed)."""
+    return {g.name: "subset" if g.train_on == "trial" else "seed" for g in preset.generators
+            if g.train_on == "trial" or g.seed_per_trial}
+
+
+def instance_name(cfg: TrialConfig, per_trial: Mapping[str, str]) -> str:
+    """The generator instance (and server) that serves cfg."""
+    mode = per_trial.get(cfg.generator)
+    if mode is None:
+        return cfg.generator
+    return f"{cfg.generator}:{subset_tag(cfg) if mode == 'subset' else f'train-seed{cfg.seed}'}"
 
 
 def instances(preset: Preset, configs: Iterable[TrialConfig]) -> dict[str, tuple[GeneratorSpec, TrialConfig | None]]:
-    """instance name -> (its spec, renamed; the trial whose real subset it learns from, None for 'all'),
-    for every generator the configurations take synthetic images from, in a stable order."""
+    """instance name -> (its spec, renamed, its training seed the trial's when seed_per_trial; the trial
+    whose real subset it learns from, None for the whole split), for every generator the configurations
+    take synthetic images from, in a stable order."""
     per_trial = per_trial_generators(preset)
     found: dict[str, tuple[GeneratorSpec, TrialConfig | None]] = {}
     for cfg in configs:
@@ -49,8 +65,10 @@ def instances(preset: Preset, configs: Iterable[TrialConfig]) -> dict[str, tuple
             continue
         name = instance_name(cfg, per_trial)
         if name not in found:
-            spec = preset.generator(cfg.generator)
-            found[name] = (dataclasses.replace(spec, name=name), cfg if cfg.generator in per_trial else None)
+            spec = dataclasses.replace(preset.generator(cfg.generator), name=name)
+            if spec.seed_per_trial:
+                spec = dataclasses.replace(spec, train_seed=cfg.seed)
+            found[name] = (spec, cfg if per_trial.get(cfg.generator) == "subset" else None)
     return dict(sorted(found.items()))
 
 

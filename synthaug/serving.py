@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Any
 
 from synthaug.data import Dataset
-from synthaug.instances import instance_name, instances, per_trial_generators, training_index
+from synthaug.instances import base_name, instance_name, instances, per_trial_generators, training_index
 
 MAX_WARMUP_REPLICAS = 8     # warm-up servers a generator, one a GPU
 
@@ -56,16 +56,16 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool) -> tuple[dict[
                                            evaluation_per_class=plan.preset.evaluation_per_class,
                                            train_index=training_index(cfg, dataset))
                             for spec, cfg in found.values()])
-    # a generator's serving share of a GPU, split among its instances (one a real subset when train_on is trial)
-    shares = Counter(cfg.generator for _, cfg in found.values() if cfg is not None)
+    # a generator's serving share of a GPU, split among its instances (one a trial seed: synthaug.instances)
+    shares = Counter(base_name(name) for name in found)
     servers, prepared_by_name = {}, {}
-    for (spec, cfg), prepared in zip(found.values(), prepared_all):
+    for spec, prepared in zip(specs, prepared_all):
         name = spec.name
         if not prepared.conditional:
             parent.log_metrics({f"labeller_test_acc.{name}": prepared.labeller_test_acc})
         parent.set_tags({f"synthaug.generator.{name}.weights": prepared.weights_digest,
                          **({f"synthaug.generator.{name}.run_id": prepared.run_id} if prepared.run_id else {})})
-        share = plan.preset.server_gpus / (shares[cfg.generator] if cfg is not None else 1)
+        share = plan.preset.server_gpus / shares[base_name(name)]
         servers[name] = make_server_actor(prepared, spec, str(plan.cache_dir / "pools"), dataset.classes,
                                           num_gpus=share if gpus else 0)
         prepared_by_name[name] = prepared

@@ -53,7 +53,7 @@ class TrialContext:
     experiment_id: str
     parent_run_id: str
     sweep: str
-    per_trial: tuple[str, ...] = ()     # generators with one instance a real subset (synthaug.instances)
+    per_trial: dict = dataclasses.field(default_factory=dict)   # generator -> "subset" or "seed" (synthaug.instances)
     generators: dict = dataclasses.field(default_factory=dict)  # name -> its GeneratorSpec, flat: logged by its trials
 
 
@@ -146,7 +146,7 @@ def _log_final(run: RunLogger, cfg: TrialConfig, dataset: Dataset, training: Tra
         run.log_artifacts(folder)
 
 
-def _synthetic_source(cfg: TrialConfig, per_trial: tuple[str, ...]):
+def _synthetic_source(cfg: TrialConfig, per_trial: dict[str, str]):
     """take(class_index, n) served by the shared DDPM server of the trial's generator instance."""
     server = instance_name(cfg, per_trial)
 

@@ -128,7 +128,9 @@ def test_a_subset_generator_learns_from_exactly_the_trials_real_images(tmp_path)
     configs = [dataclasses.replace(cfg, seed=s) for s in (0, 1)] + [dataclasses.replace(cfg, generator="ddpm-uncond")]
     found = instances(chosen, configs)
     assert list(found) == ["ddpm-cond:seed0-lt0.1-n100", "ddpm-cond:seed1-lt0.1-n100", "ddpm-uncond"]
-    assert instance_name(configs[1], ("ddpm-cond",)) == "ddpm-cond:seed1-lt0.1-n100"
+    assert instance_name(configs[1], {"ddpm-cond": "subset"}) == "ddpm-cond:seed1-lt0.1-n100"
+    assert instance_name(configs[1], {"ddpm-cond": "seed"}) == "ddpm-cond:train-seed1"
+    assert instance_name(configs[1], {}) == "ddpm-cond"
     digests = [restricted(dataset, training_index(sub, dataset)).digest for _, sub in found.values()]
     assert len(set(digests)) == 3 and digests[2] == dataset.digest                # 'all': the whole split
     assert restricted(dataset, training_index(configs[0], dataset)).digest == digests[0]   # the same cut, the same key
@@ -149,4 +151,24 @@ def test_recipe_is_a_sweep_axis_and_its_fields_are_not_set_behind_its_back(tmp_p
                               "--set", "train.momentum=0.5"]) == 0
     assert main(replace_pct, ["--preset", "paper", "--dry-run", "--set", "recipe=fancy"]) == 2
     assert "recipe: one of study, strong, custom, got 'fancy'" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_generator_a_seed_puts_the_generators_variance_in_the_intervals_at_a_cost_the_dry_run_states(
+        tmp_path, capsys, monkeypatch):
+    chosen = dataclasses.replace(preset("smoke"), generators=tuple(
+        dataclasses.replace(g, seed_per_trial=True) if g.name == "ddpm-cond" else g for g in preset("smoke").generators))
+    configs = [TrialConfig(seed=s, generator="ddpm-cond", augment_classes=("circle",), augment_count=5) for s in (0, 4)]
+    found = instances(chosen, configs)
+    assert list(found) == ["ddpm-cond:train-seed0", "ddpm-cond:train-seed4"]
+    assert [spec.train_seed for spec, _ in found.values()] == [0, 4]
+    assert [subset for _, subset in found.values()] == [None, None]             # each learns from the whole split
+    monkeypatch.chdir(tmp_path)
+    long_tail = sweep_script("long_tail")
+    assert main(long_tail, ["--preset", "paper", "--seeds", "3", "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("train 100000 steps") == 1
+    assert main(long_tail, ["--preset", "paper", "--seeds", "3", "--dry-run",
+                            "--set", "generators.ddpm-cond.seed_per_trial=true"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("train 100000 steps") == 3 and "ddpm-cond:train-seed2: ddpm" in out
     assert os.listdir(tmp_path) == []
