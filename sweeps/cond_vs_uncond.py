@@ -18,7 +18,7 @@ import sys
 
 from synthaug.sweep import Experiment, main
 
-DOG, SHIP, TRUCK = 5, 8, 9
+DOG, SHIP, TRUCK = "dog", "ship", "truck"
 
 EXPERIMENT = Experiment(
     name="cond_vs_uncond",

@@ -17,7 +17,7 @@ import sys
 
 from synthaug.sweep import Experiment, main
 
-TRUCK, SHIP = 9, 8
+TRUCK, SHIP = "truck", "ship"
 
 EXPERIMENT = Experiment(
     name="imagenet_targeted",

@@ -53,8 +53,8 @@ class SweepPlan:
     experiment: Experiment
     preset: Preset
     seeds: tuple[int, ...]
-    grid: Mapping[str, list]                    # the experiment's grid (arm first), class indices resolved
-    arms: Mapping[str, dict]                    # arm -> its TrialConfig fields, class indices resolved
+    grid: Mapping[str, list]                    # the experiment's grid (arm first), class names resolved
+    arms: Mapping[str, dict]                    # arm -> its TrialConfig fields, class names resolved
     base: TrialConfig
     configs: tuple[TrialConfig, ...]
     cache_dir: Path
@@ -91,6 +91,9 @@ def parse_args(experiment: Experiment, argv: Sequence[str] | None) -> argparse.N
     parser.add_argument("--wait-for-gpus", default="900", help="seconds to wait for them to join (default 900)")
     parser.add_argument("--gpus-per-trial", default=None, help="a trial's GPU share (default: the preset's)")
     parser.add_argument("--cpus-per-trial", default=None, help="a trial's CPUs (default: the preset's)")
+    parser.add_argument("--class-map", default=None, metavar="NAME=CLASS,...",
+                        help="the data's class for each class name the sweep targets, when its names differ "
+                             "(e.g. truck=lorry); the built-in shapes map CIFAR-10's names by index")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any trial field (train.epochs=1), preset field (preset.gpus_per_trial=0.25) or "
                              "generator field (generators.ddpm-cond.train_on=trial); repeatable")
@@ -131,17 +134,19 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     cache_dir = Path(args.cache).resolve()
     dataset = data_outline(data, cache_dir) if args.dry_run else load_dataset(data, cache_dir)
     chosen = with_checkpoints(with_resources(chosen, args), args.checkpoint, dataset)
-    fixed = {key: _resolve_value(key, v, dataset) for key, v in
+    aliases = class_aliases(args.class_map, dataset)
+    fixed = {key: _resolve_value(key, v, dataset, aliases) for key, v in
              {**experiment.fixed, **(experiment.paper_fixed if chosen.name == "paper" else {})}.items()}
     base = with_recipe(from_flat(TrialConfig, {**to_flat(TrialConfig(
         experiment=experiment.name, data=data, real_per_class=chosen.real_per_class,
         test_per_class=chosen.test_per_class, train=chosen.train, recipe=chosen.recipe)), **fixed}))
     for spec in chosen.generators:
         spec.validate()
-    arms = {arm: {key: _resolve_value(key, v, dataset) for key, v in fields.items()}
+    arms = {arm: {key: _resolve_value(key, v, dataset, aliases) for key, v in fields.items()}
             for arm, fields in experiment.arms.items()}
     grid = {**({"arm": list(arms)} if arms else {}),
-            **{key: [_resolve_value(key, v, dataset) for v in values] for key, values in experiment.grid.items()}}
+            **{key: [_resolve_value(key, v, dataset, aliases) for v in values]
+               for key, values in experiment.grid.items()}}
     explicit = {*fixed, *grid, *(key for fields in arms.values() for key in fields)}   # not the preset's train
     configs = []
     for values in itertools.product(*grid.values(), seeds):
@@ -264,17 +269,39 @@ def _check_generators(chosen: Preset, used: Sequence[str], configs: Sequence[Tri
             raise ConfigError(f"generator {name}: {problem}")
 
 
-def _resolve_value(key: str, value: Any, dataset: Dataset) -> Any:
-    """A fixed, arm or grid value as the trial sees it: augment_classes may name classes by index
-    (CIFAR's 9 = truck)."""
+def class_aliases(flag: str | None, dataset: Dataset) -> dict[str, str]:
+    """The class names a sweep may use for the data's own: --class-map NAME=DATA_CLASS,..., and on the
+    built-in shapes the explicit CIFAR-10 alias (synthaug.data.SHAPES_AS_CIFAR10)."""
+    from synthaug.data import SHAPES_AS_CIFAR10
+
+    aliases = dict(SHAPES_AS_CIFAR10) if dataset.name == "shapes" else {}
+    for item in (flag or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, target = (part.strip() for part in item.partition("="))
+        if not sep or not name or target not in dataset.classes:
+            raise UsageError(f"--class-map: NAME=CLASS pairs with CLASS one of {', '.join(dataset.classes)}; "
+                             f"got {item.strip()!r}")
+        aliases[name] = target
+    return aliases
+
+
+def _resolve_value(key: str, value: Any, dataset: Dataset, aliases: Mapping[str, str]) -> Any:
+    """A fixed, arm or grid value as the trial sees it: augment_classes names classes (the data's own
+    names, or names --class-map or the shapes alias maps to them); an index is refused, since a folder
+    with other names or another order would silently target another class."""
     if key != "augment_classes":
         return value
     names = []
     for item in value:
-        if isinstance(item, int):
-            if not 0 <= item < dataset.num_classes:
-                raise ConfigError(f"augment_classes: class indices 0..{dataset.num_classes - 1} or names, got {item}")
-            item = dataset.classes[item]
+        if not isinstance(item, str):
+            raise ConfigError(f"augment_classes: class names like truck or ship, not indices; got {item!r}")
+        if item not in dataset.classes:
+            if item not in aliases:
+                raise ConfigError(f"augment_classes: {item!r} is not a class of {dataset.name} "
+                                  f"({', '.join(dataset.classes)}); name one of them, or map it with "
+                                  f"--class-map {item}=<class>")
+            item = aliases[item]
         names.append(item)
     return names
 

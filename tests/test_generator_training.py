@@ -212,7 +212,7 @@ def test_a_checkpoint_folder_of_the_right_role_replaces_training(tmp_path, shape
 
     folder = unet_folder(tmp_path / "unet", num_class_embeds=3)
     experiment = Experiment(name="tiny_checkpoint", grid={"augment_count": [0, 2]},
-                            fixed={"generator": "ddpm-cond", "augment_classes": [0]})
+                            fixed={"generator": "ddpm-cond", "augment_classes": ["circle"]})
     args = parse_args(experiment, ["--preset", "tiny", "--data", str(shapes_tar), "--cache", str(tmp_path / "c"),
                                    "--checkpoint", f"ddpm-cond={folder}"])
     plan, _ = plan_sweep(experiment, args)

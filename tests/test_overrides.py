@@ -172,3 +172,26 @@ def test_a_generator_a_seed_puts_the_generators_variance_in_the_intervals_at_a_c
     out = capsys.readouterr().out
     assert out.count("train 100000 steps") == 3 and "ddpm-cond:train-seed2: ddpm" in out
     assert os.listdir(tmp_path) == []
+
+
+def test_sweeps_target_classes_by_name_and_a_mismatched_data_set_is_refused(tmp_path, cifar_named_tar, capsys,
+                                                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    long_tail, cond_vs_uncond = sweep_script("long_tail"), sweep_script("cond_vs_uncond")
+    assert main(long_tail, ["--dry-run"]) == 0                      # shapes: CIFAR-10's names by the explicit alias
+    out = capsys.readouterr().out
+    assert "\nframe " in out and "\nplus " in out and "frame+plus" in out     # truck, ship, truck+ship
+    cifar3 = ["--data", str(cifar_named_tar), "--dry-run"]
+    assert main(long_tail, cifar3) == 0                             # the data's own names
+    assert "\ntruck+ship " in capsys.readouterr().out
+    assert main(cond_vs_uncond, cifar3) == 2                        # this data set has no dog
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: augment_classes: 'dog' is not a class of cifar3 (cat, ship, truck); name one of them, or map it "
+        "with --class-map dog=<class>"]
+    assert main(cond_vs_uncond, [*cifar3, "--class-map", "dog=cat"]) == 0
+    assert main(cond_vs_uncond, [*cifar3, "--class-map", "dog=wolf"]) == 2
+    assert "--class-map: NAME=CLASS pairs with CLASS one of cat, ship, truck; got 'dog=wolf'" in capsys.readouterr().err
+    by_index = Experiment(name="by_index", grid={}, fixed={"augment_classes": [9], "augment_count": 3})
+    assert main(by_index, cifar3) == 2
+    assert "augment_classes: class names like truck or ship, not indices; got 9" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []

@@ -176,7 +176,7 @@ ARMS = Experiment(
     arms={"none": {"augment_classes": [], "augment_count": 0},
           "conditional": {"generator": "ddpm-cond"},
           "unconditional": {"generator": "ddpm-uncond", "augment_mode": "stream"}},
-    fixed={"imbalance": 0.5, "augment_classes": [1, 2], "augment_count": 3})
+    fixed={"imbalance": 0.5, "augment_classes": ["square", "triangle"], "augment_count": 3})
 
 
 def test_arms_set_several_fields_and_the_stream_arm_adds_the_same_total(tmp_path, shapes_tar):
@@ -204,7 +204,7 @@ def test_arms_set_several_fields_and_the_stream_arm_adds_the_same_total(tmp_path
 def test_a_stream_arm_on_a_conditional_generator_is_refused_before_anything_starts(tmp_path, shapes_tar, capsys):
     bad = Experiment(name="tiny_bad_arm", grid={},
                      arms={"stream": {"generator": "ddpm-cond", "augment_mode": "stream"}},
-                     fixed={"augment_classes": [1], "augment_count": 3})
+                     fixed={"augment_classes": ["square"], "augment_count": 3})
     assert main(bad, sweep_args(tmp_path, shapes_tar)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "augment_mode: stream needs an unconditional generator" in err[0]
