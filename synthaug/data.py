@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+from fractions import Fraction
 import socket
 import tarfile
 import zlib
@@ -435,9 +436,12 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def long_tail_counts(n_max: int, imbalance: float, num_classes: int) -> list[int]:
-    """n_i = floor(n_max * imbalance ** (i / (num_classes - 1))), the study's CIFAR-LT profile.
+    """n_i = floor(n_max * imbalance ** (i / (num_classes - 1))), the study's CIFAR-LT profile, exactly.
 
-    n_max=5000, imbalance=0.1, num_classes=10 gives 5000, 3871, ..., 500.
+    n_max=5000, imbalance=0.1, num_classes=10 gives 5000, 3871, ..., 500. The floor is of the exact
+    value (imbalance read as the decimal it is written as): a float product that lands a hair below
+    an integer (0.1 ** 1 * 5000 = 499.99999...) is not floored to the integer below. m <= n * r ** (i / k)
+    is checked as m ** k <= n ** k * r ** i in rational arithmetic.
     """
     if n_max < 0 or not 0 < imbalance <= 1 or num_classes < 1:
         raise ValueError(
@@ -445,7 +449,17 @@ def long_tail_counts(n_max: int, imbalance: float, num_classes: int) -> list[int
         )
     if num_classes == 1:
         return [n_max]
-    return [math.floor(n_max * imbalance ** (i / (num_classes - 1))) for i in range(num_classes)]
+    ratio, k = Fraction(repr(float(imbalance))), num_classes - 1
+    counts = []
+    for i in range(num_classes):
+        bound = Fraction(n_max) ** k * ratio ** i          # m ** k <= bound  <=>  m <= the exact value
+        m = math.floor(n_max * imbalance ** (i / k))
+        while m > 0 and Fraction(m) ** k > bound:
+            m -= 1
+        while Fraction(m + 1) ** k <= bound:
+            m += 1
+        counts.append(m)
+    return counts
 
 
 def class_permutations(labels: np.ndarray, num_classes: int, seed: int) -> list[np.ndarray]:

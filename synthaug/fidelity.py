@@ -15,7 +15,10 @@ What it measures, per generator of the preset, against the real test split:
 - FID and KID (Binkowski et al. 2018: cubic polynomial kernel, unbiased MMD^2 over random
   subsets) in a feature space: Inception-v3 pool3 when torchvision's weights are already in
   the torch hub cache (never downloaded), else the penultimate layer of the project's own
-  CIFAR classifier (the pseudo-labeller), which is not comparable to published FIDs;
+  CIFAR classifier (the pseudo-labeller). Every figure names its feature space, and neither is
+  comparable with published FIDs: those use the TensorFlow FID Inception weights
+  (pt_inception-2015-12-05), which differ from torchvision's; only a space built on those
+  would be (FeatureSpace.comparable);
 - precision and recall (Kynkaanniemi et al. 2019: k-NN balls, k = 3) in the same space,
   with the real set subsampled to the generated set's size, as the paper compares equal sets;
 - the pseudo-labeller: its confidence histogram on the unconditional stream, and for a
@@ -62,12 +65,12 @@ class FeatureSpace:
     """A feature extractor for FID, KID, precision and recall, and how to describe its numbers."""
 
     name: str
-    comparable: bool                            # to published FIDs (Inception) or not
+    comparable: bool                            # to published FIDs: only with the TF FID Inception weights
     extract: Callable[[np.ndarray], np.ndarray]  # uint8 (N, 32, 32, 3) -> float64 (N, D)
 
     @property
     def fid_label(self) -> str:
-        return "FID" if self.comparable else "FID (classifier features, not comparable to published FID)"
+        return f"FID ({self.name}{'' if self.comparable else '; not comparable with published FIDs'})"
 
 
 def inception_weights_path() -> Path | None:
@@ -93,7 +96,8 @@ def inception_space(path: Path, device: str, batch_size: int = 100) -> FeatureSp
             x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
             out.append(model(x * 2 - 1).double().cpu())
         return torch.cat(out).numpy()
-    return FeatureSpace("Inception-v3 pool3 (torchvision ImageNet weights)", True, extract)
+    # not the TF FID Inception weights that published FIDs use: close, not comparable
+    return FeatureSpace("Inception-v3 pool3, torchvision ImageNet weights", False, extract)
 
 
 def classifier_space(model, device: str) -> FeatureSpace:

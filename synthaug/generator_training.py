@@ -280,7 +280,8 @@ def evaluate_generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, d
         metrics.update({f"labeller_share.{c}": float((predicted == i).mean()) for i, c in enumerate(dataset.classes)})
         # what a confidence filter (GeneratorSpec.min_confidence) at each threshold would keep
         metrics.update({f"acceptance_at_{t:g}": float((probs.max(1) >= t).mean()) for t in ACCEPTANCE_THRESHOLDS})
-    run.log_params({"evaluation.samples": n, "evaluation.real": len(real), "evaluation.features": space.name})
+    run.log_params({"evaluation.samples": n, "evaluation.real": len(real), "evaluation.features": space.name,
+                    "evaluation.fid_comparable_with_published": space.comparable})
     run.log_metrics(metrics, step=spec.ddpm.train_steps)
     run.finish("FINISHED")
     return metrics

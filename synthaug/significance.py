@@ -14,8 +14,11 @@ paired design: a seed fixes the real subset, the weights and the data order), or
 fewer than two seeds in common, by Welch's unpaired test, with a warning. Across
 configurations the t-test p-values get Holm (family-wise) and Benjamini-Hochberg (false
 discovery rate) adjustments and the permutation p-values Holm's. Per-class accuracy
-differences get BH across every class x configuration of the sweep. McNemar's test pools
-per-sample correctness over the paired seeds. Every number comes from synthaug.stats.
+differences get BH across every class x configuration of the sweep. McNemar's test runs once a
+paired seed and the seeds' p-values are combined by twice their mean, valid although every seed
+is tested on the same images (pooling the seeds' images as independent samples is not). The
+report says the smallest p the exact tests could reach with the seeds there are, and intervals
+of accuracies stay within [0, 1]. Every number comes from synthaug.stats.
 """
 
 from __future__ import annotations
@@ -87,12 +90,14 @@ def analyse(trials: Trials, baseline: Mapping[str, str] | None = None, predictio
     if not others:
         notes.append(f"only one configuration ({base}); there is nothing to compare it with")
     mcnemar, unreadable = mcnemar_all(done, base, others, predictions)
+    comparisons = compare_all(values, base, others, confidence, seed)
+    notes += reach_warnings(comparisons)
     return Result(
         experiment=trials.experiment, sweep=trials.sweep, metric=trials.metric, baseline=base,
         config_columns=trials.config_columns, classes=trials.classes,
         seeds=tuple(int(s) for s in sorted(done["seed"].unique())),
-        summary=summarise(configs, values, base, confidence, seed),
-        comparisons=compare_all(values, base, others, confidence, seed),
+        summary=summarise(configs, values, base, confidence, seed, bounded=is_proportion(trials.metric)),
+        comparisons=comparisons,
         per_class=per_class(done, trials.metric, trials.classes, base, others, confidence, seed),
         mcnemar=mcnemar,
         pairs=paired_values(values, base, others),
@@ -250,18 +255,47 @@ def seed_warnings(values: Mapping[str, pd.Series], base: str, others: Sequence[s
     return notes
 
 
+def is_proportion(metric: str) -> bool:
+    """An accuracy (test_acc, test_acc.<class>, train_acc): a value in [0, 1]."""
+    return metric.split(".", 1)[0].endswith("acc")
+
+
 def summarise(configs: pd.DataFrame, values: Mapping[str, pd.Series], base: str, confidence: float,
-              seed: int) -> pd.DataFrame:
-    """A row a configuration: n, mean, sd, t interval, BCa bootstrap interval, its seeds."""
+              seed: int, bounded: bool = False) -> pd.DataFrame:
+    """A row a configuration: n, mean, sd, t interval, BCa bootstrap interval, its seeds. `bounded`: the
+    metric is a proportion, and its intervals are cut to [0, 1] (a t interval can pass 100%)."""
     rows = []
     for config in configs.to_dict("records"):
         v = values[config[LABEL]]
         d = stats.describe(v, confidence)
         lo, hi = stats.bootstrap_bca_ci(v, confidence=confidence, seed=seed)
+        if bounded:
+            d = dataclasses.replace(d, ci_low=_clip(d.ci_low), ci_high=_clip(d.ci_high))
+            lo, hi = _clip(lo), _clip(hi)
         rows.append({**config, "baseline": config[LABEL] == base, "n": d.n, "mean": d.mean, "sd": d.std,
                      "ci_low": d.ci_low, "ci_high": d.ci_high, "bca_low": lo, "bca_high": hi,
                      "seeds": _seeds(v.index)})
     return pd.DataFrame(rows)
+
+
+def _clip(x: float) -> float:
+    return float(min(1.0, max(0.0, x))) if np.isfinite(x) else x
+
+
+def reach_warnings(comparisons: pd.DataFrame, alpha: float = ALPHA) -> list[str]:
+    """What the exact tests can say with the seeds there are: with n pairs the sign-flip and exact
+    Wilcoxon tests cannot give p below 2/2^n, and Holm over m configurations multiplies the smallest by m."""
+    paired = comparisons[comparisons["test"] == "paired"]
+    if paired.empty:
+        return []
+    n, m = int(paired["n_pairs"].min()), len(comparisons)
+    floor = stats.smallest_exact_pvalue(n)
+    needed = next(k for k in range(1, 64) if m * stats.smallest_exact_pvalue(k) <= alpha)
+    line = (f"with {n} paired seeds the sign-flip and exact Wilcoxon tests cannot give p below 2/2^{n} = "
+            f"{floor:.4g}, and after Holm over {m} configuration(s) not below {min(1.0, m * floor):.4g}")
+    if m * floor > alpha:
+        return [f"{line}: they cannot reach {alpha:g}; {needed} seeds can"]
+    return [f"{line} ({needed} seeds are the fewest that reach {alpha:g})"]
 
 
 def compare(treatment: pd.Series, baseline: pd.Series, confidence: float = CONFIDENCE, seed: int = 0) -> dict:
@@ -317,9 +351,10 @@ def per_class(done: pd.DataFrame, metric: str, classes: Sequence[str], base: str
 
 def mcnemar_all(done: pd.DataFrame, base: str, others: Sequence[str],
                 predictions: Predictions | None) -> tuple[pd.DataFrame, list[str]]:
-    """McNemar's test a configuration, per-sample correctness pooled over the paired seeds;
-    and a warning for each run whose predictions could not be read."""
-    columns = [LABEL, "seeds", "samples", "gains", "losses", "statistic", "pvalue", "exact"]
+    """McNemar's test a configuration: one test a paired seed (the two runs of that seed on the same test
+    images), combined across seeds by twice the mean p (valid whatever their dependence: every seed is
+    tested on the same images); and a warning for each run whose predictions could not be read."""
+    columns = [LABEL, "seeds", "samples", "gains", "losses", "seed_pvalues", "pvalue", "exact"]
     notes: list[str] = []
     if predictions is None or not others:
         return pd.DataFrame(columns=[*columns, "p_holm"]), notes
@@ -331,11 +366,12 @@ def mcnemar_all(done: pd.DataFrame, base: str, others: Sequence[str],
         pairs = [p for s in seeds if (p := _paired_correct(load(runs[label][s]), load(runs[base][s]))) is not None]
         if not pairs:
             continue
-        treatment, baseline = (np.concatenate(side) for side in zip(*pairs))
-        result = stats.mcnemar(treatment, baseline)
-        rows.append({LABEL: label, "seeds": len(pairs), "samples": len(treatment), "gains": result.b,
-                     "losses": result.c, "statistic": result.statistic, "pvalue": result.pvalue,
-                     "exact": result.exact})
+        tests = [stats.mcnemar(treatment, baseline) for treatment, baseline in pairs]
+        rows.append({LABEL: label, "seeds": len(pairs), "samples": sum(len(t) for t, _ in pairs),
+                     "gains": sum(r.b for r in tests), "losses": sum(r.c for r in tests),
+                     "seed_pvalues": " ".join(format_p(r.pvalue) for r in tests),
+                     "pvalue": stats.twice_mean_pvalue([r.pvalue for r in tests]),
+                     "exact": all(r.exact for r in tests)})
     table = pd.DataFrame(rows, columns=columns)
     return table.assign(p_holm=stats.holm(table["pvalue"]) if rows else []), notes
 
@@ -461,7 +497,7 @@ def markdown_report(result: Result, figures: Sequence[str] = ()) -> str:
         "## Each configuration", "", _configurations(result, units), "",
         "## Tests in detail", "", _details(result, units), "",
         f"## Per-class differences with BH q < {ALPHA}", "", _significant_classes(result, units), "",
-        "## McNemar's test (per-sample, pooled over paired seeds)", "", _mcnemar_table(result), "",
+        "## McNemar's test (a test a paired seed, combined across seeds)", "", _mcnemar_table(result), "",
         "## Warnings", "", "\n".join(f"- {w}" for w in result.warnings) or "none", "",
     ]
     if figures:
@@ -481,9 +517,10 @@ HOW_TO_READ = (
     "so the permutation test cannot reach 0.05 with fewer than 6 seeds. "
     "'P(improve)' is the share of seeds where the configuration beat the baseline; 'seeds for 80% power' is "
     "how many seeds would detect the observed standardised effect (dz) 80% of the time. McNemar's test "
-    "counts test images the configuration gets right and the baseline wrong (gains) and the reverse (losses); "
-    "pooling seeds treats every (seed, image) as independent, so read it as a check on direction, not as "
-    "the main test. Per-class rows come from fewer images and are corrected across every class and "
+    "counts test images the configuration gets right and the baseline wrong (gains) and the reverse (losses), "
+    "once a seed; every seed is tested on the same images, so the seeds' p-values are combined by twice "
+    "their mean, which stays valid under any dependence (pooling the seeds' images as independent samples "
+    "would not). Per-class rows come from fewer images and are corrected across every class and "
     "configuration of the sweep.")
 
 
@@ -524,9 +561,10 @@ def _mcnemar_table(result: Result) -> str:
     m = result.mcnemar
     if m.empty:
         return "none (no per-sample predictions to pair)"
-    rows = [[r.configuration, r.seeds, r.samples, r.gains, r.losses, _number(r.statistic),
+    rows = [[r.configuration, r.seeds, r.samples, r.gains, r.losses, r.seed_pvalues,
              format_p(r.pvalue) + (" (exact)" if r.exact else ""), format_p(r.p_holm)] for r in m.itertuples()]
-    return markdown_table([LABEL, "seeds", "samples", "gains", "losses", "statistic", "p", "p (Holm)"], rows)
+    return markdown_table([LABEL, "seeds", "samples", "gains", "losses", "p a seed", "p (2 x mean)", "p (Holm)"],
+                          rows)
 
 
 def _number(x: float) -> str:

@@ -42,6 +42,8 @@ __all__ = [
     "holm",
     "benjamini_hochberg",
     "mcnemar",
+    "smallest_exact_pvalue",
+    "twice_mean_pvalue",
 ]
 
 ArrayLike = Sequence[float] | np.ndarray
@@ -514,3 +516,21 @@ def mcnemar(
         return McNemarResult(b, c, 0.0, 1.0, False)
     stat = (abs(b - c) - 1.0) ** 2 / (b + c)
     return McNemarResult(b, c, float(stat), float(_st.chi2.sf(stat, 1)), False)
+
+
+def twice_mean_pvalue(pvalues: ArrayLike) -> float:
+    """min(1, 2 x mean p): a valid p-value whatever the dependence between the tests (Ruschendorf 1982;
+    Vovk and Wang 2020, "Combining p-values via averaging"). For per-seed tests on the same test images,
+    whose outcomes are correlated through the images, where Fisher's or Stouffer's method would not be."""
+    p = _as_1d(pvalues, "pvalues")
+    if p.size == 0:
+        return _NAN
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError("p-values must lie in [0, 1]")
+    return float(min(1.0, 2.0 * p.mean()))
+
+
+def smallest_exact_pvalue(n: int) -> float:
+    """The smallest two-sided p an exact sign-flip (or exact Wilcoxon signed-rank) test of n pairs can
+    give: 2 / 2**n (all n differences on one side); nan below 1 pair."""
+    return 2.0 / 2.0 ** n if n >= 1 else _NAN

@@ -80,7 +80,8 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(experiment: Experiment, argv: Sequence[str] | None) -> argparse.Namespace:
     parser = _Parser(prog=f"sweeps/{experiment.name}.py", description=experiment.description)
     parser.add_argument("--preset", default="smoke", help=f"one of {', '.join(PRESETS)} (default smoke)")
-    parser.add_argument("--seeds", default="3", help="N (seeds 0..N-1) or a list like 0,3,7 (default 3)")
+    parser.add_argument("--seeds", default=None, help="N (seeds 0..N-1) or a list like 0,3,7 (default: the preset's, "
+                                                      "3; paper 8)")
     add_run_flags(parser)
     parser.add_argument("--storage", default="ray_results", help="Tune results folder (default ./ray_results)")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=FOLDER",
@@ -129,7 +130,7 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     chosen = preset(args.preset)
     experiment = apply_grids(experiment, args.grid)
     experiment, chosen = apply_sets(experiment, chosen, args.set)
-    seeds = parse_seeds(args.seeds)
+    seeds = parse_seeds(args.seeds or str(chosen.seeds))
     data = resolve_source(args.data or chosen.data)
     cache_dir = Path(args.cache).resolve()
     dataset = data_outline(data, cache_dir) if args.dry_run else load_dataset(data, cache_dir)

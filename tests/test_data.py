@@ -299,3 +299,30 @@ def test_real_cifar10_jpeg_tar(tmp_path):
     assert np.bincount(dataset.train_y).tolist() == [5000] * 10
     assert np.bincount(dataset.test_y).tolist() == [1000] * 10
     assert 100 < dataset.train_x.mean() < 140  # natural images, not blank or saturated
+
+
+def test_long_tail_counts_are_the_exact_floor_for_a_grid_of_n_max_and_lambda():
+    """Reference: the largest m with m ** k <= n ** k * lambda ** i, found by bisection in rationals;
+    the float formula misses some (0.29 * 100 is 28.999999999999996 in floating point)."""
+    from fractions import Fraction
+
+    def exact(n, lam, classes):
+        k, ratio = classes - 1, Fraction(repr(lam))
+        counts = []
+        for i in range(classes):
+            lo, hi = 0, n
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if Fraction(mid) ** k <= Fraction(n) ** k * ratio ** i else (lo, mid - 1)
+            counts.append(lo)
+        return counts
+
+    assert long_tail_counts(100, 0.29, 2) == [100, 29]
+    assert long_tail_counts(5000, 0.1, 10) == [5000, 3871, 2997, 2320, 1796, 1391, 1077, 834, 645, 500]
+    checked = 0
+    for lam in (0.1, 0.01, 0.29, 0.5, 0.57, 0.07, 0.25):
+        for classes in (2, 3, 10):
+            for n in (1, 7, 20, 100, 200, 400, 500, 1000, 4096, 5000):
+                assert long_tail_counts(n, lam, classes) == exact(n, lam, classes), (n, lam, classes)
+                checked += 1
+    assert checked == 210

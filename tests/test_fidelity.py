@@ -152,7 +152,8 @@ def test_tiny_cli_run_writes_the_report(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert {"report.md", "distances.csv", "statistics.csv", "pooled.csv", "confidence.csv", "agreement.csv",
             "statistics.png", "samples.png", "confidence.png", "agreement.png"} <= {p.name for p in out.iterdir()}
-    assert "FID (classifier features, not comparable to published FID)" in (out / "report.md").read_text()
+    assert "FID (pseudo-labeller ResNet18 penultimate layer; not comparable with published FIDs)" in \
+        (out / "report.md").read_text()
     distances = pd.read_csv(out / "distances.csv").set_index("generator")
     assert list(distances.index) == ["ddpm-uncond", "ddpm-cond"] and distances.loc["ddpm-cond", "samples"] == 40
     assert distances[["fid", "precision", "recall"]].notna().all().all()

@@ -107,6 +107,9 @@ def test_the_job_trains_data_parallel_and_alone_then_a_sweep_trains_nothing(tmp_
         assert len(client.get_metric_history(run.info.run_id, "loss")) >= 10
         assert client.list_artifacts(run.info.run_id, "samples")
         assert np.isfinite(run.data.metrics["fid"]) and 0 <= run.data.metrics["labeller_test_acc"] <= 1
+        # the FID names its feature space and is never passed off as comparable with published FIDs
+        assert run.data.params["evaluation.features"] and run.data.params["evaluation.fid_comparable_with_published"] \
+            == "False"
     assert runs["ddpm-cond"].data.params["workers"] == "2"
     assert runs["ddpm-cond"].data.params["batch_per_worker"] == "8"
     assert runs["ddpm-uncond"].data.params["workers"] == "1"

@@ -388,3 +388,32 @@ def test_equal_differences_up_to_float_noise_have_no_t_test():
     result = paired_comparison(treatment, baseline)
     assert np.isnan(result.t_pvalue) and np.isnan(result.cohens_dz)
     assert result.mean_diff == pytest.approx(-0.4)
+
+
+def test_a_per_seed_mcnemar_combined_by_twice_the_mean_holds_alpha_where_pooling_the_seeds_does_not():
+    """A seeded null: the configuration changes no error rate on average over images, but helps some
+    images and hurts others, the same ones in every seed (seeds share the test images). Pooling every
+    seed's images as independent samples rejects far more often than alpha; one McNemar a seed, combined
+    by twice the mean p, does not."""
+    rng = np.random.default_rng(2026)
+    worlds, seeds, images, alpha = 400, 8, 1000, 0.05
+    pooled = combined = 0
+    for _ in range(worlds):
+        effect = rng.choice([-0.45, 0.0, 0.45], size=images, p=[0.25, 0.5, 0.25])   # mean 0 over images
+        baseline = rng.random((seeds, images)) < 0.5
+        treatment = rng.random((seeds, images)) < 0.5 + effect
+        pooled += S.mcnemar(treatment.ravel(), baseline.ravel()).pvalue < alpha
+        combined += S.twice_mean_pvalue([S.mcnemar(t, b).pvalue for t, b in zip(treatment, baseline)]) < alpha
+    assert pooled / worlds > 3 * alpha              # the old pooled test: about 0.3 here
+    assert combined / worlds <= alpha
+
+
+def test_twice_mean_and_the_smallest_exact_p():
+    assert S.twice_mean_pvalue([0.01, 0.03]) == pytest.approx(0.04)
+    assert S.twice_mean_pvalue([0.6, 0.9]) == 1.0
+    assert math.isnan(S.twice_mean_pvalue([]))
+    with pytest.raises(ValueError):
+        S.twice_mean_pvalue([1.5])
+    assert S.smallest_exact_pvalue(5) == 0.0625 and S.smallest_exact_pvalue(8) == 2 / 256
+    d = np.arange(1.0, 6.0)                          # all on one side: the exact sign-flip test's floor
+    assert S.sign_flip_pvalue(d) == S.smallest_exact_pvalue(5)
