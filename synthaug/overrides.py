@@ -78,7 +78,7 @@ def split_assignment(flag: str, text: str) -> tuple[str, str]:
 def apply_sets(experiment, chosen: Preset, assignments: Sequence[str]):
     """(experiment, preset) with every --set applied; each key and value checked."""
     fixed, grid = dict(experiment.fixed), dict(experiment.grid)
-    paper_fixed = dict(experiment.paper_fixed)
+    paper_fixed, paper_grid = dict(experiment.paper_fixed), dict(experiment.paper_grid)
     for text in assignments:
         key, raw = split_assignment("--set", text)
         if key.startswith("preset."):
@@ -92,17 +92,19 @@ def apply_sets(experiment, chosen: Preset, assignments: Sequence[str]):
             if setters:
                 raise ConfigError(f"--set {key}: the arms {', '.join(setters)} set it; choose arms with --grid arm=...")
             value = parse_value(key, raw, TRIAL_KEYS[key], "--set")
-            if key in grid:
+            if key in grid or key in paper_grid:
                 grid[key] = [value]             # one value of the axis
             else:
                 fixed[key] = value
             paper_fixed.pop(key, None)          # the command line wins over the paper preset's settings
-    return dataclasses.replace(experiment, fixed=fixed, grid=grid, paper_fixed=paper_fixed), chosen
+            paper_grid.pop(key, None)
+    return dataclasses.replace(experiment, fixed=fixed, grid=grid, paper_fixed=paper_fixed,
+                               paper_grid=paper_grid), chosen
 
 
 def apply_grids(experiment, assignments: Sequence[str]):
     """The experiment with each --grid key=v1,v2 axis replaced or added (arm=... keeps those arms)."""
-    grid, arms = dict(experiment.grid), dict(experiment.arms)
+    grid, arms, paper_grid = dict(experiment.grid), dict(experiment.arms), dict(experiment.paper_grid)
     for text in assignments:
         key, raw = split_assignment("--grid", text)
         values = raw.split(",")
@@ -119,7 +121,8 @@ def apply_grids(experiment, assignments: Sequence[str]):
         if len(set(map(repr, parsed))) != len(parsed):
             raise ConfigError(f"--grid {key}: distinct values, got {raw!r}")
         grid[key] = parsed
-    return dataclasses.replace(experiment, grid=grid, arms=arms)
+        paper_grid.pop(key, None)               # the command line wins over the paper preset's axes
+    return dataclasses.replace(experiment, grid=grid, arms=arms, paper_grid=paper_grid)
 
 
 def check_experiment(experiment) -> None:
@@ -128,6 +131,7 @@ def check_experiment(experiment) -> None:
     check_trial_keys([k for k in experiment.grid if k != "arm"], f"{where} grid")
     check_trial_keys(experiment.fixed, f"{where} fixed")
     check_trial_keys(experiment.paper_fixed, f"{where} paper_fixed")
+    check_trial_keys(experiment.paper_grid, f"{where} paper_grid")
     for arm, values in experiment.arms.items():
         check_trial_keys(values, f"{where} arm {arm}")
 

@@ -43,6 +43,7 @@ class Experiment:
     arms: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     fixed: Mapping[str, Any] = field(default_factory=dict)         # TrialConfig fields, every preset
     paper_fixed: Mapping[str, Any] = field(default_factory=dict)   # TrialConfig fields, paper preset only
+    paper_grid: Mapping[str, Sequence[Any]] = field(default_factory=dict)  # grid axes the paper preset replaces
     description: str = ""
 
 
@@ -145,9 +146,9 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
         spec.validate()
     arms = {arm: {key: _resolve_value(key, v, dataset, aliases) for key, v in fields.items()}
             for arm, fields in experiment.arms.items()}
+    axes = {**experiment.grid, **(experiment.paper_grid if chosen.name == "paper" else {})}
     grid = {**({"arm": list(arms)} if arms else {}),
-            **{key: [_resolve_value(key, v, dataset, aliases) for v in values]
-               for key, values in experiment.grid.items()}}
+            **{key: [_resolve_value(key, v, dataset, aliases) for v in values] for key, values in axes.items()}}
     explicit = {*fixed, *grid, *(key for fields in arms.values() for key in fields)}   # not the preset's train
     configs = []
     for values in itertools.product(*grid.values(), seeds):
