@@ -11,19 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from synthaug.diffusion import (
-    DDPMConfig,
-    SamplerConfig,
-    build_unet,
-    image_seed,
-    is_conditional,
-    load_generator,
-    load_scheduler_config,
-    sample,
-    save_generator,
-    train_ddpm,
-    weights_digest,
-)
+from synthaug.diffusion.ddpm import (DDPMConfig, build_unet, is_conditional, load_generator, load_scheduler_config,
+                                     save_generator, weights_digest)
+from synthaug.diffusion.sampling import SamplerConfig, image_seed, sample
+from synthaug.diffusion.training import train_ddpm
 
 TINY = DDPMConfig(
     block_out_channels=(16, 32), layers_per_block=1, attention=False,

@@ -16,7 +16,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from synthaug.classifier import TrainConfig, Trainer, predict
-from synthaug.diffusion import DDPMConfig, SamplerConfig, sample, weights_digest
+from synthaug.diffusion.ddpm import DDPMConfig, weights_digest
+from synthaug.diffusion.sampling import SamplerConfig, sample
 from synthaug.diffusion.training import Checkpointing, DDPMTraining
 from synthaug.sweep import Experiment, main
 

@@ -26,9 +26,12 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import DDPMScheduler, UNet2DModel
+
+if TYPE_CHECKING:       # diffusers takes seconds to import: only what builds, loads or checks a network needs it
+    from diffusers import DDPMScheduler, UNet2DModel
 
 IMAGE_SHAPE = (32, 32, 3)  # CIFAR: height, width, channels (arrays are uint8 NHWC)
 RESOLUTIONS = (32, 16, 8, 4)  # what each UNet level works at
@@ -138,6 +141,8 @@ def _is_number(x) -> bool:
 
 def build_unet(cfg: DDPMConfig) -> UNet2DModel:
     """The DDPM UNet for cfg, freshly initialised from torch's global RNG."""
+    from diffusers import UNet2DModel
+
     cfg.validate()
     levels = len(cfg.block_out_channels)
     # Level i works at RESOLUTIONS[i] (level 0 is 32x32 and ends by halving).
@@ -173,6 +178,8 @@ def is_conditional(unet: UNet2DModel) -> bool:
 
 def noise_scheduler(num_train_timesteps: int, beta_schedule: str) -> DDPMScheduler:
     """The forward (noising) process a generator is trained with; samplers reuse its config."""
+    from diffusers import DDPMScheduler
+
     return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule)
 
 
@@ -239,6 +246,8 @@ def load_generator(directory: str | os.PathLike, device: torch.device | str) -> 
     For a foreign network use is_conditional(unet) and load_scheduler_config(directory).
     Never downloads.
     """
+    from diffusers import UNet2DModel
+
     directory = Path(directory)
     unet = UNet2DModel.from_pretrained(_unet_dir(directory), local_files_only=True, low_cpu_mem_usage=False)
     cfg = None

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
 from synthaug.devices import bf16_autocast
 
-SAMPLERS = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler}  # name -> diffusers scheduler class
+if TYPE_CHECKING:       # diffusers takes seconds to import: only sampling needs it, not a configuration
+    from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+
+SAMPLERS = {"ddim": "DDIMScheduler", "ddpm": "DDPMScheduler"}  # name -> diffusers scheduler class
 DDIM_STEPS = 100  # DDIM's CIFAR-10 quality is close to the full chain's at 100 steps
 SEED_BITS = 63  # seeds in [0, 2**63): any torch.Generator accepts them, and so does a signed int64
 
@@ -75,8 +77,10 @@ def build_scheduler(
     The noise schedule is the generator's: scheduler_config (a stored scheduler_config.json,
     see ddpm.load_scheduler_config) when given, else num_train_timesteps and beta_schedule.
     """
+    import diffusers
+
     scheduler_cfg.validate()
-    cls = SAMPLERS[scheduler_cfg.name]
+    cls = getattr(diffusers, SAMPLERS[scheduler_cfg.name])
     if scheduler_config is not None:
         scheduler = cls.from_config(scheduler_config)
     else:
@@ -182,6 +186,8 @@ def reverse_chain(
     generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
     x = torch.cat([torch.randn((1, *shape), generator=g) for g in generators]).to(device)
     x = x * scheduler.init_noise_sigma
+    from diffusers import DDIMScheduler
+
     step_kwargs = {"eta": eta} if isinstance(scheduler, DDIMScheduler) else {}
     for t in scheduler.timesteps:
         with bf16_autocast(device, autocast):

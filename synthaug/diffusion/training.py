@@ -24,16 +24,18 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
-from diffusers import UNet2DModel
 
 from synthaug.diffusion.ddpm import (ADAMW_WEIGHT_DECAY, GRAD_CLIP_NORM, IMAGE_SHAPE, DDPMConfig, build_unet,
                                      noise_scheduler)
 from synthaug.devices import autocast_enabled, bf16_autocast, cpu_copy, host_tensor
 from synthaug.files import atomic_torch_save
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DModel
 
 log = logging.getLogger(__name__)
 
