@@ -113,7 +113,7 @@ def _train(cfg: TrialConfig, dataset: Dataset, training: TrainingSet, test_index
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
-            trainer.load_state_dict(torch.load(Path(folder) / "trainer.pt", weights_only=False))
+            trainer.load_state_dict(torch.load(Path(folder) / "trainer.pt", weights_only=True))   # no pickle
     if trainer.epoch == 0:
         run.log_metrics({"train_images": len(training.y), "train_synthetic": int(training.synthetic.sum())})
     while trainer.epoch < cfg.train.epochs:
