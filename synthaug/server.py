@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from synthaug.config import ConfigError, GeneratorSpec
-from synthaug.diffusion.sampling import image_seed
+from synthaug.diffusion.sampling import NonFiniteSamples, image_seed
 from synthaug.generators import generator_kind
 from synthaug.pools import (KEEP_ALL, UNCONDITIONAL, PoolKey, PoolSlice, PoolStore, SampleFilter, class_slice,
                             confidence_filter, prefix, top_fraction_filter)
@@ -34,6 +34,10 @@ CALIBRATION_SEED = -1       # the pool seed of the samples a top-fraction filter
 
 class ShortPoolError(RuntimeError):
     """The labeller gives a class too few of an unconditional generator's samples to fill a request."""
+
+
+class GeneratorOutputError(RuntimeError):
+    """The generator produced NaN or infinite values; nothing of that shard is written or served."""
 
 
 def server_name(generator: str, replica: int = 0) -> str:
@@ -178,9 +182,14 @@ class DDPMServer:
             stop = start + min(size, self.spec.shard_size)
             seeds = [image_seed(key.pool_id, k) for k in range(start, stop)]
             labels = None if key.class_index == UNCONDITIONAL else [key.class_index] * len(seeds)
-            images = self.generator.sample(self.sampler, seeds, None if labels is None else key.class_index,
-                                           self.classes, key.pool_id, start, self.spec.sample_batch_size,
-                                           self.progress)
+            try:
+                images = self.generator.sample(self.sampler, seeds, None if labels is None else key.class_index,
+                                               self.classes, key.pool_id, start, self.spec.sample_batch_size,
+                                               self.progress)
+            except NonFiniteSamples as err:
+                raise GeneratorOutputError(
+                    f"pool {key.pool_id} (generator {self.spec.name}, images {start}..{stop - 1}): {err}; nothing "
+                    f"was written; check the generator's weights (its training loss, a checkpoint)") from None
             if labels is None:
                 labels, confidence = self._label(images)
             else:

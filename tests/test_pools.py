@@ -124,6 +124,23 @@ def test_a_confidence_filter_serves_the_confident_samples_of_the_same_stream_und
     assert "acceptance" not in plain.counters()
 
 
+def test_a_generator_that_produces_nan_is_reported_and_never_stored_as_black_images(conditional, tmp_path):
+    import torch
+
+    from synthaug.server import GeneratorOutputError
+
+    spec, gen = conditional
+    server = DDPMServer(gen, spec, str(tmp_path), classes=TEN, device="cpu", progress=False)
+    with torch.no_grad():
+        next(server.generator.unet.parameters()).fill_(float("nan"))          # broken weights
+    with pytest.raises(GeneratorOutputError) as err:
+        server.take(2, 5, seed=0)
+    pool_id = server.key(2, 0).pool_id
+    assert f"pool {pool_id} (generator {spec.name}, images 0..15): 16 of 16 images have NaN or infinite values" \
+        in str(err.value)
+    assert PoolStore(tmp_path).length(pool_id) == 0 and server.counters()["generated"] == 0
+
+
 def test_a_top_fraction_filter_keeps_each_classes_most_confident_share_calibrated_once(unconditional, tmp_path):
     spec, gen = unconditional
     top = dataclasses.replace(spec, top_fraction=0.5, calibration_samples=96)

@@ -198,7 +198,19 @@ def reverse_chain(
     return x
 
 
+class NonFiniteSamples(ValueError):
+    """A generator produced NaN or infinite values (broken weights, an overflow): never made into images."""
+
+    def __init__(self, count: int, total: int):
+        super().__init__(f"{count} of {total} images have NaN or infinite values")
+        self.count, self.total = count, total
+
+
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """Model-range NCHW floats in [-1, 1] -> uint8 NHWC."""
+    """Model-range NCHW floats in [-1, 1] -> uint8 NHWC; NonFiniteSamples when any value is NaN or
+    infinite (clamping would turn NaN into black pixels and hide it)."""
+    bad = int((~torch.isfinite(x.float())).flatten(1).any(1).sum())
+    if bad:
+        raise NonFiniteSamples(bad, len(x))
     x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
