@@ -1,9 +1,11 @@
 """What differs on a GPU, in one place, parameterised by the device so the CPU can run it too.
 
 The device a process uses is the one it sees (torch.cuda.is_available(), which follows
-CUDA_VISIBLE_DEVICES as Ray sets it), never what Ray reserved for it: a Ray node that only
-declares a GPU runs everything on the CPU. SYNTHAUG_DEVICE=cpu (or cuda) forces the choice
-in every process of a local Ray (workers inherit the driver's environment).
+CUDA_VISIBLE_DEVICES as Ray sets it), never what Ray reserved for it. A process Ray gave a GPU
+that finds CUDA unusable (no driver, a broken install, a GPU only declared) stops with
+DeviceError instead of quietly training on the CPU. SYNTHAUG_DEVICE=cpu (or cuda) forces the
+choice in every process (the sweep passes it to its workers on every node): how the tests run
+on Ray nodes that declare GPUs this machine does not have.
 
 bf16 autocast is on for CUDA and off for the CPU unless a caller forces it (`autocast=True`):
 the tests do, so a dtype bug in the GPU's path shows on this machine and not on the first GPU.
@@ -18,9 +20,34 @@ import torch
 DEVICE_ENV = "SYNTHAUG_DEVICE"     # a documented override: cpu or cuda
 
 
+class DeviceError(RuntimeError):
+    """A process was given a GPU and cannot use it; the message is one line."""
+
+
 def default_device() -> str:
-    """$SYNTHAUG_DEVICE if set, else cuda when this process sees a GPU, else cpu."""
-    return os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")
+    """$SYNTHAUG_DEVICE if set, else cuda when this process sees a GPU, else cpu; DeviceError when Ray
+    gave this process a GPU that CUDA cannot use."""
+    forced = os.environ.get(DEVICE_ENV)
+    if forced:
+        return forced
+    if torch.cuda.is_available():
+        return "cuda"
+    given = assigned_gpus()
+    if given:
+        raise DeviceError(f"Ray gave this process GPU(s) {given}, but CUDA is unusable here "
+                          f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); fix the node's driver, "
+                          f"or set {DEVICE_ENV}=cpu to run on the CPU on purpose")
+    return "cpu"
+
+
+def assigned_gpus() -> list:
+    """The GPU ids Ray assigned to this process (a task or actor that asked for num_gpus); [] elsewhere."""
+    try:
+        import ray
+
+        return list(ray.get_gpu_ids()) if ray.is_initialized() else []
+    except Exception:  # noqa: BLE001 - not inside Ray, or a Ray without a runtime context
+        return []
 
 
 def autocast_enabled(device: torch.device | str, autocast: bool | None = None) -> bool:

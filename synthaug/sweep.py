@@ -412,6 +412,10 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False, wait_s: fl
             for r in results if r.metrics]
     finished = sum(1 for r in rows if r.get("done"))
     print_summary(plan, rows)
+    for r in results:
+        if r.error:                     # after its retries (max_failures); its MLflow run is FAILED with the error
+            where = ", ".join(f"{k}={r.config.get(k)}" for k in [*plan.grid, "seed"])
+            print(f"failed: {where}: {str(r.error).strip().splitlines()[-1][:300]}")
     if finished == len(plan.configs):
         parent.finish("FINISHED")
     print(f"\n{finished}/{len(plan.configs)} trials finished.")

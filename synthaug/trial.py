@@ -38,8 +38,14 @@ CONFIG, ARMS, CONTEXT = "config", "arms", "context"   # param_space keys that ho
 # A documented hook, unset in normal use: a folder of ticket files, and each trial takes one
 # (renames it to taken-<trial key>) before it trains, waiting until there is one. A test or a
 # demonstration lets exactly N trials finish and then kills the sweep at a point it chose,
-# whatever the machine's speed. Ray's local workers inherit it from the driver's environment.
+# whatever the machine's speed; a file fail-<trial key> there makes that trial raise instead
+# (InjectedFault), every attempt, until the file is removed. Workers get it from the driver.
 TRIAL_GATE = "SYNTHAUG_TRIAL_GATE"
+ERROR_TAG = "synthaug.error"        # a failed trial's run: the exception that ended its last attempt
+
+
+class InjectedFault(RuntimeError):
+    """Raised by a trial whose key has a fail-<key> file in the trial gate folder (tests, demonstrations)."""
 # Ray logs a line a checkpoint (an epoch a trial): Tune's status table already says where trials are.
 logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
@@ -94,13 +100,14 @@ def run_trial(params: dict, dataset: Dataset) -> None:
     described = {"generator_instance": instance_name(cfg, ctx.per_trial),
                  **{f"generator_spec.{k}": v for k, v in ctx.generators.get(cfg.generator, {}).items()}}
     run.log_params({**to_flat(cfg), **(described if cfg.uses_synthetic else {})})
-    _pass_gate(trial_key(cfg))
-    training = compose(cfg, dataset, _synthetic_source(cfg, ctx.per_trial))
-    test_index = select_test(dataset, cfg.test_per_class)
     try:
-        _train(cfg, dataset, training, test_index, run, device)
-    except Exception:
-        run.finish("FAILED")            # Tune retries the trial; the retry reopens this run
+        _pass_gate(trial_key(cfg))
+        training = compose(cfg, dataset, _synthetic_source(cfg, ctx.per_trial))
+        _train(cfg, dataset, training, select_test(dataset, cfg.test_per_class), run, device)
+    except Exception as err:
+        # Tune retries the trial (from its checkpoint); the retry reopens this run. The error stays on it.
+        run.set_tags({ERROR_TAG: f"{type(err).__name__}: {err}"[:5000]})
+        run.finish("FAILED")
         raise
 
 
@@ -161,6 +168,8 @@ def _pass_gate(key: str) -> None:
     if not folder:
         return
     folder = Path(folder)
+    if (folder / f"fail-{key}").exists():
+        raise InjectedFault(f"trial {key}: a fail-{key} file in {TRIAL_GATE}")
     (folder / f"waiting-{key}").touch()
     while True:
         for ticket in sorted(folder.glob("ticket-*")):

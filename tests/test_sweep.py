@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from synthaug.devices import DEVICE_ENV
 from synthaug.sweep import Experiment, main
 from synthaug.trial import TRIAL_GATE
 
@@ -105,6 +106,38 @@ def test_bad_input_is_one_line_exit_2_and_starts_nothing(tmp_path, argv, field):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and field in lines[0], proc.stderr
     assert not (tmp_path / "r").exists() and not (tmp_path / "m.db").exists()
+
+
+def test_a_trial_that_keeps_failing_ends_failed_with_its_error_and_a_rerun_retries_only_it(tmp_path, shapes_tar,
+                                                                                           capsys, monkeypatch):
+    from synthaug.sweep import parse_args, plan_sweep
+    from synthaug.trial import ERROR_TAG, trial_key
+
+    argv = sweep_args(tmp_path, shapes_tar)
+    plan, _ = plan_sweep(TINY, parse_args(TINY, argv))
+    doomed = next(c for c in plan.configs if c.replace_pct == 20 and c.seed == 1)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    for i in range(40):
+        (gate / f"ticket-{i}").touch()
+    (gate / f"fail-{trial_key(doomed)}").touch()          # every attempt of this trial raises
+    monkeypatch.setenv(TRIAL_GATE, str(gate))
+    assert main(TINY, argv) == 1                           # retried (max_failures), then failed: exit non-zero
+    out = capsys.readouterr().out
+    assert "failed: replace_pct=20, seed=1: " in out and "InjectedFault" in out and "3/4 trials finished" in out
+    _, trials = runs(tmp_path, "tiny_replace", "trial")
+    by_cell = {(r.data.params["replace_pct"], r.data.params["seed"]): r for r in trials}
+    assert len(trials) == 4 and by_cell[("20", "1")].info.status == "FAILED"
+    assert by_cell[("20", "1")].data.tags[ERROR_TAG].startswith("InjectedFault: trial ")
+    assert {r.info.status for k, r in by_cell.items() if k != ("20", "1")} == {"FINISHED"}
+
+    (gate / f"fail-{trial_key(doomed)}").unlink()          # the fault is gone: the same command finishes it
+    assert main(TINY, argv) == 0
+    client, after = runs(tmp_path, "tiny_replace", "trial")
+    assert sorted(r.info.run_id for r in after) == sorted(r.info.run_id for r in trials)   # its own run, reopened
+    assert {r.info.status for r in after} == {"FINISHED"}
+    for run in after:                                      # the three that had finished did not train again
+        assert len(client.get_metric_history(run.info.run_id, "train_loss")) == EPOCHS
 
 
 KILLABLE = '''
@@ -221,10 +254,12 @@ def sweep_script(name: str) -> Experiment:
     return module.EXPERIMENT
 
 
-def test_every_sweep_script_runs_on_a_node_declaring_one_gpu(tmp_path, shapes_tar, cifar_named_tar, tiny_dit, capsys):
+def test_every_sweep_script_runs_on_a_node_declaring_one_gpu(tmp_path, shapes_tar, cifar_named_tar, tiny_dit, capsys,
+                                                             monkeypatch):
     """Each script's plan (preparation: a whole GPU; servers: a share each, split among a generator's
-    instances; trials: a share each) on one GPU: nothing waits forever. The GPU is only declared, so every
-    process runs on the CPU it sees. The grids are cut down (--grid, --set) to what the small data can give;
+    instances; trials: a share each) on one GPU: nothing waits forever. The GPU is only declared: without
+    SYNTHAUG_DEVICE=cpu a process given it stops (CUDA unusable), with it every process runs on the CPU.
+    The grids are cut down (--grid, --set) to what the small data can give;
     long_tail runs with a generator a trial's real subset (train_on trial): one instance a seed."""
     import ray
     from ray.cluster_utils import Cluster
@@ -234,6 +269,13 @@ def test_every_sweep_script_runs_on_a_node_declaring_one_gpu(tmp_path, shapes_ta
     one_gpu = ("--seeds", "1", "--address", cluster.address, "--gpus", "1", "--wait-for-gpus", "0")
     cifar = ("--data", str(cifar_named_tar))
     try:
+        # a GPU Ray hands out that CUDA cannot use: the preparation stops in one line, nothing trains on the CPU
+        assert main(sweep_script("replace_pct"), sweep_args(tmp_path / "unusable", shapes_tar, *one_gpu,
+                                                            "--grid", "replace_pct=0,12",
+                                                            "--set", "generator=ddpm-cond")) == 1
+        err = capsys.readouterr().err
+        assert "but CUDA is unusable here" in err and "SYNTHAUG_DEVICE=cpu" in err
+        monkeypatch.setenv(DEVICE_ENV, "cpu")
         plans = {
             # the tiny unconditional DDPM cannot fill class pools (its labeller finds no class 1): the
             # unconditional path on one GPU is cond_vs_uncond's stream arm
