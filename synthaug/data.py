@@ -24,6 +24,7 @@ import math
 from fractions import Fraction
 import socket
 import tarfile
+import zipfile
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from synthaug.files import atomic_file
+from synthaug.files import DamagedFile, arrays_digest, atomic_file
 
 IMAGE_SIZE = 32
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -150,7 +151,11 @@ def load_dataset(source: str, cache_dir: str | Path) -> Dataset:
     name, digest = source_name(source), source_digest(source)
     cache_file = Path(cache_dir) / "datasets" / f"{name}-{digest[:16]}.npz"
     if cache_file.exists():
-        return _read_cache(cache_file, name, digest)
+        try:
+            return _read_cache(cache_file, name, digest)
+        except DamagedFile as err:
+            cache_file.unlink(missing_ok=True)
+            print(f"warning: {err}; decoding {source} again", flush=True)
     classes, arrays = _decode(source, Path(cache_dir))
     dataset = Dataset(name, classes, *arrays, digest=digest)
     _write_cache(cache_file, dataset)
@@ -164,7 +169,10 @@ def data_outline(source: str, cache_dir: str | Path) -> Dataset:
     name, digest = source_name(source), source_digest(source)
     cache_file = Path(cache_dir) / "datasets" / f"{name}-{digest[:16]}.npz"
     if cache_file.exists():
-        return _read_cache(cache_file, name, digest)
+        try:
+            return _read_cache(cache_file, name, digest)
+        except DamagedFile:
+            pass                            # a dry run writes nothing: the outline below, the cache as it is
     if source in BUILTIN_SOURCES:
         classes, train, test = ((SHAPE_CLASSES, SHAPES_TRAIN_PER_CLASS, SHAPES_TEST_PER_CLASS) if source == "shapes"
                                 else (CIFAR10_CLASSES, 5000, 1000))
@@ -304,32 +312,30 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
 
 def _write_cache(path: Path, dataset: Dataset) -> None:
     """Write a dataset's arrays to an npz file atomically (temporary file, then rename)."""
+    arrays = {"train_x": dataset.train_x, "train_y": dataset.train_y, "test_x": dataset.test_x,
+              "test_y": dataset.test_y}
     with atomic_file(path) as f:
-        np.savez(
-            f,
-            classes=np.array(dataset.classes, dtype=str),
-            digest=np.array(dataset.digest),
-            train_x=dataset.train_x,
-            train_y=dataset.train_y,
-            test_x=dataset.test_x,
-            test_y=dataset.test_y,
-        )
+        np.savez(f, classes=np.array(dataset.classes, dtype=str), digest=np.array(dataset.digest), **arrays,
+                 sha256=np.array(arrays_digest(*arrays.values())))
 
 
 def _read_cache(path: Path, name: str, digest: str) -> Dataset:
-    """Read a dataset written by _write_cache."""
-    with np.load(path, allow_pickle=False) as npz:
-        if str(npz["digest"]) != digest:
-            raise DataError(f"{path}: cache holds digest {str(npz['digest'])[:16]}, expected {digest[:16]}; delete it")
-        return Dataset(
-            name=name,
-            classes=tuple(str(c) for c in npz["classes"]),
-            train_x=npz["train_x"],
-            train_y=npz["train_y"],
-            test_x=npz["test_x"],
-            test_y=npz["test_y"],
-            digest=digest,
-        )
+    """Read a dataset written by _write_cache; DamagedFile when it is unreadable or fails its checksum."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if str(npz["digest"]) != digest:
+                raise DataError(f"{path}: cache holds digest {str(npz['digest'])[:16]}, expected {digest[:16]}; "
+                                f"delete it")
+            arrays = {k: npz[k] for k in ("train_x", "train_y", "test_x", "test_y")}
+            classes = tuple(str(c) for c in npz["classes"])
+            stored = str(npz["sha256"]) if "sha256" in npz.files else None
+    except DataError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise DamagedFile(f"data cache {path} is damaged ({_one_line(err)})") from None
+    if stored is not None and stored != arrays_digest(*arrays.values()):
+        raise DamagedFile(f"data cache {path} is damaged (its checksum does not match its arrays)")
+    return Dataset(name=name, classes=classes, digest=digest, **arrays)
 
 
 def _one_line(error: BaseException) -> str:

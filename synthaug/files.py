@@ -1,8 +1,10 @@
-"""Files written whole: a reader sees the old bytes or the new ones, never a part.
+"""Files written whole: a reader sees the old bytes or the new ones, never a part; and checked on read.
 
 The one atomic write of the project (data cache, pool shards, generators, checkpoints,
 labellers): a temporary sibling, flushed and fsynced, then os.replace. A failed write (an
 exception, a full disk) removes the temporary file and leaves the previous file as it was.
+arrays_digest is the checksum stored beside cached arrays (data cache, pool shards) and checked
+when they are read: a truncated or altered file is never used (DamagedFile).
 """
 
 from __future__ import annotations
@@ -12,6 +14,24 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+import numpy as np
+
+
+class DamagedFile(ValueError):
+    """A cached file that is truncated, altered or unreadable; the message is one line."""
+
+
+def arrays_digest(*arrays: np.ndarray) -> str:
+    """sha256 over each array's dtype, shape and bytes, in order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 @contextmanager
@@ -26,6 +46,10 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:                  # a full disk, a file-size limit, a read-only folder
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(err.errno, f"{path} was not written ({err.strerror or err}); the previous version, if any, "
+                                 f"is unchanged and readable") from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -153,7 +153,7 @@ def train_data_parallel(plan: JobPlan, spec: GeneratorSpec, dataset: Dataset, sh
 
     from synthaug.generator_training import generator_key, trained_generator
 
-    if trained_generator(spec, dataset, plan.cache_dir):
+    if trained_generator(spec, dataset, plan.cache_dir, verify=False):     # its preparation checks the files
         return
     share = spec.ddpm.batch_size // plan.workers
     print(f"{spec.name}: {plan.workers} data-parallel workers ({'NCCL, GPUs' if use_gpu else 'gloo, CPUs'}), "

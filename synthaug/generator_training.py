@@ -35,7 +35,7 @@ from synthaug.data import Dataset, class_permutations
 from synthaug.diffusion.ddpm import load_generator, load_scheduler_config, save_generator, weights_digest
 from synthaug.diffusion.sampling import image_seed, sample
 from synthaug.diffusion.training import Checkpointing, DDPMTraining
-from synthaug.files import atomic_torch_save, atomic_write
+from synthaug.files import DamagedFile, atomic_torch_save, atomic_write
 from synthaug.tracking import ROLE, RunLogger, ensure_experiment
 
 GENERATORS_EXPERIMENT = "generators"    # MLflow experiment of every generator and labeller run
@@ -93,11 +93,24 @@ def labeller_path(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path) -> Pat
 # ---------------------------------------------------------------------------- the generator
 
 
-def trained_generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path) -> tuple[Path, str] | None:
-    """(folder, weights digest) of the finished generator in the cache, else None."""
+def trained_generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, verify: bool = True
+                      ) -> tuple[Path, str] | None:
+    """(folder, weights digest) of the finished generator in the cache, else None. `verify`: its weights
+    are loaded and checked against weights.sha256 (DamagedFile, one line, when they differ or do not load)."""
     directory = generator_dir(spec, dataset, cache_dir)
     digest_file = directory / "weights.sha256"
-    return (directory, digest_file.read_text().strip()) if digest_file.exists() else None
+    if not digest_file.exists():
+        return None
+    expected = digest_file.read_text().strip()
+    if verify:
+        try:
+            found = weights_digest(load_generator(directory, "cpu")[0])
+        except (OSError, ValueError, RuntimeError) as err:
+            found = f"unreadable: {str(err).splitlines()[0][:120]}"
+        if found != expected:
+            raise DamagedFile(f"generator {directory} is damaged (its weights {found[:16]} do not match "
+                              f"weights.sha256 {expected[:16]}); delete the folder to train it again")
+    return directory, expected
 
 
 def train_generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, device: torch.device | str,
@@ -178,7 +191,7 @@ def train_labeller(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, devic
     path = labeller_path(spec, dataset, cache_dir)
     with _exclusive(path.parent, 0):
         if path.exists():
-            saved = torch.load(path, map_location="cpu", weights_only=True)
+            saved = _checked_labeller(path)
             return path, saved["digest"], saved["test_acc"]
         return _train_labeller(spec, dataset, path, device, tracking, progress)
 
@@ -230,10 +243,27 @@ def _exclusive(target: Path, rank: int) -> Iterator[None]:
 
 
 def load_labeller(path: str | Path, device: str) -> torch.nn.Module:
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    return _labeller_model(_checked_labeller(Path(path))).to(device).eval()
+
+
+def _labeller_model(saved: dict) -> torch.nn.Module:
     model = resnet18(saved["num_classes"], saved["width"], saved.get("stem", "cifar"))
     model.load_state_dict(saved["state_dict"])
-    return model.to(device).eval()
+    return model
+
+
+def _checked_labeller(path: Path) -> dict:
+    """A saved labeller whose weights match the digest saved with them; DamagedFile (one line) otherwise."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        found = weights_digest(_labeller_model(saved))
+    except (OSError, RuntimeError, KeyError, EOFError, ValueError) as err:
+        raise DamagedFile(f"labeller {path} is damaged ({str(err).splitlines()[0][:120]}); delete it to train "
+                          f"it again") from None
+    if found != saved["digest"]:
+        raise DamagedFile(f"labeller {path} is damaged (its weights do not match its digest); delete it to train "
+                          f"it again")
+    return saved
 
 
 def _per_class_subset(labels: np.ndarray, num_classes: int, per_class: int, seed: int) -> np.ndarray:

@@ -7,15 +7,18 @@ pool seed. Sample k is drawn from its own seed (diffusion.sampling.image_seed(po
 so it does not depend on the batch it was generated in, and a trial that needs n images
 of a class takes the first n of them: pools are nested by construction.
 
-On disk a pool is a folder of shards `<start:09d>-<stop:09d>.npz` (images, labels, confidences),
-each written to a temporary file and renamed into place, so a crash never leaves half a
-shard and two writers of the same shard write the same bytes.
+On disk a pool is a folder of shards `<start:09d>-<stop:09d>.npz` (images, labels, confidences
+and their checksum), each written to a temporary file and renamed into place, so a crash never
+leaves half a shard and two writers of the same shard write the same bytes; a shard damaged
+later is caught by its checksum on read, moved aside and generated again.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +26,7 @@ import numpy as np
 
 from synthaug.config import digest
 from synthaug.diffusion.sampling import SamplerConfig
-from synthaug.files import atomic_file, atomic_write
+from synthaug.files import DamagedFile, arrays_digest, atomic_file, atomic_write
 
 UNCONDITIONAL = -1
 
@@ -71,13 +74,17 @@ class PoolStore:
         return chain[-1][1] if chain else 0
 
     def read(self, pool_id: str, stop: int | None = None) -> PoolSlice:
-        """Samples [0, stop) (all that are on disk when stop is None)."""
+        """Samples [0, stop) (all that are on disk when stop is None). A shard that fails its checksum
+        (truncated, altered) is moved aside and the pool ends before it: its samples are generated again,
+        the same bytes, since sample k comes from its own seed."""
         parts = []
         for start, shard_stop in self._chain(pool_id):
             if stop is not None and start >= stop:
                 break
-            with np.load(self._shard_path(pool_id, start, shard_stop)) as shard:
-                parts.append({k: shard[k] for k in ("images", "labels", "confidence")})
+            shard = self._read_shard(self._shard_path(pool_id, start, shard_stop))
+            if shard is None:
+                break
+            parts.append(shard)
         if not parts:
             return _empty(pool_id)
         images = np.concatenate([p["images"] for p in parts])
@@ -95,9 +102,28 @@ class PoolStore:
         if not meta.exists():
             atomic_write(meta, json.dumps({"pool_id": key.pool_id, **asdict(key)}, indent=1).encode())
         path = self._shard_path(key.pool_id, start, start + len(images))
+        arrays = {"images": images.astype(np.uint8), "labels": labels.astype(np.int64),
+                  "confidence": confidence.astype(np.float32)}
         with atomic_file(path) as f:
-            np.savez(f, images=images.astype(np.uint8), labels=labels.astype(np.int64),
-                     confidence=confidence.astype(np.float32))
+            np.savez(f, **arrays, sha256=np.array(arrays_digest(*arrays.values())))
+
+    @staticmethod
+    def _read_shard(path: Path) -> dict | None:
+        """A shard's arrays, checked against the checksum written with them; None (and the file moved
+        aside as <name>.damaged) when it is unreadable or does not match."""
+        try:
+            with np.load(path, allow_pickle=False) as shard:
+                arrays = {k: shard[k] for k in ("images", "labels", "confidence")}
+                stored = str(shard["sha256"])
+            if stored != arrays_digest(*arrays.values()):
+                raise DamagedFile("its checksum does not match its arrays")
+            return arrays
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            aside = path.with_name(f"{path.name}.damaged")
+            os.replace(path, aside)
+            print(f"warning: pool shard {path} is damaged ({str(err).splitlines()[0][:120]}); moved to {aside.name}; "
+                  f"its samples will be generated again", flush=True)
+            return None
 
     def _shard_path(self, pool_id: str, start: int, stop: int) -> Path:
         return self.folder(pool_id) / f"{start:09d}-{stop:09d}.npz"
