@@ -68,6 +68,14 @@ class PoolStore:
     def folder(self, pool_id: str) -> Path:
         return self.root / pool_id
 
+    def lock(self, pool_id: str):
+        """An inter-process lock on the pool (its folder's .lock): one writer at a time."""
+        from filelock import FileLock
+
+        folder = self.folder(pool_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(folder / ".lock"))
+
     def length(self, pool_id: str) -> int:
         """How many leading samples of the pool are on disk (contiguous shards only)."""
         chain = self._chain(pool_id)

@@ -172,35 +172,38 @@ class DDPMServer:
     def _extend(self, key: PoolKey, pool: PoolSlice, missing: int) -> PoolSlice:
         """Generate the pool's next shard (about `missing` samples, at most shard_size), write it,
         and return the longer pool. Sample k's seed is the pool's and k's, so where shards
-        begin and end does not change any image."""
+        begin and end does not change any image. One writer a pool at a time (a file lock in the
+        pool's folder), across replicas and sweeps sharing the cache: a shard is generated once."""
         start = len(pool.labels)
-        on_disk = self.store.length(key.pool_id)
-        if on_disk > start:                      # another replica wrote it meanwhile
-            pool = self.store.read(key.pool_id)
-        else:
-            size = -(-max(missing, 1) // SHARD_QUANTUM) * SHARD_QUANTUM
-            stop = start + min(size, self.spec.shard_size)
-            seeds = [image_seed(key.pool_id, k) for k in range(start, stop)]
-            labels = None if key.class_index == UNCONDITIONAL else [key.class_index] * len(seeds)
-            try:
-                images = self.generator.sample(self.sampler, seeds, None if labels is None else key.class_index,
-                                               self.classes, key.pool_id, start, self.spec.sample_batch_size,
-                                               self.progress)
-            except NonFiniteSamples as err:
-                raise GeneratorOutputError(
-                    f"pool {key.pool_id} (generator {self.spec.name}, images {start}..{stop - 1}): {err}; nothing "
-                    f"was written; check the generator's weights (its training loss, a checkpoint)") from None
-            if labels is None:
-                labels, confidence = self._label(images)
+        with self.store.lock(key.pool_id):
+            if self.store.length(key.pool_id) > start:      # another replica or sweep wrote it meanwhile
+                pool = self.store.read(key.pool_id)
             else:
-                labels, confidence = np.asarray(labels, np.int64), np.ones(len(seeds), np.float32)
-            self.store.append(key, start, images, labels, confidence)
-            self.generated += len(seeds)
-            pool = PoolSlice(key.pool_id, np.arange(stop, dtype=np.int64),
-                             np.concatenate([pool.images, images]), np.concatenate([pool.labels, labels]),
-                             np.concatenate([pool.confidence, confidence]))
+                pool = self._generate(key, pool, start, missing)
         self._pools[key.pool_id] = pool
         return pool
+
+    def _generate(self, key: PoolKey, pool: PoolSlice, start: int, missing: int) -> PoolSlice:
+        size = -(-max(missing, 1) // SHARD_QUANTUM) * SHARD_QUANTUM
+        stop = start + min(size, self.spec.shard_size)
+        seeds = [image_seed(key.pool_id, k) for k in range(start, stop)]
+        labels = None if key.class_index == UNCONDITIONAL else [key.class_index] * len(seeds)
+        try:
+            images = self.generator.sample(self.sampler, seeds, None if labels is None else key.class_index,
+                                           self.classes, key.pool_id, start, self.spec.sample_batch_size,
+                                           self.progress)
+        except NonFiniteSamples as err:
+            raise GeneratorOutputError(
+                f"pool {key.pool_id} (generator {self.spec.name}, images {start}..{stop - 1}): {err}; nothing "
+                f"was written; check the generator's weights (its training loss, a checkpoint)") from None
+        if labels is None:
+            labels, confidence = self._label(images)
+        else:
+            labels, confidence = np.asarray(labels, np.int64), np.ones(len(seeds), np.float32)
+        self.store.append(key, start, images, labels, confidence)
+        self.generated += len(seeds)
+        return PoolSlice(key.pool_id, np.arange(stop, dtype=np.int64), np.concatenate([pool.images, images]),
+                         np.concatenate([pool.labels, labels]), np.concatenate([pool.confidence, confidence]))
 
     def _label(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from synthaug.classifier import predict

@@ -35,7 +35,8 @@ def warmup_replicas(preset_setting: int, gpus: float, generators: int, server_gp
 
 def start_servers(plan, dataset: Dataset, parent, use_gpus: bool) -> tuple[dict[str, Any], dict[str, int]]:
     """Prepare each generator the grid uses, start its named server, generate every pool up front.
-    Returns the serving actors and the images each generator's warm-up replicas generated."""
+    Returns the serving actors and the images each generator's warm-up replicas (gone by now, beside the
+    serving ones) generated."""
     import ray
 
     from synthaug.generator_training import GENERATORS_EXPERIMENT
@@ -88,7 +89,8 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool) -> tuple[dict[
     total = sum(warmed.values())
     print(f"pools ready: {len(needed)} (generator, class, seed) prefixes, {total} images generated now")
     parent.log_metrics({"pool_images_generated": total})      # logged before trials: a kill keeps it
-    return servers, warmed
+    # the serving replicas count what they warmed themselves; only the warm-up replicas' images are extra
+    return servers, ({} if replicas == 1 else warmed)
 
 
 def pool_requests(plan, dataset: Dataset) -> dict[tuple[str, int, int], int]:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -145,6 +146,26 @@ import sys
 from synthaug.sweep import Experiment, main
 sys.exit(main(Experiment(name="tiny_kill", grid={"replace_pct": [0, 20]}, fixed={"generator": "ddpm-cond"})))
 '''
+
+
+def test_two_sweeps_at_once_over_one_cache_and_one_store_both_finish_and_write_each_shard_once(tmp_path,
+                                                                                              shapes_tar):
+    script = tmp_path / "tiny_kill.py"
+    script.write_text(KILLABLE)
+    common = ["--preset", "tiny", "--seeds", "2", "--data", str(shapes_tar), "--cache", str(tmp_path / "cache"),
+              "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, str(script), *common, "--storage", str(tmp_path / f"results{i}")],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
+    generated = [int(o.split("DDPM server ddpm-cond: generated ")[1].split()[0]) for o in outs]
+    on_disk = sum(len(np.load(p)["labels"]) for p in (tmp_path / "cache" / "pools").rglob("*.npz"))
+    assert sum(generated) == on_disk > 0                       # every shard made by one of them, once
+    assert not any("damaged" in o for o in outs)
+    _, trials = runs(tmp_path, "tiny_kill", "trial")
+    assert len(trials) == 8 and {r.info.status for r in trials} == {"FINISHED"}
 
 
 def finished_trials(tmp_path) -> int:
