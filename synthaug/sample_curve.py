@@ -61,29 +61,38 @@ class SampleCurve:
         gain = f"{pct(self.gain)} [{pct(self.gain_low)}, {pct(self.gain_high)}]"
         if not self.helps:
             return f"no gain detected: the fitted gain {gain} has an interval that includes 0"
-        return (f"approaches a gain of {gain}; {SATURATION:.0%} of it by K = {self.k90:.0f} "
-                f"[{self.k90_low:.0f}, {self.k90_high:.0f}]; past that, more samples add under "
-                f"{1 - SATURATION:.0%} of the gain")
+        k90 = f"K = {self.k90:.0f} [{self.k90_low:.0f}, {self.k90_high:.0f}]"
+        if self.k90 > self.points["K"].max():
+            return (f"still rising at the largest K tried ({self.points['K'].max()}): a gain of {gain} would take "
+                    f"{k90} to reach {SATURATION:.0%} of, beyond the data; try larger K")
+        return (f"approaches a gain of {gain}; {SATURATION:.0%} of it by {k90}; past that, more samples add "
+                f"under {1 - SATURATION:.0%} of the gain")
 
 
 def _model(k: np.ndarray, a: float, b: float, tau: float) -> np.ndarray:
     return a + b * (1.0 - np.exp(-k / tau))
 
 
+def _by_asymptote(k: np.ndarray, a: float, c: float, tau: float) -> np.ndarray:
+    return _model(k, a, c - a, tau)
+
+
 def _fit(ks: np.ndarray, means: np.ndarray) -> tuple[float, float, float]:
-    """(a, b, tau) by least squares, tau kept within the K range's scale; nan when it does not fit."""
+    """(a, b, tau) by least squares, with the start a and the asymptote a + b accuracies in [0, 1] and tau
+    between a tenth of the smallest K tried and three times the largest (a scale the data can speak to);
+    nan when it does not fit."""
     from scipy.optimize import curve_fit
 
-    top = float(ks.max())
-    start = (float(means[0]), float(means[-1] - means[0]), max(top / 4, 1.0))
+    top, low = float(ks.max()), float(ks[ks > 0].min())
+    start = (float(np.clip(means[0], 0, 1)), float(np.clip(means[-1], 0, 1)), float(np.clip(top / 4, low, top)))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            (a, b, tau), _ = curve_fit(_model, ks, means, p0=start, bounds=([-1, -2, top / 1000], [2, 2, top * 10]),
-                                       maxfev=20_000)
+            (a, c, tau), _ = curve_fit(_by_asymptote, ks, means, p0=start,
+                                       bounds=([0, 0, low / 10], [1, 1, top * 3]), maxfev=20_000)
     except (RuntimeError, ValueError):
         return math.nan, math.nan, math.nan
-    return float(a), float(b), float(tau)
+    return float(a), float(c - a), float(tau)
 
 
 def fit_curve(class_set: str, metric: str, table: pd.DataFrame, seed: int = 0) -> SampleCurve:
