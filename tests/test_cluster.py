@@ -192,6 +192,62 @@ def test_a_sweep_over_http_tracking_on_three_nodes_survives_losing_a_worker(tmp_
     assert any((tmp_path / "served-artifacts").rglob("manifest.json"))   # served by the server, not written by trials
 
 
+def test_a_killed_server_comes_back_and_every_trial_finishes_without_regenerating_a_pool(tmp_path, shapes_tar):
+    """Two trials finish, the next wait at the gate; the DDPM server actor is killed (Ray restarts it);
+    the gate opens: the trials' requests reach the restarted server, every trial finishes, and no pool
+    shard is written again (the restarted server reads them from disk)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from synthaug.server import NAMESPACE, server_name
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    for i in range(2):
+        (gate / f"ticket-{i}").touch()
+    script = tmp_path / "tiny_nodes.py"
+    script.write_text(KILL_A_NODE)
+    log = tmp_path / "sweep.log"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = [sys.executable, str(script), "--preset", "tiny", "--seeds", "2", "--data", str(shapes_tar),
+            "--cache", str(tmp_path / "cache"), "--storage", str(tmp_path / "ray_results"), "--mlflow-uri", uri,
+            "--address", cluster.address]
+
+    def trials():
+        if not (tmp_path / "mlflow.db").exists():
+            return []
+        experiment = MlflowClient(uri).get_experiment_by_name("tiny_nodes")
+        if experiment is None:
+            return []
+        return MlflowClient(uri).search_runs([experiment.experiment_id], "tags.`synthaug.role` = 'trial'")
+
+    def shards():
+        return {p: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "pools").rglob("*.npz")}
+
+    try:
+        with log.open("w") as out:
+            proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                    env={**os.environ, TRIAL_GATE: str(gate), "PYTHONPATH": str(ROOT)})
+        wait_for(lambda: sum(r.info.status == "FINISHED" for r in trials()) == 2, "two finished trials", proc, log)
+        before = shards()
+        ray.init(address=cluster.address, namespace=NAMESPACE)
+        server = ray.get_actor(server_name("ddpm-cond"), namespace=NAMESPACE)
+        ray.kill(server, no_restart=False)                  # Ray restarts it (max_restarts=-1)
+        for i in range(2, 40):
+            (gate / f"ticket-{i}").touch()
+        assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    done = trials()
+    assert len(done) == 4 and {r.info.status for r in done} == {"FINISHED"}
+    assert before and shards() == before                   # not one shard written again
+    assert "generated 0 images this sweep" in log.read_text()      # the restarted server made nothing
+
+
 def test_cluster_yaml_passes_rays_own_validation_and_is_safe_as_shipped():
     import yaml
     from ray.autoscaler._private.util import prepare_config, validate_config
