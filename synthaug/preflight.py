@@ -120,6 +120,18 @@ def storage_problem(location: str) -> str | None:
     return None
 
 
+def folder_problem(folder: Path) -> str | None:
+    """Why a folder the command will write (--cache, a local --storage) cannot be made or written, or None.
+    Creates nothing: the folder, or the nearest part of its path that exists, must be a writable folder."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        return f"{str(folder)!r}: {existing} is a file, not a folder; pass a folder that can be created"
+    if not _writable(existing):
+        return f"{str(folder)!r}: {existing} cannot be written; pass a folder this user can write"
+    return None
+
+
 def visibility_problem(flag: str, folder: str, nodes: Mapping[str, str]) -> str | None:
     """Every node (id -> address) writes a token in `folder`, then reads every other node's token.
     Runs Ray tasks pinned to each node, then removes the tokens."""

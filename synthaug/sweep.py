@@ -122,9 +122,11 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 
 def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepPlan, Dataset]:
-    """Resolve and validate everything; touches no Ray, no GPU, no MLflow. With --dry-run the data
-    source is only outlined (classes and labels, blank images): nothing is decoded or written."""
+    """Resolve and validate everything; touches no Ray, no GPU, no MLflow, and writes nothing: the data
+    source is only outlined (classes and labels, blank images; synthaug.data.data_outline), so bad input
+    leaves no cache behind. Returns the plan and that outline."""
     from synthaug.overrides import apply_grids, apply_sets, check_experiment
+    from synthaug.preflight import folder_problem
     from synthaug.tracking import resolve_tracking_uri
 
     check_experiment(experiment)
@@ -134,7 +136,10 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     seeds = parse_seeds(args.seeds or str(chosen.seeds))
     data = resolve_source(args.data or chosen.data)
     cache_dir = Path(args.cache).resolve()
-    dataset = data_outline(data, cache_dir) if args.dry_run else load_dataset(data, cache_dir)
+    problem = folder_problem(cache_dir)
+    if problem:
+        raise UsageError(f"--cache {problem}")
+    dataset = data_outline(data, cache_dir)
     chosen = with_checkpoints(with_resources(chosen, args), args.checkpoint, dataset)
     aliases = class_aliases(args.class_map, dataset)
     fixed = {key: _resolve_value(key, v, dataset, aliases) for key, v in
@@ -172,9 +177,9 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
 
 def storage_location(flag: str) -> str:
     """--storage as Tune takes it: a URI (s3://, gs://, ...) as it is, a folder made absolute."""
-    from synthaug.preflight import is_uri, storage_problem
+    from synthaug.preflight import folder_problem, is_uri, storage_problem
 
-    problem = storage_problem(flag)
+    problem = storage_problem(flag) or (None if is_uri(flag) else folder_problem(Path(flag).resolve()))
     if problem:
         raise UsageError(f"--storage {problem}")
     return flag if is_uri(flag) else str(Path(flag).resolve())
@@ -312,13 +317,14 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None) -> int:
     """Parse, validate, run; the exit code: 0 done, 1 trials failed, 2 bad input, 130 interrupted."""
     try:
         args = parse_args(experiment, argv)
-        plan, dataset = plan_sweep(experiment, args)
+        plan, outline = plan_sweep(experiment, args)
         if args.dry_run:
             from synthaug.dry_run import print_dry_run
 
-            print_dry_run(plan, dataset)
+            print_dry_run(plan, outline)
             return 0
         preflight(plan)
+        dataset = load_dataset(plan.base.data, plan.cache_dir)      # decoded (and cached) once all is checked
     except (UsageError, ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
