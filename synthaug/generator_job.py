@@ -141,7 +141,7 @@ def run_job(plan: JobPlan, dataset: Dataset) -> int:
                                        evaluation_per_class=plan.preset.evaluation_per_class)
                         for spec in plan.specs])
     print_summary(plan, prepared)
-    print(f"\nBrowse:  mlflow ui --backend-store-uri {plan.tracking_uri}   (experiment '{GENERATORS_EXPERIMENT}')")
+    print(f"\nBrowse:  mlflow ui --host 127.0.0.1 --backend-store-uri {plan.tracking_uri}   (experiment '{GENERATORS_EXPERIMENT}')")
     ray.shutdown()
     return 0
 

@@ -55,7 +55,8 @@ def tracking_problem(uri: str, timeout_s: float = TRACKING_TIMEOUT_S) -> str | N
         except (urllib.error.URLError, OSError, ValueError) as err:
             reason = getattr(err, "reason", err)
             return (f"{uri!r} did not answer within {timeout_s:g} s ({reason}); start it "
-                    f"(mlflow server --host <address> --port 5000) or pass a URI that answers")
+                    f"(mlflow server --host 127.0.0.1 --port 5000, or the head's private address on a cluster) "
+                    f"or pass a URI that answers")
     if scheme == "sqlite":
         path = Path(uri[len("sqlite:///"):])
         folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
@@ -105,7 +106,8 @@ def shared_store_problem(uri: str, node_addresses: Iterable[str], driver_address
     if not others:
         return None
     return (f"{uri!r} lives on this machine's disk, and node {others[0]} is another machine; start an mlflow "
-            f"server on the head (mlflow server --host <head address>) and pass --mlflow-uri http://<head>:5000")
+            f"server on the head, bound to its private address (see cluster.yaml), and pass --mlflow-uri "
+            f"http://<head private address>:5000")
 
 
 def is_uri(location: str) -> bool:

@@ -425,7 +425,7 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False, wait_s: fl
     if finished == len(plan.configs):
         parent.finish("FINISHED")
     print(f"\n{finished}/{len(plan.configs)} trials finished.")
-    print(f"Browse:   mlflow ui --backend-store-uri {plan.tracking_uri}")
+    print(f"Browse:   mlflow ui --host 127.0.0.1 --backend-store-uri {plan.tracking_uri}")
     print(f"Analyse:  python analysis/significance.py --experiment {plan.experiment.name} "
           f"--sweep {plan.name} --mlflow-uri {plan.tracking_uri}")
     ray.shutdown()

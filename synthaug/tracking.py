@@ -22,6 +22,7 @@ Tune reuses for the next trial carries no run state over. Conventions the analys
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -165,6 +166,13 @@ def log_folder_run(uri: str, experiment_id: str, run_name: str, tags: Mapping[st
 
 
 def _param_value(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value)
+    text = ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+    return redacted(text)
+
+
+def redacted(text: str) -> str:
+    """What a param may show: a URI's user:password@ becomes ***@, the home folder ~ (no credential or
+    home path is logged)."""
+    text = re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
+    home = str(Path.home())
+    return text.replace(home, "~") if len(home) > 1 else text

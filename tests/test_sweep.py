@@ -76,7 +76,7 @@ def test_tiny_sweep_logs_every_trial_resumes_and_reuses_pools(tmp_path, shapes_t
             assert [c["real"] for c in manifest["classes"]] == [16, 16, 16]     # round(20 * 0.8)
             assert [c["synthetic"] for c in manifest["classes"]] == [4, 4, 4]
         assert expected <= artifacts
-    assert "test accuracy (%) across seeds" in out and "mlflow ui --backend-store-uri" in out
+    assert "test accuracy (%) across seeds" in out and "mlflow ui --host 127.0.0.1 --backend-store-uri" in out
 
     # The same command again: Tune restores the finished sweep; nothing is trained or generated twice.
     assert main(TINY, sweep_args(tmp_path, shapes_tar)) == 0

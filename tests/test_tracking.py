@@ -43,3 +43,16 @@ def test_a_new_store_opens_complete_in_another_client(tmp_path):
     assert ensure_experiment(uri, "whole") == experiment_id
     experiment = MlflowClient(uri).get_experiment(experiment_id)
     assert experiment.artifact_location == (tmp_path / "mlartifacts" / "whole").as_uri()
+
+
+def test_no_credential_or_home_path_is_logged_as_a_param(tmp_path):
+    from pathlib import Path
+
+    from synthaug.tracking import RunLogger, ensure_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = RunLogger.create(uri, ensure_experiment(uri, "params"), "r", {})
+    run.log_params({"data": str(Path.home() / "data" / "cifar.tar.gz"), "store": "postgresql://bob:s3cret@db/mlflow",
+                    "plain": "/tmp/x"})
+    params = run.client.get_run(run.run_id).data.params
+    assert params == {"data": "~/data/cifar.tar.gz", "store": "postgresql://***@db/mlflow", "plain": "/tmp/x"}
