@@ -106,6 +106,10 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput = H100_ASSUMED)
         print(f"estimate ({throughput.source}): generators + labellers {gen_hours:.2f} GPU-h, pools {pool_hours:.2f} "
               f"GPU-h, trials {trial_hours:.2f} GPU-h; total {gen_hours + pool_hours + trial_hours:.2f} GPU-h; "
               f"wall about {prep_wall + trials_wall:.1f} h on {gpus} GPU{'s' * (gpus > 1)} ({prep_wall:.1f} h before the trials)")
+        if gen_hours and gpus >= 2:
+            workers = min(8, gpus)
+            print(f"  the generators first, data-parallel (sweeps/train_generators.py --gpus-per-generator {workers}): "
+                  f"about {gen_hours / workers:.1f} h at ideal scaling instead of {gen_hours:.1f} h on one GPU each")
     else:
         print(f"estimate: CPUs only; on GPUs ({throughput.source}) this is generators + labellers "
               f"{gen_hours:.2f}, pools {pool_hours:.2f}, trials {trial_hours:.2f} GPU-h")
