@@ -166,6 +166,7 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
         cfg.validate(classes=dataset.classes, generators={g.name: g for g in chosen.generators})
         configs.append(cfg)
     used = sorted({c.generator for c in configs if c.uses_synthetic})   # a preset that gains one keeps its sweeps
+    _check_counts(configs, dataset)
     _check_generators(chosen, used, configs, dataset)
     name = f"{experiment.name}-{chosen.name}-" + digest({
         "base": to_flat(base), "grid": grid, **({"arms": arms} if arms else {}), "seeds": seeds,
@@ -259,6 +260,18 @@ def with_checkpoints(chosen: Preset, flags: Sequence[str], dataset: Dataset) -> 
             raise UsageError(f"--checkpoint {name}: {problem}")
         specs[name] = dataclasses.replace(spec, checkpoint=folder)
     return dataclasses.replace(chosen, generators=tuple(specs.values()))
+
+
+def _check_counts(configs: Sequence[TrialConfig], dataset: Dataset) -> None:
+    """Counts the data can give: n_max and the test images a class no larger than its largest class."""
+    import numpy as np
+
+    for name, labels in (("real_per_class", dataset.train_y), ("test_per_class", dataset.test_y)):
+        largest = int(np.bincount(labels, minlength=dataset.num_classes).max()) if len(labels) else 0
+        asked = max(getattr(c, name) for c in configs)
+        if asked > largest:
+            raise ConfigError(f"{name}: at most {largest} (the largest class of {dataset.name}; 0 = all), "
+                              f"got {asked}")
 
 
 def _check_generators(chosen: Preset, used: Sequence[str], configs: Sequence[TrialConfig],

@@ -55,6 +55,7 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     }
 
 
+ALL = ("--set", "real_per_class=0", "--set", "test_per_class=0")   # every image of a one-image data set
 CASES = [   # (flags, what the one line must say)
     (["--seeds", "0"], "--seeds: a count >= 1"),
     (["--seeds", "a,b"], "--seeds: a count >= 1"),
@@ -63,9 +64,9 @@ CASES = [   # (flags, what the one line must say)
     (["--data", "/nonexistent/cifar.tar.gz"], "--data '/nonexistent/cifar.tar.gz': does not exist"),
     (["--data", "{not_archive}"], "is not a folder, .tar or .tar.gz"),
     (["--data", "{no_splits}"], "folder has no train/ or test/ class folders"),
-    (["--data", "{corrupt}"], "unreadable image"),
-    (["--data", "{large}"], "image is 64x64, expected 32x32"),
-    (["--data", "{no_test}"], "no images under test/<class>/"),
+    (["--data", "{corrupt}", *ALL], "unreadable image"),
+    (["--data", "{large}", *ALL], "image is 64x64, expected 32x32"),
+    (["--data", "{no_test}", *ALL], "no images under test/<class>/"),
     (["--set", "train.epoch=1"], "unknown key 'train.epoch' (did you mean train.epochs?)"),
     (["--set", "train.epochs=1.5"], "--set train.epochs: an integer, got '1.5'"),
     (["--set", "train.epochs=0"], "train.epochs: an integer >= 1, got 0"),
@@ -74,6 +75,8 @@ CASES = [   # (flags, what the one line must say)
     (["--grid", "replace_pct=0,100"], "replace_pct: a percentage in [0, 100)"),
     (["--set", "augment_mode=weird"], "augment_mode: one of per_class, stream"),
     (["--set", "generator=nope"], "generator: one of ddpm-cond, ddpm-uncond, imagenet-dit, got 'nope'"),
+    (["--set", "real_per_class=601"], "real_per_class: at most 600 (the largest class of shapes; 0 = all), got 601"),
+    (["--set", "test_per_class=5000"], "test_per_class: at most 100 (the largest class of shapes"),
     (["--set", "recipe=fancy"], "recipe: one of study, strong, custom"),
     (["--set", "train.momentum=0.5"], "train.momentum: set by recipe strong"),
     (["--set", "generators.ddpm-uncond.ddpm.train_steps=0"], "generator.ddpm.train_steps: an int >= 1"),
