@@ -15,6 +15,7 @@ import functools
 import os
 import platform
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -55,8 +56,10 @@ def provenance_tags() -> dict[str, str]:
             "synthaug.git_dirty": str(commit.endswith("+dirty")).lower(),
             "synthaug.version.python": platform.python_version()}
     for package in PACKAGES:
+        loaded = sys.modules.get(package)           # a loaded module names its build (torch 2.14.1+cu130)
         try:
-            tags[f"synthaug.version.{package}"] = metadata.version(package)
+            version = getattr(loaded, "__version__", None) or metadata.version(package)
         except metadata.PackageNotFoundError:
-            tags[f"synthaug.version.{package}"] = "absent"
+            version = "absent"
+        tags[f"synthaug.version.{package}"] = str(version)
     return tags

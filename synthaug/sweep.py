@@ -16,7 +16,7 @@ import dataclasses
 import itertools
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -355,7 +355,7 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False, wait_s: fl
     from synthaug.preflight import wait_for_gpus
     from synthaug.server import NAMESPACE
     from synthaug.serving import start_servers
-    from synthaug.trial import ARMS, CONFIG, CONTEXT, TrialContext, run_trial
+    from synthaug.trial import SweepConstants, TrialContext, run_trial
 
     print(f"sweep {plan.name}: {len(plan.configs)} trials "
           f"({len(plan.configs) // len(plan.seeds)} configurations x {len(plan.seeds)} seeds), "
@@ -392,11 +392,11 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False, wait_s: fl
                            per_trial_generators(plan.preset),
                            {g: to_flat(plan.preset.generator(g)) for g in plan.generators})
     param_space = {**{k: tune.grid_search(list(v)) for k, v in plan.grid.items()},
-                   "seed": tune.grid_search(list(plan.seeds)),
-                   CONFIG: to_flat(plan.base), ARMS: dict(plan.arms), CONTEXT: asdict(context)}
+                   "seed": tune.grid_search(list(plan.seeds))}       # the grid only: constants go with the trainable
     gpus = plan.preset.gpus_per_trial if use_gpus else 0
     # the data set travels through the object store: --data need exist on the driver's machine only
-    trainable = tune.with_resources(tune.with_parameters(run_trial, dataset=dataset),
+    constants = SweepConstants(to_flat(plan.base), {k: dict(v) for k, v in plan.arms.items()}, context)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, dataset=dataset, constants=constants),
                                     {"cpu": plan.preset.cpus_per_trial, "gpu": gpus})
     if restoring:
         print(f"resuming {sweep_dir} (rerun with --fresh to start over)")

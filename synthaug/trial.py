@@ -34,7 +34,6 @@ from synthaug.mixing import TrainingSet, compose, select_test
 from synthaug.server import get_server
 from synthaug.tracking import CELL, SWEEP, TRIAL_ID, RunLogger
 
-CONFIG, ARMS, CONTEXT = "config", "arms", "context"   # param_space keys that hold constants, not grid axes
 # A documented hook, unset in normal use: a folder of ticket files, and each trial takes one
 # (renames it to taken-<trial key>) before it trains, waiting until there is one. A test or a
 # demonstration lets exactly N trials finish and then kills the sweep at a point it chose,
@@ -63,12 +62,21 @@ class TrialContext:
     generators: dict = dataclasses.field(default_factory=dict)  # name -> its GeneratorSpec, flat: logged by its trials
 
 
-def trial_config(params: dict) -> TrialConfig:
-    """The TrialConfig behind Tune's params: the constants, then the trial's arm, then its grid values,
-    then its recipe's train fields (as plan_sweep built it)."""
-    axes = {k: v for k, v in params.items() if k not in (CONFIG, ARMS, CONTEXT)}
-    arm = params.get(ARMS, {}).get(axes.get("arm"), {})
-    return with_recipe(from_flat(TrialConfig, {**params[CONFIG], **arm, **axes}))
+@dataclass(frozen=True)
+class SweepConstants:
+    """What every trial of a sweep shares (passed once through Ray's object store, not in Tune's config,
+    so Tune's tables show only the grid): the base configuration, the arms, where things are."""
+
+    base: dict                          # the flat TrialConfig every trial starts from
+    arms: dict                          # arm -> its flat TrialConfig fields
+    context: TrialContext
+
+
+def trial_config(params: dict, base: dict, arms: dict) -> TrialConfig:
+    """The TrialConfig behind Tune's params (the grid values and the seed): the base, then the trial's arm,
+    then its grid values, then its recipe's train fields (as plan_sweep built it)."""
+    arm = arms.get(params.get("arm"), {})
+    return with_recipe(from_flat(TrialConfig, {**base, **arm, **params}))
 
 
 def trial_key(cfg: TrialConfig) -> str:
@@ -81,11 +89,11 @@ def cell_key(cfg: TrialConfig) -> str:
     return digest({k: v for k, v in to_flat(cfg).items() if k != "seed"})[:12]
 
 
-def run_trial(params: dict, dataset: Dataset) -> None:
-    """A trial; `dataset` comes through the object store (tune.with_parameters): the driver loaded it
-    once, so --data need exist on the driver's machine only."""
-    cfg = trial_config(params)
-    ctx = TrialContext(**params[CONTEXT])
+def run_trial(params: dict, dataset: Dataset, constants: SweepConstants) -> None:
+    """A trial; `dataset` and `constants` come through the object store (tune.with_parameters): the driver
+    loaded the data once, so --data need exist on the driver's machine only."""
+    cfg = trial_config(params, constants.base, constants.arms)
+    ctx = constants.context
     device = default_device()
     torch.set_num_threads(_assigned_cpus())
     run = RunLogger.for_trial(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_key(cfg),
