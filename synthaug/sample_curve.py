@@ -57,6 +57,11 @@ class SampleCurve:
         return bool(np.isfinite(self.gain_low) and self.gain_low > 0)
 
     def verdict(self) -> str:
+        few = (f" (only {self.seeds} seeds: their bootstrap has {math.comb(2 * self.seeds - 1, self.seeds)} distinct "
+               f"resamples, so read these intervals as rough)" if self.seeds < 5 else "")
+        return self._verdict() + few
+
+    def _verdict(self) -> str:
         pct = lambda x: f"{x * 100:+.2f} pp"  # noqa: E731
         gain = f"{pct(self.gain)} [{pct(self.gain_low)}, {pct(self.gain_high)}]"
         if not self.helps:
