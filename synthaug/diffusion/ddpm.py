@@ -263,6 +263,8 @@ def checkpoint_problem(directory: str | os.PathLike, conditional: bool, num_clas
 
     It must load from local files, make 32x32x3 images, and be class-conditional over
     num_classes classes exactly when `conditional` (else have no class embedding)."""
+    from diffusers import UNet2DModel
+
     directory = Path(directory)
     if not directory.is_dir():
         return f"{str(directory)!r} is not a folder"
