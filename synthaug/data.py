@@ -146,33 +146,45 @@ def source_digest(source: str) -> str:
 
 
 def load_dataset(source: str, cache_dir: str | Path) -> Dataset:
-    """Load (decoding once, then from the npz cache)."""
-    source = resolve_source(source)
-    name, digest = source_name(source), source_digest(source)
-    cache_file = Path(cache_dir) / "datasets" / f"{name}-{digest[:16]}.npz"
-    if cache_file.exists():
-        try:
-            return _read_cache(cache_file, name, digest)
-        except DamagedFile as err:
-            cache_file.unlink(missing_ok=True)
-            print(f"warning: {err}; decoding {source} again", flush=True)
+    """Load (decoding once, then from the npz cache; a damaged cache is decoded again)."""
+    source, name, digest, cache_file = _locate(source, cache_dir)
+    cached = _from_cache(cache_file, name, digest, repair=True)
+    if cached is not None:
+        return cached
     classes, arrays = _decode(source, Path(cache_dir))
     dataset = Dataset(name, classes, *arrays, digest=digest)
     _write_cache(cache_file, dataset)
     return dataset
 
 
+def _locate(source: str, cache_dir: str | Path) -> tuple[str, str, str, Path]:
+    """(the resolved source, its name, its digest, its cache file)."""
+    source = resolve_source(source)
+    name, digest = source_name(source), source_digest(source)
+    return source, name, digest, Path(cache_dir) / "datasets" / f"{name}-{digest[:16]}.npz"
+
+
+def _from_cache(cache_file: Path, name: str, digest: str, repair: bool) -> Dataset | None:
+    """The cached data set, or None when there is none or it is damaged (then, with `repair`, the file is
+    removed, with a warning, to be decoded again; without, it is left as it is)."""
+    if not cache_file.exists():
+        return None
+    try:
+        return _read_cache(cache_file, name, digest)
+    except DamagedFile as err:
+        if repair:
+            cache_file.unlink(missing_ok=True)
+            print(f"warning: {err}; decoding it again", flush=True)
+        return None
+
+
 def data_outline(source: str, cache_dir: str | Path) -> Dataset:
     """What a source holds (classes, labels, digest) with blank images, for a dry run: nothing is
     decoded, downloaded or written (the decoded cache is read when there is one)."""
-    source = resolve_source(source)
-    name, digest = source_name(source), source_digest(source)
-    cache_file = Path(cache_dir) / "datasets" / f"{name}-{digest[:16]}.npz"
-    if cache_file.exists():
-        try:
-            return _read_cache(cache_file, name, digest)
-        except DamagedFile:
-            pass                            # a dry run writes nothing: the outline below, the cache as it is
+    source, name, digest, cache_file = _locate(source, cache_dir)
+    cached = _from_cache(cache_file, name, digest, repair=False)     # a dry run writes (and removes) nothing
+    if cached is not None:
+        return cached
     if source in BUILTIN_SOURCES:
         classes, train, test = ((SHAPE_CLASSES, SHAPES_TRAIN_PER_CLASS, SHAPES_TEST_PER_CLASS) if source == "shapes"
                                 else (CIFAR10_CLASSES, 5000, 1000))

@@ -138,6 +138,37 @@ sys.exit(main(Experiment(name="tiny_nodes", grid={"replace_pct": [0, 20]}, fixed
 '''
 
 
+def gated_sweep(tmp_path: Path, shapes_tar: Path, seeds: int, uri: str, address: str) -> tuple[list[str], Path, Path]:
+    """(argv of a tiny sweep on the cluster at `address`, its trial gate holding 2 tickets, its log file)."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    for i in range(2):
+        (gate / f"ticket-{i}").touch()
+    script = tmp_path / "tiny_nodes.py"
+    script.write_text(KILL_A_NODE)
+    argv = [sys.executable, str(script), "--preset", "tiny", "--seeds", str(seeds), "--data", str(shapes_tar),
+            "--cache", str(tmp_path / "cache"), "--storage", str(tmp_path / "ray_results"), "--mlflow-uri", uri,
+            "--address", address]
+    return argv, gate, tmp_path / "sweep.log"
+
+
+def open_gate(gate: Path) -> None:
+    """Tickets for every trial left: the sweep runs to its end."""
+    for i in range(2, 40):
+        (gate / f"ticket-{i}").touch()
+
+
+def trial_runs(uri: str) -> list:
+    """The tiny_nodes sweep's trial runs so far ([] before its store or experiment exists)."""
+    try:
+        experiment = MlflowClient(uri).get_experiment_by_name("tiny_nodes")
+    except Exception:           # a SQLite store not created yet
+        return []
+    if experiment is None:
+        return []
+    return MlflowClient(uri).search_runs([experiment.experiment_id], "tags.`synthaug.role` = 'trial'")
+
+
 def test_a_sweep_over_http_tracking_on_three_nodes_survives_losing_a_worker(tmp_path, shapes_tar, mlflow_server):
     """A head that takes no work and two workers; two trials finish, the next ones wait at the trial
     gate, a worker node is removed, the gate opens: every trial ends FINISHED exactly once, its runs
@@ -148,23 +179,11 @@ def test_a_sweep_over_http_tracking_on_three_nodes_survives_losing_a_worker(tmp_
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    for i in range(2):
-        (gate / f"ticket-{i}").touch()
-    script = tmp_path / "tiny_nodes.py"
-    script.write_text(KILL_A_NODE)
-    log = tmp_path / "sweep.log"
-    argv = [sys.executable, str(script), "--preset", "tiny", "--seeds", "3", "--data", str(shapes_tar),
-            "--cache", str(tmp_path / "cache"), "--storage", str(tmp_path / "ray_results"),
-            "--mlflow-uri", mlflow_server, "--address", cluster.address]
+    argv, gate, log = gated_sweep(tmp_path, shapes_tar, 3, mlflow_server, cluster.address)
     client = MlflowClient(mlflow_server)
 
     def trials():
-        experiment = client.get_experiment_by_name("tiny_nodes")
-        if experiment is None:
-            return []
-        return client.search_runs([experiment.experiment_id], "tags.`synthaug.role` = 'trial'")
+        return trial_runs(mlflow_server)
 
     try:
         with log.open("w") as out:
@@ -176,8 +195,7 @@ def test_a_sweep_over_http_tracking_on_three_nodes_survives_losing_a_worker(tmp_
                  "a trial at the gate", proc, log)
         cluster.remove_node(workers[1])             # a worker lost mid-sweep, trials and maybe a server on it
         cluster.add_node(num_cpus=1)                # the autoscaler's replacement
-        for i in range(2, 40):
-            (gate / f"ticket-{i}").touch()
+        open_gate(gate)
         assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
     finally:
         ray.shutdown()
@@ -204,25 +222,11 @@ def test_a_killed_server_comes_back_and_every_trial_finishes_without_regeneratin
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    for i in range(2):
-        (gate / f"ticket-{i}").touch()
-    script = tmp_path / "tiny_nodes.py"
-    script.write_text(KILL_A_NODE)
-    log = tmp_path / "sweep.log"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    argv = [sys.executable, str(script), "--preset", "tiny", "--seeds", "2", "--data", str(shapes_tar),
-            "--cache", str(tmp_path / "cache"), "--storage", str(tmp_path / "ray_results"), "--mlflow-uri", uri,
-            "--address", cluster.address]
+    argv, gate, log = gated_sweep(tmp_path, shapes_tar, 2, uri, cluster.address)
 
     def trials():
-        if not (tmp_path / "mlflow.db").exists():
-            return []
-        experiment = MlflowClient(uri).get_experiment_by_name("tiny_nodes")
-        if experiment is None:
-            return []
-        return MlflowClient(uri).search_runs([experiment.experiment_id], "tags.`synthaug.role` = 'trial'")
+        return trial_runs(uri) if (tmp_path / "mlflow.db").exists() else []
 
     def shards():
         return {p: p.stat().st_mtime_ns for p in (tmp_path / "cache" / "pools").rglob("*.npz")}
@@ -236,8 +240,7 @@ def test_a_killed_server_comes_back_and_every_trial_finishes_without_regeneratin
         ray.init(address=cluster.address, namespace=NAMESPACE)
         server = ray.get_actor(server_name("ddpm-cond"), namespace=NAMESPACE)
         ray.kill(server, no_restart=False)                  # Ray restarts it (max_restarts=-1)
-        for i in range(2, 40):
-            (gate / f"ticket-{i}").touch()
+        open_gate(gate)
         assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
     finally:
         ray.shutdown()
