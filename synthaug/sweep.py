@@ -345,6 +345,26 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None) -> int:
 
 
 def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False, wait_s: float = 900.0) -> int:
+    """Run the plan, one process at a time for a given sweep over a given cache (a lock in it): a second
+    copy of the same sweep started meanwhile stops in one line instead of training the same trials into
+    the same runs. Different sweeps over one cache run side by side (a pool is written by one at a time)."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(plan.cache_dir / "sweeps" / f"{plan.name}.lock"))
+    Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"error: sweep {plan.name} is already running over the cache {plan.cache_dir} (lock {lock.lock_file}); "
+              f"let it finish (rerun afterwards to resume), or give this one other seeds or settings", file=sys.stderr)
+        return 1
+    try:
+        return _run_sweep(plan, dataset, fresh, wait_s)
+    finally:
+        lock.release()
+
+
+def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) -> int:
     import ray
     from ray import tune
 

@@ -181,7 +181,7 @@ def test_sweeps_target_classes_by_name_and_a_mismatched_data_set_is_refused(tmp_
     assert main(long_tail, ["--dry-run"]) == 0                      # shapes: CIFAR-10's names by the explicit alias
     out = capsys.readouterr().out
     assert "\nframe " in out and "\nplus " in out and "frame+plus" in out     # truck, ship, truck+ship
-    cifar3 = ["--data", str(cifar_named_tar), "--dry-run"]
+    cifar3 = ["--preset", "tiny", "--data", str(cifar_named_tar), "--dry-run"]
     assert main(long_tail, cifar3) == 0                             # the data's own names
     assert "\ntruck+ship " in capsys.readouterr().out
     assert main(cond_vs_uncond, cifar3) == 2                        # this data set has no dog

@@ -150,14 +150,21 @@ sys.exit(main(Experiment(name="tiny_kill", grid={"replace_pct": [0, 20]}, fixed=
 
 def test_two_sweeps_at_once_over_one_cache_and_one_store_both_finish_and_write_each_shard_once(tmp_path,
                                                                                               shapes_tar):
+    """Two sweeps of the same pools (seeds 0,1 and 1,0: two sweeps, the same pools) into one experiment, at
+    once; and a second copy of a sweep already running over that cache is refused in one line."""
+    from filelock import FileLock
+
+    from synthaug.sweep import parse_args, plan_sweep
+
     script = tmp_path / "tiny_kill.py"
     script.write_text(KILLABLE)
-    common = ["--preset", "tiny", "--seeds", "2", "--data", str(shapes_tar), "--cache", str(tmp_path / "cache"),
+    common = ["--preset", "tiny", "--data", str(shapes_tar), "--cache", str(tmp_path / "cache"),
               "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, str(script), *common, "--storage", str(tmp_path / f"results{i}")],
-                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, str(script), *common, "--seeds", seeds, "--storage",
+                               str(tmp_path / f"results{i}")], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+             for i, seeds in enumerate(("0,1", "1,0"))]
     outs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
     generated = [int(o.split("DDPM server ddpm-cond: generated ")[1].split()[0]) for o in outs]
@@ -166,6 +173,14 @@ def test_two_sweeps_at_once_over_one_cache_and_one_store_both_finish_and_write_e
     assert not any("damaged" in o for o in outs)
     _, trials = runs(tmp_path, "tiny_kill", "trial")
     assert len(trials) == 8 and {r.info.status for r in trials} == {"FINISHED"}
+
+    experiment = Experiment(name="tiny_kill", grid={"replace_pct": [0, 20]}, fixed={"generator": "ddpm-cond"})
+    argv = [*common, "--seeds", "0,1", "--storage", str(tmp_path / "results0")]
+    plan, _ = plan_sweep(experiment, parse_args(experiment, argv))
+    with FileLock(str(tmp_path / "cache" / "sweeps" / f"{plan.name}.lock")):     # as if it were still running
+        done = subprocess.run([sys.executable, str(script), *argv], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)
+    assert done.returncode == 1 and f"error: sweep {plan.name} is already running over the cache" in done.stderr
 
 
 def finished_trials(tmp_path) -> int:
