@@ -321,7 +321,9 @@ def test_every_sweep_script_runs_on_a_node_declaring_one_gpu(tmp_path, shapes_ta
                           "--seeds", "2"),
             "imagenet_targeted": (*cifar, "--grid", "augment_classes=,truck",
                                   "--set", f"generators.imagenet-dit.pretrained={tiny_dit}"),
+            "sample_count": (*cifar, "--grid", "augment_classes=truck", "--grid", "augment_count=0,2"),
         }
+        assert set(plans) == {p.stem for p in (ROOT / "sweeps").glob("*.py")} - {"train_generators"}   # every one
         for script, extra in plans.items():
             assert main(sweep_script(script), sweep_args(tmp_path, shapes_tar, *one_gpu, *extra)) == 0, script
             _, trials = runs(tmp_path, script, "trial")
