@@ -189,9 +189,10 @@ def reverse_chain(
     from diffusers import DDIMScheduler
 
     step_kwargs = {"eta": eta} if isinstance(scheduler, DDIMScheduler) else {}
-    for t in scheduler.timesteps:
+    on_device = scheduler.timesteps.to(device)          # one copy for the chain, not one a step
+    for t, t_device in zip(scheduler.timesteps, on_device):
         with bf16_autocast(device, autocast):
-            eps = predict_noise(scheduler.scale_model_input(x, t), t.to(device))
+            eps = predict_noise(scheduler.scale_model_input(x, t), t_device)
         x = scheduler.step(eps.float(), t, x, generator=generators, **step_kwargs).prev_sample
         if bar is not None:
             bar.update()
