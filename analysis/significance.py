@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Sequence
 
 from synthaug.cli import load_sweep, sweep_parser
-from synthaug.significance import format_table, log_analysis, write_outputs
+from synthaug.significance import log_analysis
+from synthaug.significance_report import format_table, write_outputs
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

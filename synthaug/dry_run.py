@@ -28,6 +28,7 @@ H100_ASSUMED = Throughput()
 
 def print_dry_run(plan, dataset: Dataset, throughput: Throughput = H100_ASSUMED) -> None:
     """Print the plan of `plan` (a synthaug.sweep.SweepPlan) over the outlined data set."""
+    from synthaug.generators import generator_kind
     from synthaug.instances import instances, subset_tag
     from synthaug.mixing import plan as class_plan
     from synthaug.serving import pool_requests, warmup_replicas
@@ -62,8 +63,6 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput = H100_ASSUMED)
     labellers: set[tuple] = set()     # one labeller a recipe and training data, shared by generators
     print("\nbefore the trials (each cached: a later sweep or train_generators.py run skips it):")
     for name, (spec, subset) in found.items():
-        from synthaug.generators import generator_kind
-
         kind = generator_kind(spec)
         mine = {k: n for k, n in needed.items() if k[0] == name}
         images = _pool_images(mine, spec.conditional, dataset.num_classes)

@@ -14,8 +14,8 @@ from matplotlib.figure import Figure
 
 from synthaug.fidelity import EXPERIMENT, STATISTICS, FidelityResult
 from synthaug.image_metrics import BORDER, KNN_K
-from synthaug.figures import SampleGrid, plot_sample_grids
-from synthaug.significance import format_p, markdown_table
+from synthaug.sample_grids import SampleGrid, plot_sample_grids
+from synthaug.report import format_p, markdown_table
 from synthaug.tracking import ANALYSIS, ROLE, ensure_experiment, log_folder_run
 
 

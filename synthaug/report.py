@@ -1,4 +1,5 @@
-"""Artifacts people look at: confusion matrices (CSV and PNG), predictions, image grids."""
+"""Artifacts people look at: confusion matrices (CSV and PNG), predictions, image grids, and the text
+helpers every report shares (format_p, markdown_table)."""
 
 from __future__ import annotations
 
@@ -74,3 +75,15 @@ def save_grid(path: Path, images: np.ndarray, labels: np.ndarray, classes: Seque
     ax.set_xticks([])
     ax.set_title(title)
     fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def format_p(p: float) -> str:
+    if p is None or not np.isfinite(p):
+        return "-"
+    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(x).replace("|", "\\|") for x in row] for row in rows]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])

@@ -2,7 +2,7 @@
 
     trials = load_trials(uri, "replace_pct")
     result = analyse(trials, predictions=functools.partial(load_predictions, uri))
-    print(format_table(result))
+    print(format_table(result))             # synthaug.significance_report renders it:
     write_outputs(result, folder)           # report.md, one CSV a table, PNG figures
     log_analysis(trials, result, folder)    # an MLflow run with tag synthaug.role=analysis
 
@@ -31,10 +31,10 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
 
 from synthaug import stats
+from synthaug.report import format_p
 from synthaug.results import FINISHED, InputError, Trials
 from synthaug.tracking import ROLE, SWEEP, ensure_experiment, log_folder_run
 
@@ -246,9 +246,9 @@ def seed_warnings(values: Mapping[str, pd.Series], base: str, others: Sequence[s
     for label in others:
         seeds = set(values[label].index)
         if missing := sorted(base_seeds - seeds):
-            notes.append(f"{label}: no finished run for seed(s) {_seeds(missing)} that the baseline has")
+            notes.append(f"{label}: no finished run for seed(s) {seeds_text(missing)} that the baseline has")
         if extra := sorted(seeds - base_seeds):
-            notes.append(f"{label}: seed(s) {_seeds(extra)} have no finished baseline run to pair with")
+            notes.append(f"{label}: seed(s) {seeds_text(extra)} have no finished baseline run to pair with")
         if len(seeds & base_seeds) < 2:
             notes.append(f"{label}: fewer than 2 seeds in common with the baseline; compared unpaired "
                          "(Welch's t-test), which ignores the seed pairing")
@@ -274,7 +274,7 @@ def summarise(configs: pd.DataFrame, values: Mapping[str, pd.Series], base: str,
             lo, hi = _clip(lo), _clip(hi)
         rows.append({**config, "baseline": config[LABEL] == base, "n": d.n, "mean": d.mean, "sd": d.std,
                      "ci_low": d.ci_low, "ci_high": d.ci_high, "bca_low": lo, "bca_high": hi,
-                     "seeds": _seeds(v.index)})
+                     "seeds": seeds_text(v.index)})
     return pd.DataFrame(rows)
 
 
@@ -410,258 +410,8 @@ def _seed(seed) -> str:
     return "?" if pd.isna(seed) else str(int(seed))
 
 
-def _seeds(seeds) -> str:
+def seeds_text(seeds) -> str:
     return " ".join(str(int(s)) for s in seeds)
-
-
-# ---------------------------------------------------------------------------- rendering
-
-
-@dataclass(frozen=True)
-class Units:
-    """How the metric is shown: accuracies as % and differences as percentage points."""
-
-    scale: float
-    value: str
-    diff: str
-
-    @classmethod
-    def of(cls, metric: str) -> "Units":
-        return cls(100.0, "%", " pp") if "acc" in metric else cls(1.0, "", "")
-
-
-def format_table(result: Result) -> str:
-    """The main table as aligned text."""
-    headers, rows = main_rows(result)
-    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [headers, *rows]]
-    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
-
-
-def main_rows(result: Result) -> tuple[list[str], list[list[str]]]:
-    """Per configuration: n, mean [CI], difference from the baseline [CI], t-test p, Holm p."""
-    units = Units.of(result.metric)
-    pct = f" {int(CONFIDENCE * 100)}%"
-    headers = [LABEL, "n", f"{result.metric}{pct} CI", f"diff vs baseline{pct} CI", "test", "p (t)", "p (Holm)"]
-    comparisons = result.comparisons.set_index(LABEL)
-    rows = []
-    for s in result.summary.itertuples():
-        name = s.configuration + (" [baseline]" if s.baseline else "")
-        first = [name, str(s.n), _interval(s.mean, s.ci_low, s.ci_high, units, units.value)]
-        if s.configuration not in comparisons.index:
-            rows.append(first + ["-", "-", "-", "-"])
-            continue
-        c = comparisons.loc[s.configuration]
-        test = f"paired n={c.n_pairs}" if c.test == "paired" else "Welch"
-        rows.append(first + [_interval(c.mean_diff, c.ci_low, c.ci_high, units, units.diff, signed=True), test,
-                             format_p(c.t_pvalue), format_p(c.t_holm)])
-    return headers, rows
-
-
-def format_p(p: float) -> str:
-    if p is None or not np.isfinite(p):
-        return "-"
-    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
-
-
-def _interval(mean: float, lo: float, hi: float, units: Units, suffix: str, signed: bool = False) -> str:
-    if not np.isfinite(mean):
-        return "-"
-    text = ("{:+.2f}" if signed else "{:.2f}").format(mean * units.scale) + suffix
-    return text + (" " + _bounds(lo, hi, units, signed) if np.isfinite(lo) and np.isfinite(hi) else "")
-
-
-def _bounds(lo: float, hi: float, units: Units, signed: bool = False) -> str:
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return "-"
-    number = "{:+.2f}" if signed else "{:.2f}"
-    return "[" + ", ".join(number.format(x * units.scale) for x in (lo, hi)) + "]"
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(x).replace("|", "\\|") for x in row] for row in rows]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
-
-
-def markdown_report(result: Result, figures: Sequence[str] = ()) -> str:
-    """report.md: header, main table, test details, per-class, McNemar, warnings, how to read it."""
-    units = Units.of(result.metric)
-    headers, rows = main_rows(result)
-    parts = [
-        f"# Significance: {result.experiment} / {result.sweep}", "",
-        f"- experiment: `{result.experiment}`", f"- sweep: `{result.sweep}`", f"- metric: `{result.metric}`",
-        f"- baseline: `{result.baseline}`", f"- configurations: {len(result.summary)}",
-        f"- seeds: {len(result.seeds)} ({_seeds(result.seeds)})", "",
-        "## Configurations against the baseline", "", markdown_table(headers, rows), "",
-        "## Each configuration", "", _configurations(result, units), "",
-        "## Tests in detail", "", _details(result, units), "",
-        f"## Per-class differences with BH q < {ALPHA}", "", _significant_classes(result, units), "",
-        "## McNemar's test (a test a paired seed, combined across seeds)", "", _mcnemar_table(result), "",
-        "## Warnings", "", "\n".join(f"- {w}" for w in result.warnings) or "none", "",
-    ]
-    if figures:
-        parts += ["## Figures", "", *[f"![{Path(f).stem}]({f})" for f in figures], ""]
-    parts += ["## How to read this", "", HOW_TO_READ.format(confidence=int(CONFIDENCE * 100), alpha=ALPHA), ""]
-    return "\n".join(parts)
-
-
-HOW_TO_READ = (
-    "Each configuration ran once per seed; a seed fixes the real images, the initial weights and the data "
-    "order, so a configuration and the baseline with the same seed differ only in the configuration. "
-    "'diff' is the mean over seeds of (configuration - baseline) with its {confidence}% t interval; an "
-    "interval that excludes 0 and a small p (t) mean the difference is unlikely to be seed noise. With "
-    "several configurations some p-values are small by chance: trust p (Holm) (family-wise) or the BH q "
-    "(false discovery rate) below {alpha}. The Wilcoxon and sign-flip permutation p-values check the t-test "
-    "without assuming normal differences; with n pairs the smallest sign-flip p is 2/2^n (0.0625 at 5 seeds), "
-    "so the permutation test cannot reach 0.05 with fewer than 6 seeds. "
-    "'P(improve)' is the share of seeds where the configuration beat the baseline; 'seeds for 80% power' is "
-    "how many seeds would detect the observed standardised effect (dz) 80% of the time. McNemar's test "
-    "counts test images the configuration gets right and the baseline wrong (gains) and the reverse (losses), "
-    "once a seed; every seed is tested on the same images, so the seeds' p-values are combined by twice "
-    "their mean, which stays valid under any dependence (pooling the seeds' images as independent samples "
-    "would not). Per-class rows come from fewer images and are corrected across every class and "
-    "configuration of the sweep.")
-
-
-def _configurations(result: Result, units: Units) -> str:
-    rows = [[r.configuration, r.n, _interval(r.mean, math.nan, math.nan, units, units.value),
-             _number(r.sd * units.scale), _bounds(r.ci_low, r.ci_high, units),
-             _bounds(r.bca_low, r.bca_high, units), r.seeds]
-            for r in result.summary.itertuples()]
-    pct = f"{int(CONFIDENCE * 100)}%"
-    return markdown_table([LABEL, "n", "mean", "sd", f"t {pct} CI", f"BCa bootstrap {pct} CI", "seeds"], rows)
-
-
-def _details(result: Result, units: Units) -> str:
-    c = result.comparisons
-    if c.empty:
-        return "none"
-    headers = [LABEL, "test", "pairs", "diff", "p (t)", "BH q", "p (Wilcoxon)", "p (permutation)",
-               "p (perm., Holm)", "dz", "P(improve)", "seeds for 80% power"]
-    rows = [[r.configuration, r.test, r.n_pairs, _interval(r.mean_diff, r.ci_low, r.ci_high, units, units.diff,
-                                                             signed=True),
-             format_p(r.t_pvalue), format_p(r.t_bh), format_p(r.wilcoxon_pvalue), format_p(r.permutation_pvalue),
-             format_p(r.permutation_holm), _number(r.cohens_dz), _number(r.prob_improve), _number(r.seeds_for_power)]
-            for r in c.itertuples()]
-    return markdown_table(headers, rows)
-
-
-def _significant_classes(result: Result, units: Units) -> str:
-    table = result.per_class[result.per_class["q_bh"] < ALPHA]
-    if table.empty:
-        return "none"
-    rows = [[r[LABEL], r["class"], _interval(r["baseline_mean"], math.nan, math.nan, units, units.value),
-             _interval(r["mean_diff"], r["ci_low"], r["ci_high"], units, units.diff, signed=True),
-             format_p(r["t_pvalue"]), format_p(r["q_bh"])] for r in table.to_dict("records")]
-    return markdown_table([LABEL, "class", "baseline", "diff", "p (t)", "BH q"], rows)
-
-
-def _mcnemar_table(result: Result) -> str:
-    m = result.mcnemar
-    if m.empty:
-        return "none (no per-sample predictions to pair)"
-    rows = [[r.configuration, r.seeds, r.samples, r.gains, r.losses, r.seed_pvalues,
-             format_p(r.pvalue) + (" (exact)" if r.exact else ""), format_p(r.p_holm)] for r in m.itertuples()]
-    return markdown_table([LABEL, "seeds", "samples", "gains", "losses", "p a seed", "p (2 x mean)", "p (Holm)"],
-                          rows)
-
-
-def _number(x: float) -> str:
-    if not np.isfinite(x):
-        return "inf" if x == math.inf else "-"
-    return f"{x:g}" if float(x).is_integer() else f"{x:.2f}"
-
-
-# ---------------------------------------------------------------------------- figures and files
-
-
-def plot_means(result: Result) -> Figure:
-    """Mean metric per configuration with its interval and seeds; the baseline's interval as a band."""
-    units = Units.of(result.metric)
-    s = result.summary
-    fig = Figure(figsize=(2 + 1.2 * len(s), 4))
-    ax = fig.subplots()
-    base = s[s["baseline"]].iloc[0]
-    values = result.values
-    if np.isfinite(base.ci_low):
-        ax.axhspan(base.ci_low * units.scale, base.ci_high * units.scale, color="tab:gray", alpha=0.2,
-                   label=f"baseline {int(CONFIDENCE * 100)}% CI")
-    ax.axhline(base["mean"] * units.scale, color="tab:gray", lw=1, label="baseline mean")
-    x = np.arange(len(s))
-    ax.errorbar(x, s["mean"] * units.scale, yerr=error_bars(s["mean"], s["ci_low"], s["ci_high"], units), fmt="o",
-                color="tab:blue", capsize=4, label=f"mean, {int(CONFIDENCE * 100)}% t interval")
-    for i, label in enumerate(s[LABEL]):
-        v = values.loc[values[LABEL] == label, "value"] * units.scale
-        ax.scatter(i + np.linspace(-0.15, 0.15, len(v)) + 0.25, v, s=10, color="black", alpha=0.5,
-                   label="one seed" if i == 0 else None)
-    _labels(ax, s[LABEL], f"{result.metric}" + (" (%)" if units.value else ""))
-    ax.legend(fontsize=7, loc="best")
-    ax.set_title(f"{result.experiment}: {result.metric} per configuration")
-    return fig
-
-
-def plot_differences(result: Result) -> Figure:
-    """Difference from the baseline per configuration: mean and interval, and each seed's pair."""
-    units = Units.of(result.metric)
-    c = result.comparisons
-    fig = Figure(figsize=(2 + 1.2 * max(1, len(c)), 4))
-    ax = fig.subplots()
-    ax.axhline(0, color="tab:gray", lw=1)
-    x = np.arange(len(c))
-    ax.errorbar(x, c["mean_diff"] * units.scale, yerr=error_bars(c["mean_diff"], c["ci_low"], c["ci_high"], units),
-                fmt="o", color="tab:red", capsize=4, label=f"mean difference, {int(CONFIDENCE * 100)}% CI")
-    for i, label in enumerate(c[LABEL]):
-        d = result.pairs.loc[result.pairs[LABEL] == label, "diff"] * units.scale
-        ax.scatter(i + np.linspace(-0.15, 0.15, len(d)) + 0.25, d, s=12, color="black", alpha=0.6,
-                   label="one seed" if i == 0 else None)
-    _labels(ax, c[LABEL], f"{result.metric} - baseline" + (" (pp)" if units.diff else ""))
-    ax.legend(fontsize=7, loc="best")
-    ax.set_title(f"paired differences from {result.baseline}")
-    return fig
-
-
-def plot_per_class(result: Result) -> Figure:
-    """Mean per-class difference from the baseline (configurations x classes); * marks BH q < ALPHA."""
-    units = Units.of(result.metric)
-    p = result.per_class
-    rows = list(dict.fromkeys(p[LABEL]))
-    grid = p.pivot(index=LABEL, columns="class", values="mean_diff").reindex(index=rows, columns=result.classes)
-    q = p.pivot(index=LABEL, columns="class", values="q_bh").reindex(index=rows, columns=result.classes)
-    values = grid.to_numpy(float) * units.scale
-    bound = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
-    fig = Figure(figsize=(2.5 + 0.7 * len(result.classes), 1.2 + 0.45 * len(rows)))
-    ax = fig.subplots()
-    image = ax.imshow(values, cmap="RdBu", vmin=-bound or -1, vmax=bound or 1, aspect="auto")
-    ax.set_xticks(range(len(result.classes)), result.classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(rows)), rows)
-    for (i, j), v in np.ndenumerate(values):
-        if np.isfinite(v):
-            ax.text(j, i, f"{v:+.1f}" + ("*" if q.iat[i, j] < ALPHA else ""), ha="center", va="center", fontsize=7,
-                    color="white" if abs(v) > 0.6 * bound else "black")
-    fig.colorbar(image, ax=ax, fraction=0.046, label="difference" + (" (pp)" if units.diff else ""))
-    ax.set_title(f"per-class difference from {result.baseline} (* BH q < {ALPHA})")
-    return fig
-
-
-def write_outputs(result: Result, folder: str | Path) -> list[Path]:
-    """CSV tables, PNG figures and report.md in `folder`; the paths written."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in ("summary", "comparisons", "per_class", "mcnemar", "pairs", "values"):
-        getattr(result, name).to_csv(folder / f"{name}.csv", index=False)
-        written.append(folder / f"{name}.csv")
-    figures = {"means.png": plot_means, "differences.png": plot_differences}
-    if not result.per_class.empty:
-        figures["per_class.png"] = plot_per_class
-    for name, plot in figures.items():
-        if name != "differences.png" or not result.comparisons.empty:
-            plot(result).savefig(folder / name, dpi=120, bbox_inches="tight")
-            written.append(folder / name)
-    pictures = [p.name for p in written if p.suffix == ".png"]
-    (folder / "report.md").write_text(markdown_report(result, pictures))
-    return [*written, folder / "report.md"]
 
 
 def analysis_metrics(result: Result) -> dict[str, float]:
@@ -692,17 +442,3 @@ def log_analysis(trials: Trials, result: Result, folder: str | Path) -> str:
     return log_folder_run(trials.tracking_uri, experiment_id, f"analysis {trials.sweep}",
                           {ROLE: "analysis", SWEEP: trials.sweep}, analysis_params(trials, result),
                           analysis_metrics(result), folder)
-
-
-def error_bars(mean: pd.Series, lo: pd.Series, hi: pd.Series, units: Units) -> np.ndarray:
-    """matplotlib yerr (2, n) for intervals [lo, hi] around mean, in display units; nan -> no bar."""
-    err = np.vstack([mean - lo, hi - mean]).astype(float) * units.scale
-    return np.nan_to_num(err, nan=0.0)
-
-
-def _labels(ax, labels: Sequence[str], ylabel: str) -> None:
-    tilted = len(labels) > 4 or max(map(len, labels), default=0) > 14
-    ax.set_xticks(range(len(labels)), list(labels), rotation=30 if tilted else 0, ha="right" if tilted else "center")
-    ax.set_xlim(-0.6, len(labels) - 0.4)
-    ax.set_ylabel(ylabel)
-    ax.grid(axis="y", alpha=0.3)

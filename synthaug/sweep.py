@@ -12,7 +12,6 @@ parent run.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import os
 import sys
@@ -24,6 +23,8 @@ from synthaug.cli import add_run_flags, worker_environment
 from synthaug.config import (PRESETS, ConfigError, Preset, TrialConfig, digest, from_flat, preset,
                              recipe_conflict, to_flat, with_recipe)
 from synthaug.data import DataError, Dataset, data_outline, load_dataset, resolve_source
+from synthaug.sweep_inputs import (UsageError, check_counts, check_generators, class_aliases, resolve_value,
+                                   with_checkpoints, with_resources)
 
 QUIET = {   # Tune's status table and our own lines are the progress; these only repeat themselves
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -67,10 +68,6 @@ class SweepPlan:
     @property
     def generators(self) -> tuple[str, ...]:
         return tuple(sorted({c.generator for c in self.configs if c.uses_synthetic}))
-
-
-class UsageError(ValueError):
-    """Bad command-line input; one line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -142,18 +139,18 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     dataset = data_outline(data, cache_dir)
     chosen = with_checkpoints(with_resources(chosen, args), args.checkpoint, dataset)
     aliases = class_aliases(args.class_map, dataset)
-    fixed = {key: _resolve_value(key, v, dataset, aliases) for key, v in
+    fixed = {key: resolve_value(key, v, dataset, aliases) for key, v in
              {**experiment.fixed, **(experiment.paper_fixed if chosen.name == "paper" else {})}.items()}
     base = with_recipe(from_flat(TrialConfig, {**to_flat(TrialConfig(
         experiment=experiment.name, data=data, real_per_class=chosen.real_per_class,
         test_per_class=chosen.test_per_class, train=chosen.train, recipe=chosen.recipe)), **fixed}))
     for spec in chosen.generators:
         spec.validate()
-    arms = {arm: {key: _resolve_value(key, v, dataset, aliases) for key, v in fields.items()}
+    arms = {arm: {key: resolve_value(key, v, dataset, aliases) for key, v in fields.items()}
             for arm, fields in experiment.arms.items()}
     axes = {**experiment.grid, **(experiment.paper_grid if chosen.name == "paper" else {})}
     grid = {**({"arm": list(arms)} if arms else {}),
-            **{key: [_resolve_value(key, v, dataset, aliases) for v in values] for key, values in axes.items()}}
+            **{key: [resolve_value(key, v, dataset, aliases) for v in values] for key, values in axes.items()}}
     explicit = {*fixed, *grid, *(key for fields in arms.values() for key in fields)}   # not the preset's train
     configs = []
     for values in itertools.product(*grid.values(), seeds):
@@ -166,8 +163,8 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
         cfg.validate(classes=dataset.classes, generators={g.name: g for g in chosen.generators})
         configs.append(cfg)
     used = sorted({c.generator for c in configs if c.uses_synthetic})   # a preset that gains one keeps its sweeps
-    _check_counts(configs, dataset)
-    _check_generators(chosen, used, configs, dataset)
+    check_counts(configs, dataset)
+    check_generators(chosen, used, configs, dataset)
     name = f"{experiment.name}-{chosen.name}-" + digest({
         "base": to_flat(base), "grid": grid, **({"arms": arms} if arms else {}), "seeds": seeds,
         "data": dataset.digest, "generators": [to_flat(chosen.generator(g)) for g in used]})[:8]
@@ -216,114 +213,6 @@ def cluster_preflight(plan: SweepPlan) -> str | None:
           f"{resources.get('GPU', 0):g} GPUs; tracking {plan.tracking_uri}; storage {plan.storage}; "
           f"cache {plan.cache_dir}{' (each seen by every node)' if len(addresses) > 1 else ''}")
     return None
-
-
-def with_resources(chosen: Preset, args: argparse.Namespace) -> Preset:
-    """The preset with --gpus, --gpus-per-trial and --cpus-per-trial applied (each checked)."""
-    changes = {}
-    for flag, field_name, cast, low in (("gpus", "gpus", int, 0), ("gpus_per_trial", "gpus_per_trial", float, 0),
-                                        ("cpus_per_trial", "cpus_per_trial", float, 0.01)):
-        value = getattr(args, flag)
-        if value is None:
-            continue
-        try:
-            number = cast(value)
-        except ValueError:
-            number = None
-        if number is None or number < low:
-            kind = "an integer >= 0" if cast is int else f"a number >= {low:g}"
-            raise UsageError(f"--{flag.replace('_', '-')}: {kind}, got {value!r}")
-        changes[field_name] = number
-    try:
-        if float(args.wait_for_gpus) < 0:
-            raise ValueError
-    except ValueError:
-        raise UsageError(f"--wait-for-gpus: seconds >= 0, got {args.wait_for_gpus!r}") from None
-    return dataclasses.replace(chosen, **changes)
-
-
-def with_checkpoints(chosen: Preset, flags: Sequence[str], dataset: Dataset) -> Preset:
-    """The preset with each --checkpoint NAME=FOLDER generator served from FOLDER, each folder checked."""
-    from synthaug.diffusion.ddpm import checkpoint_problem
-    from synthaug.generators import generator_kind
-
-    specs = {g.name: g for g in chosen.generators}
-    for flag in flags:
-        name, _, folder = flag.partition("=")
-        spec = specs.get(name)
-        if not folder or spec is None or not generator_kind(spec).takes_checkpoint:
-            own = ", ".join(n for n, g in specs.items() if generator_kind(g).takes_checkpoint)
-            raise UsageError(f"--checkpoint: NAME=FOLDER with NAME one of {own}; got {flag!r}")
-        folder = str(Path(folder).resolve())
-        problem = checkpoint_problem(folder, spec.conditional, dataset.num_classes)
-        if problem:
-            raise UsageError(f"--checkpoint {name}: {problem}")
-        specs[name] = dataclasses.replace(spec, checkpoint=folder)
-    return dataclasses.replace(chosen, generators=tuple(specs.values()))
-
-
-def _check_counts(configs: Sequence[TrialConfig], dataset: Dataset) -> None:
-    """Counts the data can give: n_max and the test images a class no larger than its largest class."""
-    import numpy as np
-
-    for name, labels in (("real_per_class", dataset.train_y), ("test_per_class", dataset.test_y)):
-        largest = int(np.bincount(labels, minlength=dataset.num_classes).max()) if len(labels) else 0
-        asked = max(getattr(c, name) for c in configs)
-        if asked > largest:
-            raise ConfigError(f"{name}: at most {largest} (the largest class of {dataset.name}; 0 = all), "
-                              f"got {asked}")
-
-
-def _check_generators(chosen: Preset, used: Sequence[str], configs: Sequence[TrialConfig],
-                      dataset: Dataset) -> None:
-    """Every generator the sweep uses can serve every class it is asked for, on this machine."""
-    from synthaug.generators import generator_kind
-    from synthaug.mixing import synthetic_requests
-
-    for name in used:
-        spec = chosen.generator(name)
-        served = sorted({c for cfg in configs if cfg.generator == name for c in synthetic_requests(cfg, dataset)})
-        problem = generator_kind(spec).problem(spec, dataset.classes, [dataset.classes[c] for c in served
-                                                                       if c >= 0])
-        if problem:
-            raise ConfigError(f"generator {name}: {problem}")
-
-
-def class_aliases(flag: str | None, dataset: Dataset) -> dict[str, str]:
-    """The class names a sweep may use for the data's own: --class-map NAME=DATA_CLASS,..., and on the
-    built-in shapes the explicit CIFAR-10 alias (synthaug.data.SHAPES_AS_CIFAR10)."""
-    from synthaug.data import SHAPES_AS_CIFAR10
-
-    aliases = dict(SHAPES_AS_CIFAR10) if dataset.name == "shapes" else {}
-    for item in (flag or "").split(","):
-        if not item.strip():
-            continue
-        name, sep, target = (part.strip() for part in item.partition("="))
-        if not sep or not name or target not in dataset.classes:
-            raise UsageError(f"--class-map: NAME=CLASS pairs with CLASS one of {', '.join(dataset.classes)}; "
-                             f"got {item.strip()!r}")
-        aliases[name] = target
-    return aliases
-
-
-def _resolve_value(key: str, value: Any, dataset: Dataset, aliases: Mapping[str, str]) -> Any:
-    """A fixed, arm or grid value as the trial sees it: augment_classes names classes (the data's own
-    names, or names --class-map or the shapes alias maps to them); an index is refused, since a folder
-    with other names or another order would silently target another class."""
-    if key != "augment_classes":
-        return value
-    names = []
-    for item in value:
-        if not isinstance(item, str):
-            raise ConfigError(f"augment_classes: class names like truck or ship, not indices; got {item!r}")
-        if item not in dataset.classes:
-            if item not in aliases:
-                raise ConfigError(f"augment_classes: {item!r} is not a class of {dataset.name} "
-                                  f"({', '.join(dataset.classes)}); name one of them, or map it with "
-                                  f"--class-map {item}=<class>")
-            item = aliases[item]
-        names.append(item)
-    return names
 
 
 def main(experiment: Experiment, argv: Sequence[str] | None = None) -> int:

@@ -23,7 +23,8 @@ from mlflow.tracking import MlflowClient
 
 from synthaug import report
 from synthaug.diffusion.sampling import SamplerConfig
-from synthaug.figures import ANALYSIS, class_rows, paired_confusion_difference, row_normalise, slug
+from synthaug.figures import ANALYSIS, paired_confusion_difference, row_normalise, slug
+from synthaug.sample_grids import class_rows
 from synthaug.pools import UNCONDITIONAL, PoolKey, PoolStore
 from synthaug.tracking import CELL, ROLE, SWEEP, RunLogger, ensure_experiment
 

@@ -1,0 +1,128 @@
+"""What a sweep's flags and declared values become, each checked: the preset with the resource flags
+and --checkpoint folders applied, class names resolved, counts and generators the data can serve.
+
+Used by synthaug.sweep's plan_sweep; every problem is one line (UsageError for a flag, ConfigError
+for a value) before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from synthaug.config import ConfigError, Preset, TrialConfig
+from synthaug.data import Dataset
+
+
+class UsageError(ValueError):
+    """Bad command-line input; one line, exit code 2."""
+
+
+def with_resources(chosen: Preset, args: argparse.Namespace) -> Preset:
+    """The preset with --gpus, --gpus-per-trial and --cpus-per-trial applied (each checked)."""
+    changes = {}
+    for flag, field_name, cast, low in (("gpus", "gpus", int, 0), ("gpus_per_trial", "gpus_per_trial", float, 0),
+                                        ("cpus_per_trial", "cpus_per_trial", float, 0.01)):
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        try:
+            number = cast(value)
+        except ValueError:
+            number = None
+        if number is None or number < low:
+            kind = "an integer >= 0" if cast is int else f"a number >= {low:g}"
+            raise UsageError(f"--{flag.replace('_', '-')}: {kind}, got {value!r}")
+        changes[field_name] = number
+    try:
+        if float(args.wait_for_gpus) < 0:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--wait-for-gpus: seconds >= 0, got {args.wait_for_gpus!r}") from None
+    return dataclasses.replace(chosen, **changes)
+
+
+def with_checkpoints(chosen: Preset, flags: Sequence[str], dataset: Dataset) -> Preset:
+    """The preset with each --checkpoint NAME=FOLDER generator served from FOLDER, each folder checked."""
+    from synthaug.diffusion.ddpm import checkpoint_problem
+    from synthaug.generators import generator_kind
+
+    specs = {g.name: g for g in chosen.generators}
+    for flag in flags:
+        name, _, folder = flag.partition("=")
+        spec = specs.get(name)
+        if not folder or spec is None or not generator_kind(spec).takes_checkpoint:
+            own = ", ".join(n for n, g in specs.items() if generator_kind(g).takes_checkpoint)
+            raise UsageError(f"--checkpoint: NAME=FOLDER with NAME one of {own}; got {flag!r}")
+        folder = str(Path(folder).resolve())
+        problem = checkpoint_problem(folder, spec.conditional, dataset.num_classes)
+        if problem:
+            raise UsageError(f"--checkpoint {name}: {problem}")
+        specs[name] = dataclasses.replace(spec, checkpoint=folder)
+    return dataclasses.replace(chosen, generators=tuple(specs.values()))
+
+
+def check_counts(configs: Sequence[TrialConfig], dataset: Dataset) -> None:
+    """Counts the data can give: n_max and the test images a class no larger than its largest class."""
+    import numpy as np
+
+    for name, labels in (("real_per_class", dataset.train_y), ("test_per_class", dataset.test_y)):
+        largest = int(np.bincount(labels, minlength=dataset.num_classes).max()) if len(labels) else 0
+        asked = max(getattr(c, name) for c in configs)
+        if asked > largest:
+            raise ConfigError(f"{name}: at most {largest} (the largest class of {dataset.name}; 0 = all), "
+                              f"got {asked}")
+
+
+def check_generators(chosen: Preset, used: Sequence[str], configs: Sequence[TrialConfig],
+                      dataset: Dataset) -> None:
+    """Every generator the sweep uses can serve every class it is asked for, on this machine."""
+    from synthaug.generators import generator_kind
+    from synthaug.mixing import synthetic_requests
+
+    for name in used:
+        spec = chosen.generator(name)
+        served = sorted({c for cfg in configs if cfg.generator == name for c in synthetic_requests(cfg, dataset)})
+        problem = generator_kind(spec).problem(spec, dataset.classes, [dataset.classes[c] for c in served
+                                                                       if c >= 0])
+        if problem:
+            raise ConfigError(f"generator {name}: {problem}")
+
+
+def class_aliases(flag: str | None, dataset: Dataset) -> dict[str, str]:
+    """The class names a sweep may use for the data's own: --class-map NAME=DATA_CLASS,..., and on the
+    built-in shapes the explicit CIFAR-10 alias (synthaug.data.SHAPES_AS_CIFAR10)."""
+    from synthaug.data import SHAPES_AS_CIFAR10
+
+    aliases = dict(SHAPES_AS_CIFAR10) if dataset.name == "shapes" else {}
+    for item in (flag or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, target = (part.strip() for part in item.partition("="))
+        if not sep or not name or target not in dataset.classes:
+            raise UsageError(f"--class-map: NAME=CLASS pairs with CLASS one of {', '.join(dataset.classes)}; "
+                             f"got {item.strip()!r}")
+        aliases[name] = target
+    return aliases
+
+
+def resolve_value(key: str, value: Any, dataset: Dataset, aliases: Mapping[str, str]) -> Any:
+    """A fixed, arm or grid value as the trial sees it: augment_classes names classes (the data's own
+    names, or names --class-map or the shapes alias maps to them); an index is refused, since a folder
+    with other names or another order would silently target another class."""
+    if key != "augment_classes":
+        return value
+    names = []
+    for item in value:
+        if not isinstance(item, str):
+            raise ConfigError(f"augment_classes: class names like truck or ship, not indices; got {item!r}")
+        if item not in dataset.classes:
+            if item not in aliases:
+                raise ConfigError(f"augment_classes: {item!r} is not a class of {dataset.name} "
+                                  f"({', '.join(dataset.classes)}); name one of them, or map it with "
+                                  f"--class-map {item}=<class>")
+            item = aliases[item]
+        names.append(item)
+    return names
