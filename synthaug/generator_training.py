@@ -128,7 +128,7 @@ def train_generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, devi
 
 def _train_generator(spec, dataset, cache_dir, device, tracking, policy, rank, world_size, wrap, gather_rng,
                      autocast, progress) -> tuple[Path, str]:
-    done = trained_generator(spec, dataset, cache_dir)
+    done = trained_generator(spec, dataset, cache_dir, verify=rank == 0)   # one rank reads and checks the weights
     if done:
         return done
     directory = generator_dir(spec, dataset, cache_dir)
