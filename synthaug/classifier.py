@@ -295,6 +295,7 @@ class Trainer:
         device: str | torch.device,
         progress: bool = True,
         autocast: bool | None = None,
+        compile_backend: str | None = None,
     ):
         cfg.validate()
         _check_images(train_x, "train_x")
@@ -308,6 +309,8 @@ class Trainer:
         self.y = host_tensor(np.asarray(train_y, dtype=np.int64)).to(self.device)
         self.steps_per_epoch = math.ceil(len(train_x) / cfg.batch_size)
         self.model = self._build_model()
+        # torch.compile's backend ("inductor" on a GPU), or None to run eagerly; the weights stay self.model's
+        self.forward = torch.compile(self.model, backend=compile_backend) if compile_backend else self.model
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=learning_rate(cfg, 0, self.steps_per_epoch),
             momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
@@ -327,7 +330,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with bf16_autocast(self.device, self.autocast):
-            logits = self.model(_normalise(xb))
+            logits = self.forward(_normalise(xb))
             loss = F.cross_entropy(logits.float(), yb, label_smoothing=self.cfg.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

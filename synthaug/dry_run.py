@@ -1,33 +1,22 @@
 """--dry-run: a sweep's trials, the work before them, the resources they ask for and a GPU-hour estimate.
 
 Nothing is started, downloaded or written: the data source is outlined (synthaug.data.data_outline),
-not decoded. The estimate divides the work by the throughputs below, which are ASSUMED for one
-H100 until bench/gpu_suite.py measures them (README, "What a sweep costs"); the plan says so.
+not decoded. The estimate divides the work by one row of BENCHMARKS.md's throughput table
+(synthaug.benchmarks; --gpu-model names the device), and says which row and where its figures
+come from: measured by bench/gpu_suite.py, or assumed until a run measures them.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
+from synthaug.benchmarks import Throughput
 from synthaug.data import Dataset
 
 
-@dataclass(frozen=True)
-class Throughput:
-    """Work a whole GPU does a second (assumed for one H100, bf16 autocast, channels_last)."""
-
-    classifier_images: float = 20_000.0     # full-width CIFAR ResNet18 training images/s (evaluation included)
-    ddpm_steps: float = 8.0                 # improved-DDPM CIFAR UNet (52.5M) optimizer steps/s at batch 128
-    unet_image_evals: float = 25_000.0      # that UNet's forward passes over one 32x32 image /s (sampling)
-    source: str = "throughputs assumed for one H100, not yet measured: bench/gpu_suite.py measures them"
-
-
-H100_ASSUMED = Throughput()
-
-
-def print_dry_run(plan, dataset: Dataset, throughput: Throughput = H100_ASSUMED) -> None:
-    """Print the plan of `plan` (a synthaug.sweep.SweepPlan) over the outlined data set."""
+def print_dry_run(plan, dataset: Dataset, throughput: Throughput) -> None:
+    """Print the plan of `plan` (a synthaug.sweep.SweepPlan) over the outlined data set, its GPU-hours
+    estimated from `throughput` (a whole device's work a second)."""
     from synthaug.generators import generator_kind
     from synthaug.instances import instances, subset_tag
     from synthaug.mixing import plan as class_plan
@@ -85,6 +74,9 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput = H100_ASSUMED)
                  + (f"(~{hours:.2f} GPU-h)" if unet else "(no throughput assumed for this model: not in the estimate)"))
         print(line + ("" if spec.conditional else ", more if a confidence filter rejects samples"))
 
+    if throughput.size != "full":
+        print(f"\nnote: the figures below divide by a --size {throughput.size} run's throughputs (models smaller "
+              f"than the study's): they check the arithmetic, they do not plan a sweep")
     gpus = preset.gpus or 0
     servers = len(plan.generators)
     replicas = warmup_replicas(preset.warmup_replicas, gpus, servers, preset.server_gpus) if gpus else 1
@@ -102,7 +94,7 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput = H100_ASSUMED)
         prep_wall = gen_hours / min(gpus, max(len(found), 1)) + pool_hours / replicas
         print(f"  {concurrent} trials at once, {waves} wave(s) of {len(configs)} trials, given enough CPUs "
               f"({preset.cpus_per_trial:g} a trial)")
-        print(f"estimate ({throughput.source}): generators + labellers {gen_hours:.2f} GPU-h, pools {pool_hours:.2f} "
+        print(f"estimate ({throughput.describe()}): generators + labellers {gen_hours:.2f} GPU-h, pools {pool_hours:.2f} "
               f"GPU-h, trials {trial_hours:.2f} GPU-h; total {gen_hours + pool_hours + trial_hours:.2f} GPU-h; "
               f"wall about {prep_wall + trials_wall:.1f} h on {gpus} GPU{'s' * (gpus > 1)} ({prep_wall:.1f} h before the trials)")
         if gen_hours and gpus >= 2:
@@ -110,7 +102,7 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput = H100_ASSUMED)
             print(f"  the generators first, data-parallel (sweeps/train_generators.py --gpus-per-generator {workers}): "
                   f"about {gen_hours / workers:.1f} h at ideal scaling instead of {gen_hours:.1f} h on one GPU each")
     else:
-        print(f"estimate: CPUs only; on GPUs ({throughput.source}) this is generators + labellers "
+        print(f"estimate: CPUs only; on GPUs ({throughput.describe()}) this is generators + labellers "
               f"{gen_hours:.2f}, pools {pool_hours:.2f}, trials {trial_hours:.2f} GPU-h")
 
 

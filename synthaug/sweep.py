@@ -101,6 +101,10 @@ def parse_args(experiment: Experiment, argv: Sequence[str] | None) -> argparse.N
                              "truck+ship); repeatable")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the trials, the resource plan and a GPU-hour estimate; start and write nothing")
+    parser.add_argument("--gpu-model", default="H100", help="with --dry-run: the device of BENCHMARKS.md's "
+                        "throughput table the estimate divides by (default H100)")
+    parser.add_argument("--benchmarks", default=None, metavar="FILE",
+                        help="with --dry-run: the file holding that table (default: the repository's BENCHMARKS.md)")
     parser.add_argument("--fresh", action="store_true", help="start over instead of resuming a matching sweep")
     return parser.parse_args(argv)
 
@@ -221,9 +225,10 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None) -> int:
         args = parse_args(experiment, argv)
         plan, outline = plan_sweep(experiment, args)
         if args.dry_run:
+            from synthaug.benchmarks import default_path, find_throughput
             from synthaug.dry_run import print_dry_run
 
-            print_dry_run(plan, outline)
+            print_dry_run(plan, outline, find_throughput(args.benchmarks or default_path(), args.gpu_model))
             return 0
         preflight(plan)
         dataset = load_dataset(plan.base.data, plan.cache_dir)      # decoded (and cached) once all is checked

@@ -101,6 +101,8 @@ CASES = [   # (flags, what the one line must say)
     (["--storage", "ftp://host/results"], "--storage 'ftp://host/results': an unknown scheme 'ftp'"),
     (["--storage", "{file}/results"], "is a file, not a folder"),
     (["--cache", "{file}/cache"], "--cache"),
+    (["--dry-run", "--gpu-model", "A100"], "--gpu-model: a device"),
+    (["--dry-run", "--benchmarks", "{file}"], "no throughput table"),
 ]
 
 

@@ -89,7 +89,7 @@ def test_ddpm_validate_names_the_field(field, value):
 
 @pytest.mark.parametrize("kwargs, field", [
     ({"name": "euler"}, "name"), ({"steps": 0}, "steps"), ({"eta": 1.5}, "eta"),
-    ({"name": "ddpm", "eta": 0.5}, "eta"),
+    ({"name": "ddpm", "eta": 0.5}, "eta"), ({"name": "dpmpp-2m", "eta": 0.5}, "eta"),
 ])
 def test_sampler_validate_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=rf"^sampler\.{field}: "):
@@ -100,6 +100,7 @@ def test_sampler_resolved_steps():
     assert SamplerConfig().resolved(1000).steps == 100
     assert SamplerConfig(name="ddpm").resolved(1000).steps == 1000
     assert SamplerConfig(name="ddpm", steps=50).resolved(1000).steps == 50
+    assert SamplerConfig(name="dpmpp-2m").resolved(4000).steps == 20
 
 
 # ---------------------------------------------------------------------------- training
@@ -224,20 +225,24 @@ def test_conditional_sampling(conditional_unet):
         sample(conditional_unet, DDIM8, seeds, None, "cpu", progress=False, **SCHEDULE)
 
 
-@pytest.mark.parametrize("name", ["ddim", "ddpm"])
+@pytest.mark.parametrize("name", ["ddim", "ddpm", "dpmpp-2m"])
 def test_sample_matches_the_diffusers_pipeline(trained, name):
-    """One image from our sampler equals diffusers' own DDIM/DDPM pipeline with the same seed."""
-    from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler
+    """One image from our sampler equals diffusers' own pipeline with the same seed and scheduler; a
+    multistep solver (dpmpp-2m) gives the same image again in a later batch (its state is reset a chain)."""
+    from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler
 
     model, _ = trained
-    pipeline, scheduler = {"ddim": (DDIMPipeline, DDIMScheduler), "ddpm": (DDPMPipeline, DDPMScheduler)}[name]
-    eta = {"ddim": {"eta": 0.5}, "ddpm": {}}[name]
+    pipeline, scheduler = {"ddim": (DDIMPipeline, DDIMScheduler), "ddpm": (DDPMPipeline, DDPMScheduler),
+                           "dpmpp-2m": (DDPMPipeline, DPMSolverMultistepScheduler)}[name]
+    eta = {"ddim": {"eta": 0.5}}.get(name, {})
     pipe = pipeline(unet=model, scheduler=scheduler(**SCHEDULE))
     pipe.set_progress_bar_config(disable=True)
     ref = pipe(batch_size=1, generator=torch.Generator().manual_seed(7), num_inference_steps=6,
                output_type="np", **eta).images
-    ours = sample(model, SamplerConfig(name=name, steps=6, **eta), [7], None, "cpu", progress=False, **SCHEDULE)
-    assert _max_diff((ref * 255).round().astype(np.uint8), ours) <= 1
+    ours = sample(model, SamplerConfig(name=name, steps=6, **eta), [7, 8, 7], None, "cpu", batch_size=1,
+                  progress=False, **SCHEDULE)
+    assert _max_diff((ref * 255).round().astype(np.uint8), ours[:1]) <= 1
+    assert np.array_equal(ours[0], ours[2]) and _max_diff(ours[0], ours[1]) > 10
 
 
 def test_unconditional_refuses_labels_and_too_many_steps(trained):

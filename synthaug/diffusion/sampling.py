@@ -9,6 +9,9 @@ what lets a pool be an endless, nested sequence (DESIGN.md, "Nested pools").
 
 DDIM (eta = 0) is the default: deterministic given the initial noise and about ten times
 fewer network calls than the 1000-step DDPM chain for similar CIFAR sample quality.
+DPM-Solver++ (2M, diffusers' DPMSolverMultistepScheduler) is deterministic too and reaches
+DDIM's quality in fewer steps (about 20); it keeps the previous step's output, so each chain
+starts from a reset scheduler.
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ from tqdm.auto import tqdm
 from synthaug.devices import bf16_autocast
 
 if TYPE_CHECKING:       # diffusers takes seconds to import: only sampling needs it, not a configuration
-    from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
-SAMPLERS = {"ddim": "DDIMScheduler", "ddpm": "DDPMScheduler"}  # name -> diffusers scheduler class
+# name -> diffusers scheduler class, and the arguments that make it that sampler
+SAMPLERS = {"ddim": ("DDIMScheduler", {}), "ddpm": ("DDPMScheduler", {}),
+            "dpmpp-2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2})}
 DDIM_STEPS = 100  # DDIM's CIFAR-10 quality is close to the full chain's at 100 steps
+DEFAULT_STEPS = {"ddim": DDIM_STEPS, "dpmpp-2m": 20}    # ddpm: the full training chain
 SEED_BITS = 63  # seeds in [0, 2**63): any torch.Generator accepts them, and so does a signed int64
 
 
@@ -35,8 +41,8 @@ SEED_BITS = 63  # seeds in [0, 2**63): any torch.Generator accepts them, and so 
 class SamplerConfig:
     """How a pool's images are drawn from a generator."""
 
-    name: str = "ddim"  # "ddim" (fast, deterministic at eta 0) or "ddpm" (ancestral, as trained)
-    steps: int | None = None  # None: DDIM_STEPS for ddim, the full training chain for ddpm
+    name: str = "ddim"  # "ddim" (fast, deterministic at eta 0), "ddpm" (ancestral, as trained) or "dpmpp-2m"
+    steps: int | None = None  # None: DDIM_STEPS for ddim, 20 for dpmpp-2m, the full training chain for ddpm
     eta: float = 0.0  # DDIM's eta: 0 deterministic given the initial noise, 1 DDPM-like
 
     def validate(self) -> None:
@@ -49,15 +55,15 @@ class SamplerConfig:
             raise ValueError(f"sampler.steps: an int >= 1 or None, got {self.steps!r}")
         if isinstance(self.eta, bool) or not isinstance(self.eta, (int, float)) or not 0 <= self.eta <= 1:
             raise ValueError(f"sampler.eta: a number in [0, 1], got {self.eta!r}")
-        if self.name == "ddpm" and self.eta != 0:
-            raise ValueError(f"sampler.eta: 0 for ddpm (eta is DDIM's), got {self.eta!r}")
+        if self.name != "ddim" and self.eta != 0:
+            raise ValueError(f"sampler.eta: 0 for {self.name} (eta is DDIM's), got {self.eta!r}")
 
     def resolved(self, num_train_timesteps: int) -> "SamplerConfig":
         """The same sampler with steps filled in: what a pool's identity should hash."""
         self.validate()
         if self.steps is not None:
             return self
-        return replace(self, steps=DDIM_STEPS if self.name == "ddim" else num_train_timesteps)
+        return replace(self, steps=DEFAULT_STEPS.get(self.name, num_train_timesteps))
 
 
 def image_seed(pool_id: str, index: int) -> int:
@@ -71,7 +77,7 @@ def build_scheduler(
     num_train_timesteps: int = 1000,
     beta_schedule: str = "linear",
     scheduler_config: dict | None = None,
-) -> DDIMScheduler | DDPMScheduler:
+) -> DDIMScheduler | DDPMScheduler | DPMSolverMultistepScheduler:
     """The sampler's scheduler with its timesteps set.
 
     The noise schedule is the generator's: scheduler_config (a stored scheduler_config.json,
@@ -80,11 +86,12 @@ def build_scheduler(
     import diffusers
 
     scheduler_cfg.validate()
-    cls = getattr(diffusers, SAMPLERS[scheduler_cfg.name])
+    class_name, options = SAMPLERS[scheduler_cfg.name]
+    cls = getattr(diffusers, class_name)
     if scheduler_config is not None:
-        scheduler = cls.from_config(scheduler_config)
+        scheduler = cls.from_config(scheduler_config, **options)
     else:
-        scheduler = cls(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule)
+        scheduler = cls(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, **options)
     steps = scheduler_cfg.resolved(scheduler.config.num_train_timesteps).steps
     if steps > scheduler.config.num_train_timesteps:
         raise ValueError(
@@ -183,6 +190,7 @@ def reverse_chain(
     start and each stochastic step) comes from the image's own generator, so an image does not
     depend on its batch. predict_noise(x_t, t) is the model's epsilon, run under bf16 autocast on CUDA
     (or wherever `autocast` forces it)."""
+    scheduler.set_timesteps(len(scheduler.timesteps))    # a multistep solver starts each chain afresh
     generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
     x = torch.cat([torch.randn((1, *shape), generator=g) for g in generators]).to(device)
     x = x * scheduler.init_noise_sigma
