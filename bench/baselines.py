@@ -9,9 +9,7 @@
 
 from __future__ import annotations
 
-import statistics
 import time
-from typing import Callable
 
 import numpy as np
 import torch
@@ -23,6 +21,8 @@ from torchvision.transforms import v2
 
 from synthaug.classifier import CIFAR_MEAN, CIFAR_STD, PAD, TrainConfig, Trainer, _crop, _memory_format, resnet18
 from synthaug.devices import bf16_autocast
+
+from measure import synchronize
 
 
 class PILImages(Dataset):
@@ -111,27 +111,3 @@ class PerStepCopies(Trainer):
         self.epoch += 1
         synchronize(self.device)
         return {"epoch_time_s": time.perf_counter() - start}
-
-
-def synchronize(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def median_time(fn: Callable[[], object], reps: int, device) -> float:
-    """Median seconds of `reps` calls of fn after one warm-up call, the device waited for each time."""
-    fn()
-    times = []
-    for _ in range(reps):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def random_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """n CIFAR-sized uint8 NHWC images and labels (speed does not depend on content)."""
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int64)

@@ -33,7 +33,6 @@ import argparse
 import dataclasses
 import datetime
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -45,7 +44,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from baselines import LoaderTraining, PerStepCopies, PILImages, median_time, random_images, synchronize
+from baselines import LoaderTraining, PerStepCopies, PILImages
+from measure import (device_name, device_type, idle_share, median_time, peak, random_images, reset_peak,
+                     versions)
 from synthaug.benchmarks import Throughput, default_path, write_run, write_throughput
 from synthaug.classifier import TrainConfig, Trainer, evaluate
 from synthaug.config import TINY_DDPM
@@ -135,7 +136,12 @@ def classifier(suite: Suite) -> None:
     their_peak = peak(device)
     del loader
     bf16, _, bf16_peak, trainer = trainer_rate(autocast=True)
-    compiled, compile_s, compiled_peak, _ = trainer_rate(autocast=True, compile_backend=size.compile_backend)
+    try:            # a compiler missing on the machine loses this row only
+        compiled, compile_s, compiled_peak, _ = trainer_rate(autocast=True, compile_backend=size.compile_backend)
+        compiled_note = f"compiling took {compile_s:.0f} s"
+    except Exception as err:                    # noqa: BLE001
+        compiled = compiled_peak = None
+        compiled_note = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
     fp32, _, fp32_peak, _ = trainer_rate(autocast=False)
     baseline = f"torchvision {size.loader_workers}-worker DataLoader"
     suite.add(
@@ -144,7 +150,7 @@ def classifier(suite: Suite) -> None:
         Row("classifier", "synthaug Trainer, bf16 autocast (channels_last on a GPU)", bf16, "images/s",
             f"{bf16 / theirs:.2f}x {baseline}", bf16_peak),
         Row("classifier", f"synthaug Trainer, bf16, torch.compile ({size.compile_backend})", compiled, "images/s",
-            f"{compiled / theirs:.2f}x {baseline}", compiled_peak, f"compiling took {compile_s:.0f} s"),
+            f"{compiled / theirs:.2f}x {baseline}" if compiled else "", compiled_peak, compiled_note),
         Row("classifier", "synthaug Trainer, float32", fp32, "images/s", f"{fp32 / theirs:.2f}x {baseline}", fp32_peak))
     test_x, test_y = random_images(min(size.images, PAPER_TEST), seed=1)
     reset_peak(device)
@@ -353,20 +359,6 @@ RAY_PARTS = {"warmup", "sharing"}
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def device_type(device: str) -> str:
-    return torch.device(device).type
-
-
-def reset_peak(device: str) -> None:
-    if device_type(device) == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def peak(device: str) -> float | None:
-    return torch.cuda.max_memory_allocated() / 2**30 if device_type(device) == "cuda" else None
-
-
 def diffusers_pipeline(name: str, unet, schedule: dict):
     """diffusers' own pipeline for a sampler, over the same UNet and noise schedule."""
     from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DPMSolverMultistepScheduler
@@ -383,51 +375,6 @@ def run_pipeline(pipe, n: int, batch: int, steps: int) -> None:
     for start in range(0, n, batch):
         pipe(batch_size=min(batch, n - start), generator=torch.Generator().manual_seed(start),
              num_inference_steps=steps, output_type="np")
-
-
-def idle_share(run_epoch, device: str) -> float:
-    """1 - (the union of device-busy intervals) / (the profiled span) over one call of run_epoch. On CUDA the
-    busy intervals are the kernels; on a CPU, the aten operators."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
-    cuda = device_type(device) == "cuda"
-    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
-    synchronize(device)
-    with profile(activities=activities) as prof:
-        run_epoch()
-        synchronize(device)
-    events = list(prof.events())
-    busy = [(e.time_range.start, e.time_range.end) for e in events
-            if (e.device_type == DeviceType.CUDA if cuda else e.name.startswith("aten::"))]
-    if not busy:
-        raise RuntimeError("the profiler recorded no " + ("kernels" if cuda else "operators"))
-    span = max(e.time_range.end for e in events) - min(e.time_range.start for e in events)
-    covered, end = 0.0, -float("inf")
-    for start, stop in sorted(busy):
-        if stop > end:
-            covered += stop - max(start, end)
-            end = stop
-    return max(0.0, 1 - covered / span)
-
-
-def device_name(device: str) -> str:
-    if device_type(device) == "cuda":
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"cpu ({platform.machine()}, {os.cpu_count()} cores)"
-
-
-def versions() -> str:
-    import importlib.metadata as md
-
-    found = []
-    for package in ("torch", "torchvision", "diffusers", "ray", "mlflow"):
-        try:
-            found.append(f"{package} {md.version(package)}")
-        except md.PackageNotFoundError:
-            pass
-    cuda = f", CUDA {torch.version.cuda}" if torch.cuda.is_available() else ""
-    return f"python {platform.python_version()}, " + ", ".join(found) + cuda
 
 
 def render(suite: Suite, started: str, commit: str, finished: bool) -> str:

@@ -41,7 +41,8 @@ import sys
 
 import torch
 
-from baselines import LoaderTraining, PILImages, UInt8Images, random_images
+from baselines import LoaderTraining, PILImages, UInt8Images
+from measure import random_images
 from synthaug.classifier import TrainConfig, Trainer
 
 
