@@ -18,9 +18,12 @@ timed in the same run:
 - sampling: images/s of the paper preset's UNet at DDIM 20 and 50 steps and DPM-Solver++ (2M) 20 steps,
   batched, against diffusers' own pipeline call on the same model (float32, and under bf16 autocast).
 - ddpm: DDPM training optimizer steps/s at the paper batch (128), bf16 against float32.
-- warmup: pool warm-up images/s through the real DDPM server actors, 1 replica against N on one device.
+- warmup: pool warm-up images/s through synthaug's DDPM server (the class of the sweep's server actors),
+  1 server against N side by side on one device, one process each.
 - sharing: two trials sharing one GPU as the paper preset's fractions do (0.45 GPU a classifier trial,
-  0.5 a DDPM training), their summed throughput against one alone.
+  0.5 a DDPM training), one process each, their summed throughput against one alone.
+
+Nothing here needs Ray or MLflow (a GPU machine may lack them): the processes stand in for Ray's.
 
 Peak GPU memory is given for each. A part that fails is reported as failed and the others still run;
 the section of BENCHMARKS.md is rewritten after every part, so a run cut short keeps what it measured.
@@ -31,8 +34,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing as mp
+import queue
 import datetime
-import os
 import statistics
 import sys
 import tempfile
@@ -41,12 +45,11 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from baselines import LoaderTraining, PerStepCopies, PILImages
 from measure import (device_name, device_type, idle_share, median_time, peak, random_images, reset_peak,
-                     versions)
+                     synchronize, versions)
 from synthaug.benchmarks import Throughput, default_path, write_run, write_throughput
 from synthaug.classifier import TrainConfig, Trainer, evaluate
 from synthaug.config import TINY_DDPM
@@ -240,12 +243,9 @@ def ddpm(suite: Suite) -> None:
 
 
 def warmup(suite: Suite) -> None:
-    import ray
-
     from synthaug.config import GeneratorSpec
     from synthaug.diffusion.ddpm import save_generator
-    from synthaug.prepare import PreparedGenerator
-    from synthaug.server import make_server_actor
+    from synthaug.generators import PreparedGenerator
     from synthaug.serving import replica_for
 
     size, cuda = suite.size, device_type(suite.device) == "cuda"
@@ -255,78 +255,107 @@ def warmup(suite: Suite) -> None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             digest = save_generator(build_unet(cfg), cfg, Path(folder) / "generator")
+        spec = GeneratorSpec(name="gpu-suite", ddpm=cfg, sample_batch_size=size.sample_batch,
+                             sampler=SamplerConfig(name="ddim", steps=size.warmup_steps))
+        prepared = PreparedGenerator(spec.name, str(Path(folder) / "generator"), digest, conditional=True)
         for replicas in (1, size.replicas):
-            spec = GeneratorSpec(name=f"gpu-suite-{replicas}", ddpm=cfg, sample_batch_size=size.sample_batch,
-                                 sampler=SamplerConfig(name="ddim", steps=size.warmup_steps))
-            prepared = PreparedGenerator(spec.name, str(Path(folder) / "generator"), digest, conditional=True)
-            actors = [make_server_actor(prepared, spec, str(Path(folder) / f"pools-{replicas}"), CLASSES, replica=r,
-                                        num_gpus=1 / replicas if cuda else 0, num_cpus=0 if cuda else 1)
-                      for r in range(replicas)]
-            ray.get([a.counters.remote() for a in actors])          # started and loaded: not timed
-            start = time.perf_counter()
-            made = sum(ray.get([actors[replica_for(c, 0, replicas, True)].ensure.remote(c, size.warmup_images, 0)
-                                for c in range(len(CLASSES))]))
-            rates[replicas] = made / (time.perf_counter() - start)
-            for actor in actors:
-                ray.kill(actor, no_restart=True)
+            mine = [[c for c in range(len(CLASSES)) if replica_for(c, 0, replicas, True) == r] for r in range(replicas)]
+            done = side_by_side(_serve_pools, [(prepared, spec, str(Path(folder) / f"pools-{replicas}"), classes,
+                                                size.warmup_images, suite.device) for classes in mine])
+            rates[replicas] = sum(made for made, _, _ in done) / (max(e for _, _, e in done) - min(s for _, s, _ in done))
     n = size.replicas
-    suite.add(Row("warmup", f"pool warm-up, 1 server replica ({len(CLASSES)} classes x {size.warmup_images}, "
+    suite.add(Row("warmup", f"pool warm-up, 1 DDPM server ({len(CLASSES)} classes x {size.warmup_images}, "
                             f"DDIM {size.warmup_steps})", rates[1], "images/s", "baseline"),
-              Row("warmup", f"pool warm-up, {n} replicas ({'1/' + str(n) + ' GPU' if cuda else '1 CPU'} each)",
-                  rates[n], "images/s", f"{rates[n] / rates[1]:.2f}x 1 replica", None,
-                  "one timing each (a pool is written once); includes writing the shards"))
+              Row("warmup", f"pool warm-up, {n} DDPM servers side by side on one {'GPU' if cuda else 'machine'}",
+                  rates[n], "images/s", f"{rates[n] / rates[1]:.2f}x 1 server", None,
+                  "synthaug.server.DDPMServer, the class of the sweep's server actors, one a process; one timing "
+                  "each (a pool is written once), shards written included"))
 
 
 def sharing(suite: Suite) -> None:
-    import ray
-
     size, cuda = suite.size, device_type(suite.device) == "cuda"
     classifier_cfg = TrainConfig(epochs=suite.reps + 1, batch_size=size.batch, width=size.width)
     ddpm_cfg = dataclasses.replace(size.unet, batch_size=size.ddpm_batch)
-    for label, task, share, args in (
-            ("classifier trials", _classifier_task, 0.45, (classifier_cfg, size.images, suite.reps)),
-            ("DDPM trainings", _ddpm_task, 0.5, (ddpm_cfg, size.ddpm_steps, suite.reps))):
-        remote = ray.remote(task).options(num_gpus=share if cuda else 0, num_cpus=1)
-        alone = ray.get(remote.remote(*args))
-        together = ray.get([remote.remote(*args) for _ in range(2)])
+    for label, task, args in (("classifier trials", _classifier_task, (classifier_cfg, size.images, suite.reps)),
+                              ("DDPM trainings", _ddpm_task, (ddpm_cfg, size.ddpm_steps, suite.reps))):
+        args = (*args, suite.device)
+        [alone] = side_by_side(task, [args])
+        together = side_by_side(task, [args, args])
         summed = sum(rate for rate, _ in together)
         unit = "images/s" if task is _classifier_task else "steps/s"
-        suite.add(Row("sharing", f"1 of the {label} alone ({share:g} GPU)" if cuda else f"1 of the {label} alone",
-                      alone[0], unit, "baseline", alone[1]),
+        suite.add(Row("sharing", f"1 of the {label} alone", alone[0], unit, "baseline", alone[1]),
                   Row("sharing", f"2 {label} at once on one {'GPU' if cuda else 'machine'}, summed", summed, unit,
-                      f"{summed / alone[0]:.2f}x one alone", max((p or 0) for _, p in together) or None))
+                      f"{summed / alone[0]:.2f}x one alone", max((p or 0) for _, p in together) or None,
+                      "each its own process, as Ray runs two trials of 0.45 GPU (0.5 for DDPM trainings)"))
 
 
-def _classifier_task(cfg: TrainConfig, n: int, reps: int) -> tuple[float, float | None]:
-    """In a Ray worker: a classifier trial's epochs; (images/s, peak GiB). Uses synthaug only (the bench
-    folder is not importable in a worker)."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+def side_by_side(task, arguments: list[tuple]) -> list:
+    """task(*args, barrier) in one spawned process each, all released at once when every one is ready (its
+    model built, warmed up); their results in order. An error in one is raised here."""
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(len(arguments)), ctx.Queue()
+    workers = [ctx.Process(target=_run_task, args=(task, args, barrier, results, i)) for i, args in enumerate(arguments)]
+    for worker in workers:
+        worker.start()
+    found: dict = {}
+    try:
+        while len(found) < len(workers):
+            try:
+                index, value = results.get(timeout=5)
+                found[index] = value
+            except queue.Empty:
+                if not any(w.is_alive() for w in workers) and results.empty():
+                    raise RuntimeError(f"a worker process died (exit codes {[w.exitcode for w in workers]})") from None
+    finally:
+        for worker in workers:
+            worker.join(timeout=60)
+    errors = [v for v in found.values() if isinstance(v, str)]
+    if errors:
+        raise RuntimeError(errors[0])
+    return [found[i] for i in range(len(arguments))]
+
+
+def _run_task(task, args, barrier, results, index) -> None:
+    try:
+        results.put((index, task(*args, barrier)))
+    except BaseException as err:                    # noqa: BLE001 - reported to the parent, which raises it
+        barrier.abort()
+        results.put((index, f"{type(err).__name__}: {err}"))
+
+
+def _serve_pools(prepared, spec, store: str, classes: list[int], n: int, device: str, barrier):
+    """In a process: one DDPM server makes its classes' pools; (images made, start, end)."""
+    from synthaug.server import DDPMServer
+
+    server = DDPMServer(prepared, spec, store, CLASSES, device=device, progress=False)
+    barrier.wait()
+    start = time.time()
+    made = sum(server.ensure(c, n, 0) for c in classes)
+    synchronize(device)
+    return made, start, time.time()
+
+
+def _classifier_task(cfg: TrainConfig, n: int, reps: int, device: str, barrier) -> tuple[float, float | None]:
+    """In a process: a classifier trial's epochs; (images/s, peak GiB)."""
     torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    x, y = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int64)
+    x, y = random_images(n)
     trainer = Trainer(cfg, x, y, 10, seed=0, device=device, progress=False, autocast=True)
     trainer.train_epoch()
+    barrier.wait()
     seconds = statistics.median(trainer.train_epoch()["epoch_time_s"] for _ in range(reps))
-    return n / seconds, (torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None)
+    return n / seconds, peak(device)
 
 
-def _ddpm_task(cfg: DDPMConfig, steps: int, reps: int) -> tuple[float, float | None]:
-    """In a Ray worker: a DDPM training's steps; (steps/s, peak GiB)."""
+def _ddpm_task(cfg: DDPMConfig, steps: int, reps: int, device: str, barrier) -> tuple[float, float | None]:
+    """In a process: a DDPM training's steps; (steps/s, peak GiB)."""
     from synthaug.diffusion.training import DDPMTraining
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(1)
-    images = np.random.default_rng(0).integers(0, 256, (1024, 32, 32, 3), dtype=np.uint8)
-    training = DDPMTraining(cfg, images, None, seed=0, device=device, autocast=True)
-    times = []
-    for rep in range(reps + 1):
-        start = time.perf_counter()
-        for _ in range(steps):
-            training.train_step()
-        training.train_step().item()                # waits for the device
-        times.append(time.perf_counter() - start)
-    return (steps + 1) / statistics.median(times[1:]), (torch.cuda.max_memory_allocated() / 2**30
-                                                        if device == "cuda" else None)
+    training = DDPMTraining(cfg, random_images(1024)[0], None, seed=0, device=device, autocast=True)
+    training.train_step()
+    barrier.wait()
+    seconds = median_time(lambda: [training.train_step() for _ in range(steps)], reps, device)
+    return steps / seconds, peak(device)
 
 
 def plans(benchmarks: str, device: str, size: str) -> list[Row]:
@@ -353,7 +382,6 @@ def plans(benchmarks: str, device: str, size: str) -> list[Row]:
 
 PARTS = {"classifier": classifier, "idle": idle, "sampling": sampling, "ddpm": ddpm, "warmup": warmup,
          "sharing": sharing}
-RAY_PARTS = {"warmup", "sharing"}
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -412,11 +440,6 @@ def main(argv=None) -> int:
 
     commit, key = code_commit(), f"{device_name(args.device)} --size {size.name} {started}"
     print(f"{device_name(args.device)}, --size {size.name}: {', '.join(parts)}; writing {args.out}", flush=True)
-    if RAY_PARTS & set(parts):
-        import ray
-
-        ray.init(num_cpus=max(2, os.cpu_count() or 2), num_gpus=torch.cuda.device_count(), include_dashboard=False,
-                 log_to_driver=False, logging_level="ERROR")
     failed = 0
     try:
         for name in parts:
@@ -427,14 +450,12 @@ def main(argv=None) -> int:
             except Exception as err:             # noqa: BLE001 - one part's failure must not lose the others
                 traceback.print_exc()
                 failed += 1
-                suite.add(Row(name, f"failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}", None, ""))
+                suite.add(Row(name, f"failed: {type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}", None, ""))
             print(f"  ({time.perf_counter() - start:.0f} s)", flush=True)
             write_run(args.out, key, render(suite, started, commit, finished=name == parts[-1]))
-    finally:
-        if RAY_PARTS & set(parts):
-            import ray
-
-            ray.shutdown()
+    except KeyboardInterrupt:
+        print("interrupted: the table keeps the parts measured so far")
+        return 130
     if {"classifier_images", "ddpm_steps", "unet_image_evals"} <= set(suite.figures):
         write_throughput(args.out, Throughput(
             device=device_name(args.device), size=size.name, **{k: round(v, 4) for k, v in suite.figures.items()},

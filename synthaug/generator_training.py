@@ -29,13 +29,14 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from synthaug.classifier import Trainer, evaluate, predict, resnet18
+from synthaug.classifier import Trainer, evaluate, predict
 from synthaug.config import GeneratorSpec, digest, to_flat
 from synthaug.data import Dataset, class_permutations
 from synthaug.diffusion.ddpm import load_generator, load_scheduler_config, save_generator, weights_digest
 from synthaug.diffusion.sampling import image_seed, sample
 from synthaug.diffusion.training import Checkpointing, DDPMTraining
 from synthaug.files import DamagedFile, atomic_torch_save, atomic_write
+from synthaug.labeller import checked_labeller, load_labeller
 from synthaug.tracking import ROLE, RunLogger, ensure_experiment
 
 GENERATORS_EXPERIMENT = "generators"    # MLflow experiment of every generator and labeller run
@@ -191,7 +192,7 @@ def train_labeller(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, devic
     path = labeller_path(spec, dataset, cache_dir)
     with _exclusive(path.parent, 0):
         if path.exists():
-            saved = _checked_labeller(path)
+            saved = checked_labeller(path)
             return path, saved["digest"], saved["test_acc"]
         return _train_labeller(spec, dataset, path, device, tracking, progress)
 
@@ -240,30 +241,6 @@ def _exclusive(target: Path, rank: int) -> Iterator[None]:
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         yield
-
-
-def load_labeller(path: str | Path, device: str) -> torch.nn.Module:
-    return _labeller_model(_checked_labeller(Path(path))).to(device).eval()
-
-
-def _labeller_model(saved: dict) -> torch.nn.Module:
-    model = resnet18(saved["num_classes"], saved["width"], saved.get("stem", "cifar"))
-    model.load_state_dict(saved["state_dict"])
-    return model
-
-
-def _checked_labeller(path: Path) -> dict:
-    """A saved labeller whose weights match the digest saved with them; DamagedFile (one line) otherwise."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        found = weights_digest(_labeller_model(saved))
-    except (OSError, RuntimeError, KeyError, EOFError, ValueError) as err:
-        raise DamagedFile(f"labeller {path} is damaged ({str(err).splitlines()[0][:120]}); delete it to train "
-                          f"it again") from None
-    if found != saved["digest"]:
-        raise DamagedFile(f"labeller {path} is damaged (its weights do not match its digest); delete it to train "
-                          f"it again")
-    return saved
 
 
 def _per_class_subset(labels: np.ndarray, num_classes: int, per_class: int, seed: int) -> np.ndarray:

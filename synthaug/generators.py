@@ -13,6 +13,7 @@ one class here (and the GeneratorSpec fields its settings need).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Sequence
 
@@ -21,6 +22,20 @@ import numpy as np
 from synthaug.config import GeneratorSpec
 from synthaug.data import Dataset
 from synthaug.diffusion.sampling import SamplerConfig
+
+
+@dataclass(frozen=True)
+class PreparedGenerator:
+    """Where a ready generator lives and what identifies it."""
+
+    name: str
+    directory: str              # a folder load_generator reads (a pipeline folder or hub id when pretrained)
+    weights_digest: str
+    conditional: bool
+    labeller_path: str = ""     # the pseudo-labeller (labels an unconditional generator's samples)
+    labeller_digest: str = ""
+    labeller_test_acc: float = float("nan")
+    run_id: str = ""            # the MLflow run that trained it ("" when loaded, or not tracked)
 
 
 class LoadedGenerator(ABC):

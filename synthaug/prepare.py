@@ -14,7 +14,6 @@ evaluated once (FID, KID, labeller agreement) into its MLflow run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,24 +24,10 @@ from synthaug.devices import default_device
 from synthaug.diffusion.training import Checkpointing
 from synthaug.generator_training import (EVALUATION_PER_CLASS, Tracking, evaluate_generator, load_labeller,
                                          train_labeller)
-from synthaug.generators import generator_kind
+from synthaug.generators import PreparedGenerator, generator_kind
 from synthaug.instances import restricted
 
 __all__ = ["PreparedGenerator", "default_device", "load_labeller", "prepare_generator", "prepare_labeller"]
-
-
-@dataclass(frozen=True)
-class PreparedGenerator:
-    """Where a ready generator lives and what identifies it."""
-
-    name: str
-    directory: str              # a folder load_generator reads (a pipeline folder or hub id when pretrained)
-    weights_digest: str
-    conditional: bool
-    labeller_path: str = ""     # the pseudo-labeller (labels an unconditional generator's samples)
-    labeller_digest: str = ""
-    labeller_test_acc: float = float("nan")
-    run_id: str = ""            # the MLflow run that trained it ("" when loaded, or not tracked)
 
 
 def prepare_generator(spec: GeneratorSpec, data_source: str, cache_dir: str | Path,

@@ -20,11 +20,11 @@ import torch
 
 from synthaug.config import ConfigError, GeneratorSpec
 from synthaug.diffusion.sampling import NonFiniteSamples, image_seed
-from synthaug.generators import generator_kind
+from synthaug.generators import PreparedGenerator, generator_kind
+from synthaug.labeller import load_labeller
 from synthaug.pools import (KEEP_ALL, UNCONDITIONAL, PoolKey, PoolSlice, PoolStore, SampleFilter, class_slice,
                             confidence_filter, prefix, top_fraction_filter)
 from synthaug.devices import default_device
-from synthaug.prepare import PreparedGenerator, load_labeller
 
 NAMESPACE = "synthaug"
 MAX_STREAM_FACTOR = 20      # an unconditional pool gives up on a class after 20x its fair share
