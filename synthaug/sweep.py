@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from synthaug.cli import add_run_flags, worker_environment
+from synthaug.cli import OneLineParser, add_run_flags, worker_environment
 from synthaug.config import (PRESETS, ConfigError, Preset, TrialConfig, digest, from_flat, preset,
                              recipe_conflict, to_flat, with_recipe)
 from synthaug.data import DataError, Dataset, data_outline, load_dataset, resolve_source
@@ -70,13 +70,8 @@ class SweepPlan:
         return tuple(sorted({c.generator for c in self.configs if c.uses_synthetic}))
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:      # one line, not a usage dump
-        raise UsageError(message)
-
-
 def parse_args(experiment: Experiment, argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog=f"sweeps/{experiment.name}.py", description=experiment.description)
+    parser = OneLineParser(prog=f"sweeps/{experiment.name}.py", description=experiment.description)
     parser.add_argument("--preset", default="smoke", help=f"one of {', '.join(PRESETS)} (default smoke)")
     parser.add_argument("--seeds", default=None, help="N (seeds 0..N-1) or a list like 0,3,7 (default: the preset's, "
                                                       "3; paper 8)")
@@ -219,6 +214,9 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None) -> int:
     """Parse, validate, run; the exit code: 0 done, 1 trials failed, 2 bad input, 130 interrupted."""
     try:
         args = parse_args(experiment, argv)
+    except SystemExit as stop:              # --help, or a bad flag: OneLineParser printed its one line
+        return stop.code if isinstance(stop.code, int) else 2
+    try:
         plan, outline = plan_sweep(experiment, args)
         if args.dry_run:
             from synthaug.dry_run import print_dry_run

@@ -57,6 +57,7 @@ def inputs(tmp_path_factory) -> dict[str, str]:
 
 ALL = ("--set", "real_per_class=0", "--set", "test_per_class=0")   # every image of a one-image data set
 CASES = [   # (flags, what the one line must say)
+    (["--bogus"], "unrecognized arguments: --bogus"),
     (["--seeds", "0"], "--seeds: a count >= 1"),
     (["--seeds", "a,b"], "--seeds: a count >= 1"),
     (["--seeds", "1,1"], "--seeds: a count >= 1"),
