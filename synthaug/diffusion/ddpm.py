@@ -22,14 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from synthaug.files import atomic_directory
 from synthaug.rules import Rule, check, is_int, is_number
 
 if TYPE_CHECKING:       # diffusers takes seconds to import: only what builds, loads or checks a network needs it
@@ -178,36 +177,15 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 def save_generator(model: UNet2DModel, cfg: DDPMConfig, directory: str | os.PathLike) -> str:
-    """Write the generator to `directory` atomically (a temporary sibling, then a rename).
-
-    An existing directory is replaced. Returns the weights digest (also stored in
-    ddpm_config.json).
-    """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    """Write the generator to `directory` whole (synthaug.files.atomic_directory); a directory already
+    there is replaced. Returns the weights digest (also stored in ddpm_config.json)."""
     digest = weights_digest(model)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
-    try:
+    with atomic_directory(directory) as tmp:
         model.save_pretrained(tmp)
         noise_scheduler(cfg.num_train_timesteps, cfg.beta_schedule).save_config(tmp)
         meta = {"ddpm": cfg.to_dict(), "weights_digest": digest}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        _replace_dir(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return digest
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move src to dst; a directory already at dst is moved aside first, then deleted."""
-    if not dst.exists():
-        os.replace(src, dst)
-        return
-    old = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.old-"))
-    os.replace(dst, old / "d")
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _unet_dir(directory: Path) -> Path:
