@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -258,6 +259,7 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from synthaug import tracking
+    from synthaug.console import CONSOLE, VERBOSE, TrialLines, status_reporter
     from synthaug.instances import per_trial_generators
     from synthaug.preflight import wait_for_gpus
     from synthaug.server import NAMESPACE
@@ -267,8 +269,9 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
     print(f"sweep {plan.name}: {len(plan.configs)} trials "
           f"({len(plan.configs) // len(plan.seeds)} configurations x {len(plan.seeds)} seeds), "
           f"preset {plan.preset.name}, data {dataset.name}")
-    for key, value in QUIET.items():
+    for key, value in {**QUIET, **CONSOLE}.items():
         os.environ.setdefault(key, value)
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)    # not "wrote the result files", "total run time"
     runtime_env = worker_environment()
     if plan.address:
         ray.init(address=plan.address, namespace=NAMESPACE, runtime_env=runtime_env)
@@ -317,11 +320,9 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
                 name=plan.name, storage_path=plan.storage,
                 failure_config=tune.FailureConfig(max_failures=2),
                 # result.json and progress.csv a trial (the results table reads them); not TensorBoard's
-                callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
+                callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), TrialLines([*plan.grid, "seed"])],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                progress_reporter=tune.CLIReporter(
-                    parameter_columns=[*plan.grid, "seed"],
-                    metric_columns=["epoch", "train_loss", "test_acc"], max_report_frequency=30)))
+                progress_reporter=status_reporter([*plan.grid, "seed"]), verbose=VERBOSE))
     results = tuner.fit()
 
     counters = {g: ray.get(s.counters.remote()) for g, s in servers.items()}

@@ -231,7 +231,7 @@ def _training_tensors(cfg: DDPMConfig, images: np.ndarray, labels: np.ndarray | 
         return x, None
     if labels is None or len(labels) != len(images):
         raise ValueError(f"labels: one per image for a conditional DDPM, got {None if labels is None else len(labels)}")
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=device)
+    y = host_tensor(labels).to(device=device, dtype=torch.int64)     # a read-only array is copied, not warned about
     if y.min() < 0 or y.max() >= cfg.num_classes:
         raise ValueError(f"labels: ints in [0, {cfg.num_classes}), got range [{int(y.min())}, {int(y.max())}]")
     return x, y
