@@ -19,9 +19,10 @@ from synthaug.diffusion.ddpm import IMPROVED_DDPM, DDPMConfig
 from synthaug.diffusion.imagenet import LABEL_MAPS
 from synthaug.diffusion.sampling import SamplerConfig
 from synthaug.diffusion.training import Checkpointing
-from synthaug.rules import ConfigError, Rule, check
 
-# ConfigError lives in the leaf synthaug.rules; every importer takes it from here
+# ConfigError lives in the leaf synthaug.rules (every config module validates through it); import it from here
+from synthaug.rules import ConfigError, Rule, check, is_int, is_number
+
 AUGMENT_MODES = ("per_class", "stream")
 # A recipe names the classifier's optimiser, schedule, augmentation and stem together (the preset keeps
 # epochs, batch size, lr and width). The study writes SGD, lr 0.01, batch 256, 30 or 50 epochs, a
@@ -158,7 +159,8 @@ class TrialConfig:
             Rule("replace_pct", lambda v: 0 <= v < 100, "a percentage in [0, 100)"),
             Rule("augment_classes", lambda v: classes is None or all(c in classes for c in v),
                  f"names from {', '.join(classes or ())}"),
-            Rule("generator", lambda v: not served or spec is not None, f"one of {', '.join(sorted(generators or ()))}"),
+            Rule("generator", lambda v: not served or spec is not None,
+                 f"one of {', '.join(sorted(generators or ()))}"),
             Rule("augment_mode", lambda v: not (spec and self.stream_count and spec.conditional),
                  f"stream needs an unconditional generator ({self.generator} is class-conditional)"),
         ])
@@ -204,6 +206,25 @@ class Preset:
     checkpointing: Checkpointing = Checkpointing()  # generator training: checkpoints, logging, grids
     alternatives: tuple[str, ...] = ()  # generators train_generators.py trains only when named
     evaluation_per_class: int = 1000    # samples a class behind a trained generator's FID/KID (FID-10k)
+
+    def validate(self, prefix: str = "preset") -> None:
+        """Raise ConfigError("<prefix>.<field>: <what is allowed>, got <value>") on the first bad field; then
+        checkpointing and every generator (as "generator.<field>"). Its train is checked in each trial, once
+        the recipe has set its fields (TrialConfig.validate)."""
+        check(self, prefix, [
+            *(Rule(name, lambda v: is_int(v) and v >= 0, "an integer >= 0")
+              for name in ("real_per_class", "test_per_class", "warmup_replicas")),
+            Rule("recipe", lambda v: v in (*RECIPES, CUSTOM_RECIPE), f"one of {', '.join([*RECIPES, CUSTOM_RECIPE])}"),
+            Rule("seeds", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+            Rule("gpus", lambda v: v is None or (is_int(v) and v >= 0), "None or an integer >= 0"),
+            Rule("cpus_per_trial", lambda v: is_number(v) and v >= 0.01, "a number >= 0.01"),
+            *(Rule(name, lambda v: is_number(v) and v >= 0, "a number >= 0")
+              for name in ("gpus_per_trial", "server_gpus")),
+            Rule("evaluation_per_class", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+        ])
+        self.checkpointing.validate(f"{prefix}.checkpointing")
+        for spec in self.generators:
+            spec.validate()
 
     def generator(self, name: str) -> GeneratorSpec:
         for spec in self.generators:

@@ -140,8 +140,7 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     base = with_recipe(from_flat(TrialConfig, {**to_flat(TrialConfig(
         experiment=experiment.name, data=data, real_per_class=chosen.real_per_class,
         test_per_class=chosen.test_per_class, train=chosen.train, recipe=chosen.recipe)), **fixed}))
-    for spec in chosen.generators:
-        spec.validate()
+    chosen.validate()
     arms = {arm: {key: resolve_value(key, v, dataset, aliases) for key, v in fields.items()}
             for arm, fields in experiment.arms.items()}
     axes = {**experiment.grid, **(experiment.paper_grid if chosen.name == "paper" else {})}
