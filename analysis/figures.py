@@ -1,6 +1,6 @@
 """The study's figures for one sweep, with intervals across seeds.
 
-    python analysis/figures.py --experiment augment                       # newest sweep, local mlflow.db
+    python analysis/figures.py --experiment long_tail                     # newest sweep, local mlflow.db
     python analysis/figures.py --experiment replace_pct --sweep replace_pct-smoke-1a2b3c4d \\
         --mlflow-uri http://HEAD:5000 --cache .synthaug --out figs/
     python analysis/figures.py --experiment cond_vs_uncond --no-log

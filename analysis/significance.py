@@ -3,7 +3,7 @@
     python analysis/significance.py --experiment replace_pct                  # newest sweep, local mlflow.db
     python analysis/significance.py --experiment replace_pct --sweep replace_pct-smoke-1a2b3c4d \\
         --baseline replace_pct=0 --mlflow-uri http://HEAD:5000
-    python analysis/significance.py --experiment augment --baseline augment_count=0 --no-log
+    python analysis/significance.py --experiment cond_vs_uncond --baseline arm=unconditional --no-log
 
 Prints a table (n, mean and 95% interval per configuration, the seed-paired difference from
 the baseline with its paired t-test p-value and Holm's adjustment), writes report.md, CSVs

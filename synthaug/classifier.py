@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from synthaug.devices import bf16_autocast, cpu_copy, host_tensor
+from synthaug.rules import Rule, check, is_int, is_number
 
 # CIFAR-10 training-set statistics; used for every source so pixels mean the same thing.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -75,38 +76,23 @@ class TrainConfig:
     augment: bool = True  # random crop (pad 4) + horizontal flip, the standard CIFAR recipe
     stem: str = "cifar"  # "cifar": 3x3 stride-1 stem, no max-pool; "imagenet": torchvision's standard ResNet18
 
-    def validate(self) -> None:
-        """Raise ValueError with one line naming the first bad field."""
-        for name, ok, allowed in self._rules():
-            if not ok(getattr(self, name)):
-                raise ValueError(f"train.{name}: {allowed}, got {getattr(self, name)!r}")
-
-    def _rules(self):
-        """(field, predicate, what is allowed), checked in order; epochs before warmup_epochs."""
-        return [
-            ("epochs", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-            ("batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-            ("lr", lambda v: _is_num(v) and 0 < v < math.inf, "a finite number > 0"),
-            ("momentum", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
-            ("nesterov", lambda v: isinstance(v, bool) and (not v or self.momentum > 0),
-             "a bool, True only with momentum > 0"),
-            ("weight_decay", lambda v: _is_num(v) and 0 <= v < math.inf, "a finite number >= 0"),
-            ("schedule", lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
-            ("warmup_epochs", lambda v: _is_int(v) and 0 <= v < self.epochs,
-             "an integer >= 0 and < epochs"),
-            ("label_smoothing", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
-            ("width", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-            ("augment", lambda v: isinstance(v, bool), "a bool"),
-            ("stem", lambda v: v in STEMS, f"one of {', '.join(STEMS)}"),
-        ]
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+    def validate(self, prefix: str = "train") -> None:
+        """Raise ConfigError with one line naming the first bad field (synthaug.rules)."""
+        check(self, prefix, [     # in order: epochs before warmup_epochs
+            Rule("epochs", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+            Rule("batch_size", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+            Rule("lr", lambda v: is_number(v) and 0 < v < math.inf, "a finite number > 0"),
+            Rule("momentum", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+            Rule("nesterov", lambda v: isinstance(v, bool) and (not v or self.momentum > 0),
+                 "a bool, True only with momentum > 0"),
+            Rule("weight_decay", lambda v: is_number(v) and 0 <= v < math.inf, "a finite number >= 0"),
+            Rule("schedule", lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+            Rule("warmup_epochs", lambda v: is_int(v) and 0 <= v < self.epochs, "an integer >= 0 and < epochs"),
+            Rule("label_smoothing", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+            Rule("width", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+            Rule("augment", lambda v: isinstance(v, bool), "a bool"),
+            Rule("stem", lambda v: v in STEMS, f"one of {', '.join(STEMS)}"),
+        ])
 
 
 def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 
 from synthaug.classifier import TrainConfig
 from synthaug.diffusion.ddpm import IMPROVED_DDPM, DDPMConfig
+from synthaug.diffusion.imagenet import LABEL_MAPS
 from synthaug.diffusion.sampling import SamplerConfig
 from synthaug.diffusion.training import Checkpointing
 
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message is one line fit for a CLI."""
-
+# ConfigError lives in the leaf synthaug.rules (every config module validates through it); import it from here
+from synthaug.rules import ConfigError, Rule, check, is_int, is_number
 
 AUGMENT_MODES = ("per_class", "stream")
 # A recipe names the classifier's optimiser, schedule, augmentation and stem together (the preset keeps
@@ -81,43 +80,31 @@ class GeneratorSpec:
         """Its kind in synthaug.generators.KINDS: how it is obtained, checked, loaded and sampled."""
         return "pretrained-dit" if self.pretrained else "checkpoint" if self.checkpoint else "ddpm"
 
-    def validate(self) -> None:
-        if not self.name or "/" in self.name or ":" in self.name:      # ':' begins an instance's tag
-            raise ConfigError(f"generator.name: a non-empty name without '/' or ':', got {self.name!r}")
-        _wrap("generator.ddpm", self.ddpm.validate)
-        _wrap("generator.sampler", self.sampler.validate)
-        _wrap("generator.labeller", self.labeller.validate)
-        if self.pretrained:
-            from synthaug.diffusion.imagenet import LABEL_MAPS
-            if self.label_map not in LABEL_MAPS:
-                raise ConfigError(f"generator.label_map: one of {', '.join(LABEL_MAPS)} with a pretrained "
-                                  f"generator, got {self.label_map!r}")
-            if not self.guidance_scale >= 1:
-                raise ConfigError(f"generator.guidance_scale: a number >= 1 (1 = no guidance), "
-                                  f"got {self.guidance_scale}")
-        if self.train_on not in TRAIN_ON:
-            raise ConfigError(f"generator.train_on: one of {', '.join(TRAIN_ON)}, got {self.train_on!r}")
-        if (self.train_on != "all" or self.seed_per_trial) and self.kind != "ddpm":
-            if self.seed_per_trial:
-                raise ConfigError(f"generator.seed_per_trial: false for a generator not trained here ({self.name} "
-                                  f"is a {self.kind})")
-            raise ConfigError(f"generator.train_on: 'all' for a generator not trained here ({self.name} is a "
-                              f"{self.kind}), got {self.train_on!r}")
-        if not 0 <= self.min_confidence < 1:
-            raise ConfigError(f"generator.min_confidence: a number in [0, 1) (0 keeps every sample), "
-                              f"got {self.min_confidence}")
-        if not 0 <= self.top_fraction < 1:
-            raise ConfigError(f"generator.top_fraction: a fraction in [0, 1) (0 keeps every sample), "
-                              f"got {self.top_fraction}")
-        if self.top_fraction and self.min_confidence:
-            raise ConfigError("generator.top_fraction: 0 when generator.min_confidence is set (one filter a "
-                              f"generator), got {self.top_fraction}")
-        for name in ("labeller_per_class",):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"generator.{name}: an integer >= 0, got {getattr(self, name)}")
-        for name in ("sample_batch_size", "shard_size", "calibration_samples"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"generator.{name}: an integer >= 1, got {getattr(self, name)}")
+    def validate(self, prefix: str = "generator") -> None:
+        """Raise ConfigError("<prefix>.<field>: <what is allowed>, got <value>") on the first bad field."""
+        check(self, prefix, [Rule("name", lambda v: bool(v) and "/" not in v and ":" not in v,  # ':' begins a tag
+                                  "a non-empty name without '/' or ':'")])
+        self.ddpm.validate(f"{prefix}.ddpm")
+        self.sampler.validate(f"{prefix}.sampler")
+        self.labeller.validate(f"{prefix}.labeller")
+        trained_here = self.kind == "ddpm"
+        check(self, prefix, [
+            Rule("label_map", lambda v: not self.pretrained or v in LABEL_MAPS,
+                 f"one of {', '.join(LABEL_MAPS)} with a pretrained generator"),
+            Rule("guidance_scale", lambda v: not self.pretrained or v >= 1, "a number >= 1 (1 = no guidance)"),
+            Rule("train_on", lambda v: v in TRAIN_ON, f"one of {', '.join(TRAIN_ON)}"),
+            Rule("seed_per_trial", lambda v: trained_here or not v,
+                 f"false for a generator not trained here ({self.name} is a {self.kind})"),
+            Rule("train_on", lambda v: trained_here or v == "all",
+                 f"'all' for a generator not trained here ({self.name} is a {self.kind})"),
+            Rule("min_confidence", lambda v: 0 <= v < 1, "a number in [0, 1) (0 keeps every sample)"),
+            Rule("top_fraction", lambda v: 0 <= v < 1, "a fraction in [0, 1) (0 keeps every sample)"),
+            Rule("top_fraction", lambda v: not (v and self.min_confidence),
+                 f"0 when {prefix}.min_confidence is set (one filter a generator)"),
+            Rule("labeller_per_class", lambda v: v >= 0, "an integer >= 0"),
+            *(Rule(name, lambda v: v >= 1, "an integer >= 1")
+              for name in ("sample_batch_size", "shard_size", "calibration_samples")),
+        ])
 
 
 @dataclass(frozen=True)
@@ -157,31 +144,27 @@ class TrialConfig:
         return self.augmented_total if self.augment_mode == "stream" else 0
 
     def validate(self, classes: typing.Sequence[str] | None = None,
-                 generators: typing.Mapping[str, GeneratorSpec] | None = None) -> None:
-        if self.seed < 0:
-            raise ConfigError(f"seed: an integer >= 0, got {self.seed}")
-        if not 0 < self.imbalance <= 1:
-            raise ConfigError(f"imbalance: a ratio in (0, 1], got {self.imbalance}")
-        for name in ("real_per_class", "test_per_class", "augment_count"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}: an integer >= 0, got {getattr(self, name)}")
-        if self.augment_mode not in AUGMENT_MODES:
-            raise ConfigError(f"augment_mode: one of {', '.join(AUGMENT_MODES)}, got {self.augment_mode!r}")
-        if self.recipe not in (*RECIPES, CUSTOM_RECIPE):
-            raise ConfigError(f"recipe: one of {', '.join([*RECIPES, CUSTOM_RECIPE])}, got {self.recipe!r}")
-        if not 0 <= self.replace_pct < 100:
-            raise ConfigError(f"replace_pct: a percentage in [0, 100), got {self.replace_pct}")
-        if classes is not None:
-            unknown = [c for c in self.augment_classes if c not in classes]
-            if unknown:
-                raise ConfigError(f"augment_classes: names from {', '.join(classes)}; got {', '.join(unknown)}")
-        if generators is not None and self.uses_synthetic:
-            if self.generator not in generators:
-                raise ConfigError(f"generator: one of {', '.join(sorted(generators))}, got {self.generator!r}")
-            if self.stream_count and generators[self.generator].conditional:
-                raise ConfigError(f"augment_mode: stream needs an unconditional generator; {self.generator} "
-                                  f"is class-conditional")
-        _wrap("train", self.train.validate)
+                 generators: typing.Mapping[str, GeneratorSpec] | None = None, prefix: str = "") -> None:
+        """Raise ConfigError("<field>: <what is allowed>, got <value>") on the first bad field; the class
+        names and the generators are checked when given."""
+        served = generators is not None and self.uses_synthetic
+        spec = generators.get(self.generator) if served else None
+        check(self, prefix, [
+            Rule("seed", lambda v: v >= 0, "an integer >= 0"),
+            Rule("imbalance", lambda v: 0 < v <= 1, "a ratio in (0, 1]"),
+            *(Rule(name, lambda v: v >= 0, "an integer >= 0")
+              for name in ("real_per_class", "test_per_class", "augment_count")),
+            Rule("augment_mode", lambda v: v in AUGMENT_MODES, f"one of {', '.join(AUGMENT_MODES)}"),
+            Rule("recipe", lambda v: v in (*RECIPES, CUSTOM_RECIPE), f"one of {', '.join([*RECIPES, CUSTOM_RECIPE])}"),
+            Rule("replace_pct", lambda v: 0 <= v < 100, "a percentage in [0, 100)"),
+            Rule("augment_classes", lambda v: classes is None or all(c in classes for c in v),
+                 f"names from {', '.join(classes or ())}"),
+            Rule("generator", lambda v: not served or spec is not None,
+                 f"one of {', '.join(sorted(generators or ()))}"),
+            Rule("augment_mode", lambda v: not (spec and self.stream_count and spec.conditional),
+                 f"stream needs an unconditional generator ({self.generator} is class-conditional)"),
+        ])
+        self.train.validate(f"{prefix}.train".lstrip("."))
 
 
 def with_recipe(cfg: TrialConfig) -> TrialConfig:
@@ -223,6 +206,25 @@ class Preset:
     checkpointing: Checkpointing = Checkpointing()  # generator training: checkpoints, logging, grids
     alternatives: tuple[str, ...] = ()  # generators train_generators.py trains only when named
     evaluation_per_class: int = 1000    # samples a class behind a trained generator's FID/KID (FID-10k)
+
+    def validate(self, prefix: str = "preset") -> None:
+        """Raise ConfigError("<prefix>.<field>: <what is allowed>, got <value>") on the first bad field; then
+        checkpointing and every generator (as "generator.<field>"). Its train is checked in each trial, once
+        the recipe has set its fields (TrialConfig.validate)."""
+        check(self, prefix, [
+            *(Rule(name, lambda v: is_int(v) and v >= 0, "an integer >= 0")
+              for name in ("real_per_class", "test_per_class", "warmup_replicas")),
+            Rule("recipe", lambda v: v in (*RECIPES, CUSTOM_RECIPE), f"one of {', '.join([*RECIPES, CUSTOM_RECIPE])}"),
+            Rule("seeds", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+            Rule("gpus", lambda v: v is None or (is_int(v) and v >= 0), "None or an integer >= 0"),
+            Rule("cpus_per_trial", lambda v: is_number(v) and v >= 0.01, "a number >= 0.01"),
+            *(Rule(name, lambda v: is_number(v) and v >= 0, "a number >= 0")
+              for name in ("gpus_per_trial", "server_gpus")),
+            Rule("evaluation_per_class", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+        ])
+        self.checkpointing.validate(f"{prefix}.checkpointing")
+        for spec in self.generators:
+            spec.validate()
 
     def generator(self, name: str) -> GeneratorSpec:
         for spec in self.generators:
@@ -384,16 +386,3 @@ def digest(obj) -> str:
         obj = to_flat(obj)
     text = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _wrap(prefix: str, validate: typing.Callable[[], None]) -> None:
-    """Run a nested validate() and re-raise its error as a ConfigError under `prefix`."""
-    try:
-        validate()
-    except ConfigError:
-        raise
-    except ValueError as err:
-        name, _, rest = str(err).partition(":")
-        name = name.split(".", 1)[-1]          # "train.epochs" -> "epochs"
-        raise ConfigError(f"{prefix}.{name}:{rest}") from None
-

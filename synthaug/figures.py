@@ -1,6 +1,6 @@
 """The study's figures from a sweep's finished trial runs, with intervals across seeds.
 
-    trials = load_trials(uri, "augment")
+    trials = load_trials(uri, "long_tail")
     result = analyse(trials)                          # synthaug.significance: baseline, per-class q
     written, notes = write_figures(trials, result, folder, cache_dir=".synthaug")
     log_figures(trials, result, folder)               # an MLflow run, synthaug.analysis=figures
@@ -38,20 +38,25 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
-matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-
-from synthaug import report, stats  # noqa: E402
-from synthaug.results import Trials  # noqa: E402
-from synthaug.sample_grids import plot_sample_grids, sample_grids, sweep_generators  # noqa: E402
-from synthaug.significance import ALPHA, CONFIDENCE, LABEL, Result, analysis_params, format_value  # noqa: E402
-from synthaug.significance_report import Units, error_bars  # noqa: E402
-from synthaug.tracking import ANALYSIS, ROLE, SWEEP, ensure_experiment, log_folder_run  # noqa: E402
+from synthaug import report, stats
+from synthaug.results import Trials
+from synthaug.sample_grids import plot_sample_grids, sample_grids, sweep_generators
+from synthaug.significance import (
+    ALPHA,
+    CONFIDENCE,
+    LABEL,
+    Result,
+    analysis_params,
+    format_value,
+)
+from synthaug.significance_report import Units, error_bars
+from synthaug.tracking import ANALYSIS, ROLE, SWEEP, ensure_experiment, log_folder_run
 
 DPI = 120
 

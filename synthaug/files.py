@@ -1,8 +1,10 @@
 """Files written whole: a reader sees the old bytes or the new ones, never a part; and checked on read.
 
-The one atomic write of the project (data cache, pool shards, generators, checkpoints,
-labellers): a temporary sibling, flushed and fsynced, then os.replace. A failed write (an
-exception, a full disk) removes the temporary file and leaves the previous file as it was.
+The one atomic write of the project (data cache, pool shards, checkpoints, labellers): a
+temporary sibling, flushed and fsynced, then os.replace. A failed write (an exception, a full
+disk) removes the temporary file and leaves the previous file as it was. A folder written whole
+(a generator: diffusers' files and ours) is atomic_directory: filled as a temporary sibling, then
+renamed into place, a folder already there moved aside first and deleted.
 arrays_digest is the checksum stored beside cached arrays (data cache, pool shards) and checked
 when they are read: a truncated or altered file is never used (DamagedFile).
 """
@@ -10,6 +12,7 @@ when they are read: a truncated or altered file is never used (DamagedFile).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,3 +69,25 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
 
     with atomic_file(path) as f:
         torch.save(obj, f)
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """An empty temporary folder to fill; it replaces the folder `path` when the block ends without error
+    (a folder already there is moved aside, then deleted). On an error the temporary folder is removed
+    and `path` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        yield tmp
+        if not path.exists():
+            os.replace(tmp, path)
+            return
+        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
+        os.replace(path, old / "d")
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -45,9 +45,14 @@ LABEL = "configuration"
 
 Predictions = Callable[[str], pd.DataFrame]     # run_id -> predictions.csv as a frame
 
-COMPARISON_COLUMNS = ("test", "n_pairs", "n", "n_baseline", "baseline_mean", "mean", "mean_diff", "ci_low",
-                      "ci_high", "t_stat", "t_pvalue", "wilcoxon_pvalue", "permutation_pvalue", "cohens_dz",
-                      "prob_improve", "seeds_for_power", "welch_df")
+# A comparison row: how it was tested and what it compares, every statistic of stats.PairedResult (its n
+# is n_pairs here), and Welch's degrees of freedom when unpaired; then the adjustments across configurations.
+COMPARISON_COLUMNS = ("test", "n_pairs", "n", "n_baseline", "baseline_mean", "mean",
+                      *(f.name for f in dataclasses.fields(stats.PairedResult) if f.name != "n"), "welch_df")
+# (column, the p-value it adjusts, how, its header in the report's test details or "" where it is not shown)
+ADJUSTMENTS = (("t_holm", "t_pvalue", stats.holm, ""),
+               ("t_bh", "t_pvalue", stats.benjamini_hochberg, "BH q"),
+               ("permutation_holm", "permutation_pvalue", stats.holm, "p (perm., Holm)"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -318,9 +323,7 @@ def compare_all(values: Mapping[str, pd.Series], base: str, others: Sequence[str
     """A row a configuration vs the baseline, with Holm and BH across configurations."""
     rows = [{LABEL: label, **compare(values[label], values[base], confidence, seed)} for label in others]
     table = pd.DataFrame(rows, columns=[LABEL, *COMPARISON_COLUMNS])
-    return table.assign(t_holm=stats.holm(table["t_pvalue"]) if rows else [],
-                        t_bh=stats.benjamini_hochberg(table["t_pvalue"]) if rows else [],
-                        permutation_holm=stats.holm(table["permutation_pvalue"]) if rows else [])
+    return table.assign(**{column: adjust(table[of]) if rows else [] for column, of, adjust, _ in ADJUSTMENTS})
 
 
 def paired_values(values: Mapping[str, pd.Series], base: str, others: Sequence[str]) -> pd.DataFrame:

@@ -9,6 +9,7 @@ synthaug.stats through it).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,16 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from synthaug import stats
 from synthaug.report import format_p, markdown_table
-from synthaug.significance import ALPHA, CONFIDENCE, LABEL, Result, seeds_text
+from synthaug.significance import (
+    ADJUSTMENTS,
+    ALPHA,
+    CONFIDENCE,
+    LABEL,
+    Result,
+    seeds_text,
+)
 
 
 @dataclass(frozen=True)
@@ -127,17 +136,31 @@ def _configurations(result: Result, units: Units) -> str:
 
 
 def _details(result: Result, units: Units) -> str:
+    """The test details: a column for each statistic of stats.PairedResult with a header, each followed by
+    its adjustments across configurations (significance.ADJUSTMENTS)."""
     c = result.comparisons
     if c.empty:
         return "none"
-    headers = [LABEL, "test", "pairs", "diff", "p (t)", "BH q", "p (Wilcoxon)", "p (permutation)",
-               "p (perm., Holm)", "dz", "P(improve)", "seeds for 80% power"]
-    rows = [[r.configuration, r.test, r.n_pairs, _interval(r.mean_diff, r.ci_low, r.ci_high, units, units.diff,
-                                                             signed=True),
-             format_p(r.t_pvalue), format_p(r.t_bh), format_p(r.wilcoxon_pvalue), format_p(r.permutation_pvalue),
-             format_p(r.permutation_holm), _number(r.cohens_dz), _number(r.prob_improve), _number(r.seeds_for_power)]
-            for r in c.itertuples()]
-    return markdown_table(headers, rows)
+    headers = [LABEL, "test", "pairs"]
+    cells = [lambda r: r.configuration, lambda r: r.test, lambda r: r.n_pairs]
+    for f in dataclasses.fields(stats.PairedResult):
+        if "header" in f.metadata:
+            headers.append(f.metadata["header"])
+            cells.append(_cell(f.name, f.metadata["shown_as"], units))
+            for column, of, _, header in ADJUSTMENTS:
+                if of == f.name and header:
+                    headers.append(header)
+                    cells.append(_cell(column, "p", units))
+    return markdown_table(headers, [[cell(r) for cell in cells] for r in c.itertuples()])
+
+
+def _cell(name: str, shown_as: str, units: Units):
+    """How column `name` of a comparisons row is shown."""
+    if shown_as == "interval":
+        return lambda r: _interval(r.mean_diff, r.ci_low, r.ci_high, units, units.diff, signed=True)
+    if shown_as == "p":
+        return lambda r: format_p(getattr(r, name))
+    return lambda r: _number(getattr(r, name))
 
 
 def _significant_classes(result: Result, units: Units) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -63,6 +63,14 @@ _NAN = float("nan")
 # --------------------------------------------------------------------------- results
 
 
+def statistic(header: str, shown_as: str = "number"):
+    """A result field the significance report shows in its test details under `header`: as a p-value
+    ("p"), a number ("number"), or, for mean_diff, the difference with its interval ("interval"). Every
+    field of PairedResult is a column of the comparisons CSV (synthaug.significance.COMPARISON_COLUMNS),
+    so a new statistic is one field here."""
+    return field(metadata={"header": header, "shown_as": shown_as})
+
+
 @dataclass(frozen=True)
 class Summary:
     """Sample size, mean, sample standard deviation (ddof=1) and t-interval of the mean."""
@@ -87,16 +95,16 @@ class PairedResult:
     """
 
     n: int
-    mean_diff: float
+    mean_diff: float = statistic("diff", "interval")   # with ci_low and ci_high
     ci_low: float
     ci_high: float
     t_stat: float
-    t_pvalue: float
-    wilcoxon_pvalue: float
-    permutation_pvalue: float
-    cohens_dz: float
-    prob_improve: float
-    seeds_for_power: float
+    t_pvalue: float = statistic("p (t)", "p")
+    wilcoxon_pvalue: float = statistic("p (Wilcoxon)", "p")
+    permutation_pvalue: float = statistic("p (permutation)", "p")
+    cohens_dz: float = statistic("dz")
+    prob_improve: float = statistic("P(improve)")
+    seeds_for_power: float = statistic("seeds for 80% power")
 
 
 @dataclass(frozen=True)

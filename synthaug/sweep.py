@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from synthaug.cli import add_run_flags, worker_environment
+from synthaug.cli import OneLineParser, add_run_flags, worker_environment
 from synthaug.config import (PRESETS, ConfigError, Preset, TrialConfig, digest, from_flat, preset,
                              recipe_conflict, to_flat, with_recipe)
 from synthaug.data import DataError, Dataset, data_outline, load_dataset, resolve_source
@@ -70,13 +71,8 @@ class SweepPlan:
         return tuple(sorted({c.generator for c in self.configs if c.uses_synthetic}))
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:      # one line, not a usage dump
-        raise UsageError(message)
-
-
 def parse_args(experiment: Experiment, argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog=f"sweeps/{experiment.name}.py", description=experiment.description)
+    parser = OneLineParser(prog=f"sweeps/{experiment.name}.py", description=experiment.description)
     parser.add_argument("--preset", default="smoke", help=f"one of {', '.join(PRESETS)} (default smoke)")
     parser.add_argument("--seeds", default=None, help="N (seeds 0..N-1) or a list like 0,3,7 (default: the preset's, "
                                                       "3; paper 8)")
@@ -148,8 +144,7 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     base = with_recipe(from_flat(TrialConfig, {**to_flat(TrialConfig(
         experiment=experiment.name, data=data, real_per_class=chosen.real_per_class,
         test_per_class=chosen.test_per_class, train=chosen.train, recipe=chosen.recipe)), **fixed}))
-    for spec in chosen.generators:
-        spec.validate()
+    chosen.validate()
     arms = {arm: {key: resolve_value(key, v, dataset, aliases) for key, v in fields.items()}
             for arm, fields in experiment.arms.items()}
     axes = {**experiment.grid, **(experiment.paper_grid if chosen.name == "paper" else {})}
@@ -223,6 +218,9 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None) -> int:
     """Parse, validate, run; the exit code: 0 done, 1 trials failed, 2 bad input, 130 interrupted."""
     try:
         args = parse_args(experiment, argv)
+    except SystemExit as stop:              # --help, or a bad flag: OneLineParser printed its one line
+        return stop.code if isinstance(stop.code, int) else 2
+    try:
         plan, outline = plan_sweep(experiment, args)
         if args.dry_run:
             from synthaug.benchmarks import default_path, find_throughput
@@ -265,6 +263,7 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from synthaug import tracking
+    from synthaug.console import CONSOLE, VERBOSE, TrialLines, status_reporter
     from synthaug.instances import per_trial_generators
     from synthaug.preflight import wait_for_gpus
     from synthaug.server import NAMESPACE
@@ -274,8 +273,9 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
     print(f"sweep {plan.name}: {len(plan.configs)} trials "
           f"({len(plan.configs) // len(plan.seeds)} configurations x {len(plan.seeds)} seeds), "
           f"preset {plan.preset.name}, data {dataset.name}")
-    for key, value in QUIET.items():
+    for key, value in {**QUIET, **CONSOLE}.items():
         os.environ.setdefault(key, value)
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)    # not "wrote the result files", "total run time"
     runtime_env = worker_environment()
     if plan.address:
         ray.init(address=plan.address, namespace=NAMESPACE, runtime_env=runtime_env)
@@ -324,11 +324,9 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
                 name=plan.name, storage_path=plan.storage,
                 failure_config=tune.FailureConfig(max_failures=2),
                 # result.json and progress.csv a trial (the results table reads them); not TensorBoard's
-                callbacks=[JsonLoggerCallback(), CSVLoggerCallback()],
+                callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), TrialLines([*plan.grid, "seed"])],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                progress_reporter=tune.CLIReporter(
-                    parameter_columns=[*plan.grid, "seed"],
-                    metric_columns=["epoch", "train_loss", "test_acc"], max_report_frequency=30)))
+                progress_reporter=status_reporter([*plan.grid, "seed"]), verbose=VERBOSE))
     results = tuner.fit()
 
     counters = {g: ray.get(s.counters.remote()) for g, s in servers.items()}

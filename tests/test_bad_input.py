@@ -57,6 +57,7 @@ def inputs(tmp_path_factory) -> dict[str, str]:
 
 ALL = ("--set", "real_per_class=0", "--set", "test_per_class=0")   # every image of a one-image data set
 CASES = [   # (flags, what the one line must say)
+    (["--bogus"], "unrecognized arguments: --bogus"),
     (["--seeds", "0"], "--seeds: a count >= 1"),
     (["--seeds", "a,b"], "--seeds: a count >= 1"),
     (["--seeds", "1,1"], "--seeds: a count >= 1"),
@@ -84,6 +85,8 @@ CASES = [   # (flags, what the one line must say)
     (["--set", "generators.ddpm-uncond.sampler.name=euler"], "generator.sampler.name: one of ddim, ddpm"),
     (["--set", "generators.ddpm-uncond.train_on=some"], "generator.train_on: one of all, trial"),
     (["--set", "preset.gpus_per_trial=x"], "--set preset.gpus_per_trial: a number, got 'x'"),
+    (["--set", "preset.gpus_per_trial=-1"], "preset.gpus_per_trial: a number >= 0, got -1.0"),
+    (["--set", "preset.checkpointing.every_steps=0"], "preset.checkpointing.every_steps: an integer >= 1, got 0"),
     (["--grid", "replace_pct=a"], "--grid replace_pct: a number, got 'a'"),
     (["--grid", "seed=1,2"], "unknown key 'seed'"),
     (["--grid", "arm=none"], "--grid arm: names from (this experiment has no arms)"),

@@ -10,6 +10,7 @@ seed 4 failed. An older sweep in the same experiment must be ignored. About 20 s
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy import stats as st
 
+from synthaug import stats
 from synthaug.results import FINISHED, InputError, load_predictions, load_trials
 from synthaug.significance import analyse, compare, config_label, metric_key, parse_baseline
 from synthaug.tracking import CELL, ROLE, SWEEP, RunLogger, ensure_experiment
@@ -277,3 +279,13 @@ def test_accuracy_intervals_stay_within_0_and_1_and_the_report_says_what_the_exa
         "Holm over 6 configuration(s) not below 1: they cannot reach 0.05; 8 seeds can"]
     comparisons["n_pairs"] = 8
     assert "(8 seeds are the fewest that reach 0.05)" in reach_warnings(comparisons)[0]
+
+
+def test_the_comparison_columns_and_the_report_headers_come_from_paired_result(result):
+    from synthaug.significance_report import markdown_report
+
+    fields = dataclasses.fields(stats.PairedResult)
+    names = [f.name for f in fields if f.name != "n"]           # n is n_pairs in a comparison row
+    assert [c for c in result.comparisons.columns if c in names] == names
+    details = markdown_report(result).split("## Tests in detail")[1].split("\n## ")[0]
+    assert all(f"| {f.metadata['header']} |" in details for f in fields if "header" in f.metadata)

@@ -115,3 +115,19 @@ def test_a_write_stopped_by_a_size_limit_leaves_the_previous_shards_readable_and
     assert "was not written (File too large); the previous version, if any, is unchanged" in done.stdout
     assert store.length(key.pool_id) == 16 and np.array_equal(store.read(key.pool_id).images, images)
     assert [p.name for p in store.folder(key.pool_id).iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_folder_written_whole_is_the_old_one_or_the_new_one(tmp_path):
+    from synthaug.files import atomic_directory
+
+    target = tmp_path / "generator"
+    with atomic_directory(target) as folder:
+        (folder / "weights").write_text("old")
+    with pytest.raises(RuntimeError), atomic_directory(target) as folder:
+        (folder / "weights").write_text("half")
+        raise RuntimeError("stopped while writing")
+    assert (target / "weights").read_text() == "old"
+    with atomic_directory(target) as folder:
+        (folder / "weights").write_text("new")
+    assert (target / "weights").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["generator"]      # no temporary or old folder left

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,13 @@ def test_tiny_sweep_logs_every_trial_resumes_and_reuses_pools(tmp_path, shapes_t
             assert [c["synthetic"] for c in manifest["classes"]] == [4, 4, 4]
         assert expected <= artifacts
     assert "test accuracy (%) across seeds" in out and "mlflow ui --host 127.0.0.1 --backend-store-uri" in out
+    # the console: a line when a trial starts and one when it finishes, the status table, no box a trial
+    starts = re.findall(r"^trial (\d+) started: replace_pct=(\d+), seed=(\d)$", out, re.MULTILINE)
+    ends = re.findall(r"^trial (\d+) finished: replace_pct=(\d+), seed=(\d), test_acc \d+\.\d\d%$", out, re.MULTILINE)
+    assert len(starts) == len(set(starts)) == 4 and sorted(ends) == sorted(starts), out
+    assert "== Status ==" in out and "+------" in out                 # Tune's status table
+    assert "Configuration for experiment" not in out and "started with configuration" not in out, out
+    assert "╭" not in out, out                                        # no box of a trial's config or result
 
     # The same command again: Tune restores the finished sweep; nothing is trained or generated twice.
     assert main(TINY, sweep_args(tmp_path, shapes_tar)) == 0

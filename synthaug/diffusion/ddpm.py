@@ -22,13 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+
+from synthaug.files import atomic_directory
+from synthaug.rules import Rule, check, is_int, is_number
 
 if TYPE_CHECKING:       # diffusers takes seconds to import: only what builds, loads or checks a network needs it
     from diffusers import DDPMScheduler, UNet2DModel
@@ -63,46 +64,32 @@ class DDPMConfig:
     ema_decay: float = 0.9999  # DDPM's EMA decay (warmed up, see ema_decay_at)
     horizontal_flip: bool = True  # DDPM's only augmentation
 
-    def validate(self) -> None:
-        """Raise ValueError("ddpm.<field>: <what is allowed>, got <value>") on the first bad field."""
-        checks = [
-            ("conditional", isinstance(self.conditional, bool), "a bool"),
-            ("num_classes", _is_int(self.num_classes) and self.num_classes >= 2, "an int >= 2"),
-            (
-                "block_out_channels",
-                isinstance(self.block_out_channels, tuple)
-                and 2 <= len(self.block_out_channels) <= 4
-                and all(_is_int(c) and c >= 1 for c in self.block_out_channels),
-                "a tuple of 2 to 4 positive ints (one per resolution, 32x32 down to 4x4)",
-            ),
-            ("layers_per_block", _is_int(self.layers_per_block) and self.layers_per_block >= 1, "an int >= 1"),
-            ("attention", isinstance(self.attention, bool), "a bool"),
-            (
-                "attention_resolutions",
-                isinstance(self.attention_resolutions, tuple)
-                and all(r in RESOLUTIONS[: len(self.block_out_channels)] for r in self.attention_resolutions),
-                f"a tuple of resolutions from {RESOLUTIONS[: len(self.block_out_channels)]} (one a level)",
-            ),
-            (
-                "attention_head_dim",
-                self.attention_head_dim is None
-                or (_is_int(self.attention_head_dim) and self.attention_head_dim >= 1
-                    and all(c % self.attention_head_dim == 0 for c in self.block_out_channels)),
-                "None or an int dividing every width",
-            ),
-            ("dropout", _is_number(self.dropout) and 0 <= self.dropout < 1, "a number in [0, 1)"),
-            ("scale_shift_norm", isinstance(self.scale_shift_norm, bool), "a bool"),
-            ("num_train_timesteps", _is_int(self.num_train_timesteps) and self.num_train_timesteps >= 2, "an int >= 2"),
-            ("beta_schedule", self.beta_schedule in BETA_SCHEDULES, f"one of {', '.join(BETA_SCHEDULES)}"),
-            ("train_steps", _is_int(self.train_steps) and self.train_steps >= 1, "an int >= 1"),
-            ("batch_size", _is_int(self.batch_size) and self.batch_size >= 1, "an int >= 1"),
-            ("lr", _is_number(self.lr) and self.lr > 0, "a number > 0"),
-            ("ema_decay", _is_number(self.ema_decay) and 0 <= self.ema_decay < 1, "a number in [0, 1)"),
-            ("horizontal_flip", isinstance(self.horizontal_flip, bool), "a bool"),
-        ]
-        for name, ok, allowed in checks:
-            if not ok:
-                raise ValueError(f"ddpm.{name}: {allowed}, got {getattr(self, name)!r}")
+    def validate(self, prefix: str = "ddpm") -> None:
+        """Raise ConfigError("<prefix>.<field>: <what is allowed>, got <value>") on the first bad field."""
+        levels = RESOLUTIONS[: len(self.block_out_channels)] if isinstance(self.block_out_channels, tuple) else ()
+        check(self, prefix, [
+            Rule("conditional", lambda v: isinstance(v, bool), "a bool"),
+            Rule("num_classes", lambda v: is_int(v) and v >= 2, "an int >= 2"),
+            Rule("block_out_channels",
+                 lambda v: isinstance(v, tuple) and 2 <= len(v) <= 4 and all(is_int(c) and c >= 1 for c in v),
+                 "a tuple of 2 to 4 positive ints (one per resolution, 32x32 down to 4x4)"),
+            Rule("layers_per_block", lambda v: is_int(v) and v >= 1, "an int >= 1"),
+            Rule("attention", lambda v: isinstance(v, bool), "a bool"),
+            Rule("attention_resolutions", lambda v: isinstance(v, tuple) and all(r in levels for r in v),
+                 f"a tuple of resolutions from {levels} (one a level)"),
+            Rule("attention_head_dim",
+                 lambda v: v is None or (is_int(v) and v >= 1 and all(c % v == 0 for c in self.block_out_channels)),
+                 "None or an int dividing every width"),
+            Rule("dropout", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+            Rule("scale_shift_norm", lambda v: isinstance(v, bool), "a bool"),
+            Rule("num_train_timesteps", lambda v: is_int(v) and v >= 2, "an int >= 2"),
+            Rule("beta_schedule", lambda v: v in BETA_SCHEDULES, f"one of {', '.join(BETA_SCHEDULES)}"),
+            Rule("train_steps", lambda v: is_int(v) and v >= 1, "an int >= 1"),
+            Rule("batch_size", lambda v: is_int(v) and v >= 1, "an int >= 1"),
+            Rule("lr", lambda v: is_number(v) and v > 0, "a number > 0"),
+            Rule("ema_decay", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+            Rule("horizontal_flip", lambda v: isinstance(v, bool), "a bool"),
+        ])
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,14 +113,6 @@ class DDPMConfig:
 IMPROVED_DDPM = DDPMConfig(layers_per_block=3, attention_resolutions=(16, 8), attention_head_dim=64, dropout=0.3,
                            scale_shift_norm=True, num_train_timesteps=4000, beta_schedule="squaredcos_cap_v2",
                            lr=1e-4)
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 # ---------------------------------------------------------------------------- network
@@ -198,36 +177,15 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 def save_generator(model: UNet2DModel, cfg: DDPMConfig, directory: str | os.PathLike) -> str:
-    """Write the generator to `directory` atomically (a temporary sibling, then a rename).
-
-    An existing directory is replaced. Returns the weights digest (also stored in
-    ddpm_config.json).
-    """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    """Write the generator to `directory` whole (synthaug.files.atomic_directory); a directory already
+    there is replaced. Returns the weights digest (also stored in ddpm_config.json)."""
     digest = weights_digest(model)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
-    try:
+    with atomic_directory(directory) as tmp:
         model.save_pretrained(tmp)
         noise_scheduler(cfg.num_train_timesteps, cfg.beta_schedule).save_config(tmp)
         meta = {"ddpm": cfg.to_dict(), "weights_digest": digest}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        _replace_dir(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return digest
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move src to dst; a directory already at dst is moved aside first, then deleted."""
-    if not dst.exists():
-        os.replace(src, dst)
-        return
-    old = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.old-"))
-    os.replace(dst, old / "d")
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _unet_dir(directory: Path) -> Path:

@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from synthaug.devices import bf16_autocast
+from synthaug.rules import Rule, check, is_int, is_number
 
 if TYPE_CHECKING:       # diffusers takes seconds to import: only sampling needs it, not a configuration
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
@@ -45,18 +46,14 @@ class SamplerConfig:
     steps: int | None = None  # None: DDIM_STEPS for ddim, 20 for dpmpp-2m, the full training chain for ddpm
     eta: float = 0.0  # DDIM's eta: 0 deterministic given the initial noise, 1 DDPM-like
 
-    def validate(self) -> None:
-        """Raise ValueError("sampler.<field>: <what is allowed>, got <value>") on the first bad field."""
-        if self.name not in SAMPLERS:
-            raise ValueError(f"sampler.name: one of {', '.join(SAMPLERS)}, got {self.name!r}")
-        if self.steps is not None and not (
-            isinstance(self.steps, int) and not isinstance(self.steps, bool) and self.steps >= 1
-        ):
-            raise ValueError(f"sampler.steps: an int >= 1 or None, got {self.steps!r}")
-        if isinstance(self.eta, bool) or not isinstance(self.eta, (int, float)) or not 0 <= self.eta <= 1:
-            raise ValueError(f"sampler.eta: a number in [0, 1], got {self.eta!r}")
-        if self.name != "ddim" and self.eta != 0:
-            raise ValueError(f"sampler.eta: 0 for {self.name} (eta is DDIM's), got {self.eta!r}")
+    def validate(self, prefix: str = "sampler") -> None:
+        """Raise ConfigError("<prefix>.<field>: <what is allowed>, got <value>") on the first bad field."""
+        check(self, prefix, [
+            Rule("name", lambda v: v in SAMPLERS, f"one of {', '.join(SAMPLERS)}"),
+            Rule("steps", lambda v: v is None or (is_int(v) and v >= 1), "an int >= 1 or None"),
+            Rule("eta", lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+            Rule("eta", lambda v: self.name == "ddim" or v == 0, f"0 for {self.name} (eta is DDIM's)"),
+        ])
 
     def resolved(self, num_train_timesteps: int) -> "SamplerConfig":
         """The same sampler with steps filled in: what a pool's identity should hash."""

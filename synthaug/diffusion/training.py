@@ -33,6 +33,7 @@ from synthaug.diffusion.ddpm import (ADAMW_WEIGHT_DECAY, GRAD_CLIP_NORM, IMAGE_S
                                      noise_scheduler)
 from synthaug.devices import autocast_enabled, bf16_autocast, cpu_copy, host_tensor
 from synthaug.files import atomic_torch_save
+from synthaug.rules import Rule, check, is_int, is_number
 
 if TYPE_CHECKING:
     from diffusers import UNet2DModel
@@ -49,6 +50,15 @@ class Checkpointing:
     every_seconds: float = 600.0    # ...and at least every 10 minutes, whatever N is
     log_every: int = 50             # loss and images/s every N steps
     grid_every: int = 5000          # a sample grid every N steps (and always at the end)
+
+    def validate(self, prefix: str = "checkpointing") -> None:
+        """Raise ConfigError("<prefix>.<field>: <what is allowed>, got <value>") on the first bad field."""
+        check(self, prefix, [
+            Rule("every_steps", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+            Rule("every_seconds", lambda v: is_number(v) and v > 0, "a number of seconds > 0"),
+            Rule("log_every", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+            Rule("grid_every", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+        ])
 
 
 class DDPMTraining:
@@ -231,7 +241,7 @@ def _training_tensors(cfg: DDPMConfig, images: np.ndarray, labels: np.ndarray | 
         return x, None
     if labels is None or len(labels) != len(images):
         raise ValueError(f"labels: one per image for a conditional DDPM, got {None if labels is None else len(labels)}")
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64, device=device)
+    y = host_tensor(labels).to(device=device, dtype=torch.int64)     # a read-only array is copied, not warned about
     if y.min() < 0 or y.max() >= cfg.num_classes:
         raise ValueError(f"labels: ints in [0, {cfg.num_classes}), got range [{int(y.min())}, {int(y.max())}]")
     return x, y
