@@ -80,3 +80,12 @@ def test_the_repository_benchmarks_file_names_its_rows_sources():
     h100 = find_throughput(ROOT / "BENCHMARKS.md", "H100")
     assert h100 in rows and h100.size == "full"
     assert "assumed" in h100.source or "measured by bench/gpu_suite.py" in h100.source
+
+
+def test_the_data_plane_and_the_benchmarks_import_no_ray_or_mlflow():
+    """bench/gpu_suite.py runs where neither is installed (a lent GPU's image): what it imports must not need them."""
+    code = ("import sys; import synthaug.server, synthaug.pools, synthaug.classifier, synthaug.diffusion.sampling, "
+            "synthaug.diffusion.training, synthaug.generators, synthaug.labeller, synthaug.benchmarks; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'mlflow'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

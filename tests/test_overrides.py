@@ -92,7 +92,7 @@ def test_paper_dry_run_prints_42_trials_and_the_plan_and_writes_nothing(tmp_path
     out = capsys.readouterr().out
     assert "42 trials = 7 configurations x 6 seeds; 2100 trial-epochs" in out
     assert "ddpm-uncond: ddpm, train 100000 steps at batch 128" in out and "64 trials at once" in out
-    assert "GPU-h" in out and "assumed for one H100" in out
+    assert "GPU-h" in out and "the throughputs of NVIDIA H100" in out      # BENCHMARKS.md's row, assumed or measured
     assert main(replace_pct, ["--preset", "paper", "--seeds", "6", "--dry-run", "--set", "train.epochs=1"]) == 0
     assert "42 trials = 7 configurations x 6 seeds; 42 trial-epochs" in capsys.readouterr().out
     assert os.listdir(tmp_path) == []           # no cache, no mlflow.db, no ray_results, no download
