@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 from urllib.parse import urlparse
@@ -50,6 +50,7 @@ from synthaug.image_metrics import (KNN_K, TwoSample, class_agreement, confidenc
                                     image_statistics, kid, precision_recall, two_sample)
 from synthaug.pools import UNCONDITIONAL
 from synthaug.prepare import PreparedGenerator, load_labeller, prepare_generator, prepare_labeller
+from synthaug.sample_grids import SampleGrid
 from synthaug.server import DDPMServer, ShortPoolError
 from synthaug.stats import benjamini_hochberg
 
@@ -130,16 +131,13 @@ class Settings:
 
 
 @dataclass(frozen=True, eq=False)
-class GeneratorSamples:
-    """A generator's samples for the comparison, and its unconditional stream's labeller output."""
+class GeneratorSamples(SampleGrid):
+    """A generator's samples for the comparison (a grid of them: images, and labels that are the class
+    conditioned on or the labeller's), and the labeller's view of them and of its unconditional stream."""
 
-    name: str
-    conditional: bool
-    images: np.ndarray          # uint8 (n, 32, 32, 3)
-    labels: np.ndarray          # int64 (n,): the class conditioned on, or the labeller's label
-    predicted: np.ndarray       # int64 (n,): the labeller's label (== labels for unconditional)
-    stream_confidence: np.ndarray   # float32: the labeller's max-probability on the whole stream read
-    short_classes: tuple[str, ...]  # classes with fewer than samples_per_class (unconditional only)
+    predicted: np.ndarray = field(kw_only=True)         # int64 (n,): the labeller's label (== labels unconditional)
+    stream_confidence: np.ndarray = field(kw_only=True)  # float32: the labeller's max-probability on the stream read
+    short_classes: tuple[str, ...] = field(kw_only=True)  # classes with fewer than samples_per_class (unconditional)
 
 
 @dataclass(frozen=True, eq=False)
@@ -241,7 +239,8 @@ def draw_samples(prepared: PreparedGenerator, spec: GeneratorSpec, settings: Set
     stream = np.zeros(0, np.float32)
     if not prepared.conditional:
         stream = server.pool(UNCONDITIONAL, settings.seed).confidence
-    return GeneratorSamples(spec.name, prepared.conditional, images, labels, labels, stream, tuple(short))
+    return GeneratorSamples(spec.name, prepared.conditional, images, labels, settings.seed, predicted=labels,
+                            stream_confidence=stream, short_classes=tuple(short))
 
 
 def reference_labeller(prepared: Sequence[PreparedGenerator], settings: Settings, dataset: Dataset,

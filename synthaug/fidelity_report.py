@@ -90,8 +90,7 @@ def plot_agreement(agreement: pd.DataFrame, classes: Sequence[str]) -> Figure:
 def sample_grids_figure(result: FidelityResult) -> Figure:
     """Real test images beside each generator's samples, a row a class (synthaug.figures' layout)."""
     grids = [SampleGrid("real", True, result.real_images, result.real_labels, result.seed, caption="test split")]
-    grids += [SampleGrid(s.name, s.conditional, s.images, s.labels, result.seed) for s in result.samples]
-    return plot_sample_grids(grids, result.classes)
+    return plot_sample_grids([*grids, *result.samples], result.classes)      # a generator's samples are a grid
 
 
 # ---------------------------------------------------------------------------- report, files, MLflow

@@ -204,13 +204,8 @@ def plot_means(result: Result) -> Figure:
         ax.axhspan(base.ci_low * units.scale, base.ci_high * units.scale, color="tab:gray", alpha=0.2,
                    label=f"baseline {int(CONFIDENCE * 100)}% CI")
     ax.axhline(base["mean"] * units.scale, color="tab:gray", lw=1, label="baseline mean")
-    x = np.arange(len(s))
-    ax.errorbar(x, s["mean"] * units.scale, yerr=error_bars(s["mean"], s["ci_low"], s["ci_high"], units), fmt="o",
-                color="tab:blue", capsize=4, label=f"mean, {int(CONFIDENCE * 100)}% t interval")
-    for i, label in enumerate(s[LABEL]):
-        v = values.loc[values[LABEL] == label, "value"] * units.scale
-        ax.scatter(i + np.linspace(-0.15, 0.15, len(v)) + 0.25, v, s=10, color="black", alpha=0.5,
-                   label="one seed" if i == 0 else None)
+    _intervals_and_seeds(ax, s, "mean", lambda label: values.loc[values[LABEL] == label, "value"], units,
+                         "tab:blue", f"mean, {int(CONFIDENCE * 100)}% t interval")
     _labels(ax, s[LABEL], f"{result.metric}" + (" (%)" if units.value else ""))
     ax.legend(fontsize=7, loc="best")
     ax.set_title(f"{result.experiment}: {result.metric} per configuration")
@@ -224,17 +219,23 @@ def plot_differences(result: Result) -> Figure:
     fig = Figure(figsize=(2 + 1.2 * max(1, len(c)), 4))
     ax = fig.subplots()
     ax.axhline(0, color="tab:gray", lw=1)
-    x = np.arange(len(c))
-    ax.errorbar(x, c["mean_diff"] * units.scale, yerr=error_bars(c["mean_diff"], c["ci_low"], c["ci_high"], units),
-                fmt="o", color="tab:red", capsize=4, label=f"mean difference, {int(CONFIDENCE * 100)}% CI")
-    for i, label in enumerate(c[LABEL]):
-        d = result.pairs.loc[result.pairs[LABEL] == label, "diff"] * units.scale
-        ax.scatter(i + np.linspace(-0.15, 0.15, len(d)) + 0.25, d, s=12, color="black", alpha=0.6,
-                   label="one seed" if i == 0 else None)
+    _intervals_and_seeds(ax, c, "mean_diff", lambda label: result.pairs.loc[result.pairs[LABEL] == label, "diff"],
+                         units, "tab:red", f"mean difference, {int(CONFIDENCE * 100)}% CI")
     _labels(ax, c[LABEL], f"{result.metric} - baseline" + (" (pp)" if units.diff else ""))
     ax.legend(fontsize=7, loc="best")
     ax.set_title(f"paired differences from {result.baseline}")
     return fig
+
+
+def _intervals_and_seeds(ax, rows: pd.DataFrame, centre: str, seeds_of, units: Units, color: str, label: str) -> None:
+    """A configuration a column: its `centre` with the ci_low..ci_high interval, and each seed's value beside it."""
+    ax.errorbar(np.arange(len(rows)), rows[centre] * units.scale,
+                yerr=error_bars(rows[centre], rows["ci_low"], rows["ci_high"], units), fmt="o", color=color, capsize=4,
+                label=label)
+    for i, name in enumerate(rows[LABEL]):
+        v = seeds_of(name) * units.scale
+        ax.scatter(i + np.linspace(-0.15, 0.15, len(v)) + 0.25, v, s=11, color="black", alpha=0.55,
+                   label="one seed" if i == 0 else None)
 
 
 def plot_per_class(result: Result) -> Figure:
