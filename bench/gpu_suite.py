@@ -32,7 +32,6 @@ At the end the device's row of the throughput table (what --dry-run divides by) 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import multiprocessing as mp
 import queue
@@ -50,6 +49,7 @@ import torch
 from baselines import LoaderTraining, PerStepCopies, PILImages
 from measure import (device_name, device_type, idle_share, median_time, peak, random_images, reset_peak,
                      synchronize, versions)
+from synthaug.cli import OneLineParser
 from synthaug.benchmarks import Throughput, default_path, write_run, write_throughput
 from synthaug.classifier import TrainConfig, Trainer, evaluate
 from synthaug.config import TINY_DDPM
@@ -419,7 +419,7 @@ def render(suite: Suite, started: str, commit: str, finished: bool) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=SIZES, default="full", help="full: the study's models (a GPU); tiny: seconds")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"a comma list of {', '.join(PARTS)} (default all)")
@@ -428,10 +428,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     parts = [p for p in args.parts.split(",") if p]
     if not parts or set(parts) - set(PARTS):
-        parser.exit(2, f"error: --parts: names from {', '.join(PARTS)}, got {args.parts!r}\n")
+        parser.error(f"--parts: names from {', '.join(PARTS)}, got {args.parts!r}")
     if args.size == "full" and device_type(args.device) != "cuda":
-        parser.exit(2, "error: --size full: the study's models need a GPU (hours on a CPU); --size tiny checks "
-                       "every part here in about a minute\n")
+        parser.error("--size full: the study's models need a GPU (hours on a CPU); --size tiny checks every part "
+                     "here in about a minute")
     size = SIZES[args.size]
     suite = Suite(size, args.device, args.reps or size.reps)
     torch.set_num_threads(1 if device_type(args.device) == "cpu" else torch.get_num_threads())

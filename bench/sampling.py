@@ -31,7 +31,6 @@ three to four orders of magnitude cheaper than sampling it again. Not yet run on
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -40,6 +39,7 @@ import time
 import numpy as np
 import torch
 
+from synthaug.cli import OneLineParser
 from synthaug.config import SMOKE_DDPM
 from synthaug.diffusion.ddpm import DDPMConfig, build_unet
 from synthaug.diffusion.sampling import SamplerConfig, build_scheduler, image_seed, sample, to_uint8
@@ -82,7 +82,7 @@ def timed(fn, runs: int) -> tuple[float, object]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=ARCHS, default="smoke")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--images", type=int, default=64)

@@ -24,7 +24,6 @@ reuse_actors and not counted: Ray is started before the timing.)
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from synthaug.cli import OneLineParser
 from synthaug.sweep import QUIET       # the settings a synthaug sweep runs Tune with
 
 for _key, _value in QUIET.items():
@@ -65,7 +65,7 @@ def in_tune(params: dict, uri: str, experiment_id: str, parent: str, epochs: int
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--runs", type=int, default=3, help="repetitions (the figure is their median)")

@@ -35,7 +35,6 @@ per-image transforms on the host become the bottleneck.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 
@@ -43,11 +42,12 @@ import torch
 
 from baselines import LoaderTraining, PILImages, UInt8Images
 from measure import random_images
+from synthaug.cli import OneLineParser
 from synthaug.classifier import TrainConfig, Trainer
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--width", type=int, default=16, help="ResNet18 width (64: the study's)")
     parser.add_argument("--images", type=int, default=2048)
