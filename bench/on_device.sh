@@ -3,8 +3,11 @@
 # which travels as wheels in .whl (ignored by git: .git/info/exclude). From this machine, once:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_17_x86_64 -d .whl diffusers==0.42.1 importlib_metadata
-# then the device tool's run, carrying .whl:  bash bench/on_device.sh
-# The suite needs neither Ray nor MLflow; its table and log come back under $OUT.
+# then the device tool's run, carrying .whl (the copy there may have no .git: name the commit):
+#   SYNTHAUG_CODE_COMMIT=<git rev-parse HEAD here> bash bench/on_device.sh
+# The suite needs neither Ray nor MLflow; its table and log come back under $OUT. The "plan" rows need
+# MLflow (a sweep's dry run), so rerun them here on the returned BENCHMARKS.md:
+#   python sweeps/replace_pct.py --preset paper --dry-run --gpus 8 --benchmarks BENCHMARKS.md
 set -o pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   || exit 1
