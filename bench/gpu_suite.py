@@ -50,6 +50,7 @@ from baselines import LoaderTraining, PerStepCopies, PILImages
 from measure import (device_name, device_type, idle_share, median_time, peak, random_images, reset_peak,
                      synchronize, versions)
 from synthaug.cli import OneLineParser
+from synthaug.report import markdown_table
 from synthaug.benchmarks import Throughput, default_path, write_run, write_throughput
 from synthaug.classifier import TrainConfig, Trainer, evaluate
 from synthaug.config import TINY_DDPM
@@ -112,8 +113,7 @@ class Suite:
     def add(self, *rows: Row) -> None:
         self.rows.extend(rows)
         for row in rows:
-            value = "-" if row.value is None else f"{row.value:,.3g}" if row.value < 100 else f"{row.value:,.0f}"
-            print(f"  {row.what}: {value} {row.unit}" + (f"  ({row.vs})" if row.vs else "")
+            print(f"  {row.what}: {figure(row.value, '-')} {row.unit}" + (f"  ({row.vs})" if row.vs else "")
                   + (f"  peak {row.peak_gib:.2f} GiB" if row.peak_gib is not None else "")
                   + (f"  [{row.note}]" if row.note else ""), flush=True)
 
@@ -128,10 +128,8 @@ def classifier(suite: Suite) -> None:
 
     def trainer_rate(**options) -> tuple[float, float, float | None, Trainer]:
         reset_peak(device)
-        trainer = Trainer(cfg, x, y, 10, seed=0, device=device, progress=False, **options)
-        first = trainer.train_epoch()["epoch_time_s"]           # warm-up (and compilation)
-        seconds = statistics.median(trainer.train_epoch()["epoch_time_s"] for _ in range(reps))
-        return size.images / seconds, first - seconds, peak(device), trainer
+        rate, compile_s, trainer = training_rate(cfg, x, y, device, reps, **options)
+        return rate, compile_s, peak(device), trainer
 
     loader = LoaderTraining(PILImages(x, y), cfg, device, size.loader_workers)
     reset_peak(device)
@@ -222,17 +220,12 @@ def sampling(suite: Suite) -> None:
 
 
 def ddpm(suite: Suite) -> None:
-    from synthaug.diffusion.training import DDPMTraining
-
     size, device, reps = suite.size, suite.device, suite.reps
     cfg = dataclasses.replace(size.unet, batch_size=size.ddpm_batch)
-    images, _ = random_images(1024)
     rates = {}
     for autocast in (False, True):
         reset_peak(device)
-        training = DDPMTraining(cfg, images, None, seed=0, device=device, autocast=autocast)
-        rates[autocast] = size.ddpm_steps / median_time(lambda t=training: [t.train_step() for _ in range(size.ddpm_steps)],
-                                                        reps, device)
+        rates[autocast] = ddpm_rate(cfg, size.ddpm_steps, reps, device, autocast)
         rates[autocast, "peak"] = peak(device)
     suite.add(Row("ddpm", f"DDPM training at batch {size.ddpm_batch}, float32", rates[False], "steps/s", "baseline",
                   rates[False, "peak"]),
@@ -335,27 +328,39 @@ def _serve_pools(prepared, spec, store: str, classes: list[int], n: int, device:
     return made, start, time.time()
 
 
+def training_rate(cfg: TrainConfig, x, y, device: str, reps: int, barrier=None,
+                  **options) -> tuple[float, float, Trainer]:
+    """(images/s, seconds the warm-up epoch took beyond a timed one, the trainer): a median of `reps` epochs
+    after a warm-up epoch (and, with a barrier, after every process sharing the device has warmed up)."""
+    trainer = Trainer(cfg, x, y, 10, seed=0, device=device, progress=False, **options)
+    first = trainer.train_epoch()["epoch_time_s"]           # warm-up (and compilation)
+    if barrier is not None:
+        barrier.wait()
+    seconds = statistics.median(trainer.train_epoch()["epoch_time_s"] for _ in range(reps))
+    return len(y) / seconds, first - seconds, trainer
+
+
+def ddpm_rate(cfg: DDPMConfig, steps: int, reps: int, device: str, autocast: bool, barrier=None) -> float:
+    """Optimizer steps/s of a DDPM training: a median of `reps` runs of `steps` steps after a warm-up."""
+    from synthaug.diffusion.training import DDPMTraining
+
+    training = DDPMTraining(cfg, random_images(1024)[0], None, seed=0, device=device, autocast=autocast)
+    training.train_step()
+    if barrier is not None:
+        barrier.wait()
+    return steps / median_time(lambda: [training.train_step() for _ in range(steps)], reps, device)
+
+
 def _classifier_task(cfg: TrainConfig, n: int, reps: int, device: str, barrier) -> tuple[float, float | None]:
     """In a process: a classifier trial's epochs; (images/s, peak GiB)."""
     torch.set_num_threads(1)
-    x, y = random_images(n)
-    trainer = Trainer(cfg, x, y, 10, seed=0, device=device, progress=False, autocast=True)
-    trainer.train_epoch()
-    barrier.wait()
-    seconds = statistics.median(trainer.train_epoch()["epoch_time_s"] for _ in range(reps))
-    return n / seconds, peak(device)
+    return training_rate(cfg, *random_images(n), device, reps, barrier, autocast=True)[0], peak(device)
 
 
 def _ddpm_task(cfg: DDPMConfig, steps: int, reps: int, device: str, barrier) -> tuple[float, float | None]:
     """In a process: a DDPM training's steps; (steps/s, peak GiB)."""
-    from synthaug.diffusion.training import DDPMTraining
-
     torch.set_num_threads(1)
-    training = DDPMTraining(cfg, random_images(1024)[0], None, seed=0, device=device, autocast=True)
-    training.train_step()
-    barrier.wait()
-    seconds = median_time(lambda: [training.train_step() for _ in range(steps)], reps, device)
-    return steps / seconds, peak(device)
+    return ddpm_rate(cfg, steps, reps, device, True, barrier), peak(device)
 
 
 def plans(benchmarks: str, device: str, size: str) -> list[Row]:
@@ -405,17 +410,17 @@ def run_pipeline(pipe, n: int, batch: int, steps: int) -> None:
              num_inference_steps=steps, output_type="np")
 
 
+def figure(value: float | None, missing: str = "failed") -> str:
+    return missing if value is None else f"{value:,.3g}" if value < 100 else f"{value:,.0f}"
+
+
 def render(suite: Suite, started: str, commit: str, finished: bool) -> str:
-    lines = [f"### {device_name(suite.device)}, --size {suite.size.name}, {started}", "",
-             f"{versions()}; commit {commit}; medians of {suite.reps} repetitions after a warm-up"
-             + ("" if finished else "; **cut short: the parts below are all it measured**"), "",
-             "| part | what | figure | against | peak GPU memory | note |", "|---|---|---|---|---|---|"]
-    for row in suite.rows:
-        value = "failed" if row.value is None else f"{row.value:,.3g}" if row.value < 100 else f"{row.value:,.0f}"
-        memory = "-" if row.peak_gib is None else f"{row.peak_gib:.2f} GiB"
-        lines.append(f"| {row.part} | {row.what} | {value} {row.unit} | {row.vs} | {memory} | "
-                     f"{row.note.replace('|', '/')} |")
-    return "\n".join(lines) + "\n"
+    table = markdown_table(["part", "what", "figure", "against", "peak GPU memory", "note"], [
+        [row.part, row.what, f"{figure(row.value)} {row.unit}", row.vs,
+         "-" if row.peak_gib is None else f"{row.peak_gib:.2f} GiB", row.note] for row in suite.rows])
+    return (f"### {device_name(suite.device)}, --size {suite.size.name}, {started}\n\n"
+            f"{versions()}; commit {commit}; medians of {suite.reps} repetitions after a warm-up"
+            + ("" if finished else "; **cut short: the parts below are all it measured**") + f"\n\n{table}\n")
 
 
 def main(argv=None) -> int:

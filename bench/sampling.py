@@ -31,14 +31,13 @@ three to four orders of magnitude cheaper than sampling it again. Not yet run on
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 import torch
 
+from measure import median_time
 from synthaug.cli import OneLineParser
 from synthaug.config import SMOKE_DDPM
 from synthaug.diffusion.ddpm import DDPMConfig, build_unet
@@ -67,20 +66,6 @@ def sample_batched_noise(unet, sampler: SamplerConfig, n: int, batch: int, devic
     return np.concatenate(out)
 
 
-def timed(fn, runs: int) -> tuple[float, object]:
-    fn()                                            # warm-up: kernels, caches, lazy init
-    times, result = [], None
-    for _ in range(runs):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
-
-
 def main(argv=None) -> int:
     parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=ARCHS, default="smoke")
@@ -103,14 +88,17 @@ def main(argv=None) -> int:
     key = PoolKey("bench", sampler, 0, "", 0)
     seeds = [image_seed(key.pool_id, k) for k in range(args.images)]
 
-    ours, images = timed(lambda: sample(unet, sampler, seeds, None, args.device, batch_size=args.batch,
-                                        progress=False, scheduler_config=schedule), args.runs)
-    batched, _ = timed(lambda: sample_batched_noise(unet, sampler, args.images, args.batch, args.device,
-                                                    scheduler_config=schedule), args.runs)
+    made = {}
+    ours = median_time(lambda: made.update(images=sample(unet, sampler, seeds, None, args.device,
+                                                         batch_size=args.batch, progress=False,
+                                                         scheduler_config=schedule)), args.runs, args.device)
+    images = made["images"]
+    batched = median_time(lambda: sample_batched_noise(unet, sampler, args.images, args.batch, args.device,
+                                                       scheduler_config=schedule), args.runs, args.device)
     with tempfile.TemporaryDirectory() as folder:
         store = PoolStore(folder)
         store.append(key, 0, images, np.zeros(len(images), np.int64), np.ones(len(images), np.float32))
-        read, _ = timed(lambda: store.read(key.pool_id, stop=args.images), args.runs)
+        read = median_time(lambda: store.read(key.pool_id, stop=args.images), args.runs, args.device)
 
     n = args.images
     print(f"{args.arch} UNet ({sum(p.numel() for p in unet.parameters()):,} parameters), {args.device}, "

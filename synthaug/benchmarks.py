@@ -19,6 +19,7 @@ from pathlib import Path
 
 from synthaug.config import ConfigError
 from synthaug.files import atomic_write
+from synthaug.report import markdown_table
 
 BEGIN = "<!-- throughputs: one row a device and size; written by bench/gpu_suite.py, read by --dry-run -->"
 END = "<!-- /throughputs -->"
@@ -52,7 +53,7 @@ class Throughput:
 
 COLUMNS = [f.name for f in fields(Throughput)]
 HEADERS = [f.metadata["header"] for f in fields(Throughput)]
-NUMBERS = {"classifier_images", "ddpm_steps", "unet_image_evals"}
+NUMBERS = {f.name for f in fields(Throughput) if f.type == "float"}
 
 
 def read_throughputs(path: str | Path) -> list[Throughput]:
@@ -64,6 +65,11 @@ def read_throughputs(path: str | Path) -> list[Throughput]:
         raise ConfigError(f"--benchmarks {path}: cannot read it ({err.strerror or err})") from None
     if BEGIN not in text or END not in text:
         raise ConfigError(f"--benchmarks {path}: no throughput table (the lines between {BEGIN!r} and {END!r})")
+    return _rows(text, path)
+
+
+def _rows(text: str, path: Path) -> list[Throughput]:
+    """The rows between the markers of `text` (read from `path`)."""
     rows = []
     for line in text.split(BEGIN, 1)[1].split(END, 1)[0].splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -97,12 +103,10 @@ def write_throughput(path: str | Path, row: Throughput) -> None:
     text = _text(path)
     before, rest = text.split(BEGIN, 1)
     after = rest.split(END, 1)[1]
-    rows = [r for r in read_throughputs(path) if r.size != row.size or not (
-        r.device == row.device or r.assumed and r.device.lower() in row.device.lower())] \
-        if path.exists() and BEGIN in path.read_text() else []
-    lines = [_row(HEADERS), _row(["---"] * len(HEADERS)),
-             *(_row([_cell(getattr(r, c)) for c in COLUMNS]) for r in [*rows, row])]
-    atomic_write(path, (before + BEGIN + "\n" + "\n".join(lines) + "\n" + END + after).encode())
+    rows = [r for r in _rows(text, path) if r.size != row.size or not (
+        r.device == row.device or r.assumed and r.device.lower() in row.device.lower())]
+    table = markdown_table(HEADERS, [[_cell(getattr(r, c)) for c in COLUMNS] for r in [*rows, row]])
+    atomic_write(path, (before + BEGIN + "\n" + table + "\n" + END + after).encode())
 
 
 def write_run(path: str | Path, key: str, section: str) -> None:
@@ -129,10 +133,6 @@ def _text(path: Path) -> str:
     if BEGIN not in text or END not in text:
         text = text.rstrip("\n") + f"\n\n## Throughputs the dry run uses\n\n{BEGIN}\n{END}\n"
     return text
-
-
-def _row(cells) -> str:
-    return "| " + " | ".join(cells) + " |"
 
 
 def _cell(value) -> str:
