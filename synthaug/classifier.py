@@ -257,14 +257,6 @@ def augment_with(padded: torch.Tensor, draws: torch.Tensor | None) -> torch.Tens
     return torch.where(draws[2].bool().view(-1, 1, 1, 1), out.flip(3), out)
 
 
-def augment_batch(padded: torch.Tensor, gen: torch.Generator, augment: bool) -> torch.Tensor:
-    """Random crop (translate by up to PAD) and horizontal flip of a reflect-padded batch, drawn from
-    `gen` now (Trainer draws a whole epoch's at once, the same values in the same order)."""
-    if not augment:
-        return augment_with(padded, None)
-    return augment_with(padded, draw_augmentation(padded.shape[0], gen).to(padded.device))
-
-
 # ---------------------------------------------------------------------------- training
 
 

@@ -36,6 +36,7 @@ RECIPES: dict[str, dict[str, typing.Any]] = {
                "label_smoothing": 0.0, "augment": True, "stem": "cifar"},
 }
 CUSTOM_RECIPE = "custom"
+RECIPE_RULE = Rule("recipe", lambda v: v in (*RECIPES, CUSTOM_RECIPE), f"one of {', '.join([*RECIPES, CUSTOM_RECIPE])}")
 TRAIN_ON = ("all", "trial")     # GeneratorSpec.train_on (synthaug.instances)
 
 
@@ -144,18 +145,18 @@ class TrialConfig:
         return self.augmented_total if self.augment_mode == "stream" else 0
 
     def validate(self, classes: typing.Sequence[str] | None = None,
-                 generators: typing.Mapping[str, GeneratorSpec] | None = None, prefix: str = "") -> None:
+                 generators: typing.Mapping[str, GeneratorSpec] | None = None) -> None:
         """Raise ConfigError("<field>: <what is allowed>, got <value>") on the first bad field; the class
         names and the generators are checked when given."""
         served = generators is not None and self.uses_synthetic
         spec = generators.get(self.generator) if served else None
-        check(self, prefix, [
+        check(self, "", [
             Rule("seed", lambda v: v >= 0, "an integer >= 0"),
             Rule("imbalance", lambda v: 0 < v <= 1, "a ratio in (0, 1]"),
             *(Rule(name, lambda v: v >= 0, "an integer >= 0")
               for name in ("real_per_class", "test_per_class", "augment_count")),
             Rule("augment_mode", lambda v: v in AUGMENT_MODES, f"one of {', '.join(AUGMENT_MODES)}"),
-            Rule("recipe", lambda v: v in (*RECIPES, CUSTOM_RECIPE), f"one of {', '.join([*RECIPES, CUSTOM_RECIPE])}"),
+            RECIPE_RULE,
             Rule("replace_pct", lambda v: 0 <= v < 100, "a percentage in [0, 100)"),
             Rule("augment_classes", lambda v: classes is None or all(c in classes for c in v),
                  f"names from {', '.join(classes or ())}"),
@@ -164,7 +165,7 @@ class TrialConfig:
             Rule("augment_mode", lambda v: not (spec and self.stream_count and spec.conditional),
                  f"stream needs an unconditional generator ({self.generator} is class-conditional)"),
         ])
-        self.train.validate(f"{prefix}.train".lstrip("."))
+        self.train.validate("train")
 
 
 def with_recipe(cfg: TrialConfig) -> TrialConfig:
@@ -214,7 +215,7 @@ class Preset:
         check(self, prefix, [
             *(Rule(name, lambda v: is_int(v) and v >= 0, "an integer >= 0")
               for name in ("real_per_class", "test_per_class", "warmup_replicas")),
-            Rule("recipe", lambda v: v in (*RECIPES, CUSTOM_RECIPE), f"one of {', '.join([*RECIPES, CUSTOM_RECIPE])}"),
+            RECIPE_RULE,
             Rule("seeds", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
             Rule("gpus", lambda v: v is None or (is_int(v) and v >= 0), "None or an integer >= 0"),
             Rule("cpus_per_trial", lambda v: is_number(v) and v >= 0.01, "a number >= 0.01"),

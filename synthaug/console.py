@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 from ray import tune
 
+from synthaug.overrides import grid_value
+
 REPORT_EVERY_S = 30     # the status table, at most this often (and once at the end)
 VERBOSE = 1             # Tune's classic verbosity 1: the status table, not a box or a line a trial result
 # Set before the RunConfig is made (Tune reads it then, and again in fit); a sweep's only, not the generator
@@ -36,7 +38,7 @@ class TrialLines(tune.Callback):
         self.keys = list(keys)          # the grid's keys and "seed", as the trial's config holds them
 
     def where(self, trial) -> str:
-        return ", ".join(f"{k}={_value(trial.config.get(k))}" for k in self.keys)
+        return ", ".join(f"{k}={grid_value(trial.config.get(k), empty='none')}" for k in self.keys)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         print(f"trial {_short(trial)} started: {self.where(trial)}", flush=True)
@@ -57,10 +59,3 @@ class TrialLines(tune.Callback):
 def _short(trial) -> str:
     """A trial's number in its sweep: run_trial_555b9_00003 -> 00003."""
     return str(trial.trial_id).rsplit("_", 1)[-1]
-
-
-def _value(value) -> str:
-    """A grid value as a --grid flag writes it: a tuple as truck+ship, the empty one as none."""
-    if isinstance(value, (list, tuple)):
-        return "+".join(map(str, value)) or "none"
-    return str(value)

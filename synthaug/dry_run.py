@@ -12,6 +12,7 @@ import math
 
 from synthaug.benchmarks import Throughput
 from synthaug.data import Dataset
+from synthaug.overrides import grid_value
 
 
 def print_dry_run(plan, dataset: Dataset, throughput: Throughput) -> None:
@@ -36,7 +37,7 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput) -> None:
         per_class = class_plan(cfg, dataset)
         size = sum(p.real + p.synthetic for p in per_class) + cfg.stream_count
         synthetic = sum(p.synthetic for p in per_class) + cfg.stream_count
-        label = [_show(getattr(cfg, k)) for k in plan.grid] or [plan.experiment.name]
+        label = [grid_value(getattr(cfg, k)) for k in plan.grid] or [plan.experiment.name]
         rows.append([*label, str(len(plan.seeds)), str(cfg.train.epochs), str(size), str(synthetic),
                      *([] if "generator" in plan.grid else [cfg.generator if cfg.uses_synthetic else "-"])])
     for cfg in configs:       # trained on each epoch, then evaluated on the test images
@@ -125,10 +126,6 @@ def _concurrent_trials(gpus: int, per_trial: float, servers: int, server_share: 
     for i in range(servers):
         free[i % gpus] -= server_share
     return sum(int((f + 1e-9) // per_trial) for f in free)
-
-
-def _show(value) -> str:
-    return "+".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> None:

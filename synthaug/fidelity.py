@@ -49,7 +49,9 @@ from synthaug.devices import default_device
 from synthaug.image_metrics import (KNN_K, TwoSample, class_agreement, confidence_histogram, fid,
                                     image_statistics, kid, precision_recall, two_sample)
 from synthaug.pools import UNCONDITIONAL
-from synthaug.prepare import PreparedGenerator, load_labeller, prepare_generator, prepare_labeller
+from synthaug.generators import PreparedGenerator
+from synthaug.labeller import load_labeller
+from synthaug.prepare import prepare_generator, prepare_labeller
 from synthaug.sample_grids import SampleGrid
 from synthaug.server import DDPMServer, ShortPoolError
 from synthaug.stats import benjamini_hochberg

@@ -33,7 +33,7 @@ def arrays_digest(*arrays: np.ndarray) -> str:
     for a in arrays:
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
+        h.update(a.data)                 # the buffer itself, not a copy of it
     return h.hexdigest()
 
 

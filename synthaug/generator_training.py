@@ -94,7 +94,7 @@ def labeller_path(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path) -> Pat
 # ---------------------------------------------------------------------------- the generator
 
 
-def trained_generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, verify: bool = True
+def trained_generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, *, verify: bool
                       ) -> tuple[Path, str] | None:
     """(folder, weights digest) of the finished generator in the cache, else None. `verify`: its weights
     are loaded and checked against weights.sha256 (DamagedFile, one line, when they differ or do not load)."""

@@ -43,6 +43,14 @@ def check_trial_keys(keys, where: str) -> None:
             raise unknown_key(key, list(TRIAL_KEYS), where)
 
 
+def grid_value(value: Any, empty: str = "") -> str:
+    """A value as a --grid flag writes it (parse_value's inverse): a tuple as truck+ship, the empty one as
+    `empty`, anything else as str()."""
+    if isinstance(value, (list, tuple)):
+        return "+".join(map(str, value)) or empty
+    return str(value)
+
+
 def parse_value(key: str, text: str, hint: Any, flag: str) -> Any:
     """text as the type `hint` says, or ConfigError naming the flag, the key and what is allowed."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)

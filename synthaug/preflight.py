@@ -59,8 +59,7 @@ def tracking_problem(uri: str, timeout_s: float = TRACKING_TIMEOUT_S) -> str | N
                     f"or pass a URI that answers")
     if scheme == "sqlite":
         path = Path(uri[len("sqlite:///"):])
-        folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
-        if folder is None or not folder.is_dir() or not _writable(folder):
+        if folder_problem(path.parent):
             return f"{uri!r}: {path.parent} cannot be created or written; pass a SQLite file in a writable folder"
     return None
 
@@ -115,11 +114,12 @@ def is_uri(location: str) -> bool:
 
 
 def storage_problem(location: str) -> str | None:
-    """A --storage value: a folder (made absolute) or a URI of a file system Tune knows."""
+    """A --storage value: a folder (made absolute) this user can make or write, or a URI of a file system
+    Tune knows."""
     if "://" in location and not is_uri(location):
         return (f"{location!r}: an unknown scheme {scheme_of(location)!r}; a folder every node sees, or a URI "
                 f"({', '.join(s + '://' for s in STORAGE_SCHEMES)})")
-    return None
+    return None if is_uri(location) else folder_problem(Path(location).resolve())
 
 
 def folder_problem(folder: Path) -> str | None:

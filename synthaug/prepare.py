@@ -22,12 +22,9 @@ from synthaug.config import GeneratorSpec
 from synthaug.data import Dataset, load_dataset
 from synthaug.devices import default_device
 from synthaug.diffusion.training import Checkpointing
-from synthaug.generator_training import (EVALUATION_PER_CLASS, Tracking, evaluate_generator, load_labeller,
-                                         train_labeller)
+from synthaug.generator_training import EVALUATION_PER_CLASS, Tracking, evaluate_generator, train_labeller
 from synthaug.generators import PreparedGenerator, generator_kind
 from synthaug.instances import restricted
-
-__all__ = ["PreparedGenerator", "default_device", "load_labeller", "prepare_generator", "prepare_labeller"]
 
 
 def prepare_generator(spec: GeneratorSpec, data_source: str, cache_dir: str | Path,

@@ -17,6 +17,17 @@ ArrayLike = Sequence[float] | np.ndarray
 _NAN = float("nan")
 
 
+def _as_1d(x: ArrayLike, name: str = "x") -> np.ndarray:
+    arr = np.asarray(x, dtype=float)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or inf; drop those entries first")
+    return arr
+
+
 @dataclass(frozen=True)
 class McNemarResult:
     """McNemar's test on paired correctness.
@@ -123,9 +134,11 @@ def twice_mean_pvalue(pvalues: ArrayLike) -> float:
     """min(1, 2 x mean p): a valid p-value whatever the dependence between the tests (Ruschendorf 1982;
     Vovk and Wang 2020, "Combining p-values via averaging"). For per-seed tests on the same test images,
     whose outcomes are correlated through the images, where Fisher's or Stouffer's method would not be."""
-    p = _prepare_pvalues(pvalues)
+    p = _as_1d(pvalues, "pvalues")
     if p.size == 0:
         return _NAN
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError("p-values must lie in [0, 1]")
     return float(min(1.0, 2.0 * p.mean()))
 
 

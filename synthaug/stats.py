@@ -21,12 +21,13 @@ import inspect
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 from scipy import stats as _st
 
 # p-values across tests and McNemar's test live in synthaug.pvalues; stats is the one place callers import from
+from synthaug.pvalues import _NAN, ArrayLike, _as_1d
 from synthaug.pvalues import (McNemarResult, benjamini_hochberg, holm, mcnemar, smallest_exact_pvalue,  # noqa: F401
                               twice_mean_pvalue)
 
@@ -50,14 +51,10 @@ __all__ = [
     "twice_mean_pvalue",
 ]
 
-ArrayLike = Sequence[float] | np.ndarray
-
 #: Largest n for which :func:`sign_flip_pvalue` enumerates all 2**n sign assignments.
 EXACT_PERMUTATION_MAX_N = 20
 #: Monte Carlo draws used by :func:`sign_flip_pvalue` above ``EXACT_PERMUTATION_MAX_N``.
 MONTE_CARLO_DRAWS = 100_000
-
-_NAN = float("nan")
 
 
 # --------------------------------------------------------------------------- results
@@ -122,17 +119,6 @@ class WelchResult:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _as_1d(x: ArrayLike, name: str = "x") -> np.ndarray:
-    arr = np.asarray(x, dtype=float)
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or inf; drop those entries first")
-    return arr
 
 
 # Differences whose sd is below this (relative to max(1, |mean|)) have zero spread: floating-point

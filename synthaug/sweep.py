@@ -174,9 +174,9 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
 
 def storage_location(flag: str) -> str:
     """--storage as Tune takes it: a URI (s3://, gs://, ...) as it is, a folder made absolute."""
-    from synthaug.preflight import folder_problem, is_uri, storage_problem
+    from synthaug.preflight import is_uri, storage_problem
 
-    problem = storage_problem(flag) or (None if is_uri(flag) else folder_problem(Path(flag).resolve()))
+    problem = storage_problem(flag)
     if problem:
         raise UsageError(f"--storage {problem}")
     return flag if is_uri(flag) else str(Path(flag).resolve())

@@ -2,6 +2,7 @@
 and wait for events the test caused."""
 
 import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -56,3 +57,8 @@ def wait_for(condition, what: str, proc: subprocess.Popen, log: Path, limit_s: f
         time.sleep(interval_s)
 
 
+def free_port() -> int:
+    """A local TCP port nothing listens on (bound and released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

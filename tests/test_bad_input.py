@@ -3,7 +3,6 @@ nothing left behind (no MLflow store, no cache folder, no Ray results) in the fo
 
 import io
 import os
-import socket
 import tarfile
 from pathlib import Path
 
@@ -13,13 +12,8 @@ from PIL import Image
 
 from synthaug.sweep import main
 
+from processes import free_port
 from test_overrides import sweep_script
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tar_of(path: Path, images: dict[str, bytes]) -> Path:
@@ -111,7 +105,7 @@ CASES = [   # (flags, what the one line must say)
 
 @pytest.mark.parametrize("flags, says", CASES, ids=[" ".join(f)[:40] for f, _ in CASES])
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing_behind(flags, says, inputs, tmp_path, capsys, monkeypatch):
-    port = str(closed_port())
+    port = str(free_port())
     fill = {**inputs, "port": port}
     flags = [f.format(**fill) for f in flags]
     says = says.format(**fill)

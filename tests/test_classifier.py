@@ -17,7 +17,8 @@ from synthaug.classifier import (
     Evaluation,
     TrainConfig,
     Trainer,
-    augment_batch,
+    augment_with,
+    draw_augmentation,
     evaluate,
     learning_rate,
     predict,
@@ -152,9 +153,9 @@ def test_augment_is_a_translate_and_flip_of_the_padded_image():
     gen = torch.Generator().manual_seed(0)
     padded = torch.randint(0, 256, (16, 3, 8 + 2 * PAD, 8 + 2 * PAD), dtype=torch.uint8)
     centre = padded[:, :, PAD:-PAD, PAD:-PAD]
-    assert torch.equal(augment_batch(padded, gen, augment=False), centre)
+    assert torch.equal(augment_with(padded, None), centre)
 
-    out = augment_batch(padded, gen, augment=True)
+    out = augment_with(padded, draw_augmentation(len(padded), gen))
     assert out.shape == centre.shape and out.dtype == torch.uint8
     shifts, flips = set(), 0
     for img, src in zip(out, padded):

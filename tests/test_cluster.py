@@ -19,15 +19,9 @@ from synthaug.preflight import address_problem, shared_store_problem, storage_pr
 from synthaug.sweep import storage_location
 from synthaug.trial import TRIAL_GATE
 
-from processes import wait_for
+from processes import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_preflight_refuses_each_misconfiguration_in_one_line(tmp_path):

@@ -30,11 +30,11 @@ from synthaug.rules import Rule, check, is_int, is_number
 if TYPE_CHECKING:       # diffusers takes seconds to import: only sampling needs it, not a configuration
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
-# name -> diffusers scheduler class, and the arguments that make it that sampler
-SAMPLERS = {"ddim": ("DDIMScheduler", {}), "ddpm": ("DDPMScheduler", {}),
-            "dpmpp-2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2})}
-DDIM_STEPS = 100  # DDIM's CIFAR-10 quality is close to the full chain's at 100 steps
-DEFAULT_STEPS = {"ddim": DDIM_STEPS, "dpmpp-2m": 20}    # ddpm: the full training chain
+# name -> (diffusers scheduler class, the arguments that make it that sampler, its default steps: None = the
+# generator's whole training chain). DDIM's CIFAR-10 quality is close to the full chain's at 100 steps;
+# DPM-Solver++ reaches it in about 20.
+SAMPLERS = {"ddim": ("DDIMScheduler", {}, 100), "ddpm": ("DDPMScheduler", {}, None),
+            "dpmpp-2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}, 20)}
 SEED_BITS = 63  # seeds in [0, 2**63): any torch.Generator accepts them, and so does a signed int64
 
 
@@ -43,7 +43,7 @@ class SamplerConfig:
     """How a pool's images are drawn from a generator."""
 
     name: str = "ddim"  # "ddim" (fast, deterministic at eta 0), "ddpm" (ancestral, as trained) or "dpmpp-2m"
-    steps: int | None = None  # None: DDIM_STEPS for ddim, 20 for dpmpp-2m, the full training chain for ddpm
+    steps: int | None = None  # None: the sampler's default in SAMPLERS (ddim 100, dpmpp-2m 20, ddpm all)
     eta: float = 0.0  # DDIM's eta: 0 deterministic given the initial noise, 1 DDPM-like
 
     def validate(self, prefix: str = "sampler") -> None:
@@ -60,7 +60,7 @@ class SamplerConfig:
         self.validate()
         if self.steps is not None:
             return self
-        return replace(self, steps=DEFAULT_STEPS.get(self.name, num_train_timesteps))
+        return replace(self, steps=SAMPLERS[self.name][2] or num_train_timesteps)
 
 
 def image_seed(pool_id: str, index: int) -> int:
@@ -83,7 +83,7 @@ def build_scheduler(
     import diffusers
 
     scheduler_cfg.validate()
-    class_name, options = SAMPLERS[scheduler_cfg.name]
+    class_name, options, _ = SAMPLERS[scheduler_cfg.name]
     cls = getattr(diffusers, class_name)
     if scheduler_config is not None:
         scheduler = cls.from_config(scheduler_config, **options)
