@@ -24,7 +24,6 @@ import math
 from fractions import Fraction
 import socket
 import tarfile
-import zipfile
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from synthaug.files import DamagedFile, arrays_digest, atomic_file
+from synthaug.files import DamagedFile, load_checked_arrays, save_checked_arrays
 
 IMAGE_SIZE = 32
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -322,32 +321,25 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
 # ---------------------------------------------------------------- cache
 
 
+CACHED_ARRAYS = ("train_x", "train_y", "test_x", "test_y")
+
+
 def _write_cache(path: Path, dataset: Dataset) -> None:
-    """Write a dataset's arrays to an npz file atomically (temporary file, then rename)."""
-    arrays = {"train_x": dataset.train_x, "train_y": dataset.train_y, "test_x": dataset.test_x,
-              "test_y": dataset.test_y}
-    with atomic_file(path) as f:
-        np.savez(f, classes=np.array(dataset.classes, dtype=str), digest=np.array(dataset.digest), **arrays,
-                 sha256=np.array(arrays_digest(*arrays.values())))
+    """Write a dataset's arrays to an npz file atomically, with their checksum."""
+    save_checked_arrays(path, {k: getattr(dataset, k) for k in CACHED_ARRAYS},
+                        classes=np.array(dataset.classes, dtype=str), digest=np.array(dataset.digest))
 
 
 def _read_cache(path: Path, name: str, digest: str) -> Dataset:
-    """Read a dataset written by _write_cache; DamagedFile when it is unreadable or fails its checksum."""
+    """Read a dataset written by _write_cache; DamagedFile when it is unreadable or fails its checksum (a cache
+    written before checksums were passes)."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if str(npz["digest"]) != digest:
-                raise DataError(f"{path}: cache holds digest {str(npz['digest'])[:16]}, expected {digest[:16]}; "
-                                f"delete it")
-            arrays = {k: npz[k] for k in ("train_x", "train_y", "test_x", "test_y")}
-            classes = tuple(str(c) for c in npz["classes"])
-            stored = str(npz["sha256"]) if "sha256" in npz.files else None
-    except DataError:
-        raise
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        raise DamagedFile(f"data cache {path} is damaged ({_one_line(err)})") from None
-    if stored is not None and stored != arrays_digest(*arrays.values()):
-        raise DamagedFile(f"data cache {path} is damaged (its checksum does not match its arrays)")
-    return Dataset(name=name, classes=classes, digest=digest, **arrays)
+        arrays, extra = load_checked_arrays(path, CACHED_ARRAYS, ("digest", "classes"), require_sum=False)
+    except DamagedFile as err:
+        raise DamagedFile(f"data cache {path} is damaged ({err})") from None
+    if str(extra["digest"]) != digest:
+        raise DataError(f"{path}: cache holds digest {str(extra['digest'])[:16]}, expected {digest[:16]}; delete it")
+    return Dataset(name=name, classes=tuple(str(c) for c in extra["classes"]), digest=digest, **arrays)
 
 
 def _one_line(error: BaseException) -> str:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Sequence
 
 import numpy as np
 
@@ -91,3 +92,27 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def save_checked_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], **extra: np.ndarray) -> None:
+    """`arrays` (and `extra` entries, not summed) to an npz file at `path`, atomically, with a sha256 of the
+    arrays (arrays_digest) that load_checked_arrays checks."""
+    with atomic_file(path) as f:
+        np.savez(f, **extra, **arrays, sha256=np.array(arrays_digest(*arrays.values())))
+
+
+def load_checked_arrays(path: str | os.PathLike, keys: Sequence[str], extra: Sequence[str] = (),
+                        require_sum: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(the arrays named by `keys`, the `extra` entries) of a file save_checked_arrays wrote; DamagedFile, its
+    message the reason in one line, when the file cannot be read or its arrays do not match their sum. A file
+    without a sum (written before sums were) passes unless `require_sum`."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in keys}
+            others = {k: npz[k] for k in extra}
+            stored = str(npz["sha256"]) if require_sum or "sha256" in npz.files else None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise DamagedFile(" ".join(str(err).split()) or type(err).__name__) from None
+    if stored is not None and stored != arrays_digest(*arrays.values()):
+        raise DamagedFile("its checksum does not match its arrays")
+    return arrays, others

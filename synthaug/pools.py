@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 
 from synthaug.config import digest
 from synthaug.diffusion.sampling import SamplerConfig
-from synthaug.files import DamagedFile, arrays_digest, atomic_file, atomic_write
+from synthaug.files import DamagedFile, atomic_write, load_checked_arrays, save_checked_arrays
 
 UNCONDITIONAL = -1
 
@@ -110,23 +109,16 @@ class PoolStore:
         if not meta.exists():
             atomic_write(meta, json.dumps({"pool_id": key.pool_id, **asdict(key)}, indent=1).encode())
         path = self._shard_path(key.pool_id, start, start + len(images))
-        arrays = {"images": images.astype(np.uint8), "labels": labels.astype(np.int64),
-                  "confidence": confidence.astype(np.float32)}
-        with atomic_file(path) as f:
-            np.savez(f, **arrays, sha256=np.array(arrays_digest(*arrays.values())))
+        save_checked_arrays(path, {"images": images.astype(np.uint8), "labels": labels.astype(np.int64),
+                                   "confidence": confidence.astype(np.float32)})
 
     @staticmethod
     def _read_shard(path: Path) -> dict | None:
         """A shard's arrays, checked against the checksum written with them; None (and the file moved
         aside as <name>.damaged) when it is unreadable or does not match."""
         try:
-            with np.load(path, allow_pickle=False) as shard:
-                arrays = {k: shard[k] for k in ("images", "labels", "confidence")}
-                stored = str(shard["sha256"])
-            if stored != arrays_digest(*arrays.values()):
-                raise DamagedFile("its checksum does not match its arrays")
-            return arrays
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            return load_checked_arrays(path, ("images", "labels", "confidence"))[0]
+        except DamagedFile as err:
             aside = path.with_name(f"{path.name}.damaged")
             os.replace(path, aside)
             print(f"warning: pool shard {path} is damaged ({str(err).splitlines()[0][:120]}); moved to {aside.name}; "
