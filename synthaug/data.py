@@ -73,6 +73,7 @@ class Dataset:
     test_x: np.ndarray
     test_y: np.ndarray
     digest: str  # hex digest of the source (identifies it in pool ids and manifests)
+    blank: bool = False  # data_outline's outline: labels and counts, blank images (nothing decoded)
 
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
@@ -179,7 +180,7 @@ def _from_cache(cache_file: Path, name: str, digest: str, repair: bool) -> Datas
 
 def data_outline(source: str, cache_dir: str | Path) -> Dataset:
     """What a source holds (classes, labels, digest) with blank images, for a dry run: nothing is
-    decoded, downloaded or written (the decoded cache is read when there is one)."""
+    decoded, downloaded or written. The decoded cache, when there is one, is returned as it is (not blank)."""
     source, name, digest, cache_file = _locate(source, cache_dir)
     cached = _from_cache(cache_file, name, digest, repair=False)     # a dry run writes (and removes) nothing
     if cached is not None:
@@ -200,7 +201,7 @@ def data_outline(source: str, cache_dir: str | Path) -> Dataset:
     blank = np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     images = {split: np.broadcast_to(blank, (len(labels[split]), IMAGE_SIZE, IMAGE_SIZE, 3)) for split in SPLITS}
     return Dataset(name, tuple(classes), images["train"], labels["train"].astype(np.int64), images["test"],
-                   labels["test"].astype(np.int64), digest=digest)
+                   labels["test"].astype(np.int64), digest=digest, blank=True)
 
 
 def _decode(source: str, cache_dir: Path) -> tuple[tuple[str, ...], tuple[np.ndarray, ...]]:

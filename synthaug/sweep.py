@@ -229,7 +229,8 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None) -> int:
             print_dry_run(plan, outline, find_throughput(args.benchmarks or default_path(), args.gpu_model))
             return 0
         preflight(plan)
-        dataset = load_dataset(plan.base.data, plan.cache_dir)      # decoded (and cached) once all is checked
+        # decoded (and cached) once all is checked; an outline read from the cache is the data set already
+        dataset = load_dataset(plan.base.data, plan.cache_dir) if outline.blank else outline
     except (UsageError, ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
