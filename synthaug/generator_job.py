@@ -151,6 +151,7 @@ def train_data_parallel(plan: JobPlan, spec: GeneratorSpec, dataset: Dataset, sh
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from synthaug.diffusion.training import process_group_backend
     from synthaug.generator_training import generator_key, trained_generator
 
     if trained_generator(spec, dataset, plan.cache_dir, verify=False):     # its preparation checks the files
@@ -162,7 +163,7 @@ def train_data_parallel(plan: JobPlan, spec: GeneratorSpec, dataset: Dataset, sh
         _data_parallel_worker,
         train_loop_config={"spec": spec, "dataset": shipped, "cache_dir": str(plan.cache_dir),
                            "tracking_uri": plan.tracking_uri, "policy": plan.preset.checkpointing},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        torch_config=TorchConfig(backend=process_group_backend(use_gpu)),
         scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=use_gpu,
                                      resources_per_worker=None if use_gpu else {"CPU": 1}),
         # a lost worker or node: Ray Train restarts the group, which resumes from the last checkpoint

@@ -175,8 +175,11 @@ class DDPMTraining:
                     losses, since = [], time.perf_counter()
                 if leader and on_grid and at % policy.grid_every == 0 and at < total:
                     on_grid(at, self.ema)
-                due = at % policy.every_steps == 0 or time.monotonic() - last_save >= policy.every_seconds
-                if checkpoint is not None and at < total and _agree(due, self.world_size):
+                # The step rule is the same on every rank; the wall-clock rule is rank 0's, agreed at log
+                # steps only (one small collective every log_every steps, not one a step).
+                due = at % policy.every_steps == 0 or (at % policy.log_every == 0 and _agree(
+                    time.monotonic() - last_save >= policy.every_seconds, self.world_size))
+                if checkpoint is not None and at < total and due:
                     states = gather_rng() if gather_rng else None
                     if leader:
                         atomic_torch_save(self.state_dict(states), checkpoint)
@@ -218,8 +221,17 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def process_group_backend(use_gpu: bool) -> str:
+    """The torch.distributed backend of a data-parallel generator training. On GPUs NCCL carries the
+    gradients and gloo the few host-side collectives (the checkpoint agreement, every rank's RNG state
+    for the checkpoint): an NCCL-only group refuses a CPU tensor ("No backend type associated with
+    device type cpu")."""
+    return "cpu:gloo,cuda:nccl" if use_gpu else "gloo"
+
+
 def _agree(flag: bool, world_size: int) -> bool:
-    """True on every rank if it is True on rank 0 (the wall-clock rule differs between ranks)."""
+    """True on every rank if it is True on rank 0 (the wall-clock rule differs between ranks); a CPU
+    collective, served by process_group_backend's gloo half."""
     if world_size == 1:
         return flag
     import torch.distributed as dist
