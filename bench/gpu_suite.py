@@ -1,121 +1,62 @@
-"""Everything that decides a sweep's speed, measured on one device in one command, written to BENCHMARKS.md.
+"""Everything that decides a sweep's speed, measured on one device, written to BENCHMARKS.md as it goes.
 
     python bench/gpu_suite.py                          # on a GPU: the study's models, in under 10 minutes
     python bench/gpu_suite.py --size tiny --out F.md   # on a CPU, in about a minute: every part's code path
-    python bench/gpu_suite.py --parts sampling,ddpm    # some parts only
+    python bench/gpu_suite.py --parts trials,ddpm      # some parts only
+    bash bench/on_device.sh                            # a lent GPU: the parts as stages, each time-limited
 
-Each figure is a median of --reps repetitions after a warm-up, and a ratio against the usual way
-timed in the same run:
+Each figure is a median of --reps repetitions after a warm-up, and a ratio against a baseline timed in
+the same run. First the parts that decide a sweep's plan (bench/plan_parts.py: cuda, trials, ddpm, evals,
+labeller; their figures make the device's row of the throughput table), then:
 
 - classifier: ResNet18 training images/s at batch 256 on CIFAR-sized data. synthaug's Trainer (uint8
   data and augmentation on the device, channels_last, bf16 autocast), with and without torch.compile,
   and in float32, against torchvision's way (a Dataset of PIL images, per-image transforms, a
-  DataLoader, float32). Then evaluation images/s, and the projected time of one paper trial (50
-  epochs over 50,000 images, 10,000 test images evaluated after each epoch).
+  DataLoader, float32). Then evaluation images/s, and the projected time of one paper trial.
 - idle: the share of a training epoch the GPU is idle (torch.profiler: the epoch's span less the union
   of its kernels), for the training step before ebc0dad (four host-to-device copies a step) and now.
   On a CPU it is the host's time outside aten operators.
 - sampling: images/s of the paper preset's UNet at DDIM 20 and 50 steps and DPM-Solver++ (2M) 20 steps,
   batched, against diffusers' own pipeline call on the same model (float32, and under bf16 autocast).
-- ddpm: DDPM training optimizer steps/s at the paper batch (128), bf16 against float32.
 - warmup: pool warm-up images/s through synthaug's DDPM server (the class of the sweep's server actors),
   1 server against N side by side on one device, one process each.
-- sharing: two trials sharing one GPU as the paper preset's fractions do (0.45 GPU a classifier trial,
-  0.5 a DDPM training), one process each, their summed throughput against one alone.
+- sharing: two DDPM trainings sharing one GPU (0.5 GPU each), one process each, their summed throughput
+  against one alone (classifier trials share in the trials part).
 
 Nothing here needs Ray or MLflow (a GPU machine may lack them): the processes stand in for Ray's.
 
 Peak GPU memory is given for each. A part that fails is reported as failed and the others still run;
-the section of BENCHMARKS.md is rewritten after every part, so a run cut short keeps what it measured.
-At the end the device's row of the throughput table (what --dry-run divides by) is replaced.
+every row is kept the moment it is measured (--rows) and the run's section of BENCHMARKS.md rewritten,
+so a run cut short keeps what it measured. Once every figure of the throughput row is in, the device's
+row of the throughput table (what --dry-run divides by) is replaced.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing as mp
-import queue
 import datetime
 import statistics
 import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+import plan_parts
 from baselines import LoaderTraining, PerStepCopies, PILImages
-from measure import (device_name, device_type, idle_share, median_time, peak, random_images, reset_peak,
-                     synchronize, versions)
+from measure import device_name, device_type, idle_share, median_time, peak, random_images, reset_peak, synchronize
+from plan_parts import ddpm_rate
+from suite import SIZES, Row, Suite, render, side_by_side
 from synthaug.cli import OneLineParser
-from synthaug.report import markdown_table
-from synthaug.benchmarks import Throughput, default_path, write_run, write_throughput
+from synthaug.benchmarks import COLUMNS, Throughput, default_path, write_run, write_throughput
 from synthaug.classifier import TrainConfig, Trainer, evaluate
-from synthaug.config import TINY_DDPM
-from synthaug.diffusion.ddpm import IMPROVED_DDPM, DDPMConfig, build_unet
+from synthaug.diffusion.ddpm import build_unet
 from synthaug.diffusion.sampling import SamplerConfig, image_seed, sample
 
 PAPER_EPOCHS, PAPER_TRAIN, PAPER_TEST = 50, 50_000, 10_000     # one E4 trial of the paper preset
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-@dataclass(frozen=True)
-class Size:
-    """How big each part's work is."""
-
-    name: str = "full"
-    width: int = 64                     # the study's ResNet18
-    images: int = 16_384                # classifier training images an epoch (64 batches)
-    batch: int = 256                    # the study's batch
-    loader_workers: int = 8             # the torchvision baseline's DataLoader processes
-    compile_backend: str = "inductor"
-    unet: DDPMConfig = IMPROVED_DDPM    # the paper preset's generators
-    samplers: tuple = (("ddim", 20), ("ddim", 50), ("dpmpp-2m", 20))
-    sample_images: int = 768
-    sample_batch: int = 256             # GeneratorSpec.sample_batch_size
-    ddpm_batch: int = 128               # the paper batch
-    ddpm_steps: int = 20                # timed optimizer steps a repetition
-    warmup_images: int = 64             # a class, 10 classes
-    warmup_steps: int = 100             # DDIM steps: the paper preset's sampler
-    replicas: int = 4
-    reps: int = 3
-
-
-SIZES = {
-    "full": Size(),
-    "tiny": Size(name="tiny", width=4, images=256, batch=64, loader_workers=0, compile_backend="eager",
-                 unet=TINY_DDPM, samplers=(("ddim", 2), ("ddim", 5), ("dpmpp-2m", 2)), sample_images=8,
-                 sample_batch=8, ddpm_batch=16, ddpm_steps=2, warmup_images=4, warmup_steps=2, replicas=2, reps=2),
-}
-
-
-@dataclass
-class Row:
-    part: str
-    what: str
-    value: float | None                 # None: failed, or not measurable here
-    unit: str
-    vs: str = ""                        # the ratio against the baseline named
-    peak_gib: float | None = None
-    note: str = ""
-
-
-@dataclass
-class Suite:
-    size: Size
-    device: str
-    reps: int
-    rows: list[Row] = field(default_factory=list)
-    figures: dict[str, float] = field(default_factory=dict)     # what the throughput row is made of
-
-    def add(self, *rows: Row) -> None:
-        self.rows.extend(rows)
-        for row in rows:
-            print(f"  {row.what}: {figure(row.value, '-')} {row.unit}" + (f"  ({row.vs})" if row.vs else "")
-                  + (f"  peak {row.peak_gib:.2f} GiB" if row.peak_gib is not None else "")
-                  + (f"  [{row.note}]" if row.note else ""), flush=True)
 
 
 # ------------------------------------------------------------------------------------------------ parts
@@ -161,7 +102,6 @@ def classifier(suite: Suite) -> None:
               Row("classifier", "one paper trial: 50 epochs x 50,000 images + 10,000 test images an epoch",
                   trial_s / 60, "min (projected)", "target < 3 min on an H100", None,
                   "from the bf16 row; the study recipe trains without augmentation, so a little faster"))
-    suite.figures["classifier_images"] = bf16
 
 
 def idle(suite: Suite) -> None:
@@ -215,24 +155,6 @@ def sampling(suite: Suite) -> None:
             Row("sampling", f"{label}: synthaug sample(), one seed an image, bf16 on a GPU", ours, "images/s",
                 f"{ours / rates[False]:.2f}x the pipeline, {ours / rates[True]:.2f}x the bf16 pipeline", our_peak,
                 f"UNet {params / 1e6:.1f}M parameters, batch {size.sample_batch}"))
-        if (name, steps) == size.samplers[0]:
-            suite.figures["unet_image_evals"] = ours * steps
-
-
-def ddpm(suite: Suite) -> None:
-    size, device, reps = suite.size, suite.device, suite.reps
-    cfg = dataclasses.replace(size.unet, batch_size=size.ddpm_batch)
-    rates = {}
-    for autocast in (False, True):
-        reset_peak(device)
-        rates[autocast] = ddpm_rate(cfg, size.ddpm_steps, reps, device, autocast)
-        rates[autocast, "peak"] = peak(device)
-    suite.add(Row("ddpm", f"DDPM training at batch {size.ddpm_batch}, float32", rates[False], "steps/s", "baseline",
-                  rates[False, "peak"]),
-              Row("ddpm", f"DDPM training at batch {size.ddpm_batch}, bf16 autocast", rates[True], "steps/s",
-                  f"{rates[True] / rates[False]:.2f}x float32", rates[True, "peak"],
-                  f"100,000 paper steps: {100_000 / rates[True] / 3600:.2f} h"))
-    suite.figures["ddpm_steps"] = rates[True]
 
 
 def warmup(suite: Suite) -> None:
@@ -267,53 +189,14 @@ def warmup(suite: Suite) -> None:
 
 def sharing(suite: Suite) -> None:
     size, cuda = suite.size, device_type(suite.device) == "cuda"
-    classifier_cfg = TrainConfig(epochs=suite.reps + 1, batch_size=size.batch, width=size.width)
-    ddpm_cfg = dataclasses.replace(size.unet, batch_size=size.ddpm_batch)
-    for label, task, args in (("classifier trials", _classifier_task, (classifier_cfg, size.images, suite.reps)),
-                              ("DDPM trainings", _ddpm_task, (ddpm_cfg, size.ddpm_steps, suite.reps))):
-        args = (*args, suite.device)
-        [alone] = side_by_side(task, [args])
-        together = side_by_side(task, [args, args])
-        summed = sum(rate for rate, _ in together)
-        unit = "images/s" if task is _classifier_task else "steps/s"
-        suite.add(Row("sharing", f"1 of the {label} alone", alone[0], unit, "baseline", alone[1]),
-                  Row("sharing", f"2 {label} at once on one {'GPU' if cuda else 'machine'}, summed", summed, unit,
-                      f"{summed / alone[0]:.2f}x one alone", max((p or 0) for _, p in together) or None,
-                      "each its own process, as Ray runs two trials of 0.45 GPU (0.5 for DDPM trainings)"))
-
-
-def side_by_side(task, arguments: list[tuple]) -> list:
-    """task(*args, barrier) in one spawned process each, all released at once when every one is ready (its
-    model built, warmed up); their results in order. An error in one is raised here."""
-    ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(len(arguments)), ctx.Queue()
-    workers = [ctx.Process(target=_run_task, args=(task, args, barrier, results, i)) for i, args in enumerate(arguments)]
-    for worker in workers:
-        worker.start()
-    found: dict = {}
-    try:
-        while len(found) < len(workers):
-            try:
-                index, value = results.get(timeout=5)
-                found[index] = value
-            except queue.Empty:
-                if not any(w.is_alive() for w in workers) and results.empty():
-                    raise RuntimeError(f"a worker process died (exit codes {[w.exitcode for w in workers]})") from None
-    finally:
-        for worker in workers:
-            worker.join(timeout=60)
-    errors = [v for v in found.values() if isinstance(v, str)]
-    if errors:
-        raise RuntimeError(errors[0])
-    return [found[i] for i in range(len(arguments))]
-
-
-def _run_task(task, args, barrier, results, index) -> None:
-    try:
-        results.put((index, task(*args, barrier)))
-    except BaseException as err:                    # noqa: BLE001 - reported to the parent, which raises it
-        barrier.abort()
-        results.put((index, f"{type(err).__name__}: {err}"))
+    args = (dataclasses.replace(size.unet, batch_size=size.ddpm_batch), size.ddpm_steps, suite.reps, suite.device)
+    [alone] = side_by_side(_ddpm_task, [args])
+    together = side_by_side(_ddpm_task, [args, args])
+    summed = sum(rate for rate, _ in together)
+    suite.add(Row("sharing", "1 DDPM training alone", alone[0], "steps/s", "baseline", alone[1]),
+              Row("sharing", f"2 DDPM trainings at once on one {'GPU' if cuda else 'machine'}, summed", summed,
+                  "steps/s", f"{summed / alone[0]:.2f}x one alone", max((p or 0) for _, p in together) or None,
+                  "each its own process, as Ray runs two of 0.5 GPU"))
 
 
 def _serve_pools(prepared, spec, store: str, classes: list[int], n: int, device: str, barrier):
@@ -340,24 +223,7 @@ def training_rate(cfg: TrainConfig, x, y, device: str, reps: int, barrier=None,
     return len(y) / seconds, first - seconds, trainer
 
 
-def ddpm_rate(cfg: DDPMConfig, steps: int, reps: int, device: str, autocast: bool, barrier=None) -> float:
-    """Optimizer steps/s of a DDPM training: a median of `reps` runs of `steps` steps after a warm-up."""
-    from synthaug.diffusion.training import DDPMTraining
-
-    training = DDPMTraining(cfg, random_images(1024)[0], None, seed=0, device=device, autocast=autocast)
-    training.train_step()
-    if barrier is not None:
-        barrier.wait()
-    return steps / median_time(lambda: [training.train_step() for _ in range(steps)], reps, device)
-
-
-def _classifier_task(cfg: TrainConfig, n: int, reps: int, device: str, barrier) -> tuple[float, float | None]:
-    """In a process: a classifier trial's epochs; (images/s, peak GiB)."""
-    torch.set_num_threads(1)
-    return training_rate(cfg, *random_images(n), device, reps, barrier, autocast=True)[0], peak(device)
-
-
-def _ddpm_task(cfg: DDPMConfig, steps: int, reps: int, device: str, barrier) -> tuple[float, float | None]:
+def _ddpm_task(cfg, steps: int, reps: int, device: str, barrier) -> tuple[float, float | None]:
     """In a process: a DDPM training's steps; (steps/s, peak GiB)."""
     torch.set_num_threads(1)
     return ddpm_rate(cfg, steps, reps, device, True, barrier), peak(device)
@@ -385,8 +251,10 @@ def plans(benchmarks: str, device: str, size: str) -> list[Row]:
     return rows
 
 
-PARTS = {"classifier": classifier, "idle": idle, "sampling": sampling, "ddpm": ddpm, "warmup": warmup,
-         "sharing": sharing}
+PARTS = {"cuda": plan_parts.cuda, "trials": plan_parts.trials, "ddpm": plan_parts.ddpm, "evals": plan_parts.evals,
+         "labeller": plan_parts.labeller, "classifier": classifier, "idle": idle, "sampling": sampling,
+         "warmup": warmup, "sharing": sharing}
+FIGURES = set(COLUMNS) - {"device", "size", "source"}      # the throughput row's numbers
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -410,19 +278,6 @@ def run_pipeline(pipe, n: int, batch: int, steps: int) -> None:
              num_inference_steps=steps, output_type="np")
 
 
-def figure(value: float | None, missing: str = "failed") -> str:
-    return missing if value is None else f"{value:,.3g}" if value < 100 else f"{value:,.0f}"
-
-
-def render(suite: Suite, started: str, commit: str, finished: bool) -> str:
-    table = markdown_table(["part", "what", "figure", "against", "peak GPU memory", "note"], [
-        [row.part, row.what, f"{figure(row.value)} {row.unit}", row.vs,
-         "-" if row.peak_gib is None else f"{row.peak_gib:.2f} GiB", row.note] for row in suite.rows])
-    return (f"### {device_name(suite.device)}, --size {suite.size.name}, {started}\n\n"
-            f"{versions()}; commit {commit}; medians of {suite.reps} repetitions after a warm-up"
-            + ("" if finished else "; **cut short: the parts below are all it measured**") + f"\n\n{table}\n")
-
-
 def main(argv=None) -> int:
     parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=SIZES, default="full", help="full: the study's models (a GPU); tiny: seconds")
@@ -430,6 +285,10 @@ def main(argv=None) -> int:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"a comma list of {', '.join(PARTS)} (default all)")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default: the size's)")
     parser.add_argument("--out", default=str(default_path()), help="the BENCHMARKS.md to write (default the repo's)")
+    parser.add_argument("--rows", help="a JSON-lines file of the run's rows, kept across stages (default: a new "
+                                       "temporary one)")
+    parser.add_argument("--started", help="the run's start, naming its section (stages of one run pass the same)")
+    parser.add_argument("--no-plans", action="store_true", help="no dry-run rows (they need MLflow)")
     args = parser.parse_args(argv)
     parts = [p for p in args.parts.split(",") if p]
     if not parts or set(parts) - set(PARTS):
@@ -438,12 +297,14 @@ def main(argv=None) -> int:
         parser.error("--size full: the study's models need a GPU (hours on a CPU); --size tiny checks every part "
                      "here in about a minute")
     size = SIZES[args.size]
-    suite = Suite(size, args.device, args.reps or size.reps)
-    torch.set_num_threads(1 if device_type(args.device) == "cpu" else torch.get_num_threads())
-    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    started = args.started or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     from synthaug.provenance import code_commit
 
     commit, key = code_commit(), f"{device_name(args.device)} --size {size.name} {started}"
+    rows_file = Path(args.rows) if args.rows else Path(tempfile.mkdtemp()) / "rows.jsonl"
+    suite = Suite(size, args.device, args.reps or size.reps, rows_file)
+    suite.on_row = lambda: write_run(args.out, key, render(suite, started, commit, finished=False))
+    torch.set_num_threads(1 if device_type(args.device) == "cpu" else torch.get_num_threads())
     print(f"{device_name(args.device)}, --size {size.name}: {', '.join(parts)}; writing {args.out}", flush=True)
     failed = 0
     try:
@@ -457,17 +318,19 @@ def main(argv=None) -> int:
                 failed += 1
                 suite.add(Row(name, f"failed: {type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}", None, ""))
             print(f"  ({time.perf_counter() - start:.0f} s)", flush=True)
-            write_run(args.out, key, render(suite, started, commit, finished=name == parts[-1]))
     except KeyboardInterrupt:
         print("interrupted: the table keeps the parts measured so far")
         return 130
-    if {"classifier_images", "ddpm_steps", "unet_image_evals"} <= set(suite.figures):
+    if FIGURES <= set(suite.figures):
         write_throughput(args.out, Throughput(
-            device=device_name(args.device), size=size.name, **{k: round(v, 4) for k, v in suite.figures.items()},
+            device=device_name(args.device), size=size.name, **{k: round(suite.figures[k], 4) for k in FIGURES},
             source=f"measured by bench/gpu_suite.py --size {size.name}, {started}, commit {commit[:12]}"))
         print(f"throughput row for {device_name(args.device)} ({size.name}) written to {args.out}")
-        suite.add(*plans(args.out, device_name(args.device), size.name))
-        write_run(args.out, key, render(suite, started, commit, finished=True))
+        if not args.no_plans:
+            suite.add(*plans(args.out, device_name(args.device), size.name))
+    else:
+        print(f"throughput row not written: no figure yet for {', '.join(sorted(FIGURES - set(suite.figures)))}")
+    write_run(args.out, key, render(suite, started, commit, finished=True))
     print(f"{len(parts) - failed}/{len(parts)} parts measured; the table is in {args.out}")
     return 1 if failed else 0
 

@@ -34,14 +34,38 @@ def default_path() -> Path:
 
 @dataclass(frozen=True)
 class Throughput:
-    """Work one whole device does a second (bf16 autocast, channels_last on a GPU)."""
+    """Work one whole device does a second (bf16 autocast, channels_last on a GPU), a classifier's figures
+    for each stem (synthaug.classifier.STEMS), since the two cost 15x apart in FLOPs an image."""
 
     device: str = field(metadata={"header": "device"})
     size: str = field(metadata={"header": "size"})     # "full": the study's models; "tiny": a code-path check
-    classifier_images: float = field(metadata={"header": "classifier images/s"})  # ResNet18 training, batch 256
+    # ResNet18 training at batch 256, one trial alone on the device: CIFAR stem ("strong", the labeller) and
+    # torchvision's ImageNet stem ("study", the paper preset's trials)
+    cifar_images: float = field(metadata={"header": "cifar-stem train images/s"})
+    imagenet_images: float = field(metadata={"header": "imagenet-stem train images/s"})
+    eval_images: float = field(metadata={"header": "eval images/s"})   # test images an epoch, batch 1024
+    checkpoint_mib_s: float = field(metadata={"header": "checkpoint MiB/s"})  # a trial's state to a local file
+    trials_per_gpu: float = field(metadata={"header": "trials a GPU"})       # the measured best of 1, 2, 4
+    sharing_speedup: float = field(metadata={"header": "shared speed-up"})   # their summed rate / one alone
     ddpm_steps: float = field(metadata={"header": "DDPM train steps/s"})  # the paper UNet, batch 128
+    ddpm_small_steps: float = field(metadata={"header": "DDPM steps/s at 16"})  # batch 16: an 8-way DDP share
     unet_image_evals: float = field(metadata={"header": "UNet image evals/s"})  # forward passes of one image
     source: str = field(metadata={"header": "source"})
+
+    def train_images(self, stem: str) -> float:
+        """Training images/s of one trial alone with that stem."""
+        return self.imagenet_images if stem == "imagenet" else self.cifar_images
+
+    def ddp_speedup(self, workers: int, batch: int) -> float:
+        """How much faster `workers` data-parallel GPUs train a DDPM than one at global batch `batch`: a step
+        costs a + b x images (fitted to batch 128 and 16), each worker takes batch / workers images, and the
+        gradient all-reduce is not counted (an upper bound)."""
+        if workers <= 1:
+            return 1.0
+        t_big, t_small = 1 / self.ddpm_steps, 1 / self.ddpm_small_steps
+        per_image = max(0.0, (t_big - t_small) / (128 - 16))
+        fixed = max(t_small - 16 * per_image, 0.0)
+        return (fixed + batch * per_image) / (fixed + batch / workers * per_image)
 
     @property
     def assumed(self) -> bool:

@@ -66,7 +66,8 @@ class DDPMTraining:
 
     def __init__(self, cfg: DDPMConfig, images: np.ndarray, labels: np.ndarray | None, seed: int,
                  device: torch.device | str, rank: int = 0, world_size: int = 1, autocast: bool | None = None,
-                 wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None):
+                 wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None, channels_last: bool = False,
+                 fused_adamw: bool = False):
         cfg.validate()
         if cfg.batch_size % world_size:
             raise ValueError(f"ddpm.batch_size: a multiple of the {world_size} data-parallel workers, "
@@ -78,9 +79,13 @@ class DDPMTraining:
         with torch.random.fork_rng(devices=[]):  # the initial weights, without touching the caller's RNG
             torch.manual_seed(seed)
             self.model = build_unet(cfg).to(self.device)
+        # speed options the GPU suite times (bench/gpu_suite.py, part ddpm): neither changes the recipe
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.network = wrap(self.model) if wrap else self.model     # DDP's wrapper, when data-parallel
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=ADAMW_WEIGHT_DECAY)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=ADAMW_WEIGHT_DECAY,
+                                           fused=fused_adamw or None)
         self.scheduler = noise_scheduler(cfg.num_train_timesteps, cfg.beta_schedule)
         self.gen = torch.Generator(device=self.device).manual_seed(seed)
         self.step = 0
@@ -100,7 +105,7 @@ class DDPMTraining:
         x0, noise, t = x0[mine], noise[mine], t[mine]
         y = self.y[idx][mine] if self.y is not None else None
         self.model.train()
-        xt = self.scheduler.add_noise(x0, noise, t)
+        xt = self.scheduler.add_noise(x0, noise, t).contiguous(memory_format=self.memory_format)
         with bf16_autocast(self.device, self.autocast):
             pred = self.network(xt, t, class_labels=y).sample
         loss = torch.nn.functional.mse_loss(pred.float(), noise)
