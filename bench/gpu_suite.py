@@ -226,7 +226,7 @@ def training_rate(cfg: TrainConfig, x, y, device: str, reps: int, barrier=None,
 def _ddpm_task(cfg, steps: int, reps: int, device: str, barrier) -> tuple[float, float | None]:
     """In a process: a DDPM training's steps; (steps/s, peak GiB)."""
     torch.set_num_threads(1)
-    return ddpm_rate(cfg, steps, reps, device, True, barrier), peak(device)
+    return ddpm_rate(cfg, steps, reps, device, False, barrier), peak(device)
 
 
 def plans(benchmarks: str, device: str, size: str) -> list[Row]:

@@ -13,8 +13,10 @@ atomically every `every_steps` optimiser steps and at least every `every_seconds
 new DDPMTraining that loads it continues at that step: on the CPU the final weights are
 bitwise those of an uninterrupted run (tests/test_generator_training.py).
 
-Precision. `autocast` None means bf16 autocast on CUDA only; True forces it on the CPU too,
-so the tests run the GPU's dtype path here.
+Precision. float32 unless `autocast` is True (bf16 autocast, on the CPU too, so the tests run that
+path here). On an H200 the paper UNet trained 1.15x faster in float32 (TF32 convolutions, cuDNN's
+default) than under bf16 autocast at batch 128 (BENCHMARKS.md): its step is bound by kernel launches
+(about 3,700 a step, the GPU busy 64 ms of 150), and autocast adds a cast of every weight a step.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import torch
 
 from synthaug.diffusion.ddpm import (ADAMW_WEIGHT_DECAY, GRAD_CLIP_NORM, IMAGE_SHAPE, DDPMConfig, build_unet,
                                      noise_scheduler)
-from synthaug.devices import autocast_enabled, bf16_autocast, cpu_copy, host_tensor
+from synthaug.devices import bf16_autocast, cpu_copy, host_tensor
 from synthaug.files import atomic_torch_save
 from synthaug.rules import Rule, check, is_int, is_number
 
@@ -74,7 +76,7 @@ class DDPMTraining:
                              f"got {cfg.batch_size}")
         self.cfg, self.seed, self.rank, self.world_size = cfg, seed, rank, world_size
         self.device = torch.device(device)
-        self.autocast = autocast_enabled(self.device, autocast)
+        self.autocast = bool(autocast)
         self.x, self.y = _training_tensors(cfg, images, labels, self.device)
         with torch.random.fork_rng(devices=[]):  # the initial weights, without touching the caller's RNG
             torch.manual_seed(seed)
