@@ -21,6 +21,7 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput) -> None:
     from synthaug.generators import generator_kind
     from synthaug.instances import instances, subset_tag
     from synthaug.mixing import plan as class_plan
+    from synthaug.placement import free_after_servers, gpu_problem, trials_that_fit, whole_free
     from synthaug.serving import pool_requests, warmup_replicas
 
     preset, configs = plan.preset, plan.configs
@@ -80,17 +81,19 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput) -> None:
               f"than the study's): they check the arithmetic, they do not plan a sweep")
     gpus = preset.gpus or 0
     servers = len(plan.generators)
-    replicas = warmup_replicas(preset.warmup_replicas, gpus, servers, preset.server_gpus) if gpus else 1
-    concurrent = _concurrent_trials(gpus, preset.gpus_per_trial, servers, preset.server_gpus)
+    free = free_after_servers([gpus], servers, preset.server_gpus) or []      # --gpus N as one node's
+    replicas = warmup_replicas(preset.warmup_replicas, sum(whole_free(free))) if gpus else 1
+    problem = gpu_problem(preset, servers, [gpus]) if gpus else None
+    concurrent = trials_that_fit(free, preset.gpus_per_trial) if preset.gpus_per_trial > 0 else len(configs)
     trial_hours = images_seen / throughput.classifier_images / 3600
     print(f"\nresources: --gpus {gpus} ({'CPUs only' if not gpus else f'{gpus} GPU' + 's' * (gpus > 1)}); a trial {preset.gpus_per_trial:g} "
           f"GPU + {preset.cpus_per_trial:g} CPU; a generator's server {preset.server_gpus:g} GPU (split among its "
           f"instances); preparation 1 GPU a generator instance; warm-up {replicas} replica(s) a generator")
-    if gpus and not concurrent:
-        print(f"  no trial fits: {preset.gpus_per_trial:g} GPU a trial beside the servers' shares")
+    if problem:
+        print(f"  the sweep would stop here: {problem}")
     elif gpus:
         waves = math.ceil(len(configs) / concurrent)
-        sharing = max(1, int(1 // preset.gpus_per_trial))       # trials that split one GPU's speed
+        sharing = max(1, int(1 // preset.gpus_per_trial)) if preset.gpus_per_trial else 1  # trials splitting a GPU
         trials_wall = waves * trial_hours / len(configs) * sharing
         prep_wall = gen_hours / min(gpus, max(len(found), 1)) + pool_hours / replicas
         print(f"  {concurrent} trials at once, {waves} wave(s) of {len(configs)} trials, given enough CPUs "
@@ -116,16 +119,6 @@ def _pool_images(mine: dict, conditional: bool, num_classes: int) -> int:
     for (_, c, seed), n in mine.items():
         by_seed[seed] = max(by_seed.get(seed, 0), n if c < 0 else n * num_classes)
     return sum(by_seed.values())
-
-
-def _concurrent_trials(gpus: int, per_trial: float, servers: int, server_share: float) -> int:
-    """Trials Ray can run at once: each takes `per_trial` of one GPU; the servers' shares sit on the first GPUs."""
-    if not gpus or per_trial <= 0:
-        return 0 if gpus else 1
-    free = [1.0] * gpus
-    for i in range(servers):
-        free[i % gpus] -= server_share
-    return sum(int((f + 1e-9) // per_trial) for f in free)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> None:

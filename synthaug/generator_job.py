@@ -9,6 +9,11 @@ GPUs, gloo on CPUs) whose global batch is the recipe's, split N ways, at the rec
 learning rate. Everything is cached under the keys the sweeps use (synthaug.generator_training),
 so a sweep afterwards trains nothing. Interrupted and rerun (or retried by Ray), a training
 continues from its last checkpoint.
+
+The job takes the cluster as it finds it once Ray is up: GPUs when any node has one (else CPU
+workers), and N workers only when its live nodes hold N GPUs (else N CPUs), counted before anything
+trains (Ray Train would wait forever for more). On a cluster that scales GPU nodes from zero, bring
+them up first (a sweep's --gpus asks for them and waits; this job does not).
 """
 
 from __future__ import annotations
@@ -126,7 +131,13 @@ def run_job(plan: JobPlan, dataset: Dataset) -> int:
         print(f"error: {problem}", file=sys.stderr)
         ray.shutdown()
         return 2
-    gpus = ray.cluster_resources().get("GPU", 0)
+    resources = ray.cluster_resources()
+    gpus = resources.get("GPU", 0)
+    problem = workers_problem(plan.workers, resources)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        ray.shutdown()
+        return 2
     print(f"training {len(plan.specs)} generators of the {plan.preset.name} preset on {dataset.name} "
           f"({len(dataset.train_y)} training images): {', '.join(s.name for s in plan.specs)}; "
           f"{'GPU' if gpus else 'CPU'}, {plan.workers} worker(s) a generator; cache {plan.cache_dir}")
@@ -144,6 +155,19 @@ def run_job(plan: JobPlan, dataset: Dataset) -> int:
     print(f"\nBrowse:  mlflow ui --host 127.0.0.1 --backend-store-uri {plan.tracking_uri}   (experiment '{GENERATORS_EXPERIMENT}')")
     ray.shutdown()
     return 0
+
+
+def workers_problem(workers: int, resources: dict) -> str | None:
+    """Why the cluster (its total `resources`) can never hold `workers` data-parallel workers of a generator,
+    or None. Ray Train gives each worker a GPU when there are GPUs, else a CPU, and packs them on as few
+    nodes as it can while letting them span nodes: the cluster's total is what counts."""
+    unit = "GPU" if resources.get("GPU") else "CPU"
+    have = int(resources.get(unit, 0))
+    if workers <= have:
+        return None
+    return (f"--gpus-per-generator {workers}: each data-parallel worker takes a {unit}, and this cluster has {have}"
+            f"{'' if unit == 'GPU' else ' and no GPU'}; {f'pass at most {have}, or ' if have else ''}start more {unit} "
+            f"nodes first")
 
 
 def train_data_parallel(plan: JobPlan, spec: GeneratorSpec, dataset: Dataset, shipped, use_gpu: bool) -> None:

@@ -8,9 +8,11 @@ split among its instances) that trials read from for the whole sweep.
 
 Warm-up generates every pool prefix the trials will ask for before they start. With several
 GPUs it uses all of them: the generators are warmed one after the other, each by one extra
-replica a GPU (whole GPUs, at most MAX_WARMUP_REPLICAS) that is killed when its pools are on
-disk; a pool is always made by the same replica (replica_for), and because image k of a pool
-comes from its own seed, the bytes on disk do not depend on how many replicas made them.
+replica a whole GPU the serving shares leave free (synthaug.placement; at most
+MAX_WARMUP_REPLICAS) that is killed when its pools are on disk; a pool is always made by the
+same replica (replica_for), and because image k of a pool comes from its own seed, the bytes on
+disk do not depend on how many replicas made them. Every server and replica must be placed within
+PLACEMENT_TIMEOUT_S (a GPU held by something else, a node gone): else the sweep stops in one line.
 """
 
 from __future__ import annotations
@@ -20,17 +22,30 @@ from typing import Any
 
 from synthaug.data import Dataset
 from synthaug.instances import base_name, instance_name, instances, per_trial_generators, training_index
+from synthaug.placement import PlacementError, cluster_gpus, whole_gpus_beside_servers
 
-MAX_WARMUP_REPLICAS = 8     # warm-up servers a generator, one a GPU
+MAX_WARMUP_REPLICAS = 8         # warm-up servers a generator, one a GPU
+PLACEMENT_TIMEOUT_S = 300.0     # for a server or replica to be placed and loaded; a GPU loads a UNet in seconds
 
 
-def warmup_replicas(preset_setting: int, gpus: float, generators: int, server_gpus: float) -> int:
-    """How many warm-up replicas a generator gets: the preset's setting, else one a whole GPU left
-    free by the serving replicas (at most MAX_WARMUP_REPLICAS), else 1 (replica 0 warms alone)."""
+def warmup_replicas(preset_setting: int, free_gpus: int) -> int:
+    """How many warm-up replicas a generator gets: the preset's setting, else one a whole GPU the
+    serving replicas leave free (`free_gpus`; at most MAX_WARMUP_REPLICAS), else 1 (replica 0 warms alone)."""
     if preset_setting:
         return preset_setting
-    free = int(gpus - generators * server_gpus)
-    return max(1, min(MAX_WARMUP_REPLICAS, free))
+    return max(1, min(MAX_WARMUP_REPLICAS, free_gpus))
+
+
+def wait_until_placed(actors: dict[str, Any], remedy: str, timeout_s: float = PLACEMENT_TIMEOUT_S) -> None:
+    """Wait until every actor (its description -> its handle) is placed and constructed; raise PlacementError
+    naming the first that is not within timeout_s, and `remedy`."""
+    import ray
+
+    described = {actor.__ray_ready__.remote(): what for what, actor in actors.items()}
+    _, waiting = ray.wait(list(described), num_returns=len(described), timeout=timeout_s)
+    if waiting:
+        raise PlacementError(f"{described[waiting[0]]} was not placed within {timeout_s:g} s (what it asks for is held "
+                             f"by something else, or its node is gone); {remedy}")
 
 
 def start_servers(plan, dataset: Dataset, parent, use_gpus: bool) -> tuple[dict[str, Any], dict[str, int]]:
@@ -70,8 +85,11 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool) -> tuple[dict[
         servers[name] = make_server_actor(prepared, spec, str(plan.cache_dir / "pools"), dataset.classes,
                                           num_gpus=share if gpus else 0)
         prepared_by_name[name] = prepared
+    wait_until_placed({f"the {name} server": server for name, server in servers.items()},
+                      "lower preset.server_gpus, or free GPUs")
     needed = pool_requests(plan, dataset)
-    replicas = warmup_replicas(plan.preset.warmup_replicas, gpus, len(plan.generators), plan.preset.server_gpus)
+    free_gpus = whole_gpus_beside_servers(cluster_gpus(), len(plan.generators), plan.preset.server_gpus) if gpus else 0
+    replicas = warmup_replicas(plan.preset.warmup_replicas, free_gpus)
     if replicas == 1:
         warmed = _warm(needed, lambda name, c, seed: servers[name], "warming pools")
     else:
@@ -81,6 +99,9 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool) -> tuple[dict[
                                          dataset.classes, replica=r + 1, num_gpus=1 if gpus else 0,
                                          num_cpus=0 if gpus else 1)
                        for r in range(replicas)]
+            wait_until_placed({f"warm-up replica {r + 1} of {spec.name} ({'a whole GPU' if gpus else 'a CPU'})": actor
+                               for r, actor in enumerate(warmers)},
+                              "set preset.warmup_replicas=1 (the serving replica warms alone), or free GPUs")
             mine = {k: n for k, n in needed.items() if k[0] == spec.name}
             route = lambda name, c, seed: warmers[replica_for(c, seed, replicas, prepared_by_name[name].conditional)]  # noqa: E731
             warmed.update(_warm(mine, route, f"warming {spec.name} pools on {replicas} replicas"))

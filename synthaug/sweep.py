@@ -214,6 +214,20 @@ def cluster_preflight(plan: SweepPlan) -> str | None:
     return None
 
 
+def placement_problem(plan: SweepPlan, use_gpus: bool) -> str | None:
+    """With Ray up (and --gpus joined): the generator servers, a trial beside them and the warm-up replicas
+    the preset asks for can each be placed on the cluster's nodes as they are (synthaug.placement), or
+    the one-line problem; Ray would otherwise leave what fits nowhere pending forever. On CPUs, the warm-up
+    replicas (a CPU each)."""
+    import ray
+
+    from synthaug.placement import cluster_gpus, gpu_problem, warmup_problem
+
+    if use_gpus:
+        return gpu_problem(plan.preset, len(plan.generators), cluster_gpus())
+    return warmup_problem(plan.preset.warmup_replicas, int(ray.cluster_resources().get("CPU", 0)), "a CPU")
+
+
 def main(experiment: Experiment, argv: Sequence[str] | None = None) -> int:
     """Parse, validate, run; the exit code: 0 done, 1 trials failed, 2 bad input, 130 interrupted."""
     try:
@@ -266,6 +280,7 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
     from synthaug import tracking
     from synthaug.console import CONSOLE, VERBOSE, TrialLines, status_reporter
     from synthaug.instances import per_trial_generators
+    from synthaug.placement import PlacementError
     from synthaug.preflight import wait_for_gpus
     from synthaug.server import NAMESPACE
     from synthaug.serving import start_servers
@@ -286,6 +301,9 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
                  runtime_env=runtime_env)
     # a local Ray gains no GPUs by waiting: only a cluster's autoscaler can bring them
     problem = cluster_preflight(plan) or wait_for_gpus(plan.preset.gpus or 0, wait_s if plan.address else 0)
+    # --gpus 0 (or a preset's 0): CPUs, whatever joined; --gpus N: the N it waited for; else what is there
+    use_gpus = plan.preset.gpus > 0 if plan.preset.gpus is not None else bool(ray.cluster_resources().get("GPU"))
+    problem = problem or placement_problem(plan, use_gpus)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         ray.shutdown()
@@ -295,14 +313,16 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
     restoring = not fresh and tune.Tuner.can_restore(sweep_dir)
     parent = _parent_run(plan, experiment_id, dataset.digest, reuse=not fresh)
 
-    # --gpus 0 (or a preset's 0): CPUs, whatever joined; --gpus N: the N it waited for; else what is there
-    use_gpus = plan.preset.gpus > 0 if plan.preset.gpus is not None else bool(ray.cluster_resources().get("GPU"))
     try:
         servers, warmed = start_servers(plan, dataset, parent, use_gpus)
     except ray.exceptions.RayTaskError as err:      # a generator that cannot make a pool the grid needs
         print(f"error: {str(err.cause).splitlines()[0] if err.cause else err}", file=sys.stderr)
         ray.shutdown()
         return 1
+    except PlacementError as err:                   # a server or warm-up replica the cluster did not place
+        print(f"error: {err}", file=sys.stderr)
+        ray.shutdown()
+        return 2
     context = TrialContext(str(plan.cache_dir), plan.tracking_uri, experiment_id, parent.run_id, plan.name,
                            per_trial_generators(plan.preset),
                            {g: to_flat(plan.preset.generator(g)) for g in plan.generators})
