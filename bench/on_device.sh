@@ -43,11 +43,12 @@ stage() {   # stage SECONDS PARTS [suite flags]
   [ $rc -eq 124 ] || [ $rc -eq 137 ] && echo "== stage $parts stopped at its limit of ${limit} s" | tee -a "$OUT/gpu_suite.log"
   return 0
 }
-stage 60 cuda "$@"
-stage 170 trials "$@"
-stage 90 ddpm "$@"
-stage 45 evals "$@"
-stage 50 labeller "$@"
-stage 110 idle,classifier,sampling,warmup,sharing "$@"
+# each stage's limit in seconds (LIMIT_<STAGE> overrides it: a test kills one on purpose)
+stage "${LIMIT_CUDA:-60}" cuda "$@"
+stage "${LIMIT_TRIALS:-170}" trials "$@"
+stage "${LIMIT_DDPM:-90}" ddpm "$@"
+stage "${LIMIT_EVALS:-60}" evals "$@"
+stage "${LIMIT_LABELLER:-50}" labeller "$@"
+stage "${LIMIT_REST:-100}" idle,classifier,sampling,warmup,sharing "$@"
 echo "== done; the throughput table:"
 sed -n '/<!-- throughputs/,/<!-- \/throughputs/p' "$OUT/BENCHMARKS.md"

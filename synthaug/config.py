@@ -205,6 +205,9 @@ class Preset:
     server_gpus: float = 0.1            # the DDPM server's share of a GPU
     warmup_replicas: int = 0            # pool warm-up servers a generator; 0: one a free GPU (1 without GPUs)
     checkpointing: Checkpointing = Checkpointing()  # generator training: checkpoints, logging, grids
+    # a trial checkpoints at its last epoch and once this many seconds have passed since its last checkpoint
+    # (0: every epoch); Tune keeps the newest one. A crash loses at most this much of a trial's work.
+    trial_checkpoint_s: float = 0.0
     alternatives: tuple[str, ...] = ()  # generators train_generators.py trains only when named
     evaluation_per_class: int = 1000    # samples a class behind a trained generator's FID/KID (FID-10k)
 
@@ -220,7 +223,7 @@ class Preset:
             Rule("gpus", lambda v: v is None or (is_int(v) and v >= 0), "None or an integer >= 0"),
             Rule("cpus_per_trial", lambda v: is_number(v) and v >= 0.01, "a number >= 0.01"),
             *(Rule(name, lambda v: is_number(v) and v >= 0, "a number >= 0")
-              for name in ("gpus_per_trial", "server_gpus")),
+              for name in ("gpus_per_trial", "server_gpus", "trial_checkpoint_s")),
             Rule("evaluation_per_class", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
         ])
         self.checkpointing.validate(f"{prefix}.checkpointing")
@@ -301,6 +304,11 @@ PRESETS: dict[str, Preset] = {
     "paper": Preset(
         name="paper", data="cifar10", real_per_class=0, test_per_class=0, train=TrainConfig(), gpus=1, recipe="study",
         seeds=8,
+        # measured on an H200 (BENCHMARKS.md): 4 study-recipe trials on one GPU train 4.3x as many images as one
+        # alone (a trial alone leaves it 77% idle, bound by kernel launches): 4 a GPU beside a server's share
+        gpus_per_trial=0.22,
+        # a 43 MiB trial checkpoint every 2 minutes, not every 2-s epoch; an 840 MB generator one every 10 minutes
+        trial_checkpoint_s=120.0, checkpointing=Checkpointing(every_steps=20_000, every_seconds=600.0),
         generators=(
             # the study's generator: Nichol & Dhariwal's improved DDPM
             GeneratorSpec(name="ddpm-uncond", ddpm=IMPROVED_DDPM, labeller=PAPER_LABELLER),

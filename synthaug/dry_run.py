@@ -13,15 +13,18 @@ import math
 from synthaug.benchmarks import Throughput
 from synthaug.data import Dataset
 from synthaug.overrides import grid_value
+from synthaug.pricing import trial_cost
 
 
-def print_dry_run(plan, dataset: Dataset, throughput: Throughput) -> None:
+def print_dry_run(plan, dataset: Dataset, throughput: Throughput, measured: tuple[str, ...] = ()) -> None:
     """Print the plan of `plan` (a synthaug.sweep.SweepPlan) over the outlined data set, its GPU-hours
-    estimated from `throughput` (a whole device's work a second)."""
+    estimated from `throughput` (a whole device's work a second); `measured`: the devices with measured
+    full-size rows, named when `throughput` is only assumed."""
     from synthaug.generators import generator_kind
     from synthaug.instances import instances, subset_tag
     from synthaug.mixing import plan as class_plan
     from synthaug.placement import free_after_servers, gpu_problem, trials_that_fit, whole_free
+    from synthaug.pricing import sharing_speedup, trials_per_gpu
     from synthaug.serving import pool_requests, warmup_replicas
 
     preset, configs = plan.preset, plan.configs
@@ -33,7 +36,7 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput) -> None:
     print(f"{len(configs)} trials = {cells} configurations x {len(plan.seeds)} seeds; {epochs} trial-epochs\n")
 
     axes = [*plan.grid] or ["configuration"]
-    rows, images_seen = [], 0.0
+    rows = []
     for cfg in configs[::len(plan.seeds)]:
         per_class = class_plan(cfg, dataset)
         size = sum(p.real + p.synthetic for p in per_class) + cfg.stream_count
@@ -41,10 +44,6 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput) -> None:
         label = [grid_value(getattr(cfg, k)) for k in plan.grid] or [plan.experiment.name]
         rows.append([*label, str(len(plan.seeds)), str(cfg.train.epochs), str(size), str(synthetic),
                      *([] if "generator" in plan.grid else [cfg.generator if cfg.uses_synthetic else "-"])])
-    for cfg in configs:       # trained on each epoch, then evaluated on the test images
-        train = sum(p.real + p.synthetic for p in class_plan(cfg, dataset)) + cfg.stream_count
-        test = cfg.test_per_class * dataset.num_classes if cfg.test_per_class else len(dataset.test_y)
-        images_seen += cfg.train.epochs * (train + test / 3)       # a test image costs about a third
     _table([*axes, "seeds", "epochs", "train images", "synthetic", *([] if "generator" in plan.grid else ["generator"])],
            rows)
 
@@ -66,7 +65,7 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput) -> None:
             train_h = spec.ddpm.train_steps / throughput.ddpm_steps / 3600
             labeller = (spec.labeller, spec.labeller_per_class, spec.train_seed, subset and subset_tag(subset))
             label_h = 0.0 if labeller in labellers else \
-                spec.labeller.epochs * len(dataset.train_y) / throughput.classifier_images / 3600
+                spec.labeller.epochs * len(dataset.train_y) / throughput.train_images(spec.labeller.stem) / 3600
             labellers.add(labeller)
             gen_hours += train_h + label_h
             line += (f", train {spec.ddpm.train_steps} steps at batch {spec.ddpm.batch_size} (~{train_h:.2f} GPU-h) "
@@ -76,6 +75,9 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput) -> None:
                  + (f"(~{hours:.2f} GPU-h)" if unet else "(no throughput assumed for this model: not in the estimate)"))
         print(line + ("" if spec.conditional else ", more if a confidence filter rejects samples"))
 
+    if throughput.assumed:
+        print(f"\nnote: {throughput.device}'s figures are assumed, not measured"
+              + (f"; measured rows: {', '.join(measured)} (--gpu-model picks one)" if measured else ""))
     if throughput.size != "full":
         print(f"\nnote: the figures below divide by a --size {throughput.size} run's throughputs (models smaller "
               f"than the study's): they check the arithmetic, they do not plan a sweep")
@@ -85,16 +87,25 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput) -> None:
     replicas = warmup_replicas(preset.warmup_replicas, sum(whole_free(free))) if gpus else 1
     problem = gpu_problem(preset, servers, [gpus]) if gpus else None
     concurrent = trials_that_fit(free, preset.gpus_per_trial) if preset.gpus_per_trial > 0 else len(configs)
-    trial_hours = images_seen / throughput.classifier_images / 3600
-    print(f"\nresources: --gpus {gpus} ({'CPUs only' if not gpus else f'{gpus} GPU' + 's' * (gpus > 1)}); a trial {preset.gpus_per_trial:g} "
+    per_gpu = trials_per_gpu(preset.gpus_per_trial) if gpus else 1
+    speedup = sharing_speedup(per_gpu, throughput)
+    costs = [_trial_cost(cfg, dataset, throughput, preset.trial_checkpoint_s, per_gpu / speedup, class_plan)
+             for cfg in configs]
+    trial_hours = sum(c.seconds for c in costs) / speedup / 3600      # GPU time: k trials share one GPU
+    stems = sorted({c.train.stem for c in configs})
+    print(f"\ntrials: {', '.join(f'{stem} stem {throughput.train_images(stem):,.0f}' for stem in stems)} training "
+          f"images/s one trial alone, {throughput.eval_images:,.0f} test images/s; {per_gpu} trial(s) a GPU at "
+          f"{preset.gpus_per_trial:g} GPU each, {speedup:.2f}x one alone (the row: {throughput.sharing_speedup:.2f}x "
+          f"at {throughput.trials_per_gpu:g} a GPU)")
+    _print_checkpoints(costs, preset.trial_checkpoint_s, throughput)
+    print(f"resources: --gpus {gpus} ({'CPUs only' if not gpus else f'{gpus} GPU' + 's' * (gpus > 1)}); a trial {preset.gpus_per_trial:g} "
           f"GPU + {preset.cpus_per_trial:g} CPU; a generator's server {preset.server_gpus:g} GPU (split among its "
           f"instances); preparation 1 GPU a generator instance; warm-up {replicas} replica(s) a generator")
     if problem:
         print(f"  the sweep would stop here: {problem}")
     elif gpus:
         waves = math.ceil(len(configs) / concurrent)
-        sharing = max(1, int(1 // preset.gpus_per_trial)) if preset.gpus_per_trial else 1  # trials splitting a GPU
-        trials_wall = waves * trial_hours / len(configs) * sharing
+        trials_wall = waves * max(c.seconds for c in costs) * per_gpu / speedup / 3600
         prep_wall = gen_hours / min(gpus, max(len(found), 1)) + pool_hours / replicas
         print(f"  {concurrent} trials at once, {waves} wave(s) of {len(configs)} trials, given enough CPUs "
               f"({preset.cpus_per_trial:g} a trial)")
@@ -103,11 +114,31 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput) -> None:
               f"wall about {prep_wall + trials_wall:.1f} h on {gpus} GPU{'s' * (gpus > 1)} ({prep_wall:.1f} h before the trials)")
         if gen_hours and gpus >= 2:
             workers = min(8, gpus)
-            print(f"  the generators first, data-parallel (sweeps/train_generators.py --gpus-per-generator {workers}): "
-                  f"about {gen_hours / workers:.1f} h at ideal scaling instead of {gen_hours:.1f} h on one GPU each")
+            batch = max(spec.ddpm.batch_size for spec, _ in found.values())
+            ddp = throughput.ddp_speedup(workers, batch)
+            print(f"  the generators data-parallel (sweeps/train_generators.py --gpus-per-generator {workers}): at most "
+                  f"{ddp:.2f}x one GPU (from DDPM steps/s at batch {batch} and 16 on one GPU; all-reduce not counted), "
+                  f"about {gen_hours / ddp:.1f} h instead of {gen_hours:.1f} h")
     else:
         print(f"estimate: CPUs only; on GPUs ({throughput.describe()}) this is generators + labellers "
               f"{gen_hours:.2f}, pools {pool_hours:.2f}, trials {trial_hours:.2f} GPU-h")
+
+
+def _trial_cost(cfg, dataset: Dataset, throughput: Throughput, every_s: float, sharing: float, class_plan):
+    """One trial's cost alone on one device (synthaug.pricing): its training set, test split and recipe."""
+    train = sum(p.real + p.synthetic for p in class_plan(cfg, dataset)) + cfg.stream_count
+    test = cfg.test_per_class * dataset.num_classes if cfg.test_per_class else len(dataset.test_y)
+    return trial_cost(cfg.train, train, test, dataset.num_classes, throughput, every_s, sharing)
+
+
+def _print_checkpoints(costs, every_s: float, throughput: Throughput) -> None:
+    """The trials' checkpoint volume and the storage bandwidth they need at most (every trial writing at once)."""
+    total = sum(c.checkpoints * c.checkpoint_bytes for c in costs)
+    largest = max(c.checkpoint_bytes for c in costs)
+    rule = f"every {every_s:g} s and at the last epoch" if every_s > 0 else "every epoch"
+    print(f"checkpoints: {largest / 2**20:.1f} MiB a trial, {rule} ({sum(c.checkpoints for c in costs)} in all, "
+          f"{total / 2**30:.1f} GiB written to --storage; Tune keeps the newest a trial); "
+          f"{sum(c.checkpoint_s for c in costs) / 60:.1f} min of writing at {throughput.checkpoint_mib_s:,.0f} MiB/s")
 
 
 def _pool_images(mine: dict, conditional: bool, num_classes: int) -> int:

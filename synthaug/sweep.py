@@ -237,10 +237,12 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None) -> int:
     try:
         plan, outline = plan_sweep(experiment, args)
         if args.dry_run:
-            from synthaug.benchmarks import default_path, find_throughput
+            from synthaug.benchmarks import default_path, find_throughput, read_throughputs
             from synthaug.dry_run import print_dry_run
 
-            print_dry_run(plan, outline, find_throughput(args.benchmarks or default_path(), args.gpu_model))
+            benchmarks = args.benchmarks or default_path()
+            measured = tuple(r.device for r in read_throughputs(benchmarks) if not r.assumed and r.size == "full")
+            print_dry_run(plan, outline, find_throughput(benchmarks, args.gpu_model), measured)
             return 0
         preflight(plan)
         # decoded (and cached) once all is checked; an outline read from the cache is the data set already
@@ -325,7 +327,8 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
         return 2
     context = TrialContext(str(plan.cache_dir), plan.tracking_uri, experiment_id, parent.run_id, plan.name,
                            per_trial_generators(plan.preset),
-                           {g: to_flat(plan.preset.generator(g)) for g in plan.generators})
+                           {g: to_flat(plan.preset.generator(g)) for g in plan.generators},
+                           plan.preset.trial_checkpoint_s)
     param_space = {**{k: tune.grid_search(list(v)) for k, v in plan.grid.items()},
                    "seed": tune.grid_search(list(plan.seeds))}       # the grid only: constants go with the trainable
     gpus = plan.preset.gpus_per_trial if use_gpus else 0

@@ -60,6 +60,7 @@ class TrialContext:
     sweep: str
     per_trial: dict = dataclasses.field(default_factory=dict)   # generator -> "subset" or "seed" (synthaug.instances)
     generators: dict = dataclasses.field(default_factory=dict)  # name -> its GeneratorSpec, flat: logged by its trials
+    checkpoint_every_s: float = 0.0     # Preset.trial_checkpoint_s: 0 checkpoints every epoch
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def run_trial(params: dict, dataset: Dataset, constants: SweepConstants) -> None
     try:
         _pass_gate(trial_key(cfg))
         training = compose(cfg, dataset, _synthetic_source(cfg, ctx.per_trial))
-        _train(cfg, dataset, training, select_test(dataset, cfg.test_per_class), run, device)
+        _train(cfg, dataset, training, select_test(dataset, cfg.test_per_class), run, device, ctx.checkpoint_every_s)
     except Exception as err:
         # Tune retries the trial (from its checkpoint); the retry reopens this run. The error stays on it.
         run.set_tags({ERROR_TAG: f"{type(err).__name__}: {err}"[:5000]})
@@ -120,8 +121,9 @@ def run_trial(params: dict, dataset: Dataset, constants: SweepConstants) -> None
 
 
 def _train(cfg: TrialConfig, dataset: Dataset, training: TrainingSet, test_index: np.ndarray,
-           run: RunLogger, device: str) -> None:
-    """Train from the last checkpoint (if any) to the last epoch, reporting every epoch."""
+           run: RunLogger, device: str, checkpoint_every_s: float = 0.0) -> None:
+    """Train from the last checkpoint (if any) to the last epoch, reporting every epoch, with a checkpoint at
+    the last epoch and once checkpoint_every_s seconds have passed since the last one (0: every epoch)."""
     test_x, test_y = dataset.test_x[test_index], dataset.test_y[test_index]
     trainer = Trainer(cfg.train, training.x, training.y, dataset.num_classes, seed=cfg.seed,
                       device=device, progress=False)
@@ -131,6 +133,7 @@ def _train(cfg: TrialConfig, dataset: Dataset, training: TrainingSet, test_index
             trainer.load_state_dict(torch.load(Path(folder) / "trainer.pt", weights_only=True))   # no pickle
     if trainer.epoch == 0:
         run.log_metrics({"train_images": len(training.y), "train_synthetic": int(training.synthetic.sum())})
+    last_checkpoint = time.monotonic()
     while trainer.epoch < cfg.train.epochs:
         metrics = trainer.train_epoch()
         result = evaluate(trainer.model, test_x, test_y, dataset.num_classes, device)
@@ -140,10 +143,14 @@ def _train(cfg: TrialConfig, dataset: Dataset, training: TrainingSet, test_index
         if last:
             _log_final(run, cfg, dataset, training, result, test_index)
             run.finish("FINISHED")
+        reported = {**metrics, "epoch": trainer.epoch, "done": last, "mlflow_run_id": run.run_id}
+        if not (last or time.monotonic() - last_checkpoint >= checkpoint_every_s):
+            tune.report(reported)
+            continue
         with tempfile.TemporaryDirectory() as folder:
             torch.save(trainer.state_dict(), Path(folder) / "trainer.pt")
-            tune.report({**metrics, "epoch": trainer.epoch, "done": last, "mlflow_run_id": run.run_id},
-                        checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report(reported, checkpoint=tune.Checkpoint.from_directory(folder))
+        last_checkpoint = time.monotonic()
 
 
 def _log_final(run: RunLogger, cfg: TrialConfig, dataset: Dataset, training: TrainingSet,

@@ -67,7 +67,7 @@ def test_two_ranks_train_and_checkpoint_on_a_gpu_runs_process_group(tmp_path):
     ranks = [ctx.Process(target=_rank, args=(r, 2, port, str(tmp_path), results)) for r in range(2)]
     for p in ranks:
         p.start()
-    found = dict((rank, (step, error)) for rank, step, error in (results.get(timeout=120) for _ in ranks))
+    found = {rank: (step, error) for rank, step, error in (results.get(timeout=120) for _ in ranks)}
     for p in ranks:
         p.join(timeout=30)
     assert found == {0: (TINY.train_steps, None), 1: (TINY.train_steps, None)}
