@@ -7,6 +7,16 @@ DeviceError instead of quietly training on the CPU. SYNTHAUG_DEVICE=cpu (or cuda
 choice in every process (the sweep passes it to its workers on every node): how the tests run
 on Ray nodes that declare GPUs this machine does not have.
 
+Two rules make the GPU a Ray process uses the one Ray gave it, whatever Ray does with processes:
+- A zero GPU share is the CPU. Ray leaves CUDA_VISIBLE_DEVICES as the node had it (every GPU) in
+  a task or actor that asked for no GPU; default_device() empties it there before anything can
+  initialise CUDA, and never answers cuda (SYNTHAUG_DEVICE=cuda there is a DeviceError).
+- A GPU task has a process of its own (device_task). Ray reuses a task's worker process for later
+  tasks, Ray sets CUDA_VISIBLE_DEVICES anew for each, and CUDA keeps the devices the process saw
+  when it first initialised: a reused process would run its next task on its first task's GPU.
+  An actor (a DDPM server, a Tune trial, a Ray Train worker) holds one process and one GPU share
+  for its whole life, so it needs no such rule.
+
 bf16 autocast is on for CUDA and off for the CPU unless a caller forces it (`autocast=True`):
 the tests do, so a dtype bug in the GPU's path shows on this machine and not on the first GPU.
 """
@@ -14,10 +24,12 @@ the tests do, so a dtype bug in the GPU's path shows on this machine and not on 
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
 DEVICE_ENV = "SYNTHAUG_DEVICE"     # a documented override: cpu or cuda
+VISIBLE_GPUS_ENV = "CUDA_VISIBLE_DEVICES"
 
 
 class DeviceError(RuntimeError):
@@ -25,14 +37,17 @@ class DeviceError(RuntimeError):
 
 
 def default_device() -> str:
-    """$SYNTHAUG_DEVICE if set, else cuda when this process sees a GPU, else cpu; DeviceError when Ray
-    gave this process a GPU that CUDA cannot use."""
+    """cpu in a Ray worker that Ray gave no GPU (CUDA hidden from it first; SYNTHAUG_DEVICE=cuda there is a
+    DeviceError); elsewhere $SYNTHAUG_DEVICE if set, else cuda when this process sees a GPU, else cpu;
+    DeviceError when Ray gave this process a GPU that CUDA cannot use."""
     forced = os.environ.get(DEVICE_ENV)
+    given = ray_worker_gpus()
+    if given == []:
+        return _without_gpu(forced)
     if forced:
         return forced
     if torch.cuda.is_available():
         return "cuda"
-    given = assigned_gpus()
     if given:
         raise DeviceError(f"Ray gave this process GPU(s) {given}, but CUDA is unusable here "
                           f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); fix the node's driver, "
@@ -40,14 +55,32 @@ def default_device() -> str:
     return "cpu"
 
 
-def assigned_gpus() -> list:
-    """The GPU ids Ray assigned to this process (a task or actor that asked for num_gpus); [] elsewhere."""
-    try:
-        import ray
+def _without_gpu(forced: str | None) -> str:
+    """A Ray worker with a zero GPU share: no GPU is visible to it from now on, and it runs on the CPU."""
+    if forced and torch.device(forced).type == "cuda":
+        raise DeviceError(f"{DEVICE_ENV}={forced}, but Ray gave this process no GPU (--gpus 0, or a zero GPU "
+                          f"share); unset {DEVICE_ENV}, or give the process a GPU share")
+    os.environ[VISIBLE_GPUS_ENV] = ""
+    return "cpu"
 
-        return list(ray.get_gpu_ids()) if ray.is_initialized() else []
-    except Exception:  # noqa: BLE001 - not inside Ray, or a Ray without a runtime context
-        return []
+
+def ray_worker_gpus() -> list | None:
+    """The GPU ids Ray assigned to this process when it is a Ray worker (a task or an actor; [] for a zero
+    share); None in a driver or a process outside Ray."""
+    ray = sys.modules.get("ray")        # a Ray worker has imported ray before it runs anything of ours
+    if ray is None or not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+        return None
+    return list(ray.get_gpu_ids())
+
+
+def device_task(function, num_gpus: float, num_cpus: float = 1):
+    """`function` as a Ray task holding num_gpus (and num_cpus), run in a process that ends with it
+    (max_calls=1): a GPU task never inherits a process whose CUDA saw another task's GPU. Ray gives
+    max_calls=1 itself only to a function declared with num_gpus, not one given them by .options(),
+    which cannot set max_calls. Every Ray task that may hold a GPU is made here."""
+    import ray
+
+    return ray.remote(max_calls=1)(function).options(num_gpus=num_gpus, num_cpus=num_cpus)
 
 
 def autocast_enabled(device: torch.device | str, autocast: bool | None = None) -> bool:

@@ -114,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_job(plan: JobPlan, dataset: Dataset) -> int:
     import ray
 
+    from synthaug.devices import device_task
     from synthaug.generator_training import GENERATORS_EXPERIMENT
     from synthaug.preflight import cluster_problem
     from synthaug.prepare import prepare_generator
@@ -145,7 +146,7 @@ def run_job(plan: JobPlan, dataset: Dataset) -> int:
     if plan.workers > 1:
         for spec in plan.specs:
             train_data_parallel(plan, spec, dataset, shipped, use_gpu=bool(gpus))
-    prepare = ray.remote(prepare_generator).options(num_gpus=1 if gpus else 0, num_cpus=1)
+    prepare = device_task(prepare_generator, num_gpus=1 if gpus else 0, num_cpus=1)
     prepared = ray.get([prepare.remote(spec, plan.data, str(plan.cache_dir), dataset=shipped,
                                        tracking_uri=plan.tracking_uri,
                                        policy=plan.preset.checkpointing,
@@ -205,12 +206,15 @@ def _data_parallel_worker(config: dict) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
+    from synthaug.devices import default_device
     from synthaug.diffusion.training import rng_state
     from synthaug.generator_training import Tracking, train_generator
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+    device = torch.device(default_device())
+    if device.type == "cuda":       # this worker's GPU among those Ray Train shows every worker of the node
+        device = ray.train.torch.get_device()
     torch.set_num_threads(1)
     dataset = ray.get(config["dataset"])
 

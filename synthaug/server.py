@@ -213,7 +213,9 @@ class DDPMServer:
 
 def make_server_actor(prepared: PreparedGenerator, spec: GeneratorSpec, store_root: str,
                       classes: Sequence[str], replica: int = 0, num_gpus: float = 0.0, num_cpus: float = 0.0):
-    """Create (or find, when it is already alive) the named server actor. Call on the driver."""
+    """Create (or find, when it is already alive) the named server actor. Call on the driver. The actor has
+    a process of its own for its whole life, in which default_device() picks the device of its share
+    (num_gpus 0: the CPU, synthaug.devices)."""
     import ray
 
     actor_cls = ray.remote(DDPMServer)

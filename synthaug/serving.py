@@ -54,13 +54,14 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool) -> tuple[dict[
     serving ones) generated."""
     import ray
 
+    from synthaug.devices import device_task
     from synthaug.generator_training import GENERATORS_EXPERIMENT
     from synthaug.prepare import prepare_generator
     from synthaug.server import make_server_actor
 
     gpus = ray.cluster_resources().get("GPU", 0) if use_gpus else 0
     # One CPU thread: on a shared 2-core machine two torch threads ran a small UNet 3-10x slower.
-    prepare = ray.remote(prepare_generator).options(num_gpus=1 if gpus else 0, num_cpus=1)
+    prepare = device_task(prepare_generator, num_gpus=1 if gpus else 0, num_cpus=1)
     found = instances(plan.preset, plan.configs)
     specs = [spec for spec, _ in found.values()]
     print(f"preparing generators {', '.join(found)} (trained once, then cached under {plan.cache_dir}; "
