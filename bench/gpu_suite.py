@@ -47,7 +47,7 @@ import torch
 import plan_parts
 from baselines import LoaderTraining, PerStepCopies, PILImages
 from measure import device_name, device_type, idle_share, median_time, peak, random_images, reset_peak, synchronize
-from plan_parts import ddpm_rate
+from plan_parts import FLOAT32, ddpm_rate, paper_unet
 from suite import SIZES, Row, Suite, render, side_by_side
 from synthaug.cli import OneLineParser
 from synthaug.benchmarks import COLUMNS, Throughput, default_path, write_run, write_throughput
@@ -93,7 +93,7 @@ def classifier(suite: Suite) -> None:
             f"{bf16 / theirs:.2f}x {baseline}", bf16_peak),
         Row("classifier", f"synthaug Trainer, bf16, torch.compile ({size.compile_backend})", compiled, "images/s",
             f"{compiled / theirs:.2f}x {baseline}" if compiled else "", compiled_peak, compiled_note),
-        Row("classifier", "synthaug Trainer, float32", fp32, "images/s", f"{fp32 / theirs:.2f}x {baseline}", fp32_peak))
+        Row("classifier", f"synthaug Trainer, {FLOAT32}", fp32, "images/s", f"{fp32 / theirs:.2f}x {baseline}", fp32_peak))
     test_x, test_y = random_images(min(size.images, PAPER_TEST), seed=1)
     reset_peak(device)
     evaluating = len(test_y) / median_time(lambda: evaluate(trainer.model, test_x, test_y, 10, device), reps, device)
@@ -125,10 +125,7 @@ def idle(suite: Suite) -> None:
 
 def sampling(suite: Suite) -> None:
     size, device, reps = suite.size, suite.device, suite.reps
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        unet = build_unet(size.unet).to(device).eval()
-    schedule = {"num_train_timesteps": size.unet.num_train_timesteps, "beta_schedule": size.unet.beta_schedule}
+    unet, schedule = paper_unet(size, device)
     seeds = [image_seed("gpu-suite", k) for k in range(size.sample_images)]
     params = sum(p.numel() for p in unet.parameters())
     for name, steps in size.samplers:

@@ -218,10 +218,12 @@ def labeller(suite: Suite) -> None:
 
 # ------------------------------------------------------------------------------------------------ ddpm
 
+FLOAT32 = "float32 (TF32 convolutions on a GPU, cuDNN's default)"
+
 
 def ddpm(suite: Suite) -> None:
     size, device, reps = suite.size, suite.device, suite.reps
-    variants = {"float32": dict(autocast=False), "bf16 autocast": dict(autocast=True),
+    variants = {FLOAT32: dict(autocast=False), "bf16 autocast": dict(autocast=True),
                 "bf16, channels_last": dict(autocast=True, channels_last=True),
                 "bf16, fused AdamW": dict(autocast=True, fused_adamw=True),
                 "bf16, channels_last, fused AdamW": dict(autocast=True, channels_last=True, fused_adamw=True)}
@@ -230,7 +232,7 @@ def ddpm(suite: Suite) -> None:
     for label, options in variants.items():
         reset_peak(device)
         rates[label] = ddpm_rate(big, size.ddpm_steps, reps, device, **options)
-        against = "baseline" if label == "float32" else f"{rates[label] / rates['float32']:.2f}x float32" + (
+        against = "baseline" if label == FLOAT32 else f"{rates[label] / rates[FLOAT32]:.2f}x float32" + (
             "" if label == "bf16 autocast" else f", {rates[label] / rates['bf16 autocast']:.2f}x bf16")
         suite.add(Row("ddpm", f"DDPM training at batch {size.ddpm_batch}, {label}", rates[label], "steps/s", against,
                       peak(device), f"100,000 paper steps: {100_000 / rates[label] / 3600:.2f} h"))
@@ -261,12 +263,18 @@ def ddpm_rate(cfg, steps: int, reps: int, device: str, autocast: bool, barrier=N
 # ----------------------------------------------------------------------------------------------- evals
 
 
-def evals(suite: Suite) -> None:
-    size, device, reps = suite.size, suite.device, suite.reps
+def paper_unet(size, device: str):
+    """The size's UNet with fixed random weights in eval mode, and its noise schedule (sampling speed does not
+    depend on the weights)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         unet = build_unet(size.unet).to(device).eval()
-    schedule = {"num_train_timesteps": size.unet.num_train_timesteps, "beta_schedule": size.unet.beta_schedule}
+    return unet, {"num_train_timesteps": size.unet.num_train_timesteps, "beta_schedule": size.unet.beta_schedule}
+
+
+def evals(suite: Suite) -> None:
+    size, device, reps = suite.size, suite.device, suite.reps
+    unet, schedule = paper_unet(size, device)
     name, steps = size.samplers[0]
     images = max(size.sample_batches)
     seeds = [image_seed("gpu-suite", k) for k in range(images)]

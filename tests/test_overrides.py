@@ -4,6 +4,7 @@ and what a generator learns from (train_on)."""
 import dataclasses
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +92,16 @@ def test_paper_dry_run_prints_42_trials_and_the_plan_and_writes_nothing(tmp_path
     assert main(replace_pct, ["--preset", "paper", "--seeds", "6", "--dry-run", "--gpus", "32"]) == 0
     out = capsys.readouterr().out
     assert "42 trials = 7 configurations x 6 seeds; 2100 trial-epochs" in out
-    assert "ddpm-uncond: ddpm, train 100000 steps at batch 128" in out and "64 trials at once" in out
+    assert "ddpm-uncond: ddpm, train 100000 steps at batch 128" in out and "128 trials at once" in out
     assert "GPU-h" in out and "the throughputs of NVIDIA H100" in out      # BENCHMARKS.md's row, assumed or measured
+    # every paper sweep prices its trials on their stem (study: torchvision's), trials a GPU, checkpoints, the source
+    for name in ("replace_pct", "long_tail", "cond_vs_uncond", "sample_count"):
+        assert main(sweep_script(name), ["--preset", "paper", "--dry-run", "--gpus", "8", "--gpu-model", "H200"]) == 0
+        out = capsys.readouterr().out
+        assert re.search(r"trials: imagenet stem 24,107 training images/s one trial alone, 220,660 test images/s; "
+                         r"4 trial\(s\) a GPU at 0.22 GPU each, 4.31x one alone", out), out
+        assert re.search(r"checkpoints: 42.7 MiB a trial, every 120 s and at the last epoch \(\d+ in all, [0-9.]+ GiB", out)
+        assert "the throughputs of NVIDIA H200 (full), measured by bench/on_device.sh" in out, out
     assert main(replace_pct, ["--preset", "paper", "--seeds", "6", "--dry-run", "--set", "train.epochs=1"]) == 0
     assert "42 trials = 7 configurations x 6 seeds; 42 trial-epochs" in capsys.readouterr().out
     assert os.listdir(tmp_path) == []           # no cache, no mlflow.db, no ray_results, no download
