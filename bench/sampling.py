@@ -40,6 +40,7 @@ import torch
 from measure import median_time
 from synthaug.cli import OneLineParser
 from synthaug.config import SMOKE_DDPM
+from synthaug.devices import made_on, numerics
 from synthaug.diffusion.ddpm import DDPMConfig, build_unet
 from synthaug.diffusion.sampling import SamplerConfig, build_scheduler, image_seed, sample, to_uint8
 from synthaug.pools import PoolKey, PoolStore
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
         torch.manual_seed(0)
         unet = build_unet(cfg).to(args.device).eval()
     sampler = SamplerConfig(name="ddim", steps=args.steps, eta=args.eta)
-    key = PoolKey("bench", sampler, 0, "", 0)
+    key = PoolKey("bench", sampler, 0, "", 0, numerics(args.device))
     seeds = [image_seed(key.pool_id, k) for k in range(args.images)]
 
     made = {}
@@ -97,7 +98,8 @@ def main(argv=None) -> int:
                                                        scheduler_config=schedule), args.runs, args.device)
     with tempfile.TemporaryDirectory() as folder:
         store = PoolStore(folder)
-        store.append(key, 0, images, np.zeros(len(images), np.int64), np.ones(len(images), np.float32))
+        store.append(key, 0, images, np.zeros(len(images), np.int64), np.ones(len(images), np.float32),
+                     made_on(args.device))
         read = median_time(lambda: store.read(key.pool_id, stop=args.images), args.runs, args.device)
 
     n = args.images

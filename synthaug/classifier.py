@@ -5,14 +5,17 @@ device as padded uint8 NCHW, and shuffling, random crop (pad 4, reflect) and hor
 flip are done batched on the tensor; there is no DataLoader. An epoch's order and every batch's
 crop offsets and flips are drawn up front and sent to the device in one copy, and the
 normalisation constants live on the device, so a training step waits on no host-to-device copy
-(the weights are bitwise those of drawing batch by batch, checked against the previous code).
+(on the CPU the weights are bitwise those of drawing batch by batch, checked against the previous code).
 Normalisation uses the CIFAR-10 per-channel mean/std for every source, real or synthetic.
 
 Determinism: the seed fixes the initial weights (a forked RNG), the data order and every
 augmentation draw (one CPU torch.Generator, so the order is the same on any device).
 On CPU, a run is bitwise reproducible and a run resumed from `Trainer.state_dict()` gives
 the same weights as an uninterrupted one (tests/test_classifier.py). On CUDA the draws are
-the same but cuDNN kernels may be non-deterministic; we leave global cuDNN flags alone.
+the same but the arithmetic is not: cuDNN picks kernels per shape and GPU model, bf16 autocast
+rounds, and some backward kernels add in no fixed order, so a rerun or a resumed run is
+statistically equivalent, not bitwise. SYNTHAUG_DETERMINISTIC=1 (synthaug/devices.py) asks torch
+for deterministic algorithms where it has them; otherwise global cuDNN flags are left alone.
 
 Measured (CPU training throughput, augmentation included, float32 NCHW, torch 2.14.1,
 1,000 random 32x32 images, 10 classes, batch 256; median of 3 epochs after a warm-up

@@ -28,14 +28,15 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 def worker_environment() -> dict:
     """The runtime_env every command that runs on Ray starts it with: remote progress bars a line in 10 s,
-    the documented settings (trial gate, forced device) and the driver's code commit, on every node."""
-    from synthaug.devices import DEVICE_ENV
+    the documented settings (trial gate, forced device, deterministic algorithms) and the driver's code
+    commit, on every node."""
+    from synthaug.devices import DETERMINISTIC_ENV, DEVICE_ENV
     from synthaug.provenance import COMMIT_ENV, export_commit
     from synthaug.trial import TRIAL_GATE
 
     export_commit()
-    return {"env_vars": {"TQDM_MININTERVAL": "10",
-                         **{k: os.environ[k] for k in (TRIAL_GATE, DEVICE_ENV, COMMIT_ENV) if os.environ.get(k)}}}
+    documented = (TRIAL_GATE, DEVICE_ENV, DETERMINISTIC_ENV, COMMIT_ENV)
+    return {"env_vars": {"TQDM_MININTERVAL": "10", **{k: os.environ[k] for k in documented if os.environ.get(k)}}}
 
 
 def sweep_parser(prog: str, description: str) -> OneLineParser:

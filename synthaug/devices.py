@@ -19,17 +19,39 @@ Two rules make the GPU a Ray process uses the one Ray gave it, whatever Ray does
 
 bf16 autocast is on for CUDA and off for the CPU unless a caller forces it (`autocast=True`):
 the tests do, so a dtype bug in the GPU's path shows on this machine and not on the first GPU.
+
+What is bitwise where. Every random draw (batches, crops, flips, timesteps, a pool image's noise)
+comes from a seeded torch.Generator, so the draws are the same on any device. The arithmetic is not:
+- On the CPU (one machine, one torch build) a run is bitwise repeatable: a resumed classifier or DDPM
+  training ends with the weights of an uninterrupted one, and a pool shard generated again has the
+  same bytes (tests/test_classifier.py, test_generator_training.py, test_storage_faults.py). An image sampled
+  in a batch of another size may differ by one intensity level (tests/test_diffusion.py).
+- On CUDA the same computation is statistically equivalent, not bitwise: cuDNN and cuBLAS choose
+  kernels per shape and GPU model, bf16 autocast rounds differently from float32, and some backward
+  kernels add with atomics in no fixed order. A resumed run, a regenerated shard, an image made in a
+  batch of another size or on another GPU model carries the same draws through other roundings.
+- Data-parallel DDPM training with dropout > 0 (the paper UNet's 0.3) differs from one process even
+  on the CPU: each rank draws its own dropout masks from its own RNG (diffusion/training.py).
+SYNTHAUG_DETERMINISTIC=1 asks for deterministic algorithms where torch has them (apply_determinism):
+repeated runs on one GPU model and software then repeat where every op has such a kernel; an op
+without one warns and runs anyway (warn_only). It costs speed and has not been run on a GPU here.
+A pool records both sides (synthaug/pools.py): its identity names the device type and precision
+(numerics), and its pool.json the GPU model and software each shard was made with (made_on).
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import sys
 
 import torch
 
 DEVICE_ENV = "SYNTHAUG_DEVICE"     # a documented override: cpu or cuda
+DETERMINISTIC_ENV = "SYNTHAUG_DETERMINISTIC"    # a documented setting: 1 = deterministic algorithms
 VISIBLE_GPUS_ENV = "CUDA_VISIBLE_DEVICES"
+CUBLAS_WORKSPACE_ENV = "CUBLAS_WORKSPACE_CONFIG"
+CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"      # what cuBLAS needs for deterministic results (CUDA >= 10.2)
 
 
 class DeviceError(RuntimeError):
@@ -37,9 +59,12 @@ class DeviceError(RuntimeError):
 
 
 def default_device() -> str:
-    """cpu in a Ray worker that Ray gave no GPU (CUDA hidden from it first; SYNTHAUG_DEVICE=cuda there is a
-    DeviceError); elsewhere $SYNTHAUG_DEVICE if set, else cuda when this process sees a GPU, else cpu;
-    DeviceError when Ray gave this process a GPU that CUDA cannot use."""
+    """Applies SYNTHAUG_DETERMINISTIC first (every trial, server, preparation and data-parallel worker
+    picks its device here, before its first CUDA work), then picks: cpu in a Ray worker that Ray gave
+    no GPU (CUDA hidden from it first; SYNTHAUG_DEVICE=cuda there is a DeviceError); elsewhere
+    $SYNTHAUG_DEVICE if set, else cuda when this process sees a GPU, else cpu; DeviceError when Ray
+    gave this process a GPU that CUDA cannot use."""
+    apply_determinism()
     forced = os.environ.get(DEVICE_ENV)
     given = ray_worker_gpus()
     if given == []:
@@ -53,6 +78,61 @@ def default_device() -> str:
                           f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); fix the node's driver, "
                           f"or set {DEVICE_ENV}=cpu to run on the CPU on purpose")
     return "cpu"
+
+
+def deterministic_requested() -> bool:
+    """SYNTHAUG_DETERMINISTIC: 1 on; unset, empty or 0 off; anything else a DeviceError (one line)."""
+    value = os.environ.get(DETERMINISTIC_ENV, "").strip()
+    if value not in ("", "0", "1"):
+        raise DeviceError(f"{DETERMINISTIC_ENV}: 1 (deterministic algorithms) or 0, got {value!r}")
+    return value == "1"
+
+
+def apply_determinism() -> bool:
+    """Under SYNTHAUG_DETERMINISTIC=1, for this process: torch.use_deterministic_algorithms(True,
+    warn_only=True), cuDNN deterministic with benchmark off (it would pick kernels by timing them), and
+    CUBLAS_WORKSPACE_CONFIG=:4096:8 unless already set (cuBLAS reads it when a process makes its first
+    handle, so this must run before the first CUDA matmul). Whether it is on; off changes nothing."""
+    if not deterministic_requested():
+        return False
+    os.environ.setdefault(CUBLAS_WORKSPACE_ENV, CUBLAS_DETERMINISTIC_WORKSPACE)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    return True
+
+
+def numerics(device: torch.device | str, autocast: bool | None = None) -> str:
+    """The device type and the precision a network runs in there, under the autocast rule below:
+    "cpu/float32", "cuda/bf16", "cpu/bf16" (forced), "cuda/tf32" (autocast forced off; cuDNN's TF32
+    convolutions, torch's default). Part of a pool's identity: a choice that changes its images."""
+    device = torch.device(device)
+    if autocast_enabled(device, autocast):
+        precision = "bf16"
+    elif device.type == "cuda" and torch.backends.cudnn.allow_tf32:
+        precision = "tf32"
+    else:
+        precision = "float32"
+    return f"{device.type}/{precision}"
+
+
+def made_on(device: torch.device | str) -> str:
+    """What else decides the bits a computation on `device` gives: the GPU model (or the CPU's
+    architecture and vector unit), torch and its CUDA and cuDNN builds, TF32 matmuls and deterministic
+    algorithms when on. e.g. "NVIDIA H200, torch 2.5.1+cu124, CUDA 12.4, cuDNN 90100". Recorded with a
+    pool's shards, not part of its identity: it changes bytes, not what the images are drawn from."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        parts = [torch.cuda.get_device_name(device), f"torch {torch.__version__}", f"CUDA {torch.version.cuda}",
+                 f"cuDNN {torch.backends.cudnn.version()}"]
+        if torch.backends.cuda.matmul.allow_tf32:
+            parts.append("TF32 matmul")
+    else:
+        parts = [f"{device.type} {platform.machine()} {torch.backends.cpu.get_cpu_capability()}",
+                 f"torch {torch.__version__}"]
+    if torch.are_deterministic_algorithms_enabled():
+        parts.append("deterministic")
+    return ", ".join(parts)
 
 
 def _without_gpu(forced: str | None) -> str:

@@ -128,7 +128,8 @@ class Settings:
     cache_dir: Path                     # datasets/, generators/, labellers/, pools/
     samples_per_class: int = 100
     seed: int = 0                       # the pool seed: pools are shared with trials of this seed
-    device: str | None = None           # default: cuda when available
+    device: str | None = None           # default: cuda when available; a pool's id names its device type and
+                                        # precision, so trials' pools are read where their servers ran
     progress: bool = False
 
 

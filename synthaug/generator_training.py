@@ -149,6 +149,7 @@ def _train_generator(spec, dataset, cache_dir, device, tracking, policy, rank, w
                         "workers": world_size, "effective_batch": spec.ddpm.batch_size,
                         "batch_per_worker": spec.ddpm.batch_size // world_size, "lr": spec.ddpm.lr,
                         "device": training.device.type, "bf16_autocast": training.autocast,
+                        "deterministic": torch.are_deterministic_algorithms_enabled(),
                         "parameters": sum(p.numel() for p in training.model.parameters()),
                         "checkpoint_every": policy.every_steps, "checkpoint_every_s": policy.every_seconds})
         on_log, on_grid = (lambda step, metrics: run.log_metrics(metrics, step=step)), log_grid

@@ -45,9 +45,10 @@ class LoadedGenerator(ABC):
 
     @abstractmethod
     def sample(self, sampler: SamplerConfig, seeds: Sequence[int], class_index: int | None,
-               classes: Sequence[str], pool_id: str, start: int, batch_size: int, progress: bool) -> np.ndarray:
+               classes: Sequence[str], pool_id: str, start: int, batch_size: int, progress: bool,
+               autocast: bool | None = None) -> np.ndarray:
         """uint8 (len(seeds), 32, 32, 3): images [start, start + len(seeds)) of pool_id, conditioned on
-        class_index (None: unconditional)."""
+        class_index (None: unconditional); autocast: bf16 (None: on CUDA only, synthaug.devices)."""
 
 
 class GeneratorKind(ABC):
@@ -80,12 +81,12 @@ class _UNet(LoadedGenerator):
         self.schedule = load_scheduler_config(location) or {
             "num_train_timesteps": spec.ddpm.num_train_timesteps, "beta_schedule": spec.ddpm.beta_schedule}
 
-    def sample(self, sampler, seeds, class_index, classes, pool_id, start, batch_size, progress):
+    def sample(self, sampler, seeds, class_index, classes, pool_id, start, batch_size, progress, autocast=None):
         from synthaug.diffusion.sampling import sample
 
         labels = None if class_index is None else [class_index] * len(seeds)
         return sample(self.unet, sampler, seeds, labels, self.device, batch_size=batch_size, progress=progress,
-                      scheduler_config=self.schedule)
+                      scheduler_config=self.schedule, autocast=autocast)
 
 
 class TrainedDDPM(GeneratorKind):
@@ -134,13 +135,13 @@ class _Pipeline(LoadedGenerator):
         self.schedule = dict(self.pipeline.scheduler.config)
         self.spec, self.device = spec, device
 
-    def sample(self, sampler, seeds, class_index, classes, pool_id, start, batch_size, progress):
+    def sample(self, sampler, seeds, class_index, classes, pool_id, start, batch_size, progress, autocast=None):
         """Each image as one of its CIFAR class's ImageNet classes (the label map), chosen by its seed."""
         from synthaug.diffusion.imagenet import sample_pipeline, source_labels
 
         labels = source_labels(self.spec.label_map, classes[class_index], pool_id, range(start, start + len(seeds)))
         return sample_pipeline(self.pipeline, sampler, seeds, labels, self.device,
-                               guidance_scale=self.spec.guidance_scale, batch_size=batch_size)
+                               guidance_scale=self.spec.guidance_scale, batch_size=batch_size, autocast=autocast)
 
 
 class PretrainedDiT(GeneratorKind):

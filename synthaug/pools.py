@@ -1,16 +1,32 @@
 """The content-addressed store of synthetic images.
 
-A pool is an endless, deterministic stream of samples from one generator: its identity
+A pool is an endless, seeded stream of samples from one generator: its identity
 (PoolKey.pool_id) is a digest of the generator's weights, the sampler and its settings, the
-class it is conditioned on (or "unconditional" with the pseudo-labeller's digest) and the
-pool seed. Sample k is drawn from its own seed (diffusion.sampling.image_seed(pool_id, k)),
-so it does not depend on the batch it was generated in, and a trial that needs n images
-of a class takes the first n of them: pools are nested by construction.
+class it is conditioned on (or "unconditional" with the pseudo-labeller's digest), the
+pool seed, and the numerics the samples are computed in (the device type and precision,
+devices.numerics: "cpu/float32", "cuda/bf16"). Sample k is drawn from its own seed
+(diffusion.sampling.image_seed(pool_id, k)), so which image it is does not depend on the batch it
+was generated in, and a trial that needs n images of a class takes the first n of them: pools
+are nested by construction.
+
+Devices and precisions. bf16 on a GPU and float32 on the CPU carry the same seeds through other
+roundings: images that are statistically equivalent, not the same bytes (devices.py, "What is
+bitwise where"). The numerics are part of the identity, so a pool is never made partly under
+one and partly under another: a sweep on the CPU and one on GPUs make (and reuse) pools of
+their own, and a pool made on GPUs is reused by every later GPU sweep, whatever its GPU model.
+The GPU model and software (devices.made_on: "NVIDIA H200, torch ..., CUDA ..., cuDNN ...")
+change bytes, not the recipe, and a cluster may mix GPU models: they are recorded, not part
+of the identity. pool.json records what made each shard (made_on, shard -> machine), and
+extending a pool on a machine none of its shards was made on prints one warning line naming
+both, so a pool that mixes GPU models says so, and which images came from where. Reading a
+pool made elsewhere needs nothing: its bytes are what they are.
 
 On disk a pool is a folder of shards `<start:09d>-<stop:09d>.npz` (images, labels, confidences
 and their checksum), each written to a temporary file and renamed into place, so a crash never
-leaves half a shard and two writers of the same shard write the same bytes; a shard damaged
-later is caught by its checksum on read, moved aside and generated again.
+leaves half a shard, beside pool.json (the key, its pool_id and made_on); one writer a pool at a
+time (PoolStore.lock). A shard damaged later is caught by its checksum on read, moved aside and
+generated again: the same bytes on the CPU machine that made it, statistically equivalent
+ones on a GPU.
 """
 
 from __future__ import annotations
@@ -39,12 +55,13 @@ class PoolKey:
     class_index: int            # UNCONDITIONAL for an unconditional generator
     labeller_digest: str        # "" for a conditional generator
     seed: int
+    numerics: str               # the device type and precision of the samples: devices.numerics()
 
     @property
     def pool_id(self) -> str:
         return digest({"weights": self.weights_digest, "sampler": asdict(self.sampler),
                        "class": self.class_index if self.class_index >= 0 else "unconditional",
-                       "labeller": self.labeller_digest, "seed": self.seed})[:24]
+                       "labeller": self.labeller_digest, "seed": self.seed, "numerics": self.numerics})[:24]
 
 
 @dataclass(frozen=True)
@@ -82,8 +99,9 @@ class PoolStore:
 
     def read(self, pool_id: str, stop: int | None = None) -> PoolSlice:
         """Samples [0, stop) (all that are on disk when stop is None). A shard that fails its checksum
-        (truncated, altered) is moved aside and the pool ends before it: its samples are generated again,
-        the same bytes, since sample k comes from its own seed."""
+        (truncated, altered) is moved aside and the pool ends before it: its samples are generated again
+        from their own seeds (the same bytes on the CPU machine that made them; on a GPU, statistically
+        equivalent ones)."""
         parts = []
         for start, shard_stop in self._chain(pool_id):
             if stop is not None and start >= stop:
@@ -100,17 +118,34 @@ class PoolStore:
         n = len(images) if stop is None else min(stop, len(images))
         return PoolSlice(pool_id, np.arange(n, dtype=np.int64), images[:n], labels[:n], confidence[:n])
 
+    def manifest(self, pool_id: str) -> dict:
+        """The pool's pool.json: its key, pool_id and made_on (shard name -> machine); {} when there is
+        none or it is unreadable (append writes it again)."""
+        try:
+            manifest = json.loads((self.folder(pool_id) / "pool.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return manifest if isinstance(manifest, dict) else {}
+
     def append(self, key: PoolKey, start: int, images: np.ndarray, labels: np.ndarray,
-               confidence: np.ndarray) -> None:
-        """Write samples [start, start + len(images)) as one shard, atomically."""
+               confidence: np.ndarray, made_on: str) -> None:
+        """Write samples [start, start + len(images)) as one shard, atomically, and record in pool.json
+        that `made_on` (devices.made_on) made it; one warning line when none of the pool's shards was
+        made there before. The caller holds the pool's lock (one writer a pool)."""
         folder = self.folder(key.pool_id)
         folder.mkdir(parents=True, exist_ok=True)
-        meta = folder / "pool.json"
-        if not meta.exists():
-            atomic_write(meta, json.dumps({"pool_id": key.pool_id, **asdict(key)}, indent=1).encode())
         path = self._shard_path(key.pool_id, start, start + len(images))
+        manifest = {"pool_id": key.pool_id, **asdict(key)}
+        made = dict(self.manifest(key.pool_id).get("made_on") or {})
+        if made and made_on not in made.values():
+            before = "; ".join(sorted(set(made.values())))
+            print(f"warning: pool {key.pool_id} was made on [{before}] and is extended on [{made_on}] "
+                  f"(images {start}..{start + len(images) - 1}): statistically equivalent images, not the bytes "
+                  f"the first would make; {folder / 'pool.json'} records each shard's", flush=True)
         save_checked_arrays(path, {"images": images.astype(np.uint8), "labels": labels.astype(np.int64),
                                    "confidence": confidence.astype(np.float32)})
+        made[path.stem] = made_on
+        atomic_write(folder / "pool.json", json.dumps({**manifest, "made_on": made}, indent=1).encode())
 
     @staticmethod
     def _read_shard(path: Path) -> dict | None:
@@ -130,8 +165,9 @@ class PoolStore:
 
     def _chain(self, pool_id: str) -> list[tuple[int, int]]:
         """Shards that cover [0, length) end to end, for the largest length the shards on disk
-        reach. Shards may overlap (two writers cut a stream differently): image k is the same in
-        either, so any chain of them reads the same samples."""
+        reach. Shards may overlap (two writers cut a stream differently): image k is drawn from the same
+        seed in either (the same bytes when one machine made both), so any chain of them reads the same
+        samples."""
         folder = self.folder(pool_id)
         if not folder.is_dir():
             return []

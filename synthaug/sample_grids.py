@@ -68,7 +68,8 @@ def sweep_generators(trials: Trials) -> dict[str, str]:
 
 
 def pool_keys(pools_dir: Path) -> pd.DataFrame:
-    """A row a pool on disk: pool_id, weights_digest, sampler (as text), class_index, labeller_digest, seed."""
+    """A row a pool on disk: pool_id, weights_digest, sampler (as text), class_index, labeller_digest, seed,
+    numerics ("" for a pool written before pool ids named them)."""
     rows = []
     for path in sorted(pools_dir.glob("*/pool.json")):
         try:
@@ -76,11 +77,11 @@ def pool_keys(pools_dir: Path) -> pd.DataFrame:
             rows.append({"pool_id": key["pool_id"], "weights_digest": key["weights_digest"],
                          "sampler": json.dumps(key["sampler"], sort_keys=True),
                          "class_index": int(key["class_index"]), "labeller_digest": key["labeller_digest"],
-                         "seed": int(key["seed"])})
+                         "seed": int(key["seed"]), "numerics": str(key.get("numerics", ""))})
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return pd.DataFrame(rows, columns=["pool_id", "weights_digest", "sampler", "class_index", "labeller_digest",
-                                       "seed"])
+                                       "seed", "numerics"])
 
 
 def sample_grids(cache_dir: str | Path, num_classes: int, preferred: dict[str, str] | None = None,
@@ -98,12 +99,12 @@ def sample_grids(cache_dir: str | Path, num_classes: int, preferred: dict[str, s
     names = {**generator_names(cache_dir), **(preferred or {})}
     store = PoolStore(cache_dir / "pools")
     grids = []
-    groups = keys.groupby(["weights_digest", "sampler", "labeller_digest"], sort=True)
-    for (weights, sampler, _), group in groups:
+    groups = keys.groupby(["weights_digest", "sampler", "labeller_digest", "numerics"], sort=True)
+    for (weights, sampler, _, numbers), group in groups:
         group = group[group["seed"] == group["seed"].min()]
         name = names.get(weights, f"generator {weights[:8]}")
         if groups.ngroups > len({*keys["weights_digest"]}):
-            name += f" ({_sampler_text(sampler)})"
+            name += f" ({_sampler_text(sampler)}{', ' + numbers if numbers else ''})"
         grid = _grid(store, group, num_classes, per_class, name)
         if grid is not None and len(grid.images):
             grids.append(grid)

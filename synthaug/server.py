@@ -24,7 +24,7 @@ from synthaug.generators import PreparedGenerator, generator_kind
 from synthaug.labeller import load_labeller
 from synthaug.pools import (KEEP_ALL, UNCONDITIONAL, PoolKey, PoolSlice, PoolStore, SampleFilter, class_slice,
                             confidence_filter, prefix, top_fraction_filter)
-from synthaug.devices import default_device
+from synthaug.devices import default_device, made_on, numerics
 
 NAMESPACE = "synthaug"
 MAX_STREAM_FACTOR = 20      # an unconditional pool gives up on a class after 20x its fair share
@@ -48,7 +48,10 @@ class DDPMServer:
     """One generator, its pseudo-labeller, and the pools it has made."""
 
     def __init__(self, prepared: PreparedGenerator, spec: GeneratorSpec, store_root: str,
-                 classes: Sequence[str], device: str | None = None, progress: bool = True):
+                 classes: Sequence[str], device: str | None = None, progress: bool = True,
+                 autocast: bool | None = None):
+        """autocast: bf16 for sampling and labelling (None: on CUDA only, synthaug.devices); it and the
+        device decide the pools' numerics, part of their identity."""
         self.prepared = prepared
         self.spec = spec
         self.store = PoolStore(store_root)
@@ -56,6 +59,9 @@ class DDPMServer:
         self.num_classes = len(self.classes)
         self.device = device or default_device()
         self.progress = progress
+        self.autocast = autocast
+        self.numerics = numerics(self.device, autocast)     # in every pool id this server makes or reads
+        self.made_on = made_on(self.device)                 # recorded beside each shard it writes
         if self.device == "cpu":
             torch.set_num_threads(1)            # trials own the cores; the server only tops pools up
         self.generator = generator_kind(spec).load(prepared.directory, spec, self.device)
@@ -69,9 +75,9 @@ class DDPMServer:
 
     def key(self, class_index: int, seed: int) -> PoolKey:
         if self.prepared.conditional:
-            return PoolKey(self.prepared.weights_digest, self.sampler, class_index, "", seed)
+            return PoolKey(self.prepared.weights_digest, self.sampler, class_index, "", seed, self.numerics)
         return PoolKey(self.prepared.weights_digest, self.sampler, UNCONDITIONAL,
-                       self.prepared.labeller_digest, seed)
+                       self.prepared.labeller_digest, seed, self.numerics)
 
     def ensure(self, class_index: int, n: int, seed: int) -> int:
         """Make sure the first n images of the class's pool exist; returns how many were generated."""
@@ -191,7 +197,7 @@ class DDPMServer:
         try:
             images = self.generator.sample(self.sampler, seeds, None if labels is None else key.class_index,
                                            self.classes, key.pool_id, start, self.spec.sample_batch_size,
-                                           self.progress)
+                                           self.progress, self.autocast)
         except NonFiniteSamples as err:
             raise GeneratorOutputError(
                 f"pool {key.pool_id} (generator {self.spec.name}, images {start}..{stop - 1}): {err}; nothing "
@@ -200,14 +206,14 @@ class DDPMServer:
             labels, confidence = self._label(images)
         else:
             labels, confidence = np.asarray(labels, np.int64), np.ones(len(seeds), np.float32)
-        self.store.append(key, start, images, labels, confidence)
+        self.store.append(key, start, images, labels, confidence, self.made_on)
         self.generated += len(seeds)
         return PoolSlice(key.pool_id, np.arange(stop, dtype=np.int64), np.concatenate([pool.images, images]),
                          np.concatenate([pool.labels, labels]), np.concatenate([pool.confidence, confidence]))
 
     def _label(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from synthaug.classifier import predict
-        probs = predict(self.labeller, images, self.device)
+        probs = predict(self.labeller, images, self.device, autocast=self.autocast)
         return probs.argmax(1).astype(np.int64), probs.max(1).astype(np.float32)
 
 

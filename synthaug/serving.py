@@ -10,8 +10,9 @@ Warm-up generates every pool prefix the trials will ask for before they start. W
 GPUs it uses all of them: the generators are warmed one after the other, each by one extra
 replica a whole GPU the serving shares leave free (synthaug.placement; at most
 MAX_WARMUP_REPLICAS) that is killed when its pools are on disk; a pool is always made by the
-same replica (replica_for), and because image k of a pool comes from its own seed, the bytes on
-disk do not depend on how many replicas made them. Every server and replica must be placed within
+same replica (replica_for), and because image k of a pool comes from its own seed, which images
+are on disk does not depend on how many replicas made them (nor, on the CPU, their bytes; on GPUs of
+other models they are statistically equivalent, synthaug/pools.py). Every server and replica must be placed within
 PLACEMENT_TIMEOUT_S (a GPU held by something else, a node gone): else the sweep stops in one line.
 """
 

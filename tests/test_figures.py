@@ -79,11 +79,11 @@ def write_pools(cache: Path) -> None:
     store = PoolStore(cache / "pools")
     sampler = SamplerConfig(steps=4)
     for c in range(len(CLASSES)):
-        key = PoolKey(COND, sampler, c, "", 0)
-        store.append(key, 0, np.full((10, 32, 32, 3), 10 * c, np.uint8), np.full(10, c), np.ones(10))
+        key = PoolKey(COND, sampler, c, "", 0, "cpu/float32")
+        store.append(key, 0, np.full((10, 32, 32, 3), 10 * c, np.uint8), np.full(10, c), np.ones(10), "here")
     labels = np.array([0, 1, 2, 0, 1, 2] * 4)
-    store.append(PoolKey(UNCOND, sampler, UNCONDITIONAL, "l" * 64, 0), 0,
-                 np.full((len(labels), 32, 32, 3), 200, np.uint8), labels, np.full(len(labels), 0.7))
+    store.append(PoolKey(UNCOND, sampler, UNCONDITIONAL, "l" * 64, 0, "cpu/float32"), 0,
+                 np.full((len(labels), 32, 32, 3), 200, np.uint8), labels, np.full(len(labels), 0.7), "here")
     for name, digest in (("ddpm-cond-0123456789abcdef", COND), ("ddpm-uncond-fedcba9876543210", UNCOND)):
         (cache / "generators" / name).mkdir(parents=True)
         (cache / "generators" / name / "weights.sha256").write_text(digest + "\n")

@@ -1,17 +1,19 @@
-"""The pool store and the DDPM server: generated once, nested, identical for every reader."""
+"""The pool store and the DDPM server: generated once, nested, identical for every reader, never made
+under two numerics (device type and precision)."""
 
 import dataclasses
+import functools
+
 import numpy as np
 import pytest
 import ray
 
-from synthaug.config import preset
-from synthaug.config import ConfigError
-from synthaug.pools import UNCONDITIONAL, PoolKey, PoolStore, class_slice, prefix
+from synthaug.config import ConfigError, preset
+from synthaug.devices import made_on
 from synthaug.diffusion.sampling import SamplerConfig
+from synthaug.pools import UNCONDITIONAL, PoolKey, PoolStore, class_slice, prefix
 from synthaug.prepare import prepare_generator
 from synthaug.server import CALIBRATION_SEED, SHARD_QUANTUM, DDPMServer, get_server, make_server_actor
-
 
 TEN = tuple(f"c{i}" for i in range(10))      # the shapes' ten classes, as the server sees them: by index
 
@@ -39,32 +41,79 @@ def unconditional(cache):
 
 def test_store_appends_atomically_and_reads_contiguous_prefixes(tmp_path):
     store = PoolStore(tmp_path)
-    key = PoolKey("w", SamplerConfig(), 2, "", seed=0)
+    key = PoolKey("w", SamplerConfig(), 2, "", seed=0, numerics="cpu/float32")
     images = np.arange(5 * 32 * 32 * 3, dtype=np.uint32).astype(np.uint8).reshape(5, 32, 32, 3)
-    store.append(key, 0, images[:3], np.full(3, 2), np.ones(3))
-    store.append(key, 3, images[3:], np.full(2, 2), np.ones(2))
+    append = functools.partial(store.append, key, made_on="here")
+    append(0, images[:3], np.full(3, 2), np.ones(3))
+    append(3, images[3:], np.full(2, 2), np.ones(2))
     assert store.length(key.pool_id) == 5
     assert np.array_equal(store.read(key.pool_id).images, images)
     assert np.array_equal(store.read(key.pool_id, stop=4).images, images[:4])
     assert not list(store.folder(key.pool_id).glob("*.tmp"))
-    store.append(key, 10, images[:1], np.full(1, 2), np.ones(1))      # a gap: not part of the prefix
+    append(10, images[:1], np.full(1, 2), np.ones(1))      # a gap: not part of the prefix
     assert store.length(key.pool_id) == 5
-    store.append(key, 1, images[1:4], np.full(3, 2), np.ones(3))      # overlaps [0, 3) and [3, 5)
-    store.append(key, 4, images[4:5], np.full(1, 2), np.ones(1))
+    append(1, images[1:4], np.full(3, 2), np.ones(3))      # overlaps [0, 3) and [3, 5)
+    append(4, images[4:5], np.full(1, 2), np.ones(1))
     assert store.length(key.pool_id) == 5 and np.array_equal(store.read(key.pool_id).images, images)
-    store.append(key, 0, images[:2], np.full(2, 2), np.ones(2))       # a shorter shard at 0 changes nothing
-    store.append(key, 5, np.repeat(images[:1], 5, 0), np.full(5, 2), np.ones(5))    # [5, 10) closes the gap
+    append(0, images[:2], np.full(2, 2), np.ones(2))       # a shorter shard at 0 changes nothing
+    append(5, np.repeat(images[:1], 5, 0), np.full(5, 2), np.ones(5))    # [5, 10) closes the gap
     assert store.length(key.pool_id) == 11
     assert np.array_equal(store.read(key.pool_id, stop=5).images, images)
 
 
-def test_pool_identity_covers_weights_sampler_class_labeller_and_seed():
-    base = PoolKey("w", SamplerConfig(), 1, "", 0)
-    variants = [PoolKey("v", SamplerConfig(), 1, "", 0), PoolKey("w", SamplerConfig(steps=7), 1, "", 0),
-                PoolKey("w", SamplerConfig(), 2, "", 0), PoolKey("w", SamplerConfig(), 1, "l", 0),
-                PoolKey("w", SamplerConfig(), 1, "", 1)]
-    assert len({base.pool_id, *(v.pool_id for v in variants)}) == 6
-    assert PoolKey("w", SamplerConfig(), 1, "", 0).pool_id == base.pool_id
+def test_pool_identity_covers_weights_sampler_class_labeller_seed_and_numerics():
+    base = PoolKey("w", SamplerConfig(), 1, "", 0, "cpu/float32")
+    variants = [dataclasses.replace(base, **change) for change in (
+        {"weights_digest": "v"}, {"sampler": SamplerConfig(steps=7)}, {"class_index": 2}, {"labeller_digest": "l"},
+        {"seed": 1}, {"numerics": "cpu/bf16"}, {"numerics": "cuda/bf16"}, {"numerics": "cuda/tf32"})]
+    assert len({base.pool_id, *(v.pool_id for v in variants)}) == 9
+    assert PoolKey("w", SamplerConfig(), 1, "", 0, "cpu/float32").pool_id == base.pool_id
+
+
+def test_a_pool_made_in_one_precision_is_never_read_or_extended_in_another(conditional, tmp_path):
+    """A float32 server and a bf16 one (autocast forced on the CPU, as a GPU's server samples) over one
+    store: each makes and extends a pool of its own, and neither reads the other's images."""
+    spec, gen = conditional
+    single = DDPMServer(gen, spec, str(tmp_path), classes=TEN, device="cpu", progress=False)
+    half = DDPMServer(gen, spec, str(tmp_path), classes=TEN, device="cpu", progress=False, autocast=True)
+    assert (single.numerics, half.numerics) == ("cpu/float32", "cpu/bf16")
+    assert single.key(3, 0).pool_id != half.key(3, 0).pool_id
+    made_single = single.take(3, 5, seed=0)
+    assert single.counters()["generated"] == SHARD_QUANTUM
+    made_half = half.take(3, 20, seed=0)                                # more than the float32 pool holds
+    assert half.counters()["generated"] == 2 * SHARD_QUANTUM            # its own pool, from image 0
+    assert not np.array_equal(made_half.images[:5], made_single.images)    # bf16 rounds the chain otherwise
+    store = PoolStore(tmp_path)
+    assert store.length(single.key(3, 0).pool_id) == SHARD_QUANTUM       # the float32 pool is as it was
+    single.take(3, 20, seed=0)
+    assert store.length(half.key(3, 0).pool_id) == 2 * SHARD_QUANTUM == store.length(single.key(3, 0).pool_id)
+    for server in (single, half):
+        manifest = store.manifest(server.key(3, 0).pool_id)
+        assert manifest["numerics"] == server.numerics and manifest["pool_id"] == server.key(3, 0).pool_id
+        assert set(manifest["made_on"].values()) == {made_on("cpu")}
+    again = DDPMServer(gen, spec, str(tmp_path), classes=TEN, device="cpu", progress=False, autocast=True)
+    assert np.array_equal(again.take(3, 20, seed=0).images, made_half.images) and again.counters()["generated"] == 0
+
+
+def test_a_pool_extended_on_another_machine_says_so_in_one_line_and_records_each_shard(tmp_path, capsys):
+    """Same numerics, another GPU model (or torch build): one warning line when the pool first meets it,
+    and pool.json says which shard came from where."""
+    store, key = PoolStore(tmp_path), PoolKey("w", SamplerConfig(), 0, "", 0, "cuda/bf16")
+    h100 = "NVIDIA H100 80GB HBM3, torch 2.5.1+cu124, CUDA 12.4, cuDNN 90100"
+    h200 = "NVIDIA H200, torch 2.5.1+cu124, CUDA 12.4, cuDNN 90100"
+    images = np.zeros((16, 32, 32, 3), np.uint8)
+    shard = functools.partial(store.append, key, images=images, labels=np.zeros(16), confidence=np.ones(16))
+    shard(0, made_on=h100)
+    shard(16, made_on=h100)
+    assert capsys.readouterr().out == ""
+    shard(32, made_on=h200)
+    shard(48, made_on=h200)
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"warning: pool {key.pool_id} was made on [{h100}] and is extended on [{h200}] "
+                           f"(images 32..47): statistically equivalent images")
+    assert store.manifest(key.pool_id)["made_on"] == {"000000000-000000016": h100, "000000016-000000032": h100,
+                                                      "000000032-000000048": h200, "000000048-000000064": h200}
+    assert store.length(key.pool_id) == 64
 
 
 def test_server_generates_a_pool_once_and_serves_nested_prefixes(conditional, tmp_path):

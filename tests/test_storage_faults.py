@@ -91,11 +91,11 @@ import numpy as np
 from synthaug.pools import PoolKey, PoolStore
 from synthaug.diffusion.sampling import SamplerConfig
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)           # a write past the limit fails with EFBIG
-store, key = PoolStore(sys.argv[1]), PoolKey("w", SamplerConfig(), 0, "", 0)
+store, key = PoolStore(sys.argv[1]), PoolKey("w", SamplerConfig(), 0, "", 0, "cpu/float32")
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 big = np.zeros((512, 32, 32, 3), np.uint8)               # 1.5 MB: more than the limit allows
 try:
-    store.append(key, 16, big, np.zeros(512, np.int64), np.ones(512, np.float32))
+    store.append(key, 16, big, np.zeros(512, np.int64), np.ones(512, np.float32), "here")
 except OSError as err:
     print(err)
     sys.exit(3)
@@ -106,9 +106,9 @@ def test_a_write_stopped_by_a_size_limit_leaves_the_previous_shards_readable_and
     from synthaug.diffusion.sampling import SamplerConfig
     from synthaug.pools import PoolKey
 
-    store, key = PoolStore(tmp_path), PoolKey("w", SamplerConfig(), 0, "", 0)
+    store, key = PoolStore(tmp_path), PoolKey("w", SamplerConfig(), 0, "", 0, "cpu/float32")
     images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
-    store.append(key, 0, images, np.zeros(16, np.int64), np.ones(16, np.float32))
+    store.append(key, 0, images, np.zeros(16, np.int64), np.ones(16, np.float32), "here")
     done = subprocess.run([sys.executable, "-c", FILL_UNDER_A_LIMIT, str(tmp_path)], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert done.returncode == 3, done.stderr[-2000:]

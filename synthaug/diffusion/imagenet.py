@@ -12,7 +12,8 @@ three antelopes it has, hartebeest, impala, gazelle, the nearest it offers).
 
 Sampling runs the pipeline's own parts (transformer, VAE, the generator's noise schedule)
 under our sampler, with classifier-free guidance against DiT's null class, drawing every
-noise term from the image's own torch.Generator, so an image does not depend on its batch.
+noise term from the image's own torch.Generator, so an image does not depend on its batch
+(beyond float rounding, synthaug/diffusion/sampling.py).
 Decoded images are resized to 32x32 with antialiasing.
 """
 
@@ -118,20 +119,22 @@ def pipeline_digest(pipe, label_map_name: str, guidance_scale: float) -> str:
 
 @torch.inference_mode()
 def sample_pipeline(pipe, sampler: SamplerConfig, seeds: Sequence[int], labels: Sequence[int],
-                    device: str | torch.device, guidance_scale: float = 4.0, batch_size: int = 64) -> np.ndarray:
-    """One 32x32 uint8 image per (seed, ImageNet label)."""
+                    device: str | torch.device, guidance_scale: float = 4.0, batch_size: int = 64,
+                    autocast: bool | None = None) -> np.ndarray:
+    """One 32x32 uint8 image per (seed, ImageNet label); autocast: the transformer's bf16 (None: on CUDA
+    only, synthaug.devices)."""
     if len(seeds) != len(labels):
         raise ValueError(f"labels: one per seed ({len(seeds)}), got {len(labels)}")
     device = torch.device(device)
     scheduler = build_scheduler(sampler, scheduler_config=dict(pipe.scheduler.config))
     out = [_sample_batch(pipe, scheduler, sampler.eta, seeds[i:i + batch_size], labels[i:i + batch_size],
-                         device, guidance_scale)
+                         device, guidance_scale, autocast)
            for i in range(0, len(seeds), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, SIZE, SIZE, 3), np.uint8)
 
 
 def _sample_batch(pipe, scheduler, eta: float, seeds: Sequence[int], labels: Sequence[int],
-                  device: torch.device, guidance_scale: float) -> np.ndarray:
+                  device: torch.device, guidance_scale: float, autocast: bool | None = None) -> np.ndarray:
     transformer, vae = pipe.transformer, pipe.vae
     channels, size = transformer.config.in_channels, transformer.config.sample_size
     y = torch.as_tensor(list(labels), device=device)
@@ -147,7 +150,7 @@ def _sample_batch(pipe, scheduler, eta: float, seeds: Sequence[int], labels: Seq
             eps = uncond + guidance_scale * (cond - uncond)
         return eps
 
-    latents = reverse_chain(scheduler, eta, seeds, (channels, size, size), device, predict_noise)
+    latents = reverse_chain(scheduler, eta, seeds, (channels, size, size), device, predict_noise, autocast=autocast)
     return np.concatenate([_decode(vae, latents[i:i + VAE_DECODE_CHUNK])
                            for i in range(0, len(latents), VAE_DECODE_CHUNK)])
 

@@ -3,9 +3,12 @@
 Image k of a pool is drawn from its own seed, image_seed(pool_id, k): its initial noise
 comes from a CPU torch.Generator seeded with it, and so does every later noise draw
 (DDPM ancestral steps, DDIM with eta > 0), through the list-of-generators form of
-scheduler.step. An image therefore depends only on its seed, its class and the network,
-not on the batch it was generated in or on the device (up to float rounding), which is
-what lets a pool be an endless, nested sequence (DESIGN.md, "Nested pools").
+scheduler.step. An image's draws therefore depend only on its seed, its class and the network,
+not on the batch it was generated in or on the device, which is what lets a pool be an endless,
+nested sequence (DESIGN.md, "Nested pools"). Its bytes depend on float rounding too: on the
+CPU a batch of another size may move a pixel by one level (tests/test_diffusion.py); on CUDA,
+kernels chosen per shape and GPU model and bf16 autocast round otherwise, so the device type and
+precision are part of a pool's identity (synthaug/pools.py).
 
 DDIM (eta = 0) is the default: deterministic given the initial noise and about ten times
 fewer network calls than the 1000-step DDPM chain for similar CIFAR sample quality.
@@ -115,7 +118,7 @@ def sample(
 
     class_labels (one per seed) are required for a class-conditional network and refused
     for an unconditional one. Images are generated batch_size at a time; the result does
-    not depend on batch_size. The noise schedule: see build_scheduler. autocast: bf16 autocast
+    not depend on batch_size beyond float rounding. The noise schedule: see build_scheduler. autocast: bf16 autocast
     (None: on CUDA only; synthaug.devices).
     """
     device = torch.device(device)

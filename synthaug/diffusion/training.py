@@ -3,15 +3,20 @@
 A DDPMTraining owns the network, its EMA, the optimiser, the data on the device and one
 torch.Generator that draws every batch, flip, timestep and noise. The generator draws the
 *global* batch (cfg.batch_size images) on every rank and each rank takes its slice, so N
-data-parallel ranks see exactly the batches one process would: the effective batch and
-the learning rate stay the recipe's, and a 2-rank run is the 1-rank run up to the order
-of float additions in the gradient all-reduce.
+data-parallel ranks see exactly the batches, flips, timesteps and noise one process would: the
+effective batch and the learning rate stay the recipe's. Dropout is not shared: each rank draws
+its masks from its own global torch RNG, so with dropout > 0 (the paper UNet's 0.3) a 2-rank run
+is statistically equivalent to the 1-rank run, not equal to it, on any device; with dropout 0 it
+is the 1-rank run up to the order of float additions in the gradient all-reduce.
 
 Resuming. `state_dict()` holds the weights, the EMA, the optimiser, the step, the batch
 generator and the global torch RNG of every rank (dropout draws from it); `run()` writes it
 atomically every `every_steps` optimiser steps and at least every `every_seconds`, and a
 new DDPMTraining that loads it continues at that step: on the CPU the final weights are
-bitwise those of an uninterrupted run (tests/test_generator_training.py).
+bitwise those of an uninterrupted run (tests/test_generator_training.py). On CUDA they are
+statistically equivalent: cuDNN and cuBLAS choose kernels per shape and GPU model and some
+backward kernels add in no fixed order (SYNTHAUG_DETERMINISTIC=1 asks for deterministic ones,
+synthaug/devices.py, "What is bitwise where").
 
 Precision. float32 unless `autocast` is True (bf16 autocast, on the CPU too, so the tests run that
 path here). On an H200 the paper UNet trained 1.15x faster in float32 (TF32 convolutions, cuDNN's
