@@ -349,7 +349,9 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
                 failure_config=tune.FailureConfig(max_failures=2),
                 # result.json and progress.csv a trial (the results table reads them); not TensorBoard's
                 callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), TrialLines([*plan.grid, "seed"])],
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # the newest two: Tune's experiment snapshot can lag a checkpoint behind, and with one kept a
+                # kill -9 in that gap left a trial restoring from a deleted checkpoint (Ray issue 27790)
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 progress_reporter=status_reporter([*plan.grid, "seed"]), verbose=VERBOSE))
     results = tuner.fit()
 
