@@ -45,7 +45,6 @@ from pathlib import Path
 import torch
 
 import plan_parts
-from baselines import LoaderTraining, PerStepCopies, PILImages
 from measure import device_name, device_type, idle_share, median_time, peak, random_images, reset_peak, synchronize
 from plan_parts import FLOAT32, ddpm_rate, paper_unet
 from suite import SIZES, Row, Suite, render, side_by_side
@@ -63,6 +62,8 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 
 def classifier(suite: Suite) -> None:
+    from baselines import LoaderTraining, PILImages      # torchvision: imported by the parts that use it only
+
     size, device, reps = suite.size, suite.device, suite.reps
     x, y = random_images(size.images)
     cfg = TrainConfig(epochs=reps + 1, batch_size=size.batch, width=size.width)
@@ -105,6 +106,8 @@ def classifier(suite: Suite) -> None:
 
 
 def idle(suite: Suite) -> None:
+    from baselines import PerStepCopies
+
     size, device = suite.size, suite.device
     x, y = random_images(size.images)
     cfg = TrainConfig(epochs=2, batch_size=size.batch, width=size.width)

@@ -160,9 +160,10 @@ def trials(suite: Suite) -> None:
                       f"{ckpt_bytes / 2**20:.1f} MiB, {ckpt_bytes / 2**20 / ckpt_s:,.0f} MiB/s", None,
                       "Trainer.state_dict() to the host, torch.save to a local file"))
     study = recipe_config("study", size, suite.reps + 1)
-    benchmarked = _trial_rates(suite, study, 1, True)[0][0]
-    suite.add(Row("trials", "recipe study, 1 trial alone, cudnn.benchmark on", benchmarked, "images/s",
-                  f"{benchmarked / alone['study'][0]:.2f}x off"))
+    if gpu:                 # cuDNN's autotuner: nothing to turn on on a CPU
+        benchmarked = _trial_rates(suite, study, 1, True)[0][0]
+        suite.add(Row("trials", "recipe study, 1 trial alone, cudnn.benchmark on", benchmarked, "images/s",
+                      f"{benchmarked / alone['study'][0]:.2f}x off"))
     summed = {1: alone["study"][0]}
     for count in size.shares[1:]:
         results = _trial_rates(suite, study, count, False)
@@ -209,11 +210,13 @@ def _trial_task(cfg: TrainConfig, n: int, test_n: int, reps: int, device: str, c
 def labeller(suite: Suite) -> None:
     cfg = dataclasses.replace(PAPER_LABELLER, epochs=suite.reps + 1, width=suite.size.width,
                               batch_size=suite.size.batch)
-    rates = {on: _trial_rates(suite, cfg, 1, on, suite.size.images)[0][0] for on in (False, True)}
+    settings = (False, True) if device_type(suite.device) == "cuda" else (False,)     # no cuDNN on a CPU
+    rates = {on: _trial_rates(suite, cfg, 1, on, suite.size.images)[0][0] for on in settings}
     suite.add(Row("labeller", "the labeller's recipe (CIFAR stem, crop and flip), cudnn.benchmark off", rates[False],
-                  "images/s", "baseline"),
-              Row("labeller", "the labeller's recipe, cudnn.benchmark on", rates[True], "images/s",
-                  f"{rates[True] / rates[False]:.2f}x off"))
+                  "images/s", "baseline"))
+    if True in rates:
+        suite.add(Row("labeller", "the labeller's recipe, cudnn.benchmark on", rates[True], "images/s",
+                      f"{rates[True] / rates[False]:.2f}x off"))
 
 
 # ------------------------------------------------------------------------------------------------ ddpm

@@ -54,7 +54,7 @@ SIZES = {
     "tiny": Size(name="tiny", width=4, images=256, trial_images=256, test_images=64, shares=(1, 2), batch=64,
                  loader_workers=0, compile_backend="eager", unet=TINY_DDPM,
                  samplers=(("ddim", 2),), sample_images=8, sample_batch=8,
-                 sample_batches=(8, 16), ddpm_batch=4, ddpm_small_batch=2, ddpm_steps=2, warmup_images=4,
+                 sample_batches=(8, 16), ddpm_batch=4, ddpm_small_batch=2, ddpm_steps=1, warmup_images=4,
                  warmup_steps=2, replicas=2, reps=2),
 }
 
