@@ -97,7 +97,7 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput, measured: tupl
           f"images/s one trial alone, {throughput.eval_images:,.0f} test images/s; {per_gpu} trial(s) a GPU at "
           f"{preset.gpus_per_trial:g} GPU each, {speedup:.2f}x one alone (the row: {throughput.sharing_speedup:.2f}x "
           f"at {throughput.trials_per_gpu:g} a GPU)")
-    _print_checkpoints(costs, preset.trial_checkpoint_s, throughput)
+    _print_checkpoints(costs, preset.trial_checkpoint_s, throughput, per_gpu / speedup, concurrent if gpus else 0)
     print(f"resources: --gpus {gpus} ({'CPUs only' if not gpus else f'{gpus} GPU' + 's' * (gpus > 1)}); a trial {preset.gpus_per_trial:g} "
           f"GPU + {preset.cpus_per_trial:g} CPU; a generator's server {preset.server_gpus:g} GPU (split among its "
           f"instances); preparation 1 GPU a generator instance; warm-up {replicas} replica(s) a generator")
@@ -131,14 +131,20 @@ def _trial_cost(cfg, dataset: Dataset, throughput: Throughput, every_s: float, s
     return trial_cost(cfg.train, train, test, dataset.num_classes, throughput, every_s, sharing)
 
 
-def _print_checkpoints(costs, every_s: float, throughput: Throughput) -> None:
-    """The trials' checkpoint volume and the storage bandwidth they need at most (every trial writing at once)."""
+def _print_checkpoints(costs, every_s: float, throughput: Throughput, sharing: float, concurrent: int) -> None:
+    """The trials' checkpoint volume, and the write rate to --storage they need at most: `concurrent` trials,
+    each writing a checkpoint every interval of its wall time (its epochs `sharing` times slower beside the
+    trials sharing its GPU)."""
     total = sum(c.checkpoints * c.checkpoint_bytes for c in costs)
     largest = max(c.checkpoint_bytes for c in costs)
     rule = f"every {every_s:g} s and at the last epoch" if every_s > 0 else "every epoch"
     print(f"checkpoints: {largest / 2**20:.1f} MiB a trial, {rule} ({sum(c.checkpoints for c in costs)} in all, "
-          f"{total / 2**30:.1f} GiB written to --storage; Tune keeps the newest a trial); "
+          f"{total / 2**30:.1f} GiB written to --storage; Tune keeps the newest two a trial); "
           f"{sum(c.checkpoint_s for c in costs) / 60:.1f} min of writing at {throughput.checkpoint_mib_s:,.0f} MiB/s")
+    if concurrent:
+        interval = min(c.train_s * sharing / c.checkpoints for c in costs)
+        print(f"  --storage must take about {concurrent * largest / 2**20 / interval:,.0f} MiB/s with {concurrent} "
+              f"trials at once (each writing one every {interval:,.0f} s at the most often)")
 
 
 def _pool_images(mine: dict, conditional: bool, num_classes: int) -> int:
