@@ -256,7 +256,7 @@ def evaluate_generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, d
                        tracking: Tracking, labeller: Path, labeller_test_acc: float, per_class: int) -> dict:
     """FID and KID against real test images and the labeller's view of per_class samples a class,
     logged to the generator's run, which it then finishes; {} when that run is finished already."""
-    from synthaug.fidelity import feature_space
+    from synthaug.feature_spaces import feature_space
     from synthaug.image_metrics import fid, kid
 
     key = generator_key(spec, dataset)
