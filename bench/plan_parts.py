@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from measure import device_type, median_time, peak, random_images, reset_peak, synchronize
+from measure import device_type, median_time, peak, random_images, reset_peak
 from suite import Row, Suite, side_by_side
 from synthaug.classifier import TrainConfig, Trainer, evaluate
 from synthaug.config import PAPER_LABELLER, RECIPES
@@ -64,7 +64,7 @@ def _ddp_rank(size, device: str, backend: str, barrier):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from synthaug.diffusion.training import Checkpointing, DDPMTraining, rng_state
+    from synthaug.diffusion.training import Checkpointing, DDPMTraining, gather_rng_states
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
     dist.init_process_group(backend, rank=0, world_size=1)
@@ -77,16 +77,11 @@ def _ddp_rank(size, device: str, backend: str, barrier):
         training = DDPMTraining(cfg, x, None, seed=0, device=device, world_size=1, wrap=lambda m: DistributedDataParallel(
             m, device_ids=[device.index or 0] if device.type == "cuda" else None))
 
-        def gather_rng():
-            states = [None]
-            dist.all_gather_object(states, rng_state())
-            return states
-
         barrier.wait()
         with tempfile.TemporaryDirectory() as folder:
             checkpoint = Path(folder) / "ckpt.pt"
             training.run(checkpoint, Checkpointing(every_steps=1000, every_seconds=1e-9, log_every=2),
-                         gather_rng=gather_rng)
+                         gather_rng=gather_rng_states)
             saved = torch.load(checkpoint, weights_only=True)["step"] if checkpoint.exists() else None
         return float(training.step), saved
     finally:
@@ -292,4 +287,3 @@ def evals(suite: Suite) -> None:
                       "UNet image evals/s", "baseline" if batch == first else f"{rates[batch] / rates[first]:.2f}x "
                       f"batch {first}", peak(device), f"{images} images, {images * steps / seconds / steps:,.0f} images/s"))
     suite.figure("unet_image_evals", rates[size.sample_batch] if size.sample_batch in rates else rates[first])
-    synchronize(device)

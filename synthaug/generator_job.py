@@ -203,11 +203,10 @@ def _data_parallel_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
     import torch
-    import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
     from synthaug.devices import default_device
-    from synthaug.diffusion.training import rng_state
+    from synthaug.diffusion.training import gather_rng_states
     from synthaug.generator_training import Tracking, train_generator
 
     context = ray.train.get_context()
@@ -221,14 +220,9 @@ def _data_parallel_worker(config: dict) -> None:
     def wrap(model: torch.nn.Module) -> torch.nn.Module:
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    def gather_rng() -> list[dict]:
-        states: list = [None] * world
-        dist.all_gather_object(states, rng_state())
-        return states
-
     tracking = Tracking.at(config["tracking_uri"]) if rank == 0 else None
     train_generator(config["spec"], dataset, Path(config["cache_dir"]), device, tracking, config["policy"],
-                    rank=rank, world_size=world, wrap=wrap, gather_rng=gather_rng, progress=rank == 0)
+                    rank=rank, world_size=world, wrap=wrap, gather_rng=gather_rng_states, progress=rank == 0)
 
 
 def print_summary(plan: JobPlan, prepared) -> None:

@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from synthaug.diffusion.ddpm import DDPMConfig
-from synthaug.diffusion.training import Checkpointing, DDPMTraining, process_group_backend, rng_state
+from synthaug.diffusion.training import Checkpointing, DDPMTraining, gather_rng_states, process_group_backend
 
 from processes import free_port
 
@@ -41,13 +41,8 @@ def _rank(rank: int, world: int, port: int, folder: str, results) -> None:
         training = DDPMTraining(TINY, x, None, seed=0, device="cpu", rank=rank, world_size=world, autocast=False,
                                 wrap=lambda m: DistributedDataParallel(m, process_group=gradients))
 
-        def gather_rng():
-            states = [None] * world
-            dist.all_gather_object(states, rng_state())
-            return states
-
         policy = Checkpointing(every_steps=1000, every_seconds=1e-9, log_every=2)    # due by the clock
-        training.run(Path(folder) / "ckpt.pt", policy, gather_rng=gather_rng)
+        training.run(Path(folder) / "ckpt.pt", policy, gather_rng=gather_rng_states)
         results.put((rank, training.step, None))
     except Exception as err:                  # noqa: BLE001 - reported to the test
         results.put((rank, None, f"{type(err).__name__}: {err}"))

@@ -227,6 +227,16 @@ def rng_state() -> dict:
     return state
 
 
+def gather_rng_states() -> list[dict]:
+    """Every rank's rng_state(), in rank order (a collective of the default process group: every rank calls
+    it); what DDPMTraining.run's gather_rng gives a data-parallel checkpoint."""
+    import torch.distributed as dist
+
+    states: list = [None] * dist.get_world_size()
+    dist.all_gather_object(states, rng_state())
+    return states
+
+
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
