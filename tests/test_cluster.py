@@ -259,4 +259,4 @@ def test_cluster_yaml_passes_rays_own_validation_and_is_safe_as_shipped():
     assert "--dashboard-host=127.0.0.1" in text and "/mnt/shared/mlflow.db" not in text
     assert "-c /home/ubuntu/synthaug/constraints.txt" in text
     pins = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line]
-    assert any(p.startswith("ray[tune]==") for p in pins) and any(p.startswith("torch==") for p in pins)
+    assert any(p.startswith("ray[default,tune]==") for p in pins) and any(p.startswith("torch==") for p in pins)
