@@ -39,6 +39,40 @@ def worker_environment() -> dict:
     return {"env_vars": {"TQDM_MININTERVAL": "10", **{k: os.environ[k] for k in documented if os.environ.get(k)}}}
 
 
+def add_gpu_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    """--gpus and --wait-for-gpus: what a command that runs on a cluster asks its autoscaler for."""
+    parser.add_argument("--gpus", default=None, help=f"GPUs the {what} waits for (default: the preset's; 0 runs on "
+                                                      "CPUs, even on a cluster with GPUs)")
+    parser.add_argument("--wait-for-gpus", default="900", help="seconds to wait for them to join (default 900)")
+
+
+def start_ray(address: str | None, namespace: str | None = None) -> None:
+    """Connect to the cluster at `address`, or start a Ray of this command's own ("local": even when another
+    one, a `ray start` or a test's cluster, runs on this machine), with worker_environment()."""
+    import ray
+
+    if address not in (None, "auto") and "RAY_AUTH_MODE" not in os.environ and _auth_token_found():
+        # A head started with `ray start` asks for its token (Ray 2.6x). ray.init sends it for address
+        # "auto" only; for an address given it needs token mode, which Ray reads once a process (as
+        # ray.init's own switch for "auto" does: the environment, then its config read again).
+        from ray._raylet import Config
+
+        os.environ["RAY_AUTH_MODE"] = "token"
+        Config.initialize("")
+
+    if address:
+        ray.init(address=address, namespace=namespace, runtime_env=worker_environment())
+    else:
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, namespace=namespace,
+                 runtime_env=worker_environment())
+
+
+def _auth_token_found() -> bool:
+    """A Ray authentication token where Ray looks for one: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token."""
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or Path(
+        os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").is_file()
+
+
 def sweep_parser(prog: str, description: str) -> OneLineParser:
     """The flags every script that analyses one sweep's runs takes."""
     parser = OneLineParser(prog=prog, description=description)

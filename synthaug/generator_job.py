@@ -10,10 +10,13 @@ learning rate. Everything is cached under the keys the sweeps use (synthaug.gene
 so a sweep afterwards trains nothing. Interrupted and rerun (or retried by Ray), a training
 continues from its last checkpoint.
 
-The job takes the cluster as it finds it once Ray is up: GPUs when any node has one (else CPU
+On a cluster (--address) the job first asks the autoscaler for the GPUs it needs (--gpus, default
+the preset's, at least --gpus-per-generator) and waits for them, then checks the tracking store,
+the cache and every GPU node's driver on the nodes that joined; it never trains on CPUs when GPUs
+were asked for, and it lets the GPUs go when it ends, fails or is interrupted (synthaug.gpu_nodes).
+Without GPUs asked for it takes the cluster as it finds it: GPUs when any node has one (else CPU
 workers), and N workers only when its live nodes hold N GPUs (else N CPUs), counted before anything
-trains (Ray Train would wait forever for more). On a cluster that scales GPU nodes from zero, bring
-them up first (a sweep's --gpus asks for them and waits; this job does not).
+trains (Ray Train would wait forever for more).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from synthaug.cli import OneLineParser, add_run_flags, worker_environment
+from synthaug.cli import OneLineParser, add_gpu_flags, add_run_flags
 from synthaug.config import PRESETS, ConfigError, GeneratorSpec, Preset, preset
 from synthaug.data import DataError, Dataset, load_dataset, resolve_source
 
@@ -41,6 +44,8 @@ class JobPlan:
     tracking_uri: str
     address: str | None
     workers: int                    # data-parallel workers a generator (--gpus-per-generator)
+    gpus: int | None                # GPUs asked for and waited for (None: the cluster as it is; 0: CPUs)
+    wait_s: float                   # --wait-for-gpus
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -53,12 +58,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--gpus-per-generator", default="1",
                         help="N >= 1: data-parallel workers a generator, one GPU each (CPU workers on a "
                              "cluster without GPUs); default 1")
+    add_gpu_flags(parser, "job")
     return parser.parse_args(argv)
 
 
 def plan_job(args: argparse.Namespace) -> tuple[JobPlan, Dataset]:
     """Resolve and validate everything; touches no Ray, no GPU, no MLflow."""
     from synthaug.generators import generator_kind
+    from synthaug.sweep_inputs import with_resources
     from synthaug.tracking import resolve_tracking_uri
 
     chosen = preset(args.preset)
@@ -86,21 +93,25 @@ def plan_job(args: argparse.Namespace) -> tuple[JobPlan, Dataset]:
         if spec.ddpm.batch_size % workers:
             raise ConfigError(f"--gpus-per-generator: a divisor of {spec.name}'s batch of {spec.ddpm.batch_size} "
                               f"(each worker takes an equal share), got {workers}")
+    gpus = with_resources(chosen, args).gpus
+    if gpus:
+        gpus = max(gpus, workers)           # one data-parallel group's GPUs at least
     data = resolve_source(args.data or chosen.data)
-    cache_dir = Path(args.cache).resolve()
+    cache_dir = Path(os.path.abspath(args.cache))      # as written (synthaug.sweep.plan_sweep)
     dataset = load_dataset(data, cache_dir)
     plan = JobPlan(chosen, tuple(specs), data, cache_dir, resolve_tracking_uri(args.mlflow_uri), args.address,
-                   workers)
+                   workers, gpus, float(args.wait_for_gpus))
     return plan, dataset
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from synthaug.preflight import address_problem, tracking_problem
+    from synthaug.sweep_inputs import UsageError
 
     try:
         plan, dataset = plan_job(args)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     problem = tracking_problem(plan.tracking_uri)
@@ -114,30 +125,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_job(plan: JobPlan, dataset: Dataset) -> int:
     import ray
 
-    from synthaug.devices import device_task
-    from synthaug.generator_training import GENERATORS_EXPERIMENT
-    from synthaug.preflight import cluster_problem
-    from synthaug.prepare import prepare_generator
+    from synthaug.cli import start_ray
+    from synthaug.gpu_nodes import gpu_request
     from synthaug.sweep import QUIET
 
     for key, value in QUIET.items():
         os.environ.setdefault(key, value)
-    runtime_env = worker_environment()
-    if plan.address:
-        ray.init(address=plan.address, runtime_env=runtime_env)
-    else:
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
-    problem = cluster_problem(plan.tracking_uri, [("--cache", str(plan.cache_dir))])
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
+    start_ray(plan.address)
+    try:
+        with gpu_request((plan.gpus or 0) if plan.address else 0):
+            return _train_on_ray(plan, dataset)
+    finally:
         ray.shutdown()
-        return 2
+
+
+def _train_on_ray(plan: JobPlan, dataset: Dataset) -> int:
+    """With Ray up: the GPUs first (on a cluster), then the checks on the nodes that joined, then training."""
+    import ray
+
+    from synthaug.devices import device_task
+    from synthaug.generator_training import GENERATORS_EXPERIMENT
+    from synthaug.gpu_nodes import gpu_node_problem, wait_for_gpus
+    from synthaug.preflight import cluster_problem
+    from synthaug.prepare import prepare_generator
+
+    problem = wait_for_gpus(plan.gpus or 0, plan.wait_s if plan.address else 0)
+    problem = problem or cluster_problem(plan.tracking_uri, [("--cache", str(plan.cache_dir))])
     resources = ray.cluster_resources()
-    gpus = resources.get("GPU", 0)
-    problem = workers_problem(plan.workers, resources)
+    # --gpus 0: CPUs, whatever joined; --gpus N: the N it waited for; else what is there
+    gpus = bool(plan.gpus) if plan.gpus is not None else bool(resources.get("GPU"))
+    problem = problem or (gpu_node_problem() if gpus else None) or workers_problem(plan.workers, resources, gpus)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
-        ray.shutdown()
         return 2
     print(f"training {len(plan.specs)} generators of the {plan.preset.name} preset on {dataset.name} "
           f"({len(dataset.train_y)} training images): {', '.join(s.name for s in plan.specs)}; "
@@ -145,7 +164,7 @@ def run_job(plan: JobPlan, dataset: Dataset) -> int:
     shipped = ray.put(dataset)      # loaded once on the driver; workers need no --data of their own
     if plan.workers > 1:
         for spec in plan.specs:
-            train_data_parallel(plan, spec, dataset, shipped, use_gpu=bool(gpus))
+            train_data_parallel(plan, spec, dataset, shipped, use_gpu=gpus)
     prepare = device_task(prepare_generator, num_gpus=1 if gpus else 0, num_cpus=1)
     prepared = ray.get([prepare.remote(spec, plan.data, str(plan.cache_dir), dataset=shipped,
                                        tracking_uri=plan.tracking_uri,
@@ -154,20 +173,20 @@ def run_job(plan: JobPlan, dataset: Dataset) -> int:
                         for spec in plan.specs])
     print_summary(plan, prepared)
     print(f"\nBrowse:  mlflow ui --host 127.0.0.1 --backend-store-uri {plan.tracking_uri}   (experiment '{GENERATORS_EXPERIMENT}')")
-    ray.shutdown()
     return 0
 
 
-def workers_problem(workers: int, resources: dict) -> str | None:
+def workers_problem(workers: int, resources: dict, use_gpus: bool) -> str | None:
     """Why the cluster (its total `resources`) can never hold `workers` data-parallel workers of a generator,
-    or None. Ray Train gives each worker a GPU when there are GPUs, else a CPU, and packs them on as few
+    or None. Ray Train gives each worker a GPU when the job uses GPUs, else a CPU, and packs them on as few
     nodes as it can while letting them span nodes: the cluster's total is what counts."""
-    unit = "GPU" if resources.get("GPU") else "CPU"
+    unit = "GPU" if use_gpus else "CPU"
     have = int(resources.get(unit, 0))
     if workers <= have:
         return None
     return (f"--gpus-per-generator {workers}: each data-parallel worker takes a {unit}, and this cluster has {have}"
-            f"{'' if unit == 'GPU' else ' and no GPU'}; {f'pass at most {have}, or ' if have else ''}start more {unit} "
+            f"{'' if use_gpus else ' (CPU workers: --gpus 0, or no GPU asked for or found)'}; "
+            f"{f'pass at most {have}, or ' if have else ''}start more {unit} "
             f"nodes first")
 
 

@@ -8,7 +8,7 @@ GPU 0, leaving GPU 1 whole); the generator servers' shares are placed here the s
 of 1 or more takes whole GPUs of one node.
 
 What a cluster can provide is what its live nodes declare when asked. A sweep asks once the GPUs of
---gpus have joined (synthaug.preflight.wait_for_gpus asks an autoscaler for them), so a cluster that
+--gpus have joined (synthaug.gpu_nodes asks an autoscaler for them), so a cluster that
 scales GPUs from zero is counted with the GPUs the user asked for; nodes an autoscaler might add
 beyond those are not counted.
 """

@@ -12,8 +12,7 @@ After ray.init (what the cluster is):
     visibility_problem(flag, folder)   a Ray task on every node writes a token file in the folder
                                and every node reads every other node's token: a folder on one
                                node's local disk is refused.
-    wait_for_gpus(wanted, limit_s)  asks the autoscaler for the GPUs the sweep wants and waits for
-                               them, printing what has joined; never falls back to the CPU.
+The GPUs are asked for and waited for first (synthaug.gpu_nodes), so these see the nodes that work.
 Storage given as a URI (s3://, gs://, ...) is passed to Tune as it is, never made a folder.
 """
 
@@ -119,7 +118,7 @@ def storage_problem(location: str) -> str | None:
     if "://" in location and not is_uri(location):
         return (f"{location!r}: an unknown scheme {scheme_of(location)!r}; a folder every node sees, or a URI "
                 f"({', '.join(s + '://' for s in STORAGE_SCHEMES)})")
-    return None if is_uri(location) else folder_problem(Path(location).resolve())
+    return None if is_uri(location) else folder_problem(Path(os.path.abspath(location)))
 
 
 def folder_problem(folder: Path) -> str | None:
@@ -201,32 +200,3 @@ def _probe(folder: str, write: str | None, expect: list[str] | None, cleanup: li
         return None
     missing = [name for name in expect or () if not (root / name).exists()]
     return missing[0] if missing else None
-
-
-def wait_for_gpus(wanted: int, limit_s: float, poll_s: float = 5.0) -> str | None:
-    """Ask the autoscaler for `wanted` GPUs (one bundle each) and wait up to limit_s for them to join.
-    Returns None once the cluster has them, else the one-line problem. wanted 0: nothing to wait for."""
-    import time
-
-    import ray
-
-    if wanted <= 0:
-        return None
-    try:
-        from ray.autoscaler.sdk import request_resources
-
-        request_resources(bundles=[{"GPU": 1}] * wanted)
-    except Exception:  # noqa: BLE001 - no autoscaler (a local Ray): nothing will join, we only wait
-        pass
-    deadline, shown = time.monotonic() + limit_s, None
-    while True:
-        have = int(ray.cluster_resources().get("GPU", 0))
-        if have >= wanted:
-            return None
-        if have != shown:
-            print(f"waiting for GPUs: {have} of {wanted} joined (up to {limit_s:g} s)", flush=True)
-            shown = have
-        if time.monotonic() >= deadline:
-            return (f"--gpus {wanted}: only {have} GPU(s) joined within {limit_s:g} s; raise --wait-for-gpus, "
-                    f"check the cluster's GPU workers, or pass --gpus 0 to run on CPUs")
-        time.sleep(poll_s)

@@ -8,7 +8,8 @@ yet. It counts what it generated and what it served, so a sweep can show that a 
 generated once: a second sweep over the same pools generates nothing.
 
 The sweep creates one server a generator (and GPU) on the driver, before Tuner.fit(), as
-a named actor; trials look it up by name (server_name) and never create one.
+an actor named for the sweep and the generator; trials look it up by name (server_name) and
+never create one.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ class GeneratorOutputError(RuntimeError):
     """The generator produced NaN or infinite values; nothing of that shard is written or served."""
 
 
-def server_name(generator: str, replica: int = 0) -> str:
-    return f"ddpm-server/{generator}/{replica}"
+def server_name(sweep: str, generator: str, replica: int = 0) -> str:
+    """A server's actor name: a sweep's own (two sweeps on one cluster never share or kill each other's)."""
+    return f"ddpm-server/{sweep}/{generator}/{replica}"
 
 
 class DDPMServer:
@@ -218,22 +220,24 @@ class DDPMServer:
 
 
 def make_server_actor(prepared: PreparedGenerator, spec: GeneratorSpec, store_root: str,
-                      classes: Sequence[str], replica: int = 0, num_gpus: float = 0.0, num_cpus: float = 0.0):
-    """Create (or find, when it is already alive) the named server actor. Call on the driver. The actor has
-    a process of its own for its whole life, in which default_device() picks the device of its share
-    (num_gpus 0: the CPU, synthaug.devices)."""
+                      classes: Sequence[str], replica: int = 0, num_gpus: float = 0.0, num_cpus: float = 0.0,
+                      sweep: str = ""):
+    """Create (or find, when it is already alive) the server actor named for `sweep` ("": none, a test or a
+    benchmark). Call on the driver: the driver owns it, so it ends with the driver's sweep and no other.
+    The actor has a process of its own for its whole life, in which default_device() picks the device of
+    its share (num_gpus 0: the CPU, synthaug.devices)."""
     import ray
 
     actor_cls = ray.remote(DDPMServer)
-    return actor_cls.options(name=server_name(spec.name, replica), namespace=NAMESPACE, get_if_exists=True,
+    return actor_cls.options(name=server_name(sweep, spec.name, replica), namespace=NAMESPACE, get_if_exists=True,
                              num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=-1, max_task_retries=-1,
                              lifetime=None).remote(prepared, spec, store_root, tuple(classes),
                                                    None)      # the device the actor sees
 
 
-def get_server(generator: str, replica: int = 0):
-    """The named server a trial uses (created by the sweep on the driver)."""
+def get_server(sweep: str, generator: str, replica: int = 0):
+    """The named server a trial of `sweep` uses (created by the sweep on the driver)."""
     import ray
 
-    return ray.get_actor(server_name(generator, replica), namespace=NAMESPACE)
+    return ray.get_actor(server_name(sweep, generator, replica), namespace=NAMESPACE)
 

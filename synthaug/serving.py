@@ -85,7 +85,7 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool) -> tuple[dict[
                          **({f"synthaug.generator.{name}.run_id": prepared.run_id} if prepared.run_id else {})})
         share = plan.preset.server_gpus / shares[base_name(name)]
         servers[name] = make_server_actor(prepared, spec, str(plan.cache_dir / "pools"), dataset.classes,
-                                          num_gpus=share if gpus else 0)
+                                          num_gpus=share if gpus else 0, sweep=plan.name)
         prepared_by_name[name] = prepared
     wait_until_placed({f"the {name} server": server for name, server in servers.items()},
                       "lower preset.server_gpus, or free GPUs")
@@ -99,7 +99,7 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool) -> tuple[dict[
         for spec in specs:
             warmers = [make_server_actor(prepared_by_name[spec.name], spec, str(plan.cache_dir / "pools"),
                                          dataset.classes, replica=r + 1, num_gpus=1 if gpus else 0,
-                                         num_cpus=0 if gpus else 1)
+                                         num_cpus=0 if gpus else 1, sweep=plan.name)
                        for r in range(replicas)]
             wait_until_placed({f"warm-up replica {r + 1} of {spec.name} ({'a whole GPU' if gpus else 'a CPU'})": actor
                                for r, actor in enumerate(warmers)},

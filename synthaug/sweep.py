@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from synthaug.cli import OneLineParser, add_run_flags, worker_environment
+from synthaug.cli import OneLineParser, add_gpu_flags, add_run_flags
 from synthaug.config import (PRESETS, ConfigError, Preset, TrialConfig, digest, from_flat, preset,
                              recipe_conflict, to_flat, with_recipe)
 from synthaug.data import DataError, Dataset, data_outline, load_dataset, resolve_source
@@ -81,9 +81,7 @@ def parse_args(experiment: Experiment, argv: Sequence[str] | None) -> argparse.N
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=FOLDER",
                         help="serve generator NAME from a local diffusers UNet2DModel folder (e.g. a copy of "
                              "google/ddpm-cifar10-32 for ddpm-uncond) instead of training it; repeatable")
-    parser.add_argument("--gpus", default=None, help="GPUs the sweep waits for (default: the preset's; 0 runs on "
-                                                      "CPUs, even on a cluster with GPUs)")
-    parser.add_argument("--wait-for-gpus", default="900", help="seconds to wait for them to join (default 900)")
+    add_gpu_flags(parser, "sweep")
     parser.add_argument("--gpus-per-trial", default=None, help="a trial's GPU share (default: the preset's)")
     parser.add_argument("--cpus-per-trial", default=None, help="a trial's CPUs (default: the preset's)")
     parser.add_argument("--class-map", default=None, metavar="NAME=CLASS,...",
@@ -132,7 +130,8 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     experiment, chosen = apply_sets(experiment, chosen, args.set)
     seeds = parse_seeds(args.seeds or str(chosen.seeds))
     data = resolve_source(args.data or chosen.data)
-    cache_dir = Path(args.cache).resolve()
+    # absolute as written, symlinks not followed: a path that is each node's own folder stays one (the checks)
+    cache_dir = Path(os.path.abspath(args.cache))
     problem = folder_problem(cache_dir)
     if problem:
         raise UsageError(f"--cache {problem}")
@@ -179,7 +178,7 @@ def storage_location(flag: str) -> str:
     problem = storage_problem(flag)
     if problem:
         raise UsageError(f"--storage {problem}")
-    return flag if is_uri(flag) else str(Path(flag).resolve())
+    return flag if is_uri(flag) else os.path.abspath(flag)
 
 
 def preflight(plan: SweepPlan) -> None:
@@ -275,18 +274,11 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False, wait_s: fl
 
 def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) -> int:
     import ray
-    from ray import tune
 
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-
-    from synthaug import tracking
-    from synthaug.console import CONSOLE, VERBOSE, TrialLines, status_reporter
-    from synthaug.instances import per_trial_generators
-    from synthaug.placement import PlacementError
-    from synthaug.preflight import wait_for_gpus
+    from synthaug.cli import start_ray
+    from synthaug.console import CONSOLE
+    from synthaug.gpu_nodes import gpu_request
     from synthaug.server import NAMESPACE
-    from synthaug.serving import start_servers
-    from synthaug.trial import SweepConstants, TrialContext, run_trial
 
     print(f"sweep {plan.name}: {len(plan.configs)} trials "
           f"({len(plan.configs) // len(plan.seeds)} configurations x {len(plan.seeds)} seeds), "
@@ -294,21 +286,35 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
     for key, value in {**QUIET, **CONSOLE}.items():
         os.environ.setdefault(key, value)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)    # not "wrote the result files", "total run time"
-    runtime_env = worker_environment()
-    if plan.address:
-        ray.init(address=plan.address, namespace=NAMESPACE, runtime_env=runtime_env)
-    else:
-        # "local": a Ray of its own, even when another one (ray start, a test's cluster) runs on this machine
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, namespace=NAMESPACE,
-                 runtime_env=runtime_env)
-    # a local Ray gains no GPUs by waiting: only a cluster's autoscaler can bring them
-    problem = cluster_preflight(plan) or wait_for_gpus(plan.preset.gpus or 0, wait_s if plan.address else 0)
+    start_ray(plan.address, NAMESPACE)
+    try:
+        # a local Ray gains no GPUs by waiting: only a cluster's autoscaler can bring them
+        with gpu_request((plan.preset.gpus or 0) if plan.address else 0):
+            return _sweep_on_ray(plan, dataset, fresh, wait_s if plan.address else 0)
+    finally:
+        ray.shutdown()
+
+
+def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) -> int:
+    """With Ray up: the GPUs first, then the checks on the nodes that joined, the servers, the trials."""
+    import ray
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from synthaug import tracking
+    from synthaug.console import VERBOSE, TrialLines, status_reporter
+    from synthaug.gpu_nodes import gpu_node_problem, wait_for_gpus
+    from synthaug.instances import per_trial_generators
+    from synthaug.placement import PlacementError
+    from synthaug.serving import start_servers
+    from synthaug.trial import SweepConstants, TrialContext, run_trial
+
+    problem = wait_for_gpus(plan.preset.gpus or 0, wait_s) or cluster_preflight(plan)
     # --gpus 0 (or a preset's 0): CPUs, whatever joined; --gpus N: the N it waited for; else what is there
     use_gpus = plan.preset.gpus > 0 if plan.preset.gpus is not None else bool(ray.cluster_resources().get("GPU"))
-    problem = problem or placement_problem(plan, use_gpus)
+    problem = problem or (gpu_node_problem() if use_gpus else None) or placement_problem(plan, use_gpus)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
-        ray.shutdown()
         return 2
     experiment_id = tracking.ensure_experiment(plan.tracking_uri, plan.experiment.name)
     sweep_dir = f"{plan.storage.rstrip('/')}/{plan.name}"
@@ -319,11 +325,9 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
         servers, warmed = start_servers(plan, dataset, parent, use_gpus)
     except ray.exceptions.RayTaskError as err:      # a generator that cannot make a pool the grid needs
         print(f"error: {str(err.cause).splitlines()[0] if err.cause else err}", file=sys.stderr)
-        ray.shutdown()
         return 1
     except PlacementError as err:                   # a server or warm-up replica the cluster did not place
         print(f"error: {err}", file=sys.stderr)
-        ray.shutdown()
         return 2
     context = TrialContext(str(plan.cache_dir), plan.tracking_uri, experiment_id, parent.run_id, plan.name,
                            per_trial_generators(plan.preset),
@@ -365,13 +369,13 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
     parent.log_metrics({f"pool_acceptance.{g}": c["acceptance"] for g, c in counters.items() if "acceptance" in c})
     parent.log_metrics({"pool_images_generated": sum(c["generated"] for c in counters.values()),
                         "pool_images_served": sum(c["served"] for c in counters.values())})
-    rows = [{**{k: r.config.get(k) for k in [*plan.grid, "seed"]}, **r.metrics}
+    rows = [{**{k: (r.config or {}).get(k) for k in [*plan.grid, "seed"]}, **r.metrics}
             for r in results if r.metrics]
     finished = sum(1 for r in rows if r.get("done"))
     print_summary(plan, rows)
     for r in results:
         if r.error:                     # after its retries (max_failures); its MLflow run is FAILED with the error
-            where = ", ".join(f"{k}={r.config.get(k)}" for k in [*plan.grid, "seed"])
+            where = ", ".join(f"{k}={(r.config or {}).get(k)}" for k in [*plan.grid, "seed"])
             print(f"failed: {where}: {str(r.error).strip().splitlines()[-1][:300]}")
     if finished == len(plan.configs):
         parent.finish("FINISHED")
@@ -379,13 +383,13 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
     print(f"Browse:   mlflow ui --host 127.0.0.1 --backend-store-uri {plan.tracking_uri}")
     print(f"Analyse:  python analysis/significance.py --experiment {plan.experiment.name} "
           f"--sweep {plan.name} --mlflow-uri {plan.tracking_uri}")
-    ray.shutdown()
     if finished < len(plan.configs):
         errors = sum(1 for r in results if r.error)
         print(f"{len(plan.configs) - finished} trials unfinished ({errors} errored): "
               f"rerun the same command to resume.")
         return 1 if errors else 130
     return 0
+
 
 
 def _parent_run(plan: SweepPlan, experiment_id: str, data_digest: str, reuse: bool):

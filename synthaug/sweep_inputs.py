@@ -25,7 +25,7 @@ def with_resources(chosen: Preset, args: argparse.Namespace) -> Preset:
     changes = {}
     for flag, field_name, cast, low in (("gpus", "gpus", int, 0), ("gpus_per_trial", "gpus_per_trial", float, 0),
                                         ("cpus_per_trial", "cpus_per_trial", float, 0.01)):
-        value = getattr(args, flag)
+        value = getattr(args, flag, None)      # the generator job takes --gpus only
         if value is None:
             continue
         try:

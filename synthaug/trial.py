@@ -41,6 +41,7 @@ from synthaug.tracking import CELL, SWEEP, TRIAL_ID, RunLogger
 # (InjectedFault), every attempt, until the file is removed. Workers get it from the driver.
 TRIAL_GATE = "SYNTHAUG_TRIAL_GATE"
 ERROR_TAG = "synthaug.error"        # a failed trial's run: the exception that ended its last attempt
+RESTARTED_TAG = "synthaug.restarted"    # a trial whose checkpoint was gone: trained again from scratch
 
 
 class InjectedFault(RuntimeError):
@@ -111,7 +112,7 @@ def run_trial(params: dict, dataset: Dataset, constants: SweepConstants) -> None
     run.log_params({**to_flat(cfg), **(described if cfg.uses_synthetic else {})})
     try:
         _pass_gate(trial_key(cfg))
-        training = compose(cfg, dataset, _synthetic_source(cfg, ctx.per_trial))
+        training = compose(cfg, dataset, _synthetic_source(cfg, ctx))
         _train(cfg, dataset, training, select_test(dataset, cfg.test_per_class), run, device, ctx.checkpoint_every_s)
     except Exception as err:
         # Tune retries the trial (from its checkpoint); the retry reopens this run. The error stays on it.
@@ -127,10 +128,7 @@ def _train(cfg: TrialConfig, dataset: Dataset, training: TrainingSet, test_index
     test_x, test_y = dataset.test_x[test_index], dataset.test_y[test_index]
     trainer = Trainer(cfg.train, training.x, training.y, dataset.num_classes, seed=cfg.seed,
                       device=device, progress=False)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            trainer.load_state_dict(torch.load(Path(folder) / "trainer.pt", weights_only=True))   # no pickle
+    _restore(trainer, tune.get_checkpoint(), run)
     if trainer.epoch == 0:
         run.log_metrics({"train_images": len(training.y), "train_synthetic": int(training.synthetic.sum())})
     last_checkpoint = time.monotonic()
@@ -153,6 +151,20 @@ def _train(cfg: TrialConfig, dataset: Dataset, training: TrainingSet, test_index
         last_checkpoint = time.monotonic()
 
 
+def _restore(trainer: Trainer, checkpoint: tune.Checkpoint | None, run: RunLogger) -> None:
+    """Continue from the trial's checkpoint; one that storage no longer holds (a kill -9 between Tune deleting
+    an old checkpoint and snapshotting the new one: Ray issue 27790) restarts the trial from scratch in its
+    own run, tagged, instead of failing on every rerun."""
+    if checkpoint is None:
+        return
+    try:
+        with checkpoint.as_directory() as folder:
+            trainer.load_state_dict(torch.load(Path(folder) / "trainer.pt", weights_only=True))   # no pickle
+    except (OSError, EOFError, RuntimeError) as err:
+        print(f"checkpoint {checkpoint.path} cannot be read ({type(err).__name__}); training from scratch", flush=True)
+        run.set_tags({RESTARTED_TAG: f"{checkpoint.path}: {type(err).__name__}"})
+
+
 def _log_final(run: RunLogger, cfg: TrialConfig, dataset: Dataset, training: TrainingSet,
                result: Evaluation, test_index: np.ndarray) -> None:
     per_class = {f"test_acc.{name}": float(acc) for name, acc in zip(dataset.classes, result.per_class_accuracy)}
@@ -168,12 +180,12 @@ def _log_final(run: RunLogger, cfg: TrialConfig, dataset: Dataset, training: Tra
         run.log_artifacts(folder)
 
 
-def _synthetic_source(cfg: TrialConfig, per_trial: dict[str, str]):
-    """take(class_index, n) served by the shared DDPM server of the trial's generator instance."""
-    server = instance_name(cfg, per_trial)
+def _synthetic_source(cfg: TrialConfig, ctx: TrialContext):
+    """take(class_index, n) served by the sweep's shared DDPM server of the trial's generator instance."""
+    server = instance_name(cfg, ctx.per_trial)
 
     def take(class_index: int, n: int):
-        return ray.get(get_server(server).take.remote(class_index, n, cfg.seed))
+        return ray.get(get_server(ctx.sweep, server).take.remote(class_index, n, cfg.seed))
     return take
 
 

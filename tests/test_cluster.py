@@ -211,7 +211,7 @@ def test_a_killed_server_comes_back_and_every_trial_finishes_without_regeneratin
     import ray
     from ray.cluster_utils import Cluster
 
-    from synthaug.server import NAMESPACE, server_name
+    from synthaug.server import NAMESPACE
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     cluster.add_node(num_cpus=2)
@@ -232,7 +232,9 @@ def test_a_killed_server_comes_back_and_every_trial_finishes_without_regeneratin
         wait_for(lambda: sum(r.info.status == "FINISHED" for r in trials()) == 2, "two finished trials", proc, log)
         before = shards()
         ray.init(address=cluster.address, namespace=NAMESPACE)
-        server = ray.get_actor(server_name("ddpm-cond"), namespace=NAMESPACE)
+        [name] = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a["name"].startswith("ddpm-server/tiny_nodes-") and a["name"].endswith("/ddpm-cond/0")]
+        server = ray.get_actor(name, namespace=NAMESPACE)
         ray.kill(server, no_restart=False)                  # Ray restarts it (max_restarts=-1)
         open_gate(gate)
         assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]

@@ -255,7 +255,7 @@ def test_trials_asking_for_the_same_pool_get_identical_images(conditional, tmp_p
 
     @ray.remote(num_cpus=1)
     def trial(c, n, seed):
-        return ray.get(get_server(spec.name).take.remote(c, n, seed)).images
+        return ray.get(get_server("", spec.name).take.remote(c, n, seed)).images
 
     a, b = ray.get([trial.remote(4, 3, 7), trial.remote(4, 3, 7)])
     assert np.array_equal(a, b)
