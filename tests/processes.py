@@ -16,20 +16,21 @@ def short_ray_tmpdir() -> Path:
 
 def processes_of_ray_instance(ray_tmpdir: Path) -> set[int]:
     """The processes of the one Ray instance started under ray_tmpdir: each inherited RAY_TMPDIR from
-    the driver (or names its session directory on its command line). Never matched by name."""
+    the driver (or names its session directory on its command line), or is an agent of one of its
+    raylets (a raylet starts its dashboard and runtime-env agents without RAY_TMPDIR and renames them,
+    but tells them RAY_RAYLET_PID). Never matched by name."""
     marker = str(ray_tmpdir).encode()
-    found = set()
+    seen = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
-            environ = (proc / "environ").read_bytes().split(b"\0")
-            cmdline = (proc / "cmdline").read_bytes()
+            seen[int(proc.name)] = ((proc / "environ").read_bytes().split(b"\0"), (proc / "cmdline").read_bytes())
         except OSError:                 # gone, or not ours to read
             continue
-        if b"RAY_TMPDIR=" + marker in environ or marker in cmdline:
-            found.add(int(proc.name))
-    return found
+    found = {pid for pid, (environ, cmdline) in seen.items() if b"RAY_TMPDIR=" + marker in environ or marker in cmdline}
+    raylets = {b"RAY_RAYLET_PID=%d" % pid for pid in found}
+    return found | {pid for pid, (environ, _) in seen.items() if raylets.intersection(environ)}
 
 
 def kill_ray_instance(ray_tmpdir: Path) -> None:

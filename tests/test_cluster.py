@@ -5,6 +5,7 @@ machine are driven with the node list they read.
 """
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -248,6 +249,9 @@ def test_a_killed_server_comes_back_and_every_trial_finishes_without_regeneratin
 
 
 def test_cluster_yaml_passes_rays_own_validation_and_is_safe_as_shipped():
+    """What `ray up` checks first, and what makes the file come up with only cloud credentials: shared
+    storage that is the head's own disk over NFS (no EFS API, nothing to fill in), the code without the
+    user's stores, the caches on the shared disk for every node's Ray, token authentication on."""
     import yaml
     from ray.autoscaler._private.util import prepare_config, validate_config
 
@@ -257,8 +261,31 @@ def test_cluster_yaml_passes_rays_own_validation_and_is_safe_as_shipped():
     gpu_types = {n: t for n, t in config["available_node_types"].items() if t.get("resources", {}).get("GPU")}
     assert sorted(t["resources"]["GPU"] for t in gpu_types.values()) == [1, 8]
     assert all(t["min_workers"] == 0 for t in gpu_types.values())      # GPU workers scale from zero
-    assert "0.0.0.0" not in text and "fs-XXXX" not in text              # nothing public, nothing to fill in
+    assert not re.search(r"(?<![\d.])0\.0\.0\.0", text) and "fs-XXXX" not in text   # nothing public, nothing to fill in
+    assert "aws efs" not in text and "efs." not in text                  # no call the nodes' roles may not make
     assert "--dashboard-host=127.0.0.1" in text and "/mnt/shared/mlflow.db" not in text
-    assert "-c /home/ubuntu/synthaug/constraints.txt" in text
-    pins = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line]
-    assert any(p.startswith("ray[default,tune]==") for p in pins) and any(p.startswith("torch==") for p in pins)
+
+    head, worker = (" && ".join(config[key]) for key in ("head_setup_commands", "worker_setup_commands"))
+    assert "nfs-kernel-server" in head and "exportfs -ra" in head
+    assert all(f"{cidr}(rw,sync,no_subtree_check,no_root_squash)" in head
+               for cidr in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+    assert 'mount -t nfs4 -o hard,timeo=600 "$RAY_HEAD_IP":/mnt/shared /mnt/shared' in worker
+    assert "pip download -q -d /mnt/shared/wheels -c /home/ubuntu/synthaug/constraints.txt" in head
+    install = ("pip install --no-index --find-links /mnt/shared/wheels -e /home/ubuntu/synthaug"
+               " -c /home/ubuntu/synthaug/constraints.txt")
+    assert install in head and install in worker
+    assert head.index("exportfs") < head.index("pip download") < head.index(install)
+    assert worker.index("mount -t nfs4") < worker.index(install)
+
+    assert config["rsync_filter"] == [".gitignore", ".rayignore"] and not config.get("rsync_exclude")
+    ignored = {line.rstrip("/") for name in config["rsync_filter"] for line in (ROOT / name).read_text().splitlines()}
+    assert {".git", ".synthaug", "ray_results", "mlflow.db", "mlruns", "mlartifacts", "/.whl"} <= ignored
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = next(c for c in config[key] if "ray start" in c)
+        exports = start[:start.index("ray start")]
+        assert {"RAY_AUTH_MODE=token", "HF_HOME=/mnt/shared/huggingface", "TORCH_HOME=/mnt/shared/torch"} <= set(
+            exports.split()), start
+    assert config["file_mounts"]["/home/ubuntu/.ray/auth_token"] == "~/.ray/auth_token"
+    pins = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line and line[0] != "#"]
+    assert any(p.startswith("ray==") for p in pins) and any(p.startswith("torch==") for p in pins)
+    assert not any("[" in p for p in pins)                    # pip refuses a constraint with extras
