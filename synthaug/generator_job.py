@@ -62,9 +62,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def plan_job(args: argparse.Namespace) -> tuple[JobPlan, Dataset]:
-    """Resolve and validate everything; touches no Ray, no GPU, no MLflow."""
+def plan_job(args: argparse.Namespace) -> JobPlan:
+    """Resolve and validate everything; touches no Ray, no GPU, no MLflow, and writes nothing (the data is
+    loaded, and cached, after the preflight)."""
     from synthaug.generators import generator_kind
+    from synthaug.storage import folder_problem
     from synthaug.sweep_inputs import with_resources
     from synthaug.tracking import resolve_tracking_uri
 
@@ -98,26 +100,38 @@ def plan_job(args: argparse.Namespace) -> tuple[JobPlan, Dataset]:
         gpus = max(gpus, workers)           # one data-parallel group's GPUs at least
     data = resolve_source(args.data or chosen.data)
     cache_dir = Path(os.path.abspath(args.cache))      # as written (synthaug.sweep.plan_sweep)
-    dataset = load_dataset(data, cache_dir)
-    plan = JobPlan(chosen, tuple(specs), data, cache_dir, resolve_tracking_uri(args.mlflow_uri), args.address,
+    problem = folder_problem(cache_dir)
+    if problem:
+        raise ConfigError(f"--cache {problem}")
+    return JobPlan(chosen, tuple(specs), data, cache_dir, resolve_tracking_uri(args.mlflow_uri), args.address,
                    workers, gpus, float(args.wait_for_gpus))
-    return plan, dataset
+
+
+def preflight_problem(plan: JobPlan) -> str | None:
+    """Before anything is written or started: the tracking URI does what the job will ask of it (an mlflow
+    server: its API and artifact proxy), the Ray address answers. The one-line problem, or None."""
+    from synthaug.preflight import address_problem, tracking_problem
+
+    problem = tracking_problem(plan.tracking_uri)
+    if problem:
+        return f"--mlflow-uri {problem}"
+    problem = address_problem(plan.address)
+    return f"--address {problem}" if problem else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from synthaug.preflight import address_problem, tracking_problem
     from synthaug.sweep_inputs import UsageError
 
     try:
-        plan, dataset = plan_job(args)
+        plan = plan_job(args)
+        problem = preflight_problem(plan)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        dataset = load_dataset(plan.data, plan.cache_dir)
     except (ConfigError, DataError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    problem = tracking_problem(plan.tracking_uri)
-    problem = f"--mlflow-uri {problem}" if problem else address_problem(plan.address)
-    if problem:
-        print(f"error: {problem if problem.startswith('--') else '--address ' + problem}", file=sys.stderr)
         return 2
     return run_job(plan, dataset)
 

@@ -1,10 +1,13 @@
 """Preflight: what would fail after hours fails in the first seconds, with one line naming the flag.
 
-Before Ray starts (reachability, no side effects):
-    tracking_problem(uri)      the tracking URI's scheme is one MLflow serves, an HTTP server
-                               answers /health within TRACKING_TIMEOUT_S, a SQLite file's folder
-                               exists and can be written (nothing is created);
+Before Ray starts (reachability; whatever a check writes, it removes):
+    tracking_problem(uri)      the tracking URI's scheme is one MLflow serves; an HTTP server does
+                               what trials will ask of it within TRACKING_TIMEOUT_S (server_problem:
+                               /health, an API route past MLflow's Host-header check, a 1-byte artifact
+                               stored and deleted through its artifact proxy); a SQLite file's folder
+                               can be written (synthaug.storage; nothing is created);
     address_problem(address)   a Ray address answers within ADDRESS_TIMEOUT_S.
+    (--cache, a local --storage and an s3:// / gs:// --storage are probed by synthaug.storage.)
 After ray.init (what the cluster is):
     cluster_problem(uri, folders)   both of these, over the live nodes:
     shared_store_problem(uri, nodes, here)   a SQLite or file store is refused when any node is
@@ -18,20 +21,24 @@ Storage given as a URI (s3://, gs://, ...) is passed to Tune as it is, never mad
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Iterable, Mapping
+
+from synthaug.storage import PROBE_PREFIX, unwritable
 
 TRACKING_TIMEOUT_S = 10.0
 ADDRESS_TIMEOUT_S = 30.0
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 SERVER_SCHEMES = ("http", "https")
 TRACKING_SCHEMES = (*SERVER_SCHEMES, *DATABASE_SCHEMES, "file", "databricks")
-STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "az")   # pyarrow file systems Tune takes
 LOCAL_SCHEMES = ("sqlite", "file")      # stores that live on one machine's disk
 
 
@@ -46,21 +53,88 @@ def tracking_problem(uri: str, timeout_s: float = TRACKING_TIMEOUT_S) -> str | N
         return (f"{uri!r}: an unknown scheme {scheme or '(none)'!r}; use http(s)://host:port of an mlflow server, "
                 f"sqlite:////absolute/path/mlflow.db, or a database URI ({', '.join(DATABASE_SCHEMES)})")
     if scheme in SERVER_SCHEMES:
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as reply:
-                if reply.status == 200:
-                    return None
-                return f"{uri!r}: /health answered {reply.status}, not 200; is it an mlflow server?"
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            reason = getattr(err, "reason", err)
-            return (f"{uri!r} did not answer within {timeout_s:g} s ({reason}); start it "
-                    f"(mlflow server --host 127.0.0.1 --port 5000, or the head's private address on a cluster) "
-                    f"or pass a URI that answers")
+        return server_problem(uri, timeout_s)
     if scheme == "sqlite":
         path = Path(uri[len("sqlite:///"):])
-        if folder_problem(path.parent):
-            return f"{uri!r}: {path.parent} cannot be created or written; pass a SQLite file in a writable folder"
+        reason = unwritable(path.parent)
+        if reason:
+            return (f"{uri!r}: {path.parent} cannot be created or written ({reason}); pass a SQLite file in a "
+                    f"writable folder")
     return None
+
+
+def server_problem(uri: str, timeout_s: float = TRACKING_TIMEOUT_S) -> str | None:
+    """What a trial will do with an mlflow server, tried within timeout_s in all: /health answers; an API
+    route answers (MLflow 3's Host-header check exempts /health alone: a host name the server does not
+    allow gets 403 everywhere else); and, where the server proxies artifacts, a 1-byte artifact is
+    uploaded and deleted through it, as trials log theirs (an s3:// artifact store needs boto3 and
+    credentials on the server). A server started with --no-serve-artifacts has no such route: nothing is
+    said about artifacts then."""
+    base, deadline = uri.rstrip("/"), time.monotonic() + timeout_s
+    status, body = _call(base + "/health", "GET", deadline)
+    if status is None:
+        return (f"{uri!r} did not answer within {timeout_s:g} s ({body}); start it "
+                f"(mlflow server --host 127.0.0.1 --port 5000, or the head's private address on a cluster) "
+                f"or pass a URI that answers")
+    if status != 200:
+        return f"{uri!r}: /health answered {status}, not 200; is it an mlflow server?"
+    status, body = _call(base + "/api/2.0/mlflow/experiments/search", "POST", deadline, b'{"max_results": 1}')
+    host = urllib.parse.urlsplit(uri).netloc.rsplit("@", 1)[-1]
+    if status == 403 and "Host header" in body:
+        return (f"{uri!r}: the server refuses every API call from this address with 403, its Host-header check "
+                f"(MLflow 3) does not allow {host!r}; pass the server's IP address in --mlflow-uri, or start it "
+                f"with --allowed-hosts {host}")
+    if status in (401, 403):
+        return (f"{uri!r}: the server refused the API with {status} ({body}); set MLFLOW_TRACKING_USERNAME and "
+                f"MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) to credentials it accepts")
+    if status != 200:
+        return (f"{uri!r}: the API (experiments/search) {_answered(status, body, timeout_s)}; "
+                f"is it an mlflow server, and is its backend store up?")
+    name = f"{PROBE_PREFIX}{uuid.uuid4().hex[:12]}"
+    route = f"{base}/api/2.0/mlflow-artifacts/artifacts/{name}"
+    status, body = _call(route, "PUT", deadline, b"x")
+    if status == 404 or (status == 503 and "artifact" in body.lower()):
+        return None                     # no artifact proxy (--no-serve-artifacts): trials write to the store
+    if status != 200:
+        return (f"{uri!r}: the server could not store a 1-byte test artifact: it {_answered(status, body, timeout_s)}"
+                f"; its artifact store (--artifacts-destination) must be writable from the server: for s3:// the "
+                f"server needs boto3 (pip install boto3) and credentials that may write there; its log says more")
+    status, body = _call(route, "DELETE", deadline)
+    if status != 200:
+        return (f"{uri!r}: the server stored a 1-byte test artifact ({name}) but could not delete it: it "
+                f"{_answered(status, body, timeout_s)}; its artifact store's credentials must also delete")
+    return None
+
+
+def _call(url: str, method: str, deadline: float, data: bytes | None = None) -> tuple[int | None, str]:
+    """(status, the body's first 200 characters on one line), or (None, why there was no answer by the
+    deadline). Sends the credentials MLflow's client would (MLFLOW_TRACKING_TOKEN, _USERNAME/_PASSWORD)."""
+    headers = {"Content-Type": "application/json"} if method == "POST" else {}
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        headers["Authorization"] = f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"
+    elif os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        pair = f"{os.environ['MLFLOW_TRACKING_USERNAME']}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return None, "out of time"
+    try:
+        with urllib.request.urlopen(request, timeout=left) as reply:
+            return reply.status, _one_line(reply.read(400))
+    except urllib.error.HTTPError as err:
+        return err.code, _one_line(err.read(400))
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        return None, str(getattr(err, "reason", err))
+
+
+def _answered(status: int | None, body: str, timeout_s: float) -> str:
+    return f"did not answer within {timeout_s:g} s ({body})" if status is None else f"answered {status} ({body})"
+
+
+def _one_line(raw: bytes) -> str:
+    text = " ".join(raw.decode("utf-8", "replace").split())
+    return text[:200] + ("..." if len(text) > 200 else "")
 
 
 def address_problem(address: str | None, timeout_s: float = ADDRESS_TIMEOUT_S) -> str | None:
@@ -108,31 +182,6 @@ def shared_store_problem(uri: str, node_addresses: Iterable[str], driver_address
             f"http://<head private address>:5000")
 
 
-def is_uri(location: str) -> bool:
-    return scheme_of(location) in STORAGE_SCHEMES
-
-
-def storage_problem(location: str) -> str | None:
-    """A --storage value: a folder (made absolute) this user can make or write, or a URI of a file system
-    Tune knows."""
-    if "://" in location and not is_uri(location):
-        return (f"{location!r}: an unknown scheme {scheme_of(location)!r}; a folder every node sees, or a URI "
-                f"({', '.join(s + '://' for s in STORAGE_SCHEMES)})")
-    return None if is_uri(location) else folder_problem(Path(os.path.abspath(location)))
-
-
-def folder_problem(folder: Path) -> str | None:
-    """Why a folder the command will write (--cache, a local --storage) cannot be made or written, or None.
-    Creates nothing: the folder, or the nearest part of its path that exists, must be a writable folder."""
-    folder = Path(folder)
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if existing is None or not existing.is_dir():
-        return f"{str(folder)!r}: {existing} is a file, not a folder; pass a folder that can be created"
-    if not _writable(existing):
-        return f"{str(folder)!r}: {existing} cannot be written; pass a folder this user can write"
-    return None
-
-
 def visibility_problem(flag: str, folder: str, nodes: Mapping[str, str]) -> str | None:
     """Every node (id -> address) writes a token in `folder`, then reads every other node's token.
     Runs Ray tasks pinned to each node, then removes the tokens."""
@@ -176,10 +225,6 @@ def cluster_problem(tracking_uri: str, folders: list[tuple[str, str]]) -> str | 
         if problem:
             return problem
     return None
-
-
-def _writable(folder: Path) -> bool:
-    return os.access(folder, os.W_OK | os.X_OK)
 
 
 def _probe(folder: str, write: str | None, expect: list[str] | None, cleanup: list[str] | None = None):

@@ -121,7 +121,7 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     source is only outlined (classes and labels, blank images; synthaug.data.data_outline), so bad input
     leaves no cache behind. Returns the plan and that outline."""
     from synthaug.overrides import apply_grids, apply_sets, check_experiment
-    from synthaug.preflight import folder_problem
+    from synthaug.storage import folder_problem
     from synthaug.tracking import resolve_tracking_uri
 
     check_experiment(experiment)
@@ -172,8 +172,9 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
 
 
 def storage_location(flag: str) -> str:
-    """--storage as Tune takes it: a URI (s3://, gs://, ...) as it is, a folder made absolute."""
-    from synthaug.preflight import is_uri, storage_problem
+    """--storage as Tune takes it: a URI (s3://, gs://, ...) as it is, a folder made absolute (and writable).
+    A URI is only probed in the preflight: --dry-run stays offline."""
+    from synthaug.storage import is_uri, storage_problem
 
     problem = storage_problem(flag)
     if problem:
@@ -182,8 +183,10 @@ def storage_location(flag: str) -> str:
 
 
 def preflight(plan: SweepPlan) -> None:
-    """What can be checked before Ray starts: the tracking URI answers, the Ray address answers."""
+    """What can be checked before Ray starts: the tracking URI does what trials will ask of it, the Ray
+    address answers, and an object-store --storage takes a test object (written, read back, deleted)."""
     from synthaug.preflight import address_problem, tracking_problem
+    from synthaug.storage import is_uri, object_store_problem
 
     problem = tracking_problem(plan.tracking_uri)
     if problem:
@@ -191,6 +194,9 @@ def preflight(plan: SweepPlan) -> None:
     problem = address_problem(plan.address)
     if problem:
         raise UsageError(f"--address {problem}")
+    problem = object_store_problem(plan.storage) if is_uri(plan.storage) else None
+    if problem:
+        raise UsageError(f"--storage {problem}")
 
 
 def cluster_preflight(plan: SweepPlan) -> str | None:
@@ -198,7 +204,8 @@ def cluster_preflight(plan: SweepPlan) -> str | None:
     Prints the resource plan; returns the one-line problem, or None."""
     import ray
 
-    from synthaug.preflight import cluster_problem, is_uri
+    from synthaug.preflight import cluster_problem
+    from synthaug.storage import is_uri
 
     folders = [("--cache", str(plan.cache_dir))] + ([] if is_uri(plan.storage) else [("--storage", plan.storage)])
     problem = cluster_problem(plan.tracking_uri, folders)

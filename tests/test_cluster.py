@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from synthaug.preflight import address_problem, shared_store_problem, storage_problem, tracking_problem
+from synthaug.preflight import address_problem, shared_store_problem, tracking_problem
+from synthaug.storage import storage_problem
 from synthaug.sweep import storage_location
 from synthaug.trial import TRIAL_GATE
 
