@@ -51,10 +51,13 @@ def start_ray(address: str | None, namespace: str | None = None) -> None:
     one, a `ray start` or a test's cluster, runs on this machine), with worker_environment()."""
     import ray
 
-    if address not in (None, "auto") and "RAY_AUTH_MODE" not in os.environ and _auth_token_found():
+    if (address not in (None, "auto") and "RAY_AUTH_MODE" not in os.environ and _auth_token_found()
+            and _asks_for_token(address)):
         # A head started with `ray start` asks for its token (Ray 2.6x). ray.init sends it for address
         # "auto" only; for an address given it needs token mode, which Ray reads once a process (as
-        # ray.init's own switch for "auto" does: the environment, then its config read again).
+        # ray.init's own switch for "auto" does: the environment, then its config read again). Only when
+        # the cluster asks: a driver in token mode refuses a tokenless cluster's raylets (they cannot
+        # reach the objects it owns), so a token file left in ~/.ray must not switch it on for every head.
         from ray._raylet import Config
 
         os.environ["RAY_AUTH_MODE"] = "token"
@@ -65,6 +68,22 @@ def start_ray(address: str | None, namespace: str | None = None) -> None:
     else:
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, namespace=namespace,
                  runtime_env=worker_environment())
+
+
+def _asks_for_token(address: str) -> bool:
+    """Whether the head at `address` refuses a call without a token (a ray:// address: assumed so)."""
+    if "://" in address:
+        return True
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    try:
+        GcsClient(address=address).internal_kv_get(b"synthaug-auth-probe", None, timeout=10)
+    except AuthenticationError:
+        return True
+    except Exception as err:  # noqa: BLE001 - not an answer about tokens: ray.init reports the real problem
+        return "Unauthenticated" in str(err)
+    return False
 
 
 def _auth_token_found() -> bool:
