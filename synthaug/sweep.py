@@ -27,6 +27,7 @@ from synthaug.data import DataError, Dataset, data_outline, load_dataset, resolv
 from synthaug.sweep_inputs import (UsageError, check_counts, check_generators, class_aliases, resolve_value,
                                    with_checkpoints, with_resources)
 
+LOST_CHECKPOINT = "does not exist on storage anymore"     # Ray Tune's words for a checkpoint gone (Trainable.restore)
 QUIET = {   # Tune's status table and our own lines are the progress; these only repeat themselves
     "RAY_USAGE_STATS_ENABLED": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
@@ -365,6 +366,16 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float)
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 progress_reporter=status_reporter([*plan.grid, "seed"]), verbose=VERBOSE))
     results = tuner.fit()
+    lost = [r for r in results if r.error and LOST_CHECKPOINT in str(r.error)]
+    if lost:
+        # Tune restores a trial only from the checkpoint its snapshot names; one the storage no longer holds
+        # (a kill -9 between deleting the old and snapshotting the new: Ray issue 27790) fails every attempt
+        print(f"{len(lost)} trial(s) had a checkpoint the storage no longer holds (Ray issue 27790): "
+              f"training them again from scratch, each in its own MLflow run")
+        _mark_restarted(plan, lost, parent.run_id, experiment_id)
+        tuner = tune.Tuner.restore(sweep_dir, trainable, resume_unfinished=True, restart_errored=True,
+                                   param_space=param_space)
+        results = tuner.fit()
 
     counters = {g: ray.get(s.counters.remote()) for g, s in servers.items()}
     for generator, count in counters.items():
@@ -397,6 +408,22 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float)
         return 1 if errors else 130
     return 0
 
+
+
+def _mark_restarted(plan: SweepPlan, lost: list, parent_run_id: str, experiment_id: str) -> None:
+    """Tag the MLflow runs of trials that start over (synthaug.trial.RESTARTED_TAG), found by trial key."""
+    from mlflow.tracking import MlflowClient
+
+    from synthaug.tracking import PARENT, TRIAL_KEY
+    from synthaug.trial import RESTARTED_TAG, trial_config, trial_key
+
+    client = MlflowClient(plan.tracking_uri)
+    arms = {k: dict(v) for k, v in plan.arms.items()}
+    for result in lost:
+        key = trial_key(trial_config(dict(result.config), to_flat(plan.base), arms))
+        for run in client.search_runs([experiment_id], f"tags.`{PARENT}` = '{parent_run_id}' and "
+                                                       f"tags.`{TRIAL_KEY}` = '{key}'"):
+            client.set_tag(run.info.run_id, RESTARTED_TAG, "its checkpoint was gone from storage")
 
 
 def _parent_run(plan: SweepPlan, experiment_id: str, data_digest: str, reuse: bool):
