@@ -162,6 +162,7 @@ def _train_on_ray(plan: JobPlan, dataset: Dataset) -> int:
     from synthaug.gpu_nodes import gpu_node_problem, wait_for_gpus
     from synthaug.preflight import cluster_problem
     from synthaug.prepare import prepare_generator
+    from synthaug.tracking import browse_hint
 
     problem = wait_for_gpus(plan.gpus or 0, plan.wait_s if plan.address else 0)
     problem = problem or cluster_problem(plan.tracking_uri, [("--cache", str(plan.cache_dir))])
@@ -186,7 +187,7 @@ def _train_on_ray(plan: JobPlan, dataset: Dataset) -> int:
                                        evaluation_per_class=plan.preset.evaluation_per_class)
                         for spec in plan.specs])
     print_summary(plan, prepared)
-    print(f"\nBrowse:  mlflow ui --host 127.0.0.1 --backend-store-uri {plan.tracking_uri}   (experiment '{GENERATORS_EXPERIMENT}')")
+    print(f"\nBrowse:  {browse_hint(plan.tracking_uri)}   (experiment '{GENERATORS_EXPERIMENT}')")
     return 0
 
 

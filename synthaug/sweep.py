@@ -398,7 +398,7 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float)
     if finished == len(plan.configs):
         parent.finish("FINISHED")
     print(f"\n{finished}/{len(plan.configs)} trials finished.")
-    print(f"Browse:   mlflow ui --host 127.0.0.1 --backend-store-uri {plan.tracking_uri}")
+    print(f"Browse:   {tracking.browse_hint(plan.tracking_uri)}")
     print(f"Analyse:  python analysis/significance.py --experiment {plan.experiment.name} "
           f"--sweep {plan.name} --mlflow-uri {plan.tracking_uri}")
     if finished < len(plan.configs):

@@ -150,6 +150,13 @@ class RunLogger:
         self.client.set_terminated(self.run_id, status)
 
 
+def browse_hint(uri: str) -> str:
+    """How to look at the runs of `uri`: a tracking server's own UI is its address; a store, `mlflow ui` over it."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} (the tracking server's UI)"
+    return f"mlflow ui --host 127.0.0.1 --backend-store-uri {uri}"
+
+
 def log_folder_run(uri: str, experiment_id: str, run_name: str, tags: Mapping[str, str],
                    params: Mapping[str, Any], metrics: Mapping[str, float], folder: str | Path) -> str:
     """A finished run holding params, metrics and `folder` as artifacts (FAILED if logging fails)."""

@@ -52,7 +52,7 @@ def test_a_sweep_on_s3_killed_three_times_finishes_every_trial_exactly_once(tmp_
         # epochs enough that a trial is seen between its first checkpoint and its last epoch
         argv = [sys.executable, str(tmp_path / "tiny_s3.py"), "--preset", "tiny", "--seeds", "2",
                 "--data", str(shapes_tar), "--cache", str(tmp_path / "cache"), "--storage", s3.uri("results"),
-                "--mlflow-uri", uri, "--set", "train.epochs=40"]
+                "--mlflow-uri", uri, "--set", "train.epochs=12"]
 
         def killed_when(condition, what: str, attempt: int) -> None:
             log = tmp_path / f"run-{attempt}.log"
@@ -110,4 +110,5 @@ def test_a_sweep_on_s3_killed_three_times_finishes_every_trial_exactly_once(tmp_
         print(f"{len(runs)} runs, none RUNNING; trained again from scratch: {restarted}")
         assert len(restarted) == len(unfinished) == 1
         assert "had a checkpoint the storage no longer holds (Ray issue 27790)" in rerun.stdout
+        assert f"Browse:   open {uri} (the tracking server's UI)" in rerun.stdout
         assert any(k.startswith("artifacts/") and k.endswith("manifest.json") for k in s3.keys())
