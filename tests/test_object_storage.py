@@ -108,7 +108,9 @@ def test_a_sweep_on_s3_killed_three_times_finishes_every_trial_exactly_once(tmp_
         assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
         restarted = [r.info.run_name for r in trials if RESTARTED_TAG in r.data.tags]
         print(f"{len(runs)} runs, none RUNNING; trained again from scratch: {restarted}")
-        assert len(restarted) == len(unfinished) == 1
+        # each trial Tune restored from a checkpoint that was gone; one whose first checkpoint it had not
+        # yet recorded starts over by itself
+        assert 1 <= len(restarted) <= len({t for t in unfinished if any(f"_{t}_" in k for k in gone)})
         assert "had a checkpoint the storage no longer holds (Ray issue 27790)" in rerun.stdout
         assert f"Browse:   open {uri} (the tracking server's UI)" in rerun.stdout
         assert any(k.startswith("artifacts/") and k.endswith("manifest.json") for k in s3.keys())
