@@ -59,3 +59,26 @@ class TrialLines(tune.Callback):
 def _short(trial) -> str:
     """A trial's number in its sweep: run_trial_555b9_00003 -> 00003."""
     return str(trial.trial_id).rsplit("_", 1)[-1]
+
+
+
+class _NoRestoreAdvice:
+    """Drops Tune's "Resume experiment with: Tuner.restore(...)" (and Ray Train's "Resume training with"):
+    a sweep or the generator job resumes by rerunning the same command, which its own line says. And,
+    after an interruption, the warning that the trials which never started have no results yet."""
+
+    def filter(self, record) -> bool:
+        message = record.getMessage()
+        if message.startswith("Failed to fetch metrics for"):
+            return not all("were not found" in line for line in message.splitlines()[1:])
+        return "Resume experiment with:" not in message and "Resume training with:" not in message
+
+
+def quiet_restore_advice() -> None:
+    """Install the filter on the loggers Tune writes those to (after an interruption)."""
+    import logging
+
+    for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoRestoreAdvice) for f in logger.filters):
+            logger.addFilter(_NoRestoreAdvice())

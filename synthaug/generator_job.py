@@ -120,6 +120,17 @@ def preflight_problem(plan: JobPlan) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, validate, train; the exit code: 0 done, 2 bad input, 130 interrupted (Ctrl-C: one line)."""
+    from synthaug.interrupt import INTERRUPTED, resume_line
+
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:               # before Ray started (once it has, run_job handles it)
+        print(resume_line("nothing started yet"), flush=True)
+        return INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(argv)
     from synthaug.sweep_inputs import UsageError
 
@@ -137,23 +148,47 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_job(plan: JobPlan, dataset: Dataset) -> int:
+    """Ray up, the training, Ray down; then (no worker writes a status any more) the training runs this
+    command's tasks left RUNNING end KILLED. A SIGINT (Ctrl-C) at any moment: exit 130 and one line."""
     import ray
 
     from synthaug.cli import start_ray
+    from synthaug.console import quiet_restore_advice
+    from synthaug.generator_training import trained_generator
     from synthaug.gpu_nodes import gpu_request
+    from synthaug.interrupt import INTERRUPTED, Interrupts, end_session_runs, new_session, resume_line
     from synthaug.sweep import QUIET
 
     for key, value in QUIET.items():
         os.environ.setdefault(key, value)
-    start_ray(plan.address)
-    try:
-        with gpu_request((plan.gpus or 0) if plan.address else 0):
-            return _train_on_ray(plan, dataset)
-    finally:
-        ray.shutdown()
+    quiet_restore_advice()
+    session, code, interrupted = new_session(), INTERRUPTED, True
+    with Interrupts() as interrupts:
+        try:
+            start_ray(plan.address)
+            try:
+                with gpu_request((plan.gpus or 0) if plan.address else 0):
+                    code = _train_on_ray(plan, dataset, session)
+            finally:
+                interrupted = interrupts.received
+                interrupts.shield()
+                ray.shutdown()
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            try:
+                end_session_runs(plan.tracking_uri, session)
+            except Exception as err:  # noqa: BLE001 - the store gone meanwhile: a line, the exit code kept
+                print(f"warning: could not end this job's MLflow runs ({str(err).splitlines()[0][:200]})",
+                      file=sys.stderr)
+    if interrupted and code:
+        trained = sum(1 for spec in plan.specs if trained_generator(spec, dataset, plan.cache_dir, verify=False))
+        print(resume_line(f"{trained} of {len(plan.specs)} generators trained and kept"), flush=True)
+        return INTERRUPTED
+    return code
 
 
-def _train_on_ray(plan: JobPlan, dataset: Dataset) -> int:
+def _train_on_ray(plan: JobPlan, dataset: Dataset, session: str = "") -> int:
     """With Ray up: the GPUs first (on a cluster), then the checks on the nodes that joined, then training."""
     import ray
 
@@ -179,12 +214,12 @@ def _train_on_ray(plan: JobPlan, dataset: Dataset) -> int:
     shipped = ray.put(dataset)      # loaded once on the driver; workers need no --data of their own
     if plan.workers > 1:
         for spec in plan.specs:
-            train_data_parallel(plan, spec, dataset, shipped, use_gpu=gpus)
+            train_data_parallel(plan, spec, dataset, shipped, use_gpu=gpus, session=session)
     prepare = device_task(prepare_generator, num_gpus=1 if gpus else 0, num_cpus=1)
     prepared = ray.get([prepare.remote(spec, plan.data, str(plan.cache_dir), dataset=shipped,
                                        tracking_uri=plan.tracking_uri,
                                        policy=plan.preset.checkpointing,
-                                       evaluation_per_class=plan.preset.evaluation_per_class)
+                                       evaluation_per_class=plan.preset.evaluation_per_class, session=session)
                         for spec in plan.specs])
     print_summary(plan, prepared)
     print(f"\nBrowse:  {browse_hint(plan.tracking_uri)}   (experiment '{GENERATORS_EXPERIMENT}')")
@@ -205,7 +240,8 @@ def workers_problem(workers: int, resources: dict, use_gpus: bool) -> str | None
             f"nodes first")
 
 
-def train_data_parallel(plan: JobPlan, spec: GeneratorSpec, dataset: Dataset, shipped, use_gpu: bool) -> None:
+def train_data_parallel(plan: JobPlan, spec: GeneratorSpec, dataset: Dataset, shipped, use_gpu: bool,
+                        session: str = "") -> None:
     """spec's DDPM trained by plan.workers DDP workers through Ray Train (skipped when cached)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -221,7 +257,8 @@ def train_data_parallel(plan: JobPlan, spec: GeneratorSpec, dataset: Dataset, sh
     trainer = TorchTrainer(
         _data_parallel_worker,
         train_loop_config={"spec": spec, "dataset": shipped, "cache_dir": str(plan.cache_dir),
-                           "tracking_uri": plan.tracking_uri, "policy": plan.preset.checkpointing},
+                           "tracking_uri": plan.tracking_uri, "policy": plan.preset.checkpointing,
+                           "session": session},
         torch_config=TorchConfig(backend=process_group_backend(use_gpu)),
         scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=use_gpu,
                                      resources_per_worker=None if use_gpu else {"CPU": 1}),
@@ -254,7 +291,7 @@ def _data_parallel_worker(config: dict) -> None:
     def wrap(model: torch.nn.Module) -> torch.nn.Module:
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    tracking = Tracking.at(config["tracking_uri"]) if rank == 0 else None
+    tracking = Tracking.at(config["tracking_uri"], config.get("session", "")) if rank == 0 else None
     train_generator(config["spec"], dataset, Path(config["cache_dir"]), device, tracking, config["policy"],
                     rank=rank, world_size=world, wrap=wrap, gather_rng=gather_rng_states, progress=rank == 0)
 

@@ -52,15 +52,22 @@ class Tracking:
 
     uri: str
     experiment_id: str
+    session: str = ""           # the command's (synthaug.interrupt): an interrupted one ends the runs it left RUNNING
 
     @classmethod
-    def at(cls, uri: str) -> "Tracking":
-        return cls(uri, ensure_experiment(uri, GENERATORS_EXPERIMENT))
+    def at(cls, uri: str, session: str = "") -> "Tracking":
+        return cls(uri, ensure_experiment(uri, GENERATORS_EXPERIMENT), session)
 
     def open(self, key: str, role: str, run_name: str) -> RunLogger:
-        """The run that trains `key`: found again (reopened unless finished), else created."""
-        return RunLogger.reopen_or_create(self.uri, self.experiment_id, f"tags.`{ARTIFACT_KEY}` = '{key}'", run_name,
-                                          {ARTIFACT_KEY: key, ROLE: role})
+        """The run that trains `key`: found again (reopened unless finished), else created; an open one is
+        tagged with the session that (re)opened it."""
+        from synthaug.interrupt import SESSION_TAG
+
+        run = RunLogger.reopen_or_create(self.uri, self.experiment_id, f"tags.`{ARTIFACT_KEY}` = '{key}'", run_name,
+                                         {ARTIFACT_KEY: key, ROLE: role})
+        if self.session and run.finished_metrics is None:
+            run.set_tags({SESSION_TAG: self.session})
+        return run
 
     def run_id(self, key: str) -> str:
         found = RunLogger(self.uri, "").client.search_runs(
@@ -153,8 +160,13 @@ def _train_generator(spec, dataset, cache_dir, device, tracking, policy, rank, w
                         "parameters": sum(p.numel() for p in training.model.parameters()),
                         "checkpoint_every": policy.every_steps, "checkpoint_every_s": policy.every_seconds})
         on_log, on_grid = (lambda step, metrics: run.log_metrics(metrics, step=step)), log_grid
-    model = training.run(checkpoint, policy, on_log=on_log, on_grid=on_grid, gather_rng=gather_rng,
-                         progress=progress)
+    try:
+        model = training.run(checkpoint, policy, on_log=on_log, on_grid=on_grid, gather_rng=gather_rng,
+                             progress=progress)
+    except BaseException as stop:       # its task cancelled (KeyboardInterrupt), or an error: not left RUNNING
+        if run is not None:
+            run.finish("KILLED" if isinstance(stop, KeyboardInterrupt) else "FAILED")
+        raise
     if rank != 0:
         return directory, ""
     weights = save_generator(model, spec.ddpm, directory)

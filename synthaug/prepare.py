@@ -31,16 +31,17 @@ def prepare_generator(spec: GeneratorSpec, data_source: str, cache_dir: str | Pa
                       device: str | None = None, progress: bool = True, dataset: Dataset | None = None,
                       tracking_uri: str | None = None, policy: Checkpointing = Checkpointing(),
                       evaluation_per_class: int = EVALUATION_PER_CLASS,
-                      train_index: np.ndarray | None = None) -> PreparedGenerator:
+                      train_index: np.ndarray | None = None, session: str = "") -> PreparedGenerator:
     """Load or train the generator and labeller that `spec` names; cached under cache_dir.
     `dataset`: data_source already loaded (saves decoding and hashing it again). `train_index`: the
     training images it learns from (synthaug.instances; None: all of them). With a tracking
     URI, training is logged to the `generators` experiment and a generator trained here is
-    evaluated (evaluation_per_class samples a class) when its run is not finished yet."""
+    evaluated (evaluation_per_class samples a class) when its run is not finished yet. `session`: the
+    command's (synthaug.interrupt), tagged on the runs it opens."""
     device = device or default_device()
     cache_dir = Path(cache_dir)
     dataset = restricted(dataset or load_dataset(data_source, cache_dir), train_index)
-    tracking = Tracking.at(tracking_uri) if tracking_uri else None
+    tracking = Tracking.at(tracking_uri, session) if tracking_uri else None
     kind = generator_kind(spec)
     directory, weights = kind.prepare(spec, dataset, cache_dir, device, tracking, policy, progress)
     evaluated = tracking is not None and kind.trains

@@ -49,8 +49,10 @@ def wait_until_placed(actors: dict[str, Any], remedy: str, timeout_s: float = PL
                              f"by something else, or its node is gone); {remedy}")
 
 
-def start_servers(plan, dataset: Dataset, parent, use_gpus: bool) -> tuple[dict[str, Any], dict[str, int]]:
+def start_servers(plan, dataset: Dataset, parent, use_gpus: bool, session: str = ""
+                  ) -> tuple[dict[str, Any], dict[str, int]]:
     """Prepare each generator the grid uses, start its named server, generate every pool up front.
+    `session`: the sweep command's (synthaug.interrupt), tagged on the training runs it (re)opens.
     Returns the serving actors and the images each generator's warm-up replicas (gone by now, beside the
     serving ones) generated."""
     import ray
@@ -72,7 +74,7 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool) -> tuple[dict[
                                            tracking_uri=plan.tracking_uri,
                                            policy=plan.preset.checkpointing,
                                            evaluation_per_class=plan.preset.evaluation_per_class,
-                                           train_index=training_index(cfg, dataset))
+                                           train_index=training_index(cfg, dataset), session=session)
                             for spec, cfg in found.values()])
     # a generator's serving share of a GPU, split among its instances (one a trial seed: synthaug.instances)
     shares = Counter(base_name(name) for name in found)

@@ -50,6 +50,16 @@ class Experiment:
     description: str = ""
 
 
+@dataclass
+class Session:
+    """One command's run of a sweep: what it must end when it stops (synthaug.interrupt)."""
+
+    id: str                                     # tagged on the generator runs its tasks (re)open
+    interrupts: Any                             # synthaug.interrupt.Interrupts
+    parent: Any = None                          # the sweep's RunLogger, once opened or reopened
+    error: str = ""                             # why it failed (exit 1 or 2 after the parent run opened)
+
+
 @dataclass(frozen=True)
 class SweepPlan:
     """A validated sweep: every trial's configuration and where everything goes."""
@@ -237,6 +247,16 @@ def placement_problem(plan: SweepPlan, use_gpus: bool) -> str | None:
 
 def main(experiment: Experiment, argv: Sequence[str] | None = None) -> int:
     """Parse, validate, run; the exit code: 0 done, 1 trials failed, 2 bad input, 130 interrupted."""
+    from synthaug.interrupt import INTERRUPTED, resume_line
+
+    try:
+        return _main(experiment, argv)
+    except KeyboardInterrupt:               # before Ray started (once it has, _run_sweep handles it)
+        print(resume_line("nothing started yet"), flush=True)
+        return INTERRUPTED
+
+
+def _main(experiment: Experiment, argv: Sequence[str] | None) -> int:
     try:
         args = parse_args(experiment, argv)
     except SystemExit as stop:              # --help, or a bad flag: OneLineParser printed its one line
@@ -281,11 +301,14 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False, wait_s: fl
 
 
 def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) -> int:
+    """Ray up, the sweep, Ray down; then, Ray's workers gone, the runs it leaves are ended (_close). A SIGINT
+    (Ctrl-C) at any moment ends it with exit 130 and one line (synthaug.interrupt)."""
     import ray
 
     from synthaug.cli import start_ray
-    from synthaug.console import CONSOLE
+    from synthaug.console import CONSOLE, quiet_restore_advice
     from synthaug.gpu_nodes import gpu_request
+    from synthaug.interrupt import INTERRUPTED, Interrupts, new_session
     from synthaug.server import NAMESPACE
 
     print(f"sweep {plan.name}: {len(plan.configs)} trials "
@@ -294,16 +317,63 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
     for key, value in {**QUIET, **CONSOLE}.items():
         os.environ.setdefault(key, value)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)    # not "wrote the result files", "total run time"
-    start_ray(plan.address, NAMESPACE)
+    quiet_restore_advice()
+    with Interrupts() as interrupts:
+        session, code = Session(new_session(), interrupts), INTERRUPTED
+        try:
+            start_ray(plan.address, NAMESPACE)
+            try:
+                # a local Ray gains no GPUs by waiting: only a cluster's autoscaler can bring them
+                with gpu_request((plan.preset.gpus or 0) if plan.address else 0):
+                    code = _sweep_on_ray(plan, dataset, fresh, wait_s if plan.address else 0, session)
+            finally:
+                interrupted = interrupts.received
+                interrupts.shield()
+                ray.shutdown()
+        except KeyboardInterrupt:
+            interrupted = True
+        except Exception as err:        # a bug: its traceback, and no run left RUNNING
+            interrupts.shield()
+            session.error = f"{type(err).__name__}: {err}"
+            _close(plan, session, 1, fresh)
+            raise
+        return _close(plan, session, INTERRUPTED if interrupted and code else code, fresh)
+
+
+def _close(plan: SweepPlan, session: Session, code: int, fresh: bool) -> int:
+    """End what the sweep leaves RUNNING (Ray is down: no worker writes a status any more): generator runs
+    its tasks opened and trial runs Tune stopped KILLED; its parent run KILLED on an interrupt, FAILED with
+    its error on a failure. On an interrupt, the one line saying what was kept."""
+    from mlflow.tracking import MlflowClient
+
+    from synthaug.interrupt import INTERRUPTED, end_running, end_session_runs, resume_line
+    from synthaug.tracking import PARENT
+    from synthaug.trial import ERROR_TAG
+
+    kept = 0
     try:
-        # a local Ray gains no GPUs by waiting: only a cluster's autoscaler can bring them
-        with gpu_request((plan.preset.gpus or 0) if plan.address else 0):
-            return _sweep_on_ray(plan, dataset, fresh, wait_s if plan.address else 0)
-    finally:
-        ray.shutdown()
+        end_session_runs(plan.tracking_uri, session.id)
+        parent = session.parent
+        parent_id = parent.run_id if parent is not None else (None if fresh else _newest_parent_id(plan))
+        if parent_id:
+            end_running(plan.tracking_uri, plan.experiment.name, f"tags.`{PARENT}` = '{parent_id}'")
+            experiment_id = MlflowClient(plan.tracking_uri).get_run(parent_id).info.experiment_id
+            kept = len(MlflowClient(plan.tracking_uri).search_runs(
+                [experiment_id], f"tags.`{PARENT}` = '{parent_id}' and attributes.status = 'FINISHED'",
+                max_results=len(plan.configs) * 4))
+        if parent is not None and code == INTERRUPTED:
+            parent.finish("KILLED")
+        elif parent is not None and code:
+            parent.set_tags({ERROR_TAG: (session.error or f"exit {code}")[:500]})
+            parent.finish("FAILED")
+    except Exception as err:  # noqa: BLE001 - the store gone meanwhile: say so in a line, keep the exit code
+        print(f"warning: could not end this sweep's MLflow runs ({str(err).splitlines()[0][:200]})", file=sys.stderr)
+    if code == INTERRUPTED:
+        print(resume_line(f"{kept} of {len(plan.configs)} trials finished and kept"), flush=True)
+    return code
 
 
-def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) -> int:
+def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float, session: Session) -> int:
     """With Ray up: the GPUs first, then the checks on the nodes that joined, the servers, the trials."""
     import ray
     from ray import tune
@@ -313,6 +383,7 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float)
     from synthaug.console import VERBOSE, TrialLines, status_reporter
     from synthaug.gpu_nodes import gpu_node_problem, wait_for_gpus
     from synthaug.instances import per_trial_generators
+    from synthaug.interrupt import INTERRUPTED
     from synthaug.placement import PlacementError
     from synthaug.serving import start_servers
     from synthaug.trial import SweepConstants, TrialContext, run_trial
@@ -327,14 +398,16 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float)
     experiment_id = tracking.ensure_experiment(plan.tracking_uri, plan.experiment.name)
     sweep_dir = f"{plan.storage.rstrip('/')}/{plan.name}"
     restoring = not fresh and tune.Tuner.can_restore(sweep_dir)
-    parent = _parent_run(plan, experiment_id, dataset.digest, reuse=not fresh)
+    parent = session.parent = _parent_run(plan, experiment_id, dataset.digest, reuse=not fresh)
 
     try:
-        servers, warmed = start_servers(plan, dataset, parent, use_gpus)
+        servers, warmed = start_servers(plan, dataset, parent, use_gpus, session.id)
     except ray.exceptions.RayTaskError as err:      # a generator that cannot make a pool the grid needs
-        print(f"error: {str(err.cause).splitlines()[0] if err.cause else err}", file=sys.stderr)
+        session.error = str(err.cause).splitlines()[0] if err.cause else str(err)
+        print(f"error: {session.error}", file=sys.stderr)
         return 1
     except PlacementError as err:                   # a server or warm-up replica the cluster did not place
+        session.error = str(err)
         print(f"error: {err}", file=sys.stderr)
         return 2
     context = TrialContext(str(plan.cache_dir), plan.tracking_uri, experiment_id, parent.run_id, plan.name,
@@ -365,9 +438,10 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float)
                 # kill -9 in that gap left a trial restoring from a deleted checkpoint (Ray issue 27790)
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 progress_reporter=status_reporter([*plan.grid, "seed"]), verbose=VERBOSE))
-    results = tuner.fit()
+    with session.interrupts.tune():                 # a Ctrl-C: Tune saves its state, stops the trials, returns
+        results = tuner.fit()
     lost = [r for r in results if r.error and LOST_CHECKPOINT in str(r.error)]
-    if lost:
+    if lost and not session.interrupts.received:
         # Tune restores a trial only from the checkpoint its snapshot names; one the storage no longer holds
         # (a kill -9 between deleting the old and snapshotting the new: Ray issue 27790) fails every attempt
         print(f"{len(lost)} trial(s) had a checkpoint the storage no longer holds (Ray issue 27790): "
@@ -375,7 +449,8 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float)
         _mark_restarted(plan, lost, parent.run_id, experiment_id)
         tuner = tune.Tuner.restore(sweep_dir, trainable, resume_unfinished=True, restart_errored=True,
                                    param_space=param_space)
-        results = tuner.fit()
+        with session.interrupts.tune():
+            results = tuner.fit()
 
     counters = {g: ray.get(s.counters.remote()) for g, s in servers.items()}
     for generator, count in counters.items():
@@ -402,10 +477,13 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float)
     print(f"Analyse:  python analysis/significance.py --experiment {plan.experiment.name} "
           f"--sweep {plan.name} --mlflow-uri {plan.tracking_uri}")
     if finished < len(plan.configs):
+        if session.interrupts.received:
+            return INTERRUPTED                      # _close says what was kept
         errors = sum(1 for r in results if r.error)
         print(f"{len(plan.configs) - finished} trials unfinished ({errors} errored): "
               f"rerun the same command to resume.")
-        return 1 if errors else 130
+        session.error = f"{errors} of {len(plan.configs)} trials failed"
+        return 1 if errors else INTERRUPTED
     return 0
 
 
@@ -434,11 +512,10 @@ def _parent_run(plan: SweepPlan, experiment_id: str, data_digest: str, reuse: bo
     from synthaug.tracking import ROLE, SWEEP, RunLogger
 
     if reuse:
-        found = MlflowClient(plan.tracking_uri).search_runs(
-            [experiment_id], f"tags.`{ROLE}` = 'sweep' and tags.`{SWEEP}` = '{plan.name}'",
-            order_by=["attributes.start_time DESC"], max_results=1)
+        found = _newest_parent_id(plan, experiment_id)
         if found:
-            return RunLogger(plan.tracking_uri, found[0].info.run_id)
+            MlflowClient(plan.tracking_uri).update_run(found, status="RUNNING")     # reopened: this command's now
+            return RunLogger(plan.tracking_uri, found)
     parent = RunLogger.create(plan.tracking_uri, experiment_id, plan.name,
                               {ROLE: "sweep", SWEEP: plan.name, "synthaug.data_digest": data_digest})
     parent.log_params({"preset": plan.preset.name, "seeds": list(plan.seeds), "trials": len(plan.configs),
@@ -446,6 +523,26 @@ def _parent_run(plan: SweepPlan, experiment_id: str, data_digest: str, reuse: bo
                        **{f"arm.{k}": v for k, v in plan.arms.items()},
                        **{f"base.{k}": v for k, v in to_flat(plan.base).items()}})
     return parent
+
+
+def _newest_parent_id(plan: SweepPlan, experiment_id: str | None = None) -> str | None:
+    """The newest MLflow run of this sweep (tags synthaug.role = sweep, synthaug.sweep = its name), or None."""
+    from mlflow.tracking import MlflowClient
+
+    from synthaug.tracking import ROLE, SWEEP, sqlite_path
+
+    path = sqlite_path(plan.tracking_uri)
+    if path is not None and not path.exists():
+        return None
+    client = MlflowClient(plan.tracking_uri)
+    if experiment_id is None:
+        experiment = client.get_experiment_by_name(plan.experiment.name)
+        if experiment is None:
+            return None
+        experiment_id = experiment.experiment_id
+    found = client.search_runs([experiment_id], f"tags.`{ROLE}` = 'sweep' and tags.`{SWEEP}` = '{plan.name}'",
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0].info.run_id if found else None
 
 
 def print_summary(plan: SweepPlan, rows: list[dict]) -> None:
