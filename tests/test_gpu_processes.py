@@ -100,3 +100,14 @@ def test_a_zero_gpu_share_refuses_a_forced_cuda(four_gpu_node):
 
     with pytest.raises(DeviceError, match="SYNTHAUG_DEVICE=cuda, but Ray gave this process no GPU"):
         ray.get(device_task(forced_cuda, num_gpus=0).remote())
+
+
+def test_a_gpu_cuda_cannot_use_stops_the_process_in_one_line(four_gpu_node):
+    """A process Ray gave a GPU that CUDA cannot use (no driver here) stops in one line unless told
+    SYNTHAUG_DEVICE=cpu; a sweep refuses such a node before (synthaug.gpu_nodes), this is the last guard."""
+    def unforced() -> str:
+        os.environ.pop(DEVICE_ENV, None)        # in a process of its own (device_task): gone with it
+        return default_device()
+
+    with pytest.raises(DeviceError, match="but CUDA is unusable here"):
+        ray.get(device_task(unforced, num_gpus=1).remote())

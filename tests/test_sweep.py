@@ -313,12 +313,13 @@ def test_every_sweep_script_runs_on_a_node_declaring_one_gpu(tmp_path, shapes_ta
     one_gpu = ("--seeds", "1", "--address", cluster.address, "--gpus", "1", "--wait-for-gpus", "0")
     cifar = ("--data", str(cifar_named_tar))
     try:
-        # a GPU Ray hands out that CUDA cannot use: the preparation stops in one line, nothing trains on the CPU
+        # a GPU node without a driver CUDA can use: refused in one line once it joined, before anything trains
         assert main(sweep_script("replace_pct"), sweep_args(tmp_path / "unusable", shapes_tar, *one_gpu,
                                                             "--grid", "replace_pct=0,12",
-                                                            "--set", "generator=ddpm-cond")) == 1
+                                                            "--set", "generator=ddpm-cond")) == 2
         err = capsys.readouterr().err
-        assert "but CUDA is unusable here" in err and "SYNTHAUG_DEVICE=cpu" in err
+        assert "error: GPU node " in err and "no NVIDIA driver answers there" in err and "SYNTHAUG_DEVICE=cpu" in err
+        assert not (tmp_path / "unusable" / "cache" / "generators").exists()
         monkeypatch.setenv(DEVICE_ENV, "cpu")
         plans = {
             # the tiny unconditional DDPM cannot fill class pools (its labeller finds no class 1): the
