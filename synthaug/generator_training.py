@@ -163,9 +163,9 @@ def _train_generator(spec, dataset, cache_dir, device, tracking, policy, rank, w
     try:
         model = training.run(checkpoint, policy, on_log=on_log, on_grid=on_grid, gather_rng=gather_rng,
                              progress=progress)
-    except BaseException as stop:       # its task cancelled (KeyboardInterrupt), or an error: not left RUNNING
-        if run is not None:
-            run.finish("KILLED" if isinstance(stop, KeyboardInterrupt) else "FAILED")
+    except BaseException as stop:       # an error, or its process stopped: not left RUNNING
+        if run is not None:     # a cancelled task (KeyboardInterrupt), a worker Ray stops (SystemExit): KILLED
+            run.finish("FAILED" if isinstance(stop, Exception) else "KILLED")
         raise
     if rank != 0:
         return directory, ""
