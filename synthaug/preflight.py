@@ -32,7 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from synthaug.storage import PROBE_PREFIX, unwritable
+from synthaug.storage import PROBE_PREFIX, scheme_of, unwritable
 
 TRACKING_TIMEOUT_S = 10.0
 ADDRESS_TIMEOUT_S = 30.0
@@ -40,10 +40,6 @@ DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 SERVER_SCHEMES = ("http", "https")
 TRACKING_SCHEMES = (*SERVER_SCHEMES, *DATABASE_SCHEMES, "file", "databricks")
 LOCAL_SCHEMES = ("sqlite", "file")      # stores that live on one machine's disk
-
-
-def scheme_of(uri: str) -> str:
-    return uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
 
 
 def tracking_problem(uri: str, timeout_s: float = TRACKING_TIMEOUT_S) -> str | None:

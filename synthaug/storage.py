@@ -34,13 +34,13 @@ REQUEST_ATTEMPTS = 2            # ... tried this often: one step gives up within
 
 
 def is_uri(location: str) -> bool:
-    return _scheme(location) in STORAGE_SCHEMES
+    return scheme_of(location) in STORAGE_SCHEMES
 
 
 def storage_problem(location: str) -> str | None:
     """A --storage value: a folder (made absolute) that can be written, or a URI of a file system Tune knows."""
     if "://" in location and not is_uri(location):
-        return (f"{location!r}: an unknown scheme {_scheme(location)!r}; a folder every node sees, or a URI "
+        return (f"{location!r}: an unknown scheme {scheme_of(location)!r}; a folder every node sees, or a URI "
                 f"({', '.join(s + '://' for s in STORAGE_SCHEMES)})")
     return None if is_uri(location) else folder_problem(Path(os.path.abspath(location)))
 
@@ -162,7 +162,7 @@ def _explain(uri: str, stage: str, error: BaseException) -> str:
     code = re.search(r"AWS Error (\w+)", text)          # the AWS SDK's error name says it best
     detail = code.group(1) if code else text[:200] + ("..." if len(text) > 200 else "")
     bucket = uri.split("://", 1)[1].split("/", 1)[0]
-    s3 = _scheme(uri) == "s3"
+    s3 = scheme_of(uri) == "s3"
     if any(m in text for m in MISSING_BUCKET) or (stage == "writing" and f"Bucket '{bucket}' not found" in text):
         return (f"{uri!r}: the bucket {bucket!r} does not exist{_endpoint_hint(uri)}; create it first"
                 f"{f' (aws s3 mb s3://{bucket})' if s3 else ''}, a sweep never creates one, or pass a bucket "
@@ -182,11 +182,12 @@ def _explain(uri: str, stage: str, error: BaseException) -> str:
 
 
 def _endpoint_hint(uri: str) -> str:
-    if _scheme(uri) != "s3":
+    if scheme_of(uri) != "s3":
         return ""
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     return f" (AWS_ENDPOINT_URL={endpoint})" if endpoint else " (AWS_ENDPOINT_URL, AWS_REGION)"
 
 
-def _scheme(location: str) -> str:
-    return location.split("://", 1)[0].lower() if "://" in location else ""
+def scheme_of(uri: str) -> str:
+    """A URI's scheme, lower case, without a driver suffix (sqlite+pysqlite -> sqlite); "" for a path."""
+    return uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""

@@ -290,3 +290,20 @@ def test_cluster_yaml_passes_rays_own_validation_and_is_safe_as_shipped():
     pins = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line and line[0] != "#"]
     assert any(p.startswith("ray==") for p in pins) and any(p.startswith("torch==") for p in pins)
     assert not any("[" in p for p in pins)                    # pip refuses a constraint with extras
+
+
+def test_a_gpu_nodes_driver_too_old_for_torchs_cuda_build_is_one_line(monkeypatch):
+    from synthaug.devices import DEVICE_ENV
+    from synthaug.gpu_nodes import driver_problem
+
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    found = {"host": "gpu-1", "model": "NVIDIA A10G", "torch": "2.14.1+cu130", "cuda": "13.0"}
+    assert driver_problem({**found, "driver": "580.95.05"}, "10.0.1.7") is None
+    old = driver_problem({**found, "driver": "535.104.05"}, "10.0.1.7")
+    assert old.startswith("GPU node 10.0.1.7: NVIDIA driver 535.104.05 is older than 580, which torch 2.14.1+cu130 "
+                          "(CUDA 13.0) needs") and "cu126" in old
+    assert driver_problem({**found, "cuda": "12.6", "driver": "535.104.05"}, "10.0.1.7") is None
+    assert "no NVIDIA driver answers there" in driver_problem({**found, "driver": None}, "10.0.1.7")
+    assert "a CPU build" in driver_problem({**found, "cuda": None, "driver": "580.95.05"}, "10.0.1.7")
+    monkeypatch.setenv(DEVICE_ENV, "cpu")                   # declared GPUs run on the CPU on purpose
+    assert driver_problem({**found, "driver": None}, "10.0.1.7") is None
