@@ -212,7 +212,7 @@ def test_a_checkpoint_folder_of_the_wrong_shape_or_role_is_one_line_and_exit_2(t
 
 
 def test_a_checkpoint_folder_of_the_right_role_replaces_training(tmp_path, shapes_tar):
-    from synthaug.sweep import parse_args, plan_sweep
+    from synthaug.sweep_plan import parse_args, plan_sweep
 
     folder = unet_folder(tmp_path / "unet", num_class_embeds=3)
     experiment = Experiment(name="tiny_checkpoint", grid={"augment_count": [0, 2]},

@@ -119,7 +119,7 @@ def test_bad_input_is_one_line_exit_2_and_starts_nothing(tmp_path, argv, field):
 
 def test_a_trial_that_keeps_failing_ends_failed_with_its_error_and_a_rerun_retries_only_it(tmp_path, shapes_tar,
                                                                                            capsys, monkeypatch):
-    from synthaug.sweep import parse_args, plan_sweep
+    from synthaug.sweep_plan import parse_args, plan_sweep
     from synthaug.trial import ERROR_TAG, trial_key
 
     argv = sweep_args(tmp_path, shapes_tar)
@@ -162,7 +162,7 @@ def test_two_sweeps_at_once_over_one_cache_and_one_store_both_finish_and_write_e
     once; and a second copy of a sweep already running over that cache is refused in one line."""
     from filelock import FileLock
 
-    from synthaug.sweep import parse_args, plan_sweep
+    from synthaug.sweep_plan import parse_args, plan_sweep
 
     script = tmp_path / "tiny_kill.py"
     script.write_text(KILLABLE)

@@ -1,0 +1,166 @@
+"""A sweep's plan: what a sweep script declares (Experiment), its flags, and the validated SweepPlan of
+every trial's configuration, made before anything starts (no Ray, no GPU, no MLflow, nothing written)."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from synthaug.cli import OneLineParser, add_gpu_flags, add_run_flags
+from synthaug.config import (PRESETS, Preset, ConfigError, TrialConfig, digest, from_flat, preset, recipe_conflict,
+                             to_flat, with_recipe)
+from synthaug.data import Dataset, data_outline, resolve_source
+from synthaug.sweep_inputs import (UsageError, check_counts, check_generators, class_aliases, resolve_value,
+                                   with_checkpoints, with_resources)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """What a sweep script declares: its grid and the TrialConfig fields it fixes."""
+
+    name: str                                   # MLflow experiment and Tune run prefix
+    grid: Mapping[str, Sequence[Any]]           # TrialConfig field -> values, one Tune grid axis each
+    # named variants that set several TrialConfig fields together (E3: none, conditional,
+    # unconditional): one more grid axis, "arm", crossed with the grid; applied over fixed
+    arms: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    fixed: Mapping[str, Any] = field(default_factory=dict)         # TrialConfig fields, every preset
+    paper_fixed: Mapping[str, Any] = field(default_factory=dict)   # TrialConfig fields, paper preset only
+    paper_grid: Mapping[str, Sequence[Any]] = field(default_factory=dict)  # grid axes the paper preset replaces
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A validated sweep: every trial's configuration and where everything goes."""
+
+    experiment: Experiment
+    preset: Preset
+    seeds: tuple[int, ...]
+    grid: Mapping[str, list]                    # the experiment's grid (arm first), class names resolved
+    arms: Mapping[str, dict]                    # arm -> its TrialConfig fields, class names resolved
+    base: TrialConfig
+    configs: tuple[TrialConfig, ...]
+    cache_dir: Path
+    storage: str                                # a folder (absolute) or a file-system URI (s3://...)
+    tracking_uri: str
+    address: str | None
+    name: str                                   # the Tune run and the MLflow parent run's name
+
+    @property
+    def generators(self) -> tuple[str, ...]:
+        return tuple(sorted({c.generator for c in self.configs if c.uses_synthetic}))
+
+
+def parse_args(experiment: Experiment, argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = OneLineParser(prog=f"sweeps/{experiment.name}.py", description=experiment.description)
+    parser.add_argument("--preset", default="smoke", help=f"one of {', '.join(PRESETS)} (default smoke)")
+    parser.add_argument("--seeds", default=None, help="N (seeds 0..N-1) or a list like 0,3,7 (default: the preset's, "
+                                                      "3; paper 8)")
+    add_run_flags(parser)
+    parser.add_argument("--storage", default="ray_results", help="Tune results folder (default ./ray_results)")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=FOLDER",
+                        help="serve generator NAME from a local diffusers UNet2DModel folder (e.g. a copy of "
+                             "google/ddpm-cifar10-32 for ddpm-uncond) instead of training it; repeatable")
+    add_gpu_flags(parser, "sweep")
+    parser.add_argument("--gpus-per-trial", default=None, help="a trial's GPU share (default: the preset's)")
+    parser.add_argument("--cpus-per-trial", default=None, help="a trial's CPUs (default: the preset's)")
+    parser.add_argument("--class-map", default=None, metavar="NAME=CLASS,...",
+                        help="the data's class for each class name the sweep targets, when its names differ "
+                             "(e.g. truck=lorry); the built-in shapes map CIFAR-10's names by index")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any trial field (train.epochs=1), preset field (preset.gpus_per_trial=0.25) or "
+                             "generator field (generators.ddpm-cond.train_on=trial); repeatable")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                        help="replace or add a grid axis (replace_pct=0,2,4; arm=none,conditional; tuples as "
+                             "truck+ship); repeatable")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the trials, the resource plan and a GPU-hour estimate; start and write nothing")
+    parser.add_argument("--gpu-model", default="H100", help="with --dry-run: the device of BENCHMARKS.md's "
+                        "throughput table the estimate divides by (default H100)")
+    parser.add_argument("--benchmarks", default=None, metavar="FILE",
+                        help="with --dry-run: the file holding that table (default: the repository's BENCHMARKS.md)")
+    parser.add_argument("--fresh", action="store_true", help="start over instead of resuming a matching sweep")
+    return parser.parse_args(argv)
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        if "," in text:
+            seeds = tuple(int(s) for s in text.split(",") if s.strip())
+        else:
+            seeds = tuple(range(int(text)))
+    except ValueError:
+        seeds = ()
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds: a count >= 1 or a list of distinct integers >= 0 like 0,3,7; got {text!r}")
+    return seeds
+
+
+def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepPlan, Dataset]:
+    """Resolve and validate everything; touches no Ray, no GPU, no MLflow, and writes nothing: the data
+    source is only outlined (classes and labels, blank images; synthaug.data.data_outline), so bad input
+    leaves no cache behind. Returns the plan and that outline."""
+    from synthaug.overrides import apply_grids, apply_sets, check_experiment
+    from synthaug.storage import folder_problem
+    from synthaug.tracking import resolve_tracking_uri
+
+    check_experiment(experiment)
+    chosen = preset(args.preset)
+    experiment = apply_grids(experiment, args.grid)
+    experiment, chosen = apply_sets(experiment, chosen, args.set)
+    seeds = parse_seeds(args.seeds or str(chosen.seeds))
+    data = resolve_source(args.data or chosen.data)
+    # absolute as written, symlinks not followed: a path that is each node's own folder stays one (the checks)
+    cache_dir = Path(os.path.abspath(args.cache))
+    problem = folder_problem(cache_dir)
+    if problem:
+        raise UsageError(f"--cache {problem}")
+    dataset = data_outline(data, cache_dir)
+    chosen = with_checkpoints(with_resources(chosen, args), args.checkpoint, dataset)
+    aliases = class_aliases(args.class_map, dataset)
+    fixed = {key: resolve_value(key, v, dataset, aliases) for key, v in
+             {**experiment.fixed, **(experiment.paper_fixed if chosen.name == "paper" else {})}.items()}
+    base = with_recipe(from_flat(TrialConfig, {**to_flat(TrialConfig(
+        experiment=experiment.name, data=data, real_per_class=chosen.real_per_class,
+        test_per_class=chosen.test_per_class, train=chosen.train, recipe=chosen.recipe)), **fixed}))
+    chosen.validate()
+    arms = {arm: {key: resolve_value(key, v, dataset, aliases) for key, v in fields.items()}
+            for arm, fields in experiment.arms.items()}
+    axes = {**experiment.grid, **(experiment.paper_grid if chosen.name == "paper" else {})}
+    grid = {**({"arm": list(arms)} if arms else {}),
+            **{key: [resolve_value(key, v, dataset, aliases) for v in values] for key, values in axes.items()}}
+    explicit = {*fixed, *grid, *(key for fields in arms.values() for key in fields)}   # not the preset's train
+    configs = []
+    for values in itertools.product(*grid.values(), seeds):
+        axes = dict(zip([*grid, "seed"], values))
+        cfg = from_flat(TrialConfig, {**to_flat(base), **arms.get(axes.get("arm"), {}), **axes})
+        conflict = recipe_conflict(cfg, explicit)
+        if conflict:
+            raise ConfigError(conflict)
+        cfg = with_recipe(cfg)
+        cfg.validate(classes=dataset.classes, generators={g.name: g for g in chosen.generators})
+        configs.append(cfg)
+    used = sorted({c.generator for c in configs if c.uses_synthetic})   # a preset that gains one keeps its sweeps
+    check_counts(configs, dataset)
+    check_generators(chosen, used, configs, dataset)
+    name = f"{experiment.name}-{chosen.name}-" + digest({
+        "base": to_flat(base), "grid": grid, **({"arms": arms} if arms else {}), "seeds": seeds,
+        "data": dataset.digest, "generators": [to_flat(chosen.generator(g)) for g in used]})[:8]
+    plan = SweepPlan(experiment, chosen, seeds, grid, arms, base, tuple(configs), cache_dir,
+                     storage_location(args.storage), resolve_tracking_uri(args.mlflow_uri), args.address, name)
+    return plan, dataset
+
+
+def storage_location(flag: str) -> str:
+    """--storage as Tune takes it: a URI (s3://, gs://, ...) as it is, a folder made absolute (and writable).
+    A URI is only probed in the preflight: --dry-run stays offline."""
+    from synthaug.storage import is_uri, storage_problem
+
+    problem = storage_problem(flag)
+    if problem:
+        raise UsageError(f"--storage {problem}")
+    return flag if is_uri(flag) else os.path.abspath(flag)
