@@ -32,7 +32,7 @@ def worker_environment() -> dict:
     commit, on every node."""
     from synthaug.devices import DETERMINISTIC_ENV, DEVICE_ENV
     from synthaug.provenance import COMMIT_ENV, export_commit
-    from synthaug.trial import TRIAL_GATE
+    from synthaug.gates import TRIAL_GATE
 
     export_commit()
     documented = (TRIAL_GATE, DEVICE_ENV, DETERMINISTIC_ENV, COMMIT_ENV)

@@ -26,6 +26,7 @@ from synthaug.labeller import load_labeller
 from synthaug.pools import (KEEP_ALL, UNCONDITIONAL, PoolKey, PoolSlice, PoolStore, SampleFilter, class_slice,
                             confidence_filter, prefix, top_fraction_filter)
 from synthaug.devices import default_device, made_on, numerics
+from synthaug.gates import hold_warmup
 
 NAMESPACE = "synthaug"
 MAX_STREAM_FACTOR = 20      # an unconditional pool gives up on a class after 20x its fair share
@@ -83,6 +84,7 @@ class DDPMServer:
 
     def ensure(self, class_index: int, n: int, seed: int) -> int:
         """Make sure the first n images of the class's pool exist; returns how many were generated."""
+        hold_warmup()                   # a test's pause point (synthaug.gates); nothing in normal use
         before = self.generated
         self._class_prefix(class_index, n, seed)
         return self.generated - before

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -29,23 +28,16 @@ from synthaug.classifier import Evaluation, Trainer, evaluate
 from synthaug.config import TrialConfig, digest, from_flat, to_flat, with_recipe
 from synthaug.data import Dataset
 from synthaug.devices import default_device
+from synthaug.gates import pass_trial_gate
 from synthaug.instances import instance_name
 from synthaug.mixing import TrainingSet, compose, select_test
 from synthaug.server import get_server
 from synthaug.tracking import CELL, SWEEP, TRIAL_ID, RunLogger
 
-# A documented hook, unset in normal use: a folder of ticket files, and each trial takes one
-# (renames it to taken-<trial key>) before it trains, waiting until there is one. A test or a
-# demonstration lets exactly N trials finish and then kills the sweep at a point it chose,
-# whatever the machine's speed; a file fail-<trial key> there makes that trial raise instead
-# (InjectedFault), every attempt, until the file is removed. Workers get it from the driver.
-TRIAL_GATE = "SYNTHAUG_TRIAL_GATE"
 ERROR_TAG = "synthaug.error"        # a failed trial's run: the exception that ended its last attempt
 RESTARTED_TAG = "synthaug.restarted"    # a trial whose checkpoint was gone: trained again from scratch
 
 
-class InjectedFault(RuntimeError):
-    """Raised by a trial whose key has a fail-<key> file in the trial gate folder (tests, demonstrations)."""
 # Ray logs a line a checkpoint (an epoch a trial): Tune's status table already says where trials are.
 logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
@@ -111,7 +103,7 @@ def run_trial(params: dict, dataset: Dataset, constants: SweepConstants) -> None
                  **{f"generator_spec.{k}": v for k, v in ctx.generators.get(cfg.generator, {}).items()}}
     run.log_params({**to_flat(cfg), **(described if cfg.uses_synthetic else {})})
     try:
-        _pass_gate(trial_key(cfg))
+        pass_trial_gate(trial_key(cfg))
         training = compose(cfg, dataset, _synthetic_source(cfg, ctx))
         _train(cfg, dataset, training, select_test(dataset, cfg.test_per_class), run, device, ctx.checkpoint_every_s)
     except Exception as err:
@@ -187,25 +179,6 @@ def _synthetic_source(cfg: TrialConfig, ctx: TrialContext):
     def take(class_index: int, n: int):
         return ray.get(get_server(ctx.sweep, server).take.remote(class_index, n, cfg.seed))
     return take
-
-
-def _pass_gate(key: str) -> None:
-    """Wait for and take a ticket from $SYNTHAUG_TRIAL_GATE (see TRIAL_GATE); nothing when unset."""
-    folder = os.environ.get(TRIAL_GATE)
-    if not folder:
-        return
-    folder = Path(folder)
-    if (folder / f"fail-{key}").exists():
-        raise InjectedFault(f"trial {key}: a fail-{key} file in {TRIAL_GATE}")
-    (folder / f"waiting-{key}").touch()
-    while True:
-        for ticket in sorted(folder.glob("ticket-*")):
-            try:
-                ticket.rename(folder / f"taken-{key}")      # atomic: one trial wins each ticket
-                return
-            except FileNotFoundError:                        # another trial took it first
-                continue
-        time.sleep(0.1)
 
 
 def _assigned_cpus() -> int:

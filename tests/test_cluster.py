@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from synthaug.preflight import address_problem, shared_store_problem, tracking_problem
 from synthaug.storage import storage_problem
 from synthaug.sweep_plan import storage_location
-from synthaug.trial import TRIAL_GATE
+from synthaug.gates import TRIAL_GATE
 
 from processes import free_port, wait_for
 

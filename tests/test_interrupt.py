@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from synthaug.trial import TRIAL_GATE
+from synthaug.gates import TRIAL_GATE
 
 from processes import kill_ray_instance, short_ray_tmpdir, wait_for
 
@@ -77,7 +77,7 @@ def interrupted_when(argv, env, cwd: Path, uri: str, ray_tmpdir: Path, condition
     return text
 
 
-def test_ctrl_c_in_preparation_and_in_trials_then_the_same_command_finishes(tmp_path, shapes_tar):
+def test_ctrl_c_in_preparation_in_warm_up_and_in_trials_then_the_same_command_finishes(tmp_path, shapes_tar):
     (tmp_path / "tiny_int.py").write_text(SCRIPT)
     gate = tmp_path / "gate"
     gate.mkdir()
@@ -106,7 +106,17 @@ def test_ctrl_c_in_preparation_and_in_trials_then_the_same_command_finishes(tmp_
         assert [r.info.status for r in sweeps] == ["KILLED"]
         assert "KILLED" in {r.info.status for r in all_runs(uri) if r.data.tags.get("synthaug.role") == "generator"}
 
-        # (b) one trial finished, the next waiting at the gate
+        # (b) the generator trained, its pools warming (each pool request held at the gate)
+        (gate / "hold-warmup").touch()
+        text = interrupted_when(argv, {**env, TRIAL_GATE: str(gate)}, tmp_path, uri, ray_tmpdir,
+                                polled(lambda: (gate / "warming").exists()),
+                                "in warm-up (the pools)", tmp_path / "warm-up.log")
+        assert RESUME.search(text).groups()[:2] == ("0", "2")
+        assert [r.info.status for r in all_runs(uri) if r.data.tags.get("synthaug.role") == "sweep"] == ["KILLED"]
+        assert not [r for r in all_runs(uri) if r.data.tags.get("synthaug.role") == "trial"]
+        (gate / "hold-warmup").unlink()
+
+        # (c) one trial finished, the next waiting at the gate
         (gate / "ticket-0").touch()
         text = interrupted_when(argv, {**env, TRIAL_GATE: str(gate)}, tmp_path, uri, ray_tmpdir,
                                 polled(lambda: finished_trials() == 1 and blocked_at_gate()),

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from synthaug.trial import RESTARTED_TAG, TRIAL_GATE
+from synthaug.gates import TRIAL_GATE
+from synthaug.trial import RESTARTED_TAG
 
 from processes import kill_ray_instance, processes_of_ray_instance, short_ray_tmpdir, wait_for
 from services import mlflow_server, s3_server

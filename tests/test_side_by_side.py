@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from synthaug.diffusion.sampling import SamplerConfig
 from synthaug.pools import PoolKey
-from synthaug.trial import TRIAL_GATE
+from synthaug.gates import TRIAL_GATE
 
 from processes import wait_for
 

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from synthaug.devices import DEVICE_ENV
 from synthaug.sweep import Experiment, main
-from synthaug.trial import TRIAL_GATE
+from synthaug.gates import TRIAL_GATE
 
 from processes import kill_ray_instance, processes_of_ray_instance, short_ray_tmpdir, wait_for
 
