@@ -130,7 +130,7 @@ def test_ctrl_c_in_preparation_in_warm_up_and_in_trials_then_the_same_command_fi
     finally:
         kill_ray_instance(ray_tmpdir)
         shutil.rmtree(ray_tmpdir, ignore_errors=True)
-    print(f"rerun: exit {rerun.returncode}; all three runs {time.monotonic() - started:.0f} s")
+    print(f"rerun: exit {rerun.returncode}; all four runs {time.monotonic() - started:.0f} s")
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     runs = all_runs(uri)
     trials = [r for r in runs if r.data.tags.get("synthaug.role") == "trial"]
