@@ -44,7 +44,7 @@ from synthaug.tracking import ROLE, SWEEP, ensure_experiment, log_folder_run
 
 CONFIDENCE = 0.95       # every interval
 ALPHA = 0.05            # what "significant" means in the report (after adjustment)
-MIN_SEEDS = 3           # below this a configuration's interval and tests are flagged
+MIN_SEEDS = stats.MIN_FOR_POWER     # below this a configuration is flagged: rough intervals, no seeds-for-power
 LABEL = "configuration"
 
 Predictions = Callable[[str], pd.DataFrame]     # run_id -> predictions.csv as a frame

@@ -170,8 +170,7 @@ def _details(result: Result, units: Units) -> str:
     cells = [lambda r: r.configuration, lambda r: r.test, lambda r: r.n_pairs]
     for f in dataclasses.fields(stats.PairedResult):
         if "header" in f.metadata:
-            unit = units.diff_header if f.metadata["shown_as"] == "interval" else ""
-            headers.append(f.metadata["header"] + unit)
+            headers.append(f.metadata["header"])             # a diff cell carries its unit: +0.42 pp
             cells.append(_cell(f.name, f.metadata["shown_as"], units))
             for column, of, _, header in ADJUSTMENTS:
                 if of == f.name and header:
@@ -188,8 +187,8 @@ def _cell(name: str, shown_as: str, units: Units):
         return lambda r: format_p(getattr(r, name))
     if name == "seeds_for_power":
         return lambda r: _number(r.seeds_for_power) if not math.isnan(r.seeds_for_power) else \
-            f"not estimable with {r.n_pairs} paired seed(s)" + ("" if r.n_pairs >= stats.MIN_FOR_POWER else
-                                                               f" (n < {stats.MIN_FOR_POWER})")
+            f"not estimable with {r.n_pairs} paired seed(s)" + (" (no spread)" if r.n_pairs >= stats.MIN_FOR_POWER
+                                                               else f" (n < {stats.MIN_FOR_POWER})")
     return lambda r: _number(getattr(r, name))
 
 
