@@ -14,8 +14,8 @@ What it measures, per generator of the preset, against the real test split:
   shows up, or does not; the two generators are also compared directly, pooled;
 - FID and KID (Binkowski et al. 2018: cubic polynomial kernel, unbiased MMD^2 over random
   subsets; no sd where one subset holds both sets whole), named by their feature space
-  (fid_inception, fid_labeller_features: FeatureSpace.metric_name), in a feature space: Inception-v3 pool3 when torchvision's weights are already in
-  the torch hub cache (never downloaded), else the penultimate layer of the project's own
+  (fid_inception, fid_labeller_features: FeatureSpace.metric_name), in a feature space:
+  Inception-v3 pool3 when torchvision's weights are already in the torch hub cache (never downloaded), else the penultimate layer of the project's own
   CIFAR classifier (the pseudo-labeller). Every figure names its feature space, and neither is
   comparable with published FIDs: those use the TensorFlow FID Inception weights
   (pt_inception-2015-12-05), which differ from torchvision's; only a space built on those
@@ -55,7 +55,8 @@ from synthaug.server import DDPMServer, ShortPoolError
 from synthaug.stats import benjamini_hochberg
 
 STATISTICS = ("brightness", "background", "saturation")
-UNITS = {"brightness": "luma (0-255)", "background": "luma (0-255)", "saturation": "HSV S (0-1)"}  # the CSVs' unit column
+# the unit column of statistics.csv and pooled.csv
+UNITS = {"brightness": "luma (0-255)", "background": "luma (0-255)", "saturation": "HSV S (0-1)"}
 EXPERIMENT = "fidelity"
 
 
@@ -96,7 +97,7 @@ class FidelityResult:
     samples_per_class: int
     seed: int
     feature_space: str
-    feature_key: str            # FeatureSpace.key: distances' FID and KID columns are fid_<key>, kid_<key>, kid_sd_<key>
+    feature_key: str            # FeatureSpace.key: the distances' columns fid_<key>, kid_<key>, kid_sd_<key>
     fid_label: str
     labeller_test_acc: float
     n_real: int

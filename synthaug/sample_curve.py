@@ -177,7 +177,8 @@ def plot_curves(curves: list[SampleCurve]) -> Figure:
         ax.fill_between(c.band["K"], c.band["low"] * 100, c.band["high"] * 100, alpha=0.25, label="fit, 95% band")
         ax.plot(c.band["K"], c.band["fitted"] * 100, label="fit")
         p = c.points
-        ax.errorbar(p["K"], p["mean"] * 100, yerr=np.nan_to_num([(p["mean"] - p["ci_low"]) * 100, (p["ci_high"] - p["mean"]) * 100]),
+        below, above = (p["mean"] - p["ci_low"]) * 100, (p["ci_high"] - p["mean"]) * 100
+        ax.errorbar(p["K"], p["mean"] * 100, yerr=np.nan_to_num([below, above]),      # no bar without an interval
                     fmt="o", capsize=3, label=f"mean of {c.seeds} seeds, 95% CI")
         if np.isfinite(c.k90):
             ax.axvline(c.k90, linestyle="--", color="grey", label=f"K90 = {c.k90:.0f}")

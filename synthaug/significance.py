@@ -289,8 +289,9 @@ def summarise(configs: pd.DataFrame, values: Mapping[str, pd.Series], base: str,
         lo, hi = stats.bootstrap_bca_ci(v, confidence=confidence, seed=seed)
         rows.append({**config, "baseline": config[LABEL] == base, "n": d.n, "mean": d.mean, "sd": d.std,
                      "ci_low": d.ci_low, "ci_high": d.ci_high, "bca_low": lo, "bca_high": hi,
-                     "ci_note": stats.interval_note(d.n, d.std, d.mean), "ci_method": interval_method(bounded, confidence),
-                     "unit": unit_of(bounded), "seeds": seeds_text(v.index)})
+                     "ci_note": stats.interval_note(d.n, d.std, d.mean),
+                     "ci_method": interval_method(bounded, confidence), "unit": unit_of(bounded),
+                     "seeds": seeds_text(v.index)})
     return pd.DataFrame(rows)
 
 

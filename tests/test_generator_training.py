@@ -116,6 +116,8 @@ def test_the_job_trains_data_parallel_and_alone_then_a_sweep_trains_nothing(tmp_
         # the FID names its feature space and is never passed off as comparable with published FIDs
         assert run.data.params["evaluation.features"] and run.data.params["evaluation.fid_comparable_with_published"] \
             == "False"
+    fid_name = next(k for k in runs["ddpm-cond"].data.metrics if k.startswith("fid_"))
+    assert f"  {fid_name.removeprefix('fid_')}  " in second.stdout       # the job's summary names the space
     assert runs["ddpm-cond"].data.params["workers"] == "2"
     assert runs["ddpm-cond"].data.params["batch_per_worker"] == "8"
     assert runs["ddpm-uncond"].data.params["workers"] == "1"
