@@ -22,12 +22,25 @@ class FeatureSpace:
     """A feature extractor for FID, KID, precision and recall, and how to describe its numbers."""
 
     name: str
+    key: str                                    # in metric names: fid_<key>, kid_<key> (metric_name)
     comparable: bool                            # to published FIDs: only with the TF FID Inception weights
     extract: Callable[[np.ndarray], np.ndarray]  # uint8 (N, 32, 32, 3) -> float64 (N, D)
 
     @property
     def fid_label(self) -> str:
         return f"FID ({self.name}{'' if self.comparable else '; not comparable with published FIDs'})"
+
+    def metric_name(self, metric: str) -> str:
+        return metric_name(metric, self.key)
+
+
+def metric_name(metric: str, key: str) -> str:
+    """('fid', 'labeller_features') -> 'fid_labeller_features': FID and KID mean something only in the feature
+    space they were measured in, so their names say which."""
+    return f"{metric}_{key}"
+
+
+INCEPTION, LABELLER = "inception", "labeller_features"     # FeatureSpace.key of each kind
 
 
 def inception_weights_path() -> Path | None:
@@ -54,7 +67,7 @@ def inception_space(path: Path, device: str, batch_size: int = 100) -> FeatureSp
             out.append(model(x * 2 - 1).double().cpu())
         return torch.cat(out).numpy()
     # not the TF FID Inception weights that published FIDs use: close, not comparable
-    return FeatureSpace("Inception-v3 pool3, torchvision ImageNet weights", False, extract)
+    return FeatureSpace("Inception-v3 pool3, torchvision ImageNet weights", INCEPTION, False, extract)
 
 
 def classifier_space(model, device: str) -> FeatureSpace:
@@ -67,7 +80,7 @@ def classifier_space(model, device: str) -> FeatureSpace:
         finally:
             hook.remove()
         return np.concatenate([c.numpy() for c in captured]).astype(np.float64)
-    return FeatureSpace("pseudo-labeller ResNet18 penultimate layer", False, extract)
+    return FeatureSpace("pseudo-labeller ResNet18 penultimate layer", LABELLER, False, extract)
 
 
 def feature_space(labeller, device: str) -> FeatureSpace:

@@ -13,8 +13,9 @@ What it measures, per generator of the preset, against the real test split:
   the table. This is where the study's "unconditional samples have darker backgrounds"
   shows up, or does not; the two generators are also compared directly, pooled;
 - FID and KID (Binkowski et al. 2018: cubic polynomial kernel, unbiased MMD^2 over random
-  subsets) in a feature space: Inception-v3 pool3 when torchvision's weights are already in
-  the torch hub cache (never downloaded), else the penultimate layer of the project's own
+  subsets; no sd where one subset holds both sets whole), named by their feature space
+  (fid_inception, fid_labeller_features: FeatureSpace.metric_name), in a feature space:
+  Inception-v3 pool3 when torchvision's weights are already in the torch hub cache (never downloaded), else the penultimate layer of the project's own
   CIFAR classifier (the pseudo-labeller). Every figure names its feature space, and neither is
   comparable with published FIDs: those use the TensorFlow FID Inception weights
   (pt_inception-2015-12-05), which differ from torchvision's; only a space built on those
@@ -42,9 +43,9 @@ from synthaug.classifier import predict
 from synthaug.config import GeneratorSpec, Preset
 from synthaug.data import Dataset, load_dataset
 from synthaug.devices import default_device
-from synthaug.feature_spaces import feature_space
-from synthaug.image_metrics import (KNN_K, TwoSample, class_agreement, confidence_histogram, fid,
-                                    image_statistics, kid, precision_recall, two_sample)
+from synthaug.feature_spaces import feature_space, metric_name
+from synthaug.image_metrics import (KNN_K, TwoSample, class_agreement, confidence_histogram, fid, image_statistics,
+                                    kid, kid_subset_count, kid_subset_size, precision_recall, two_sample)
 from synthaug.pools import UNCONDITIONAL
 from synthaug.generators import PreparedGenerator
 from synthaug.labeller import load_labeller
@@ -54,6 +55,8 @@ from synthaug.server import DDPMServer, ShortPoolError
 from synthaug.stats import benjamini_hochberg
 
 STATISTICS = ("brightness", "background", "saturation")
+# the unit column of statistics.csv and pooled.csv
+UNITS = {"brightness": "luma (0-255)", "background": "luma (0-255)", "saturation": "HSV S (0-1)"}
 EXPERIMENT = "fidelity"
 
 
@@ -94,10 +97,11 @@ class FidelityResult:
     samples_per_class: int
     seed: int
     feature_space: str
+    feature_key: str            # FeatureSpace.key: the distances' columns fid_<key>, kid_<key>, kid_sd_<key>
     fid_label: str
     labeller_test_acc: float
     n_real: int
-    distances: pd.DataFrame     # a row a generator: samples, fid, kid, kid_sd, precision, recall
+    distances: pd.DataFrame     # a row a generator: samples, real, fid_<key>, kid_<key>, kid_sd_<key>, kid subsets, ...
     statistics: pd.DataFrame    # a row a generator x class x statistic: sample vs real
     pooled: pd.DataFrame        # a row a generator x statistic (all classes), and generator pairs
     values: pd.DataFrame        # a row an image: source, class, brightness, background, saturation
@@ -133,9 +137,9 @@ def run_fidelity(settings: Settings) -> FidelityResult:
     return FidelityResult(
         preset=settings.preset.name, data=dataset.name, classes=dataset.classes,
         samples_per_class=settings.samples_per_class, seed=settings.seed, feature_space=space.name,
-        fid_label=space.fid_label, labeller_test_acc=labeller_acc, n_real=len(dataset.test_y),
+        feature_key=space.key, fid_label=space.fid_label, labeller_test_acc=labeller_acc, n_real=len(dataset.test_y),
         distances=distances(real_features, {s.name: space.extract(s.images) for s in samples if len(s.images)},
-                            seed=settings.seed),        # k = KNN_K, as the report says
+                            seed=settings.seed, key=space.key),        # k = KNN_K, as the report says
         statistics=compare_per_class(values, dataset.classes),
         pooled=compare_pooled(values),
         values=values,
@@ -149,11 +153,17 @@ def run_fidelity(settings: Settings) -> FidelityResult:
 
 def usable_generators(specs: Sequence[GeneratorSpec], classes: Sequence[str]) -> tuple[list[GeneratorSpec], list[str]]:
     """The preset's generators that can serve here, and a note for each one left out (a
-    pretrained model that is not on this machine, or whose label map misses a class)."""
+    pretrained model that is not on this machine, or whose label map misses a class; one that learns
+    from a trial's real subset, which only a sweep has)."""
     from synthaug.generators import generator_kind
 
     usable, notes = [], []
     for spec in specs:
+        if spec.train_on == "trial":
+            notes.append(f"{spec.name} left out: it learns from one trial's real subset (train_on trial), and outside "
+                         "a sweep there is no subset: it would be its recipe trained on the whole split, "
+                         "duplicating the generator of that recipe")
+            continue
         problem = generator_kind(spec).problem(spec, classes, classes)
         if problem:
             notes.append(f"{spec.name} left out: {problem}")
@@ -200,18 +210,30 @@ def reference_labeller(prepared: Sequence[PreparedGenerator], settings: Settings
     return str(path), accuracy
 
 
-def distances(real: np.ndarray, generated: dict[str, np.ndarray], k: int = KNN_K, seed: int = 0) -> pd.DataFrame:
-    """A row a generator: FID, KID (mean, sd) against every real image; precision and recall against
-    a seeded subsample of the real set the size of the generated one."""
+def distances(real: np.ndarray, generated: dict[str, np.ndarray], k: int = KNN_K, seed: int = 0,
+              key: str = "features") -> pd.DataFrame:
+    """A row a generator: FID, KID (mean, sd over kid_subsets subsets of kid_subset_size images a set) against
+    every real image, their columns named by the feature space `key` (distance_columns); precision and recall
+    against a seeded subsample of the real set the size of the generated one. With one subset possible (both
+    sets whole) the KID sd is not estimable: nan."""
+    fid_name, kid_name, kid_sd_name = distance_columns(key)
     rows = []
     for name, fake in generated.items():
         kid_mean, kid_sd = kid(real, fake, seed=seed)
+        size = kid_subset_size(len(real), len(fake))
         subset = np.random.default_rng(seed).choice(len(real), min(len(real), len(fake)), replace=False)
         precision, recall = precision_recall(real[np.sort(subset)], fake, k)
-        rows.append({"generator": name, "samples": len(fake), "real": len(real), "fid": fid(fake, real),
-                     "kid": kid_mean, "kid_sd": kid_sd, "precision": precision, "recall": recall})
-    return pd.DataFrame(rows, columns=["generator", "samples", "real", "fid", "kid", "kid_sd", "precision",
-                                       "recall"])
+        rows.append({"generator": name, "samples": len(fake), "real": len(real), fid_name: fid(fake, real),
+                     kid_name: kid_mean, kid_sd_name: kid_sd, "kid_subset_size": size,
+                     "kid_subsets": kid_subset_count(len(real), len(fake)),
+                     "precision": precision, "recall": recall})
+    return pd.DataFrame(rows, columns=["generator", "samples", "real", fid_name, kid_name, kid_sd_name,
+                                       "kid_subset_size", "kid_subsets", "precision", "recall"])
+
+
+def distance_columns(key: str) -> tuple[str, str, str]:
+    """The FID, KID and KID-sd columns of distances() for feature space `key`: fid_<key>, kid_<key>, kid_sd_<key>."""
+    return metric_name("fid", key), metric_name("kid", key), metric_name("kid_sd", key)
 
 
 def compare_per_class(values: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
@@ -222,8 +244,9 @@ def compare_per_class(values: pd.DataFrame, classes: Sequence[str]) -> pd.DataFr
         mine = values[values["source"] == source]
         for cls, statistic in itertools.product(classes, STATISTICS):
             test = two_sample(mine.loc[mine["class"] == cls, statistic], real.loc[real["class"] == cls, statistic])
-            rows.append({"generator": source, "class": cls, "statistic": statistic, **_row(test)})
-    table = pd.DataFrame(rows, columns=["generator", "class", "statistic", *_ROW_COLUMNS])
+            rows.append({"generator": source, "class": cls, "statistic": statistic, "unit": UNITS[statistic],
+                         **_row(test)})
+    table = pd.DataFrame(rows, columns=["generator", "class", "statistic", "unit", *_ROW_COLUMNS])
     table["q_bh"] = benjamini_hochberg(table["welch_p"].to_numpy(float)) if rows else []   # nan p: nan q
     return table
 
@@ -232,11 +255,11 @@ def compare_pooled(values: pd.DataFrame) -> pd.DataFrame:
     """All classes together: each generator vs real, and each pair of generators (a - b)."""
     sources = [s for s in values["source"].unique() if s != "real"]
     pairs = [(s, "real") for s in sources] + list(itertools.combinations(sources, 2))
-    rows = [{"a": a, "b": b, "statistic": statistic,
+    rows = [{"a": a, "b": b, "statistic": statistic, "unit": UNITS[statistic],
              **_row(two_sample(values.loc[values["source"] == a, statistic], values.loc[values["source"] == b,
                                                                                         statistic]))}
             for a, b in pairs for statistic in STATISTICS]
-    return pd.DataFrame(rows, columns=["a", "b", "statistic", *_ROW_COLUMNS])
+    return pd.DataFrame(rows, columns=["a", "b", "statistic", "unit", *_ROW_COLUMNS])
 
 
 _ROW_COLUMNS = ("n_sample", "n_real", "sample_mean", "real_mean", "mean_diff", "welch_t", "welch_p", "mwu_u", "mwu_p")

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from synthaug.fidelity import EXPERIMENT, STATISTICS, FidelityResult
+from synthaug.fidelity import EXPERIMENT, STATISTICS, FidelityResult, distance_columns
 from synthaug.image_metrics import BORDER, KNN_K
 from synthaug.sample_grids import SampleGrid, plot_sample_grids
 from synthaug.report import format_p, markdown_table
@@ -123,17 +123,30 @@ HOW_TO_READ = (
     "sample minus real (or a minus b); Welch's t and Mann-Whitney U are two-sided, and per-class q is "
     "Benjamini-Hochberg over the whole per-class table. With thousands of images tiny differences are "
     "'significant': read the size of diff. FID and KID are lower for closer distributions (KID is unbiased, so it "
-    "can be slightly negative); both depend on the feature space, and FID is biased upward for small sample sizes. "
+    "can be slightly negative); both depend on the feature space, so their names say which (fid_inception, "
+    "fid_labeller_features), and FID is biased upward for small sample sizes. KID's ± is the sd over random subsets "
+    "of the sets (only the larger one varies when the smaller is whole); where both sets fit in one subset there is "
+    "one value and no sd. "
     "Precision (k={k}) is the share of samples inside the real images' k-NN manifold (quality), recall the share of "
     "real images inside the samples' manifold (coverage). Unconditional samples are assigned to classes by the "
     "pseudo-labeller, so their per-class rows mix generator and labeller errors.")
 
 
 def distance_table(result: FidelityResult) -> str:
-    rows = [[r.generator, r.samples, r.real, _fmt(r.fid), f"{r.kid:.4g} ± {r.kid_sd:.2g}",
-             _fmt(r.precision), _fmt(r.recall)] for r in result.distances.itertuples()]
-    return markdown_table(["generator", "samples", "real", result.fid_label, "KID (± sd over subsets)",
-                           f"precision (k={KNN_K})", f"recall (k={KNN_K})"], rows)
+    fid_name, _, _ = distance_columns(result.feature_key)
+    rows = [[r["generator"], r["samples"], r["real"], _fmt(r[fid_name]), kid_text(result, r), _fmt(r["precision"]),
+             _fmt(r["recall"])] for r in result.distances.to_dict("records")]
+    return markdown_table(["generator", "samples", "real", result.fid_label,
+                           f"KID ({result.feature_space}; ± sd over subsets)", f"precision (k={KNN_K})",
+                           f"recall (k={KNN_K})"], rows)
+
+
+def kid_text(result: FidelityResult, row: dict) -> str:
+    """'0.0123 ± 0.0011 (100 subsets of 1000)', or the KID alone where one subset was possible (no sd)."""
+    _, kid_name, kid_sd_name = distance_columns(result.feature_key)
+    if not np.isfinite(row[kid_sd_name]):
+        return f"{row[kid_name]:.4g} (one subset: all {row['kid_subset_size']} of each; no sd)"
+    return f"{row[kid_name]:.4g} ± {row[kid_sd_name]:.2g} ({row['kid_subsets']} subsets of {row['kid_subset_size']})"
 
 
 def headline(result: FidelityResult) -> str:
@@ -146,7 +159,7 @@ def headline(result: FidelityResult) -> str:
 
 
 def pooled_table(result: FidelityResult) -> str:
-    rows = [[r.a, r.b, r.statistic, r.n_sample, r.n_real, _fmt(r.sample_mean), _fmt(r.real_mean),
+    rows = [[r.a, r.b, f"{r.statistic} ({r.unit})", r.n_sample, r.n_real, _fmt(r.sample_mean), _fmt(r.real_mean),
              f"{r.mean_diff:+.3f}" if np.isfinite(r.mean_diff) else "-", format_p(r.welch_p), format_p(r.mwu_p)]
             for r in result.pooled.itertuples()]
     return markdown_table(["a", "b", "statistic", "n a", "n b", "mean a", "mean b", "diff (a - b)", "p (Welch)",
@@ -154,7 +167,7 @@ def pooled_table(result: FidelityResult) -> str:
 
 
 def per_class_table(result: FidelityResult) -> str:
-    rows = [[r.generator, r["class"], r.statistic, r.n_sample, _fmt(r.sample_mean), _fmt(r.real_mean),
+    rows = [[r.generator, r["class"], f"{r.statistic} ({r.unit})", r.n_sample, _fmt(r.sample_mean), _fmt(r.real_mean),
              f"{r.mean_diff:+.3f}" if np.isfinite(r.mean_diff) else "-", format_p(r.welch_p), format_p(r.q_bh),
              format_p(r.mwu_p)]
             for _, r in result.statistics.iterrows()]
@@ -182,9 +195,11 @@ def summary_lines(result: FidelityResult) -> list[str]:
     """What the CLI prints: the distances and the background headline."""
     lines = [f"fidelity: preset {result.preset}, data {result.data}, {result.samples_per_class} samples a class, "
              f"features: {result.feature_space}"]
-    for r in result.distances.itertuples():
-        lines.append(f"  {r.generator}: FID {_fmt(r.fid)}, KID {r.kid:.4g} ± {r.kid_sd:.2g}, "
-                     f"precision {_fmt(r.precision)}, recall {_fmt(r.recall)} ({r.samples} samples vs {r.real} real)")
+    fid_name, kid_name, _ = distance_columns(result.feature_key)
+    for r in result.distances.to_dict("records"):
+        lines.append(f"  {r['generator']}: {fid_name} {_fmt(r[fid_name])}, {kid_name} {kid_text(result, r)}, "
+                     f"precision {_fmt(r['precision'])}, recall {_fmt(r['recall'])} ({r['samples']} samples vs "
+                     f"{r['real']} real)")
     for r in result.pooled[result.pooled["statistic"] == "background"].itertuples():
         lines.append(f"  background {r.a} - {r.b}: {r.mean_diff:+.2f} luma, Welch p {format_p(r.welch_p)}")
     if np.isfinite(result.labeller_test_acc):
@@ -218,11 +233,15 @@ def write_outputs(result: FidelityResult, folder: str | Path) -> list[Path]:
 
 
 def fidelity_metrics(result: FidelityResult) -> dict[str, float]:
-    """fid.<gen>, kid.<gen>, precision.<gen>, recall.<gen>, background_diff.<gen> (vs real), labeller_test_acc."""
+    """fid_<features>.<gen>, kid_<features>.<gen> (named by their feature space: fid_labeller_features,
+    fid_inception), precision.<gen>, recall.<gen>, background_diff.<gen> (vs real), labeller_test_acc (a
+    fraction, 0-1)."""
     metrics = {"labeller_test_acc": result.labeller_test_acc}
-    for r in result.distances.itertuples():
-        metrics |= {f"fid.{r.generator}": r.fid, f"kid.{r.generator}": r.kid, f"precision.{r.generator}": r.precision,
-                    f"recall.{r.generator}": r.recall}
+    fid_name, kid_name, _ = distance_columns(result.feature_key)
+    for r in result.distances.to_dict("records"):
+        name = r["generator"]
+        metrics |= {f"{fid_name}.{name}": r[fid_name], f"{kid_name}.{name}": r[kid_name],
+                    f"precision.{name}": r["precision"], f"recall.{name}": r["recall"]}
     vs_real = result.pooled[result.pooled["b"] == "real"]
     for r in vs_real.itertuples():
         metrics[f"{r.statistic}_diff.{r.a}"] = r.mean_diff

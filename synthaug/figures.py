@@ -11,8 +11,10 @@ What is drawn (the study's figure numbers in brackets), each PNG with the CSV be
   images a class, stacked, from the manifest.json of one run a configuration (the counts
   do not depend on the seed, except how an unconditional stream's samples fall into classes);
 - per_class_accuracy.png [2, 3, 5, 7, 9]: per class, one bar a configuration, mean over
-  seeds with its 95% t interval; * marks a class whose paired difference from the
-  baseline has BH q < 0.05, taken from synthaug.significance's per-class table;
+  seeds with its 95% interval (t on the angular scale, within [0, 100]%; none from seeds
+  without spread); * marks a class whose paired difference from the baseline has BH
+  q < 0.05, taken from synthaug.significance's per-class table. Its CSV is in percent
+  (acc_pct, sd_pp, ci95_low_pct, ci95_high_pct, ci_note, ci_covers);
 - confusion_<config>.png and confusion_diff_<config>.png [6, 10]: the row-normalised
   confusion matrix averaged over seeds, and the mean over paired seeds of (configuration
   - baseline), from confusion_matrix.csv artifacts;
@@ -144,10 +146,13 @@ def paired_confusion_difference(treatment: dict[int, np.ndarray], baseline: dict
 
 
 def per_class_accuracy(trials: Trials, result: Result, confidence: float = CONFIDENCE) -> pd.DataFrame:
-    """A row a configuration x class: n seeds, mean, sd, t interval, the BH q of its paired
-    difference from the baseline (synthaug.significance.per_class; none for the baseline)."""
+    """A row a configuration x class, in percent: n seeds, mean accuracy, its sd across seeds (percentage
+    points) and its interval (stats.proportion_interval: t on the angular scale, within [0, 100]%; ci_note says
+    why one is missing), and the BH q of its paired difference from the baseline (synthaug.significance.per_class;
+    none for the baseline). Columns say their unit and what the interval covers (PER_CLASS_COLUMNS)."""
     runs = analysed_runs(result).merge(trials.frame, on="run_id", suffixes=("", "_frame"))
     q = result.per_class.set_index([LABEL, "class"])["q_bh"] if len(result.per_class) else pd.Series(dtype=float)
+    low, high = interval_columns(confidence)
     rows = []
     for label in result.summary[LABEL]:
         group = runs[runs[LABEL] == label]
@@ -155,13 +160,23 @@ def per_class_accuracy(trials: Trials, result: Result, confidence: float = CONFI
             values = group[f"{result.metric}.{cls}"].dropna().astype(float)
             if values.empty:
                 continue
-            d = stats.describe(values.to_numpy(), confidence)
+            d = stats.proportion_interval(values.to_numpy(), confidence)
             q_value = float(q.get((label, cls), np.nan))
-            rows.append({LABEL: label, "class": cls, "baseline": label == result.baseline, "n": d.n, "mean": d.mean,
-                         "sd": d.std, "ci_low": d.ci_low, "ci_high": d.ci_high, "q_bh": q_value,
-                         "significant": bool(q_value < ALPHA)})
-    columns = [LABEL, "class", "baseline", "n", "mean", "sd", "ci_low", "ci_high", "q_bh", "significant"]
-    return pd.DataFrame(rows, columns=columns)
+            rows.append({LABEL: label, "class": cls, "baseline": label == result.baseline, "n_seeds": d.n,
+                         "acc_pct": 100 * d.mean, "sd_pp": 100 * d.std, low: 100 * d.ci_low, high: 100 * d.ci_high,
+                         "ci_note": stats.interval_note(d.n, d.std, d.mean), "ci_covers": CI_COVERS,
+                         "q_bh": q_value, "significant": bool(q_value < ALPHA)})
+    return pd.DataFrame(rows, columns=[LABEL, "class", "baseline", "n_seeds", "acc_pct", "sd_pp", low, high,
+                                       "ci_note", "ci_covers", "q_bh", "significant"])
+
+
+CI_COVERS = "seed-to-seed variation (Student t on the angular scale; the same test images every seed)"
+
+
+def interval_columns(confidence: float = CONFIDENCE) -> tuple[str, str]:
+    """The per-class table's interval columns: ('ci95_low_pct', 'ci95_high_pct') at 95%."""
+    level = f"{confidence * 100:g}".replace(".", "_")
+    return f"ci{level}_low_pct", f"ci{level}_high_pct"
 
 
 def numeric_axes(result: Result) -> list[str]:
@@ -179,7 +194,7 @@ def accuracy_axis(result: Result, axis: str) -> tuple[pd.DataFrame, pd.DataFrame
                        for row in summary[others].itertuples(index=False)] if others else "all"
     summary = summary.sort_values(["line", axis], ignore_index=True)
     points = result.values.merge(summary[[LABEL, axis, "line"]], on=LABEL)
-    keep = ["line", axis, LABEL, "n", "mean", "sd", "ci_low", "ci_high"]
+    keep = ["line", axis, LABEL, "n", "mean", "sd", "ci_low", "ci_high", "ci_note", "ci_method", "unit"]
     return summary[keep], points[["line", axis, LABEL, "seed", "run_id", "value"]]
 
 
@@ -220,15 +235,19 @@ def plot_composition(frame: pd.DataFrame) -> Figure:
 
 
 def _clip_to_accuracy_range(ax, units) -> None:
-    """Accuracies live in [0, 100]%: few-seed t intervals reach past it; the axis does not follow."""
+    """Accuracies live in [0, 100]%, and so do their intervals: the axis's margins stay within it."""
     if units.value:
         low, high = ax.get_ylim()
         ax.set_ylim(max(low, 0.0), min(high, 100.0 * 1.02))
 
 
+PERCENT = Units(1.0, "%", " pp")     # a table already in percent
+
+
 def plot_per_class(table: pd.DataFrame, classes: Sequence[str], metric: str, baseline: str) -> Figure:
-    """Per class, a bar a configuration: mean over seeds, 95% t interval; * where BH q < ALPHA."""
-    units = Units.of(metric)
+    """Per class, a bar a configuration (per_class_accuracy's table, in %): mean over seeds, 95% interval;
+    * where BH q < ALPHA."""
+    units = PERCENT
     labels = list(dict.fromkeys(table[LABEL]))
     width = 0.8 / max(1, len(labels))
     fig = Figure(figsize=(2 + 0.25 * len(classes) * max(3, len(labels)), 4.2))
@@ -237,8 +256,9 @@ def plot_per_class(table: pd.DataFrame, classes: Sequence[str], metric: str, bas
     for i, label in enumerate(labels):
         part = table[table[LABEL] == label].set_index("class").reindex(classes)
         x = np.arange(len(classes)) - 0.4 + width * (i + 0.5)
-        mean = part["mean"].to_numpy(float) * units.scale
-        err = error_bars(part["mean"], part["ci_low"], part["ci_high"], units)
+        low, high = interval_columns()
+        mean = part["acc_pct"].to_numpy(float)
+        err = error_bars(part["acc_pct"], part[low], part[high], PERCENT)
         ax.bar(x, mean, width=width, color=colours(i % 10), label=label + (" [baseline]" if label == baseline else ""),
                yerr=err, capsize=2, error_kw={"lw": 0.8})
         for xi, top, star in zip(x, mean + err[1], part["significant"].eq(True)):
@@ -251,7 +271,7 @@ def plot_per_class(table: pd.DataFrame, classes: Sequence[str], metric: str, bas
     # below the axes: inside, it hides the bars of the rare classes it covers
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False,
               ncol=max(1, min(4, len(labels))))
-    ax.set_title(f"per-class {metric}: mean over seeds, {int(CONFIDENCE * 100)}% t interval; "
+    ax.set_title(f"per-class {metric}: mean over seeds, {int(CONFIDENCE * 100)}% interval (t, angular scale); "
                  f"* paired difference from the baseline with BH q < {ALPHA}", fontsize=9)
     return fig
 

@@ -300,8 +300,12 @@ def print_summary(plan: JobPlan, prepared) -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(plan.tracking_uri)
-    print("\ngenerator        weights       FID      KID   labeller acc  run")
+    print("\ngenerator        weights       FID      KID      in features        labeller acc (%)  run")
     for p in prepared:
         metrics = client.get_run(p.run_id).data.metrics if p.run_id else {}
-        print(f"{p.name:<16} {p.weights_digest[:12]}  {metrics.get('fid', float('nan')):7.2f}  "
-              f"{metrics.get('kid', float('nan')):7.4f}  {p.labeller_test_acc:12.3f}  {p.run_id}")
+        # FID and KID are logged named by their feature space: fid_inception, fid_labeller_features
+        fid_name = next((k for k in sorted(metrics) if k.startswith("fid_")), "fid_?")
+        features = fid_name.removeprefix("fid_")
+        print(f"{p.name:<16} {p.weights_digest[:12]}  {metrics.get(fid_name, float('nan')):7.2f}  "
+              f"{metrics.get('kid_' + features, float('nan')):7.4f}  {features:<17}  "
+              f"{100 * p.labeller_test_acc:16.1f}  {p.run_id}")

@@ -266,7 +266,8 @@ def _per_class_subset(labels: np.ndarray, num_classes: int, per_class: int, seed
 
 def evaluate_generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, device: str,
                        tracking: Tracking, labeller: Path, labeller_test_acc: float, per_class: int) -> dict:
-    """FID and KID against real test images and the labeller's view of per_class samples a class,
+    """FID and KID against real test images, named by their feature space (fid_inception or
+    fid_labeller_features: FeatureSpace.metric_name), and the labeller's view of per_class samples a class,
     logged to the generator's run, which it then finishes; {} when that run is finished already."""
     from synthaug.feature_spaces import feature_space
     from synthaug.image_metrics import fid, kid
@@ -289,9 +290,11 @@ def evaluate_generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, d
     space = feature_space(model, device)
     real = dataset.test_x[np.sort(np.random.default_rng(0).permutation(len(dataset.test_x))[:max(n, 2)])]
     fake_f, real_f = space.extract(images), space.extract(real)
-    kid_mean, kid_sd = kid(fake_f, real_f)
-    metrics = {"fid": fid(fake_f, real_f), "kid": kid_mean, "kid_sd": kid_sd, "labeller_test_acc": labeller_test_acc,
-               "labeller_confidence": float(probs.max(1).mean())}
+    kid_mean, kid_sd = kid(fake_f, real_f)      # as many real as generated images: one subset, no sd (nan)
+    metrics = {space.metric_name("fid"): fid(fake_f, real_f), space.metric_name("kid"): kid_mean,
+               "labeller_test_acc": labeller_test_acc, "labeller_confidence": float(probs.max(1).mean())}
+    if np.isfinite(kid_sd):
+        metrics[space.metric_name("kid_sd")] = kid_sd
     if conditional:
         metrics["labeller_agreement"] = float((predicted == intended).mean())
         metrics.update({f"labeller_agreement.{c}": float((predicted[intended == i] == i).mean())

@@ -140,14 +140,28 @@ def mmd2_unbiased(a: np.ndarray, b: np.ndarray) -> float:
 
 def kid(a: np.ndarray, b: np.ndarray, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
         seed: int = 0) -> tuple[float, float]:
-    """KID: mean and sd of mmd2_unbiased over random subsets (min(subset_size, |a|, |b|) rows each)."""
-    size = min(subset_size, len(a), len(b))
+    """KID: mean and sd of mmd2_unbiased over random subsets (kid_subset_size rows of each set). When the
+    subsets are both whole sets there is one subset, so one value: its sd is nan (not estimable), not the
+    1e-15 of recomputing the same number on permuted rows."""
+    size = kid_subset_size(len(a), len(b), subset_size)
     if size < 2:
         return math.nan, math.nan
+    if kid_subset_count(len(a), len(b), subsets, subset_size) == 1:
+        return mmd2_unbiased(a, b), math.nan
     rng = np.random.default_rng(seed)
     values = [mmd2_unbiased(a[rng.choice(len(a), size, replace=False)], b[rng.choice(len(b), size, replace=False)])
               for _ in range(subsets)]
     return float(np.mean(values)), float(np.std(values))
+
+
+def kid_subset_size(n_a: int, n_b: int, subset_size: int = KID_SUBSET_SIZE) -> int:
+    """Rows of each set in one KID subset: min(subset_size, n_a, n_b)."""
+    return min(subset_size, n_a, n_b)
+
+
+def kid_subset_count(n_a: int, n_b: int, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE) -> int:
+    """Distinct KID subsets drawn: 1 when a subset is both whole sets, else `subsets`."""
+    return 1 if kid_subset_size(n_a, n_b, subset_size) == n_a == n_b else subsets
 
 
 def knn_radii(x: np.ndarray, k: int = KNN_K) -> np.ndarray:

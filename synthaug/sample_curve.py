@@ -31,6 +31,7 @@ from synthaug import stats
 from synthaug.results import FINISHED, InputError, Trials
 
 CONFIDENCE = 0.95
+UNIT = "fraction (0-1); gain and its interval in fraction points, K90 in samples a class"   # the CSVs' unit
 BOOTSTRAPS = 400
 SATURATION = 0.9            # K90: the K by which this share of the fitted gain is reached
 
@@ -41,7 +42,7 @@ class SampleCurve:
 
     class_set: str
     metric: str
-    points: pd.DataFrame        # K, n, mean, ci_low, ci_high
+    points: pd.DataFrame        # K, n, mean, ci_low, ci_high (t on the angular scale), ci_note, unit
     a: float
     gain: float
     gain_low: float
@@ -108,11 +109,14 @@ def fit_curve(class_set: str, metric: str, table: pd.DataFrame, seed: int = 0) -
         raise InputError(f"sample count: {class_set} {metric} needs at least 2 seeds with every K and 3 values "
                          f"of K; has {len(table)} seeds and {len(ks)} values")
     values = table.to_numpy(float)
+    if values.min() < 0 or values.max() > 1:
+        raise InputError(f"--metric: the sample-count fit takes an accuracy (a fraction, 0-1); {metric} has values "
+                         f"{values.min():g}..{values.max():g}")
     rows = []
     for k, column in zip(ks, values.T):
-        d = stats.describe(column, CONFIDENCE)
-        rows.append({"K": int(k), "n": d.n, "mean": d.mean, "ci_low": max(0.0, d.ci_low),
-                     "ci_high": min(1.0, d.ci_high)})
+        d = stats.proportion_interval(column, CONFIDENCE)      # within [0, 1]; nan without spread
+        rows.append({"K": int(k), "n": d.n, "mean": d.mean, "ci_low": d.ci_low, "ci_high": d.ci_high,
+                     "ci_note": stats.interval_note(d.n, d.std, d.mean), "unit": UNIT})
     points = pd.DataFrame(rows)
     a, b, tau = _fit(ks, values.mean(0))
     grid = np.linspace(0, ks.max(), 200)
@@ -163,7 +167,7 @@ def sample_curves(trials: Trials) -> list[SampleCurve]:
 def curves_table(curves: list[SampleCurve]) -> pd.DataFrame:
     return pd.DataFrame([{"class_set": c.class_set, "metric": c.metric, "seeds": c.seeds, "a": c.a, "gain": c.gain,
                           "gain_low": c.gain_low, "gain_high": c.gain_high, "k90": c.k90, "k90_low": c.k90_low,
-                          "k90_high": c.k90_high, "verdict": c.verdict()} for c in curves])
+                          "k90_high": c.k90_high, "unit": UNIT, "verdict": c.verdict()} for c in curves])
 
 
 def plot_curves(curves: list[SampleCurve]) -> Figure:
@@ -173,7 +177,8 @@ def plot_curves(curves: list[SampleCurve]) -> Figure:
         ax.fill_between(c.band["K"], c.band["low"] * 100, c.band["high"] * 100, alpha=0.25, label="fit, 95% band")
         ax.plot(c.band["K"], c.band["fitted"] * 100, label="fit")
         p = c.points
-        ax.errorbar(p["K"], p["mean"] * 100, yerr=[(p["mean"] - p["ci_low"]) * 100, (p["ci_high"] - p["mean"]) * 100],
+        below, above = (p["mean"] - p["ci_low"]) * 100, (p["ci_high"] - p["mean"]) * 100
+        ax.errorbar(p["K"], p["mean"] * 100, yerr=np.nan_to_num([below, above]),      # no bar without an interval
                     fmt="o", capsize=3, label=f"mean of {c.seeds} seeds, 95% CI")
         if np.isfinite(c.k90):
             ax.axvline(c.k90, linestyle="--", color="grey", label=f"K90 = {c.k90:.0f}")
@@ -188,11 +193,14 @@ def plot_curves(curves: list[SampleCurve]) -> Figure:
 def markdown_report(curves: list[SampleCurve], experiment: str, sweep: str) -> str:
     lines = [f"# Sample count: {experiment} / {sweep}", "",
              f"Model acc(K) = a + b (1 - exp(-K / tau)) fitted to the means over seeds; intervals are "
-             f"{CONFIDENCE:.0%} percentiles of {BOOTSTRAPS} seed-bootstrap refits; K90 = tau ln 10.", ""]
+             f"{CONFIDENCE:.0%} percentiles of {BOOTSTRAPS} seed-bootstrap refits; K90 = tau ln 10. A point's "
+             f"interval is Student's t on the angular scale across seeds (within [0, 100]%; none where the seeds "
+             f"agree).", ""]
     for c in curves:
         lines += [f"## +K {c.class_set}: {c.metric}", "", f"{c.verdict()}.", "",
-                  "| K | seeds | mean | 95% CI |", "|---|---|---|---|"]
-        lines += [f"| {r.K} | {r.n} | {r.mean * 100:.2f}% | [{r.ci_low * 100:.2f}, {r.ci_high * 100:.2f}] |"
+                  f"| K | seeds | mean (%) | {CONFIDENCE:.0%} CI (%) |", "|---|---|---|---|"]
+        lines += [f"| {r.K} | {r.n} | {r.mean * 100:.2f} | " + (f"[{r.ci_low * 100:.2f}, {r.ci_high * 100:.2f}]"
+                                                                if np.isfinite(r.ci_low) else "[no CI]") + " |"
                   for r in c.points.itertuples()]
         lines.append("")
     return "\n".join(lines + ["![curves](sample_count.png)", ""])

@@ -17,8 +17,12 @@ discovery rate) adjustments and the permutation p-values Holm's. Per-class accur
 differences get BH across every class x configuration of the sweep. McNemar's test runs once a
 paired seed and the seeds' p-values are combined by twice their mean, valid although every seed
 is tested on the same images (pooling the seeds' images as independent samples is not). The
-report says the smallest p the exact tests could reach with the seeds there are, and intervals
-of accuracies stay within [0, 1]. Every number comes from synthaug.stats.
+report says the smallest p the exact tests could reach with the seeds there are. Intervals of
+accuracies are t intervals on the angular scale (stats.proportion_interval), within [0, 1]; no
+interval is given without spread (two seeds that agree), and no seeds-for-power figure from fewer
+than 3 pairs. The CSVs hold the metric in its own unit (accuracy: a fraction, as MLflow logs it;
+the `unit` column says so); the report shows accuracies in % and differences in percentage
+points. Every number comes from synthaug.stats.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from synthaug.tracking import ROLE, SWEEP, ensure_experiment, log_folder_run
 
 CONFIDENCE = 0.95       # every interval
 ALPHA = 0.05            # what "significant" means in the report (after adjustment)
-MIN_SEEDS = 3           # below this a configuration's interval and tests are flagged
+MIN_SEEDS = stats.MIN_FOR_POWER     # below this a configuration is flagged: rough intervals, no seeds-for-power
 LABEL = "configuration"
 
 Predictions = Callable[[str], pd.DataFrame]     # run_id -> predictions.csv as a frame
@@ -95,7 +99,8 @@ def analyse(trials: Trials, baseline: Mapping[str, str] | None = None, predictio
     if not others:
         notes.append(f"only one configuration ({base}); there is nothing to compare it with")
     mcnemar, unreadable = mcnemar_all(done, base, others, predictions)
-    comparisons = compare_all(values, base, others, confidence, seed)
+    unit = unit_of(is_proportion(trials.metric))
+    comparisons = compare_all(values, base, others, confidence, seed).assign(unit=unit)
     notes += reach_warnings(comparisons)
     return Result(
         experiment=trials.experiment, sweep=trials.sweep, metric=trials.metric, baseline=base,
@@ -105,9 +110,10 @@ def analyse(trials: Trials, baseline: Mapping[str, str] | None = None, predictio
         comparisons=comparisons,
         per_class=per_class(done, trials.metric, trials.classes, base, others, confidence, seed),
         mcnemar=mcnemar,
-        pairs=paired_values(values, base, others),
-        values=done[[LABEL, "seed", "run_id", trials.metric]].rename(columns={trials.metric: "value"}),
-        warnings=notes + unreadable)
+        pairs=paired_values(values, base, others).assign(unit=unit),
+        values=done[[LABEL, "seed", "run_id", trials.metric]].rename(columns={trials.metric: "value"}).assign(
+            unit=unit),
+        warnings=list(dict.fromkeys(notes + unreadable)))       # each warning once
 
 
 def parse_baseline(text: str) -> dict[str, str]:
@@ -243,11 +249,13 @@ def seed_values(done: pd.DataFrame, column: str) -> dict[str, pd.Series]:
 
 
 def seed_warnings(values: Mapping[str, pd.Series], base: str, others: Sequence[str]) -> list[str]:
-    """Too few seeds, seeds missing against the baseline, unpaired comparisons."""
-    notes = [f"{label}: only {len(values[label])} finished seed(s) (n < {MIN_SEEDS}); "
-             "its interval and tests are weak or undefined"
-             for label in [base, *others] if len(values[label]) < MIN_SEEDS]
+    """Too few seeds, seeds missing against the baseline, unpaired comparisons: each kind of warning
+    once, naming every configuration it concerns."""
+    few = [f"{label} ({len(values[label])})" for label in [base, *others] if len(values[label]) < MIN_SEEDS]
+    notes = [f"fewer than {MIN_SEEDS} finished seeds for {len(few)} configuration(s): {'; '.join(few)}; their "
+             "intervals are rough or not estimable and no seeds-for-power figure is given"] if few else []
     base_seeds = set(values[base].index)
+    unpaired = []
     for label in others:
         seeds = set(values[label].index)
         if missing := sorted(base_seeds - seeds):
@@ -255,8 +263,10 @@ def seed_warnings(values: Mapping[str, pd.Series], base: str, others: Sequence[s
         if extra := sorted(seeds - base_seeds):
             notes.append(f"{label}: seed(s) {seeds_text(extra)} have no finished baseline run to pair with")
         if len(seeds & base_seeds) < 2:
-            notes.append(f"{label}: fewer than 2 seeds in common with the baseline; compared unpaired "
-                         "(Welch's t-test), which ignores the seed pairing")
+            unpaired.append(label)
+    if unpaired:
+        notes.append(f"fewer than 2 seeds in common with the baseline for {'; '.join(unpaired)}: compared unpaired "
+                     "(Welch's t-test), which ignores the seed pairing")
     return notes
 
 
@@ -267,24 +277,33 @@ def is_proportion(metric: str) -> bool:
 
 def summarise(configs: pd.DataFrame, values: Mapping[str, pd.Series], base: str, confidence: float,
               seed: int, bounded: bool = False) -> pd.DataFrame:
-    """A row a configuration: n, mean, sd, t interval, BCa bootstrap interval, its seeds. `bounded`: the
-    metric is a proportion, and its intervals are cut to [0, 1] (a t interval can pass 100%)."""
+    """A row a configuration: n, mean, sd, t interval, BCa bootstrap interval, its seeds, in the metric's
+    own unit (`unit`). `bounded`: the metric is a proportion, and its t interval is taken on the angular
+    scale (stats.proportion_interval), which keeps it within [0, 1]; the BCa interval of a mean is
+    within the values' range already. `ci_note` says why an interval is missing (n < 2, no spread)."""
+    interval = stats.proportion_interval if bounded else stats.describe
     rows = []
     for config in configs.to_dict("records"):
         v = values[config[LABEL]]
-        d = stats.describe(v, confidence)
+        d = interval(v, confidence)
         lo, hi = stats.bootstrap_bca_ci(v, confidence=confidence, seed=seed)
-        if bounded:
-            d = dataclasses.replace(d, ci_low=_clip(d.ci_low), ci_high=_clip(d.ci_high))
-            lo, hi = _clip(lo), _clip(hi)
         rows.append({**config, "baseline": config[LABEL] == base, "n": d.n, "mean": d.mean, "sd": d.std,
                      "ci_low": d.ci_low, "ci_high": d.ci_high, "bca_low": lo, "bca_high": hi,
+                     "ci_note": stats.interval_note(d.n, d.std, d.mean),
+                     "ci_method": interval_method(bounded, confidence), "unit": unit_of(bounded),
                      "seeds": seeds_text(v.index)})
     return pd.DataFrame(rows)
 
 
-def _clip(x: float) -> float:
-    return float(min(1.0, max(0.0, x))) if np.isfinite(x) else x
+def interval_method(bounded: bool, confidence: float = CONFIDENCE) -> str:
+    """What the summary's t interval is and what it covers, as its CSV says."""
+    scale = " on the angular scale, within [0, 1]" if bounded else ""
+    return f"{confidence:.0%} Student t{scale}; covers seed-to-seed variation"
+
+
+def unit_of(bounded: bool) -> str:
+    """The unit of a table's values: accuracies are fractions (0-1) here, as in MLflow; reports show %."""
+    return "fraction (0-1)" if bounded else "the metric's own"
 
 
 def reach_warnings(comparisons: pd.DataFrame, alpha: float = ALPHA) -> list[str]:
@@ -347,6 +366,7 @@ def per_class(done: pd.DataFrame, metric: str, classes: Sequence[str], base: str
             "t_pvalue", "wilcoxon_pvalue"]
     table = pd.DataFrame(rows, columns=[LABEL, "class", *COMPARISON_COLUMNS])[keep]
     table["q_bh"] = stats.benjamini_hochberg(table["t_pvalue"]) if rows else []
+    table["unit"] = unit_of(is_proportion(metric))
     order = {label: i for i, label in enumerate(others)}
     return table.sort_values([LABEL, "class"], key=lambda s: s.map(order) if s.name == LABEL else s.map(
         {c: i for i, c in enumerate(classes)}), ignore_index=True)

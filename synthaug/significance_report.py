@@ -33,7 +33,8 @@ from synthaug.significance import (
 
 @dataclass(frozen=True)
 class Units:
-    """How the metric is shown: accuracies as % and differences as percentage points."""
+    """How the metric is shown: accuracies as % and differences as percentage points (the CSVs keep
+    the fraction MLflow logs); a header names the unit with `value_header` and `diff_header`."""
 
     scale: float
     value: str
@@ -42,6 +43,14 @@ class Units:
     @classmethod
     def of(cls, metric: str) -> "Units":
         return cls(100.0, "%", " pp") if "acc" in metric else cls(1.0, "", "")
+
+    @property
+    def value_header(self) -> str:
+        return f" ({self.value})" if self.value else ""
+
+    @property
+    def diff_header(self) -> str:
+        return f" ({self.diff.strip()})" if self.diff else ""
 
 
 def format_table(result: Result) -> str:
@@ -56,7 +65,8 @@ def main_rows(result: Result) -> tuple[list[str], list[list[str]]]:
     """Per configuration: n, mean [CI], difference from the baseline [CI], t-test p, Holm p."""
     units = Units.of(result.metric)
     pct = f" {int(CONFIDENCE * 100)}%"
-    headers = [LABEL, "n", f"{result.metric}{pct} CI", f"diff vs baseline{pct} CI", "test", "p (t)", "p (Holm)"]
+    headers = [LABEL, "n", f"{result.metric}{units.value_header}{pct} CI",
+               f"diff vs baseline{units.diff_header}{pct} CI", "test", "p (t)", "p (Holm)"]
     comparisons = result.comparisons.set_index(LABEL)
     rows = []
     for s in result.summary.itertuples():
@@ -72,16 +82,22 @@ def main_rows(result: Result) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
-def _interval(mean: float, lo: float, hi: float, units: Units, suffix: str, signed: bool = False) -> str:
+def _interval(mean: float, lo: float, hi: float, units: Units, suffix: str, signed: bool = False,
+              bounds: bool = True) -> str:
+    """'71.20% [70.10, 72.30]', or with NO_INTERVAL where the interval is not estimable; `bounds` False:
+    the value alone."""
     if not np.isfinite(mean):
         return "-"
     text = ("{:+.2f}" if signed else "{:.2f}").format(mean * units.scale) + suffix
-    return text + (" " + _bounds(lo, hi, units, signed) if np.isfinite(lo) and np.isfinite(hi) else "")
+    return text + (" " + _bounds(lo, hi, units, signed) if bounds else "")
+
+
+NO_INTERVAL = "[no CI]"     # fewer than 2 values, or no spread: see HOW_TO_READ
 
 
 def _bounds(lo: float, hi: float, units: Units, signed: bool = False) -> str:
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        return "-"
+        return NO_INTERVAL
     number = "{:+.2f}" if signed else "{:.2f}"
     return "[" + ", ".join(number.format(x * units.scale) for x in (lo, hi)) + "]"
 
@@ -117,8 +133,14 @@ HOW_TO_READ = (
     "(false discovery rate) below {alpha}. The Wilcoxon and sign-flip permutation p-values check the t-test "
     "without assuming normal differences; with n pairs the smallest sign-flip p is 2/2^n (0.0625 at 5 seeds), "
     "so the permutation test cannot reach 0.05 with fewer than 6 seeds. "
+    "Accuracies are shown in % and differences in percentage points (pp); the CSVs hold fractions (0-1), as "
+    "MLflow logs them. An accuracy's interval is Student's t on the angular scale (arcsine square root), which "
+    "stays within [0, 100]%; every interval covers seed-to-seed variation only (every seed is tested on the same "
+    "images). '" + NO_INTERVAL + "' marks an interval that is not estimable: fewer than 2 seeds, or values without "
+    "spread (seeds that happened to agree show no variation; that is not certainty). "
     "'P(improve)' is the share of seeds where the configuration beat the baseline; 'seeds for 80% power' is "
-    "how many seeds would detect the observed standardised effect (dz) 80% of the time. McNemar's test "
+    "how many seeds would detect the observed standardised effect (dz) 80% of the time, not given from fewer "
+    "than 3 paired seeds or differences without spread (the sd they give is too rough to plan with). McNemar's test "
     "counts test images the configuration gets right and the baseline wrong (gains) and the reverse (losses), "
     "once a seed; every seed is tested on the same images, so the seeds' p-values are combined by twice "
     "their mean, which stays valid under any dependence (pooling the seeds' images as independent samples "
@@ -127,12 +149,15 @@ HOW_TO_READ = (
 
 
 def _configurations(result: Result, units: Units) -> str:
-    rows = [[r.configuration, r.n, _interval(r.mean, math.nan, math.nan, units, units.value),
+    rows = [[r.configuration, r.n, _interval(r.mean, math.nan, math.nan, units, units.value, bounds=False),
              _number(r.sd * units.scale), _bounds(r.ci_low, r.ci_high, units),
              _bounds(r.bca_low, r.bca_high, units), r.seeds]
             for r in result.summary.itertuples()]
     pct = f"{int(CONFIDENCE * 100)}%"
-    return markdown_table([LABEL, "n", "mean", "sd", f"t {pct} CI", f"BCa bootstrap {pct} CI", "seeds"], rows)
+    t_name = "t (angular scale)" if units.value else "t"
+    return markdown_table([LABEL, "n", f"mean{units.value_header}", f"sd{units.diff_header}",
+                           f"{t_name} {pct} CI{units.value_header}", f"BCa bootstrap {pct} CI{units.value_header}",
+                           "seeds"], rows)
 
 
 def _details(result: Result, units: Units) -> str:
@@ -145,7 +170,7 @@ def _details(result: Result, units: Units) -> str:
     cells = [lambda r: r.configuration, lambda r: r.test, lambda r: r.n_pairs]
     for f in dataclasses.fields(stats.PairedResult):
         if "header" in f.metadata:
-            headers.append(f.metadata["header"])
+            headers.append(f.metadata["header"])             # a diff cell carries its unit: +0.42 pp
             cells.append(_cell(f.name, f.metadata["shown_as"], units))
             for column, of, _, header in ADJUSTMENTS:
                 if of == f.name and header:
@@ -160,6 +185,10 @@ def _cell(name: str, shown_as: str, units: Units):
         return lambda r: _interval(r.mean_diff, r.ci_low, r.ci_high, units, units.diff, signed=True)
     if shown_as == "p":
         return lambda r: format_p(getattr(r, name))
+    if name == "seeds_for_power":
+        return lambda r: _number(r.seeds_for_power) if not math.isnan(r.seeds_for_power) else \
+            f"not estimable with {r.n_pairs} paired seed(s)" + (" (no spread)" if r.n_pairs >= stats.MIN_FOR_POWER
+                                                               else f" (n < {stats.MIN_FOR_POWER})")
     return lambda r: _number(getattr(r, name))
 
 
@@ -167,10 +196,12 @@ def _significant_classes(result: Result, units: Units) -> str:
     table = result.per_class[result.per_class["q_bh"] < ALPHA]
     if table.empty:
         return "none"
-    rows = [[r[LABEL], r["class"], _interval(r["baseline_mean"], math.nan, math.nan, units, units.value),
+    rows = [[r[LABEL], r["class"],
+             _interval(r["baseline_mean"], math.nan, math.nan, units, units.value, bounds=False),
              _interval(r["mean_diff"], r["ci_low"], r["ci_high"], units, units.diff, signed=True),
              format_p(r["t_pvalue"]), format_p(r["q_bh"])] for r in table.to_dict("records")]
-    return markdown_table([LABEL, "class", "baseline", "diff", "p (t)", "BH q"], rows)
+    return markdown_table([LABEL, "class", f"baseline{units.value_header}", f"diff{units.diff_header}", "p (t)",
+                           "BH q"], rows)
 
 
 def _mcnemar_table(result: Result) -> str:

@@ -11,12 +11,18 @@ Conventions
 * Inputs are 1-D sequences of finite numbers; NaN or inf raises ``ValueError`` (drop
   failed trials, and their partners in a paired design, before calling).
 * "Undefined" results (too few observations, zero variance) are ``nan``, never a
-  warning. A zero-variance sample gets the degenerate interval ``(mean, mean)``.
+  warning. A sample without spread (every value equal, up to floating-point noise) has no
+  interval: ``(nan, nan)``, not the zero-width ``(mean, mean)`` that would claim certainty
+  (two seeds that happened to agree say nothing about seed-to-seed variation);
+  :func:`interval_note` says why an interval is missing.
+* Accuracies (proportions in [0, 1]) get :func:`proportion_interval`, a t interval on the
+  angular (arcsine square-root) scale, whose bounds stay within [0, 1].
 * Differences are always ``treatment - baseline`` (or ``a - b``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import warnings
@@ -37,6 +43,8 @@ __all__ = [
     "WelchResult",
     "McNemarResult",
     "describe",
+    "proportion_interval",
+    "interval_note",
     "bootstrap_bca_ci",
     "paired_t_test",
     "sign_flip_pvalue",
@@ -51,6 +59,8 @@ __all__ = [
     "twice_mean_pvalue",
 ]
 
+#: Fewest observations from which a spread (and so an effect size's power) is estimated.
+MIN_FOR_POWER = 3
 #: Largest n for which :func:`sign_flip_pvalue` enumerates all 2**n sign assignments.
 EXACT_PERMUTATION_MAX_N = 20
 #: Monte Carlo draws used by :func:`sign_flip_pvalue` above ``EXACT_PERMUTATION_MAX_N``.
@@ -88,7 +98,8 @@ class PairedResult:
     (signed-rank, two-sided); ``permutation_pvalue`` (two-sided sign-flip test on
     |mean difference|); ``cohens_dz`` = mean / sd of the differences; ``prob_improve``
     = share of pairs with a positive difference (ties count half); ``seeds_for_power``
-    = pairs needed for 80% power at alpha 0.05 if the true dz equalled the observed one.
+    = pairs needed for 80% power at alpha 0.05 if the true dz equalled the observed one,
+    nan (not estimable) from fewer than ``MIN_FOR_POWER`` pairs or differences without spread.
     """
 
     n: int
@@ -137,11 +148,10 @@ def _check_confidence(confidence: float) -> None:
 
 
 def _t_interval(mean: float, se: float, df: float, confidence: float) -> tuple[float, float]:
-    """mean +/- t_{(1+c)/2, df} * se; (mean, mean) when se == 0; nan when undefined."""
-    if not (np.isfinite(mean) and np.isfinite(se)):
+    """mean +/- t_{(1+c)/2, df} * se; nan when undefined, and when se is no more than
+    floating-point noise (no spread: not a zero-width interval)."""
+    if not (np.isfinite(mean) and np.isfinite(se)) or not _has_spread(se, mean):
         return _NAN, _NAN
-    if se == 0.0:
-        return float(mean), float(mean)
     if not (np.isfinite(df) and df > 0):
         return _NAN, _NAN
     half = float(_st.t.ppf(0.5 + confidence / 2.0, df)) * se
@@ -154,7 +164,8 @@ def _t_interval(mean: float, se: float, df: float, confidence: float) -> tuple[f
 def describe(x: ArrayLike, confidence: float = 0.95) -> Summary:
     """Mean, sample sd and Student-t confidence interval of the mean.
 
-    n == 0 gives nan everywhere; n == 1 gives the value with nan sd and interval.
+    n == 0 gives nan everywhere; n == 1 gives the value with nan sd and interval; values
+    without spread give sd 0 and a nan interval (:func:`interval_note`).
     """
     _check_confidence(confidence)
     arr = _as_1d(x)
@@ -167,6 +178,37 @@ def describe(x: ArrayLike, confidence: float = 0.95) -> Summary:
     std = float(arr.std(ddof=1))
     lo, hi = _t_interval(mean, std / math.sqrt(n), n - 1, confidence)
     return Summary(n, mean, std, lo, hi)
+
+
+def interval_note(n: int, std: float, mean: float) -> str:
+    """Why a sample of n values with this sd has no interval, or "" when it has one."""
+    if n < 2:
+        return f"not estimable: n={n}"
+    if not _has_spread(std, mean):
+        return f"not estimable: all {n} values equal"
+    return ""
+
+
+def proportion_interval(x: ArrayLike, confidence: float = 0.95) -> Summary:
+    """Mean and sd of proportions in [0, 1] (accuracies over seeds) and a confidence interval for
+    their typical value that stays within [0, 1]: Student's t on the angular scale
+    a = arcsin(sqrt(p)) (variance-stabilising for proportions, defined at 0 and 1), mapped back by
+    sin(a)^2, the angular bounds kept to the scale's range [0, pi/2]. It covers seed-to-seed
+    variation (the test images are the same for every seed). No interval (nan) below 2 values or
+    without spread, as :func:`describe`.
+    """
+    _check_confidence(confidence)
+    arr = _as_1d(x)
+    if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
+        raise ValueError(f"proportions must be in [0, 1], got {arr.min()}..{arr.max()}")
+    plain = describe(arr, confidence)
+    if not (plain.n >= 2 and _has_spread(plain.std, plain.mean)):
+        return dataclasses.replace(plain, ci_low=_NAN, ci_high=_NAN)
+    angles = np.arcsin(np.sqrt(arr))
+    lo, hi = _t_interval(float(angles.mean()), float(angles.std(ddof=1)) / math.sqrt(arr.size), arr.size - 1,
+                         confidence)
+    lo, hi = (float(np.sin(min(max(a, 0.0), math.pi / 2)) ** 2) for a in (lo, hi))
+    return dataclasses.replace(plain, ci_low=lo, ci_high=hi)
 
 
 _BOOTSTRAP_SEED_KW = "rng" if "rng" in inspect.signature(_st.bootstrap).parameters else "random_state"
@@ -186,7 +228,7 @@ def bootstrap_bca_ci(
     (vectorised, fast) or not. Degenerate inputs, without warnings:
 
     * n < 3: ``(nan, nan)`` (too few points to resample meaningfully);
-    * all values equal: ``(s, s)`` with ``s = statistic(x)``;
+    * all values equal: ``(nan, nan)`` (no spread to resample);
     * any other case where scipy's interval is undefined: ``(nan, nan)``.
     """
     _check_confidence(confidence)
@@ -194,8 +236,7 @@ def bootstrap_bca_ci(
     if arr.size < 3:
         return _NAN, _NAN
     if np.all(arr == arr[0]):
-        s = float(statistic(arr))
-        return s, s
+        return _NAN, _NAN
     kwargs = {_BOOTSTRAP_SEED_KW: np.random.default_rng(seed)}
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
@@ -301,8 +342,9 @@ def paired_comparison(
 
     Element i of each array must come from the same seed. See :class:`PairedResult`
     for the fields. With zero-variance differences the t statistic, its p-value,
-    ``cohens_dz`` and ``seeds_for_power`` are nan (the rank and permutation tests
-    still answer); the interval is then ``(mean_diff, mean_diff)``.
+    ``cohens_dz``, ``seeds_for_power`` and the interval are nan (the rank and permutation
+    tests still answer); below ``MIN_FOR_POWER`` pairs ``seeds_for_power`` is nan too (an
+    sd from two seeds is too rough to plan with).
     """
     _check_confidence(confidence)
     t = _as_1d(treatment, "treatment")
@@ -329,7 +371,7 @@ def paired_comparison(
         permutation_pvalue=sign_flip_pvalue(d, seed=seed),
         cohens_dz=float(dz),
         prob_improve=prob,
-        seeds_for_power=seeds_for_power(dz),
+        seeds_for_power=seeds_for_power(dz) if n >= MIN_FOR_POWER else _NAN,
     )
 
 
@@ -341,7 +383,7 @@ def welch_comparison(a: ArrayLike, b: ArrayLike, confidence: float = 0.95) -> We
 
     Degrees of freedom by Welch-Satterthwaite; the interval uses the same df.
     Either sample smaller than 2 gives nan statistics; both variances zero gives
-    nan t, p and df and the interval ``(mean_diff, mean_diff)``.
+    nan t, p, df and interval.
     """
     _check_confidence(confidence)
     xa = _as_1d(a, "a")
@@ -353,7 +395,7 @@ def welch_comparison(a: ArrayLike, b: ArrayLike, confidence: float = 0.95) -> We
     va, vb = xa.var(ddof=1) / na, xb.var(ddof=1) / nb
     se = math.sqrt(va + vb)
     if se == 0.0:
-        return WelchResult(na, nb, diff, diff, diff, _NAN, _NAN, _NAN)
+        return WelchResult(na, nb, diff, _NAN, _NAN, _NAN, _NAN, _NAN)
     df = float((va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1)))
     tstat = diff / se
     p = float(2.0 * _st.t.sf(abs(tstat), df))
@@ -368,8 +410,10 @@ def paired_t_power(dz: float, n: int | np.ndarray, alpha: float = 0.05) -> float
     """Power of the two-sided one-sample / paired t-test at standardised effect ``dz``.
 
     Exact, via the noncentral t: with df = n - 1, nc = dz * sqrt(n) and
-    c = t_{1 - alpha/2, df}, power = P(T' > c) + P(T' < -c). ``n`` may be an array
-    (returns an array). n < 2 or nan dz gives nan; |dz| = inf gives 1.
+    c = t_{1 - alpha/2, df}, power = P(T' > c) + P(T' < -c). Where scipy's noncentral t
+    cannot answer (its cdf underflows to nan far in a tail), the normal approximation
+    Phi(nc - c) + Phi(-nc - c) stands in: there the power is within 1e-6 of 0 or 1. ``n`` may
+    be an array (returns an array). n < 2 or nan dz gives nan; |dz| = inf gives 1.
     """
     n_arr = np.asarray(n, dtype=float)
     dz = float(dz)
@@ -383,6 +427,8 @@ def paired_t_power(dz: float, n: int | np.ndarray, alpha: float = 0.05) -> float
             nc = abs(dz) * np.sqrt(n_arr)
             crit = _st.t.ppf(1.0 - alpha / 2.0, df)
             out = _st.nct.sf(crit, df, nc) + _st.nct.cdf(-crit, df, nc)
+            normal = _st.norm.sf(crit - nc) + _st.norm.cdf(-crit - nc)
+            out = np.where(np.isfinite(out), out, normal)
             out = np.where(n_arr >= 2, np.clip(out, 0.0, 1.0), np.nan)
     return float(out) if out.ndim == 0 else out
 

@@ -104,6 +104,51 @@ def test_kid_is_unbiased_near_zero_for_one_distribution():
     assert mmd2_unbiased(a, b) == pytest.approx(brute)
 
 
+def test_kid_has_no_sd_when_its_one_subset_is_both_whole_sets():
+    x, y = gaussian(50, 4, 8), gaussian(50, 4, 9)
+    value, sd = kid(x, y)                               # 50 of 50 a side: one subset possible
+    assert value == pytest.approx(mmd2_unbiased(x, y)) and np.isnan(sd)
+    value, sd = kid(x, gaussian(80, 4, 10))             # the larger set is subsampled: a real sd
+    assert np.isfinite(value) and sd > 1e-6
+
+
+def test_fid_and_kid_are_named_by_their_feature_space_in_the_csv_and_the_metrics():
+    from synthaug.fidelity import FidelityResult, distances
+    from synthaug.fidelity_report import distance_table, fidelity_metrics, summary_lines
+
+    real, fake = gaussian(60, 4, 11), {"ddpm-cond": gaussian(60, 4, 12), "ddpm-uncond": gaussian(30, 4, 13)}
+    table = distances(real, fake, key="labeller_features")
+    assert list(table.columns[3:8]) == ["fid_labeller_features", "kid_labeller_features",
+                                        "kid_sd_labeller_features", "kid_subset_size", "kid_subsets"]
+    rows = table.set_index("generator")
+    assert np.isnan(rows.loc["ddpm-cond", "kid_sd_labeller_features"]) and rows.loc["ddpm-cond", "kid_subsets"] == 1
+    assert rows.loc["ddpm-uncond", "kid_sd_labeller_features"] > 0 and rows.loc["ddpm-uncond", "kid_subsets"] == 100
+    empty = pd.DataFrame(columns=["a", "b", "statistic", "mean_diff"])
+    result = FidelityResult(
+        preset="tiny", data="shapes", classes=("a",), samples_per_class=30, seed=0,
+        feature_space="pseudo-labeller ResNet18 penultimate layer", feature_key="labeller_features",
+        fid_label="FID (pseudo-labeller ResNet18 penultimate layer; not comparable with published FIDs)",
+        labeller_test_acc=0.4, n_real=60, distances=table, statistics=empty, pooled=empty, values=empty,
+        confidence=empty, agreement=empty, samples=(), real_images=np.zeros((0, 32, 32, 3), np.uint8),
+        real_labels=np.zeros(0, np.int64), notes=())
+    metrics = fidelity_metrics(result)
+    assert {"fid_labeller_features.ddpm-cond", "kid_labeller_features.ddpm-uncond"} <= set(metrics)
+    assert not [k for k in metrics if k.split(".")[0] in ("fid", "kid")]
+    printed = "\n".join(summary_lines(result))
+    assert "ddpm-cond: fid_labeller_features " in printed and "(one subset: all 60 of each; no sd)" in printed
+    assert "± " not in distance_table(result).split("ddpm-cond |")[1].split("\n")[0]
+
+
+def test_a_generator_that_learns_from_a_trials_subset_is_left_out_of_a_standalone_fidelity_run():
+    from synthaug.config import preset
+    from synthaug.fidelity import usable_generators
+
+    specs = [g for g in preset("smoke").generators if g.name in ("ddpm-cond", "ddpm-cond-subset")]
+    usable, notes = usable_generators(specs, ("a", "b"))
+    assert [g.name for g in usable] == ["ddpm-cond"]
+    assert len(notes) == 1 and notes[0].startswith("ddpm-cond-subset left out: it learns from one trial's real subset")
+
+
 # ---------------------------------------------------------------------------- precision and recall
 
 
@@ -156,7 +201,8 @@ def test_tiny_cli_run_writes_the_report(tmp_path):
         (out / "report.md").read_text()
     distances = pd.read_csv(out / "distances.csv").set_index("generator")
     assert list(distances.index) == ["ddpm-uncond", "ddpm-cond"] and distances.loc["ddpm-cond", "samples"] == 40
-    assert distances[["fid", "precision", "recall"]].notna().all().all()
+    assert distances[["fid_labeller_features", "precision", "recall"]].notna().all().all()
+    assert "fid_labeller_features" in done.stdout
     pooled = pd.read_csv(out / "pooled.csv")
     assert {("ddpm-uncond", "ddpm-cond", "background")} <= set(zip(pooled["a"], pooled["b"], pooled["statistic"]))
     assert "background ddpm-uncond - ddpm-cond" in done.stdout and not (tmp_path / "m.db").exists()

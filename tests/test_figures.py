@@ -127,8 +127,11 @@ def test_cli_draws_every_figure_and_logs_an_analysis_run(store, tmp_path):
     marked = per_class[per_class["significant"]]
     assert list(zip(marked["configuration"], marked["class"])) == [("replace_pct=2", "truck")]
     truck = per_class.set_index(["configuration", "class"]).loc[("replace_pct=2", "truck")]
-    assert truck["mean"] == pytest.approx(((BASE_CORRECT + DELTAS[2])[:, 2] / PER_CLASS).mean())
-    assert truck["ci_low"] < truck["mean"] < truck["ci_high"] and truck["n"] == 3
+    assert truck["acc_pct"] == pytest.approx(100 * ((BASE_CORRECT + DELTAS[2])[:, 2] / PER_CLASS).mean())
+    assert truck["ci95_low_pct"] < truck["acc_pct"] < truck["ci95_high_pct"] and truck["n_seeds"] == 3
+    bounds = per_class[["ci95_low_pct", "ci95_high_pct"]].to_numpy(float)
+    assert ((bounds >= 0) & (bounds <= 100) | np.isnan(bounds)).all()
+    assert per_class["ci_covers"].str.startswith("seed-to-seed variation").all()
 
     composition = pd.read_csv(out / "composition.csv").set_index(["configuration", "class"])
     assert tuple(composition.loc[("replace_pct=4", "ship"), ["real", "replaced"]]) == (96, 4)

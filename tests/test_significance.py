@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from scipy import stats as st
 
 from synthaug import stats
-from synthaug.results import FINISHED, InputError, load_predictions, load_trials
+from synthaug.results import FINISHED, InputError, Trials, load_predictions, load_trials
 from synthaug.significance import analyse, compare, config_label, metric_key, parse_baseline
 from synthaug.tracking import CELL, ROLE, SWEEP, RunLogger, ensure_experiment
 
@@ -270,9 +270,10 @@ def test_accuracy_intervals_stay_within_0_and_1_and_the_report_says_what_the_exa
     configs = pd.DataFrame({LABEL: ["near-perfect"]})
     values = {"near-perfect": pd.Series([0.999, 1.0, 0.97], index=[0, 1, 2])}
     row = summarise(configs, values, "near-perfect", 0.95, 0, bounded=True).iloc[0]
-    assert row["ci_high"] == 1.0 and 0 <= row["ci_low"] < row["mean"] and row["bca_high"] <= 1.0
+    assert 0 <= row["ci_low"] < row["mean"] <= row["ci_high"] <= 1.0 and row["bca_high"] <= 1.0
+    assert "angular scale" in row["ci_method"] and row["unit"] == "fraction (0-1)"
     unbounded = summarise(configs, values, "near-perfect", 0.95, 0).iloc[0]
-    assert unbounded["ci_high"] > 1.0                                  # what the cut prevents
+    assert unbounded["ci_high"] > 1.0                                  # what the angular scale prevents
     comparisons = pd.DataFrame({"test": ["paired"] * 6, "n_pairs": [3] * 6})
     assert reach_warnings(comparisons) == [
         "with 3 paired seeds the sign-flip and exact Wilcoxon tests cannot give p below 2/2^3 = 0.25, and after "
@@ -289,3 +290,58 @@ def test_the_comparison_columns_and_the_report_headers_come_from_paired_result(r
     assert [c for c in result.comparisons.columns if c in names] == names
     details = markdown_report(result).split("## Tests in detail")[1].split("\n## ")[0]
     assert all(f"| {f.metadata['header']} |" in details for f in fields if "header" in f.metadata)
+
+
+def ceiling_trials() -> Trials:
+    """A sweep at the ceiling, built in memory: replace_pct 0, 2, 4 with 3 seeds of per-class accuracies near
+    100%; 6 and 8 with 2 seeds: 6 exactly 1 point below the baseline on both (two seeds that agree), 8 two
+    nearly equal losses (a huge dz from two seeds)."""
+    per_seed = {0: [[1.0, 0.99], [0.98, 1.0], [1.0, 0.97]], 2: [[1.0, 1.0], [0.99, 0.995], [1.0, 0.98]],
+                4: [[0.995, 1.0], [1.0, 1.0], [0.97, 0.99]], 6: [[1.0, 1.0], [0.99, 1.0]],
+                8: [[1.0, 1.0], [0.99, 1.0]]}
+    gain = {0: 0.0, 2: 0.0, 4: 0.0, 6: -0.01, 8: None}
+    rows = []
+    for pct, seeds in per_seed.items():
+        for seed, (a, b) in enumerate(seeds):
+            base = np.mean(per_seed[0][seed])
+            total = base + gain[pct] if gain[pct] is not None else base - (0.004 if seed == 0 else 0.0041)
+            total = float(np.mean([a, b])) if pct in (0, 2, 4) else total
+            rows.append({"run_id": f"r{pct}_{seed}", "status": FINISHED, "seed": seed, "replace_pct": pct,
+                         "start_time": pd.Timestamp(2026, 1, 1) + pd.Timedelta(minutes=len(rows)),
+                         "test_acc": total, "test_acc.a": a, "test_acc.b": b})
+    return Trials(pd.DataFrame(rows), ("replace_pct",), ("a", "b"), EXPERIMENT, "ceiling", None, "test_acc",
+                  "sqlite:///unused.db")
+
+
+def test_at_the_ceiling_intervals_stay_in_0_100_pct_two_agreeing_seeds_give_none_and_power_needs_3():
+    from synthaug.figures import per_class_accuracy
+    from synthaug.significance_report import NO_INTERVAL, format_table, markdown_report
+
+    trials = ceiling_trials()
+    result = analyse(trials)
+    table = per_class_accuracy(trials, result)
+    assert {"acc_pct", "sd_pp", "ci95_low_pct", "ci95_high_pct", "ci_note", "ci_covers"} <= set(table.columns)
+    bounds = table[["ci95_low_pct", "ci95_high_pct"]].to_numpy(float)
+    assert np.isfinite(bounds[table["n_seeds"] >= 3]).any()
+    assert ((bounds >= 0) & (bounds <= 100) | np.isnan(bounds)).all()
+    # what a t interval on the raw scale gives for the same per-class values
+    raw = [stats.describe(group.to_numpy(float)) for _, group in trials.frame.groupby("replace_pct")["test_acc.b"]]
+    assert any(d.ci_high > 1 for d in raw)
+    assert (table["acc_pct"].between(0, 100) & (table["sd_pp"].isna() | (table["sd_pp"] < 5))).all()
+    # no zero-width interval anywhere: two seeds that agree give none, and say why
+    summary = result.summary.set_index("configuration")
+    finite = summary[["ci_low", "ci_high"]].dropna()
+    assert (finite["ci_high"] > finite["ci_low"]).all() and (finite.to_numpy() <= 1).all()
+    c = result.comparisons.set_index("configuration")
+    assert np.isnan(c.loc["replace_pct=6", "ci_low"]) and np.isnan(c.loc["replace_pct=6", "ci_high"])
+    assert table.loc[table["ci95_low_pct"].isna() & (table["n_seeds"] >= 2), "ci_note"].str.startswith(
+        "not estimable").all()
+    # no seeds-for-power figure from 2 pairs, however large their dz
+    assert abs(c.loc["replace_pct=8", "cohens_dz"]) > 10 and np.isnan(c.loc["replace_pct=8", "seeds_for_power"])
+    report = markdown_report(result)
+    assert "not estimable with 2 paired seed(s) (n < 3)" in report and NO_INTERVAL in format_table(result)
+    assert "test_acc (%) 95% CI" in format_table(result) and "diff vs baseline (pp) 95% CI" in format_table(result)
+    # each warning once: one line for the two configurations with 2 seeds
+    few = [w for w in result.warnings if "fewer than 3 finished seeds" in w]
+    assert len(few) == 1 and "replace_pct=6 (2); replace_pct=8 (2)" in few[0]
+    assert len(result.warnings) == len(set(result.warnings))

@@ -53,12 +53,46 @@ def test_describe_degenerate():
     assert s0.n == 0 and all(math.isnan(v) for v in (s0.mean, s0.std, s0.ci_low, s0.ci_high))
     s1 = S.describe([3.0])
     assert s1.n == 1 and s1.mean == 3.0 and math.isnan(s1.std) and math.isnan(s1.ci_low)
-    sc = S.describe([2.0, 2.0, 2.0])
-    assert (sc.std, sc.ci_low, sc.ci_high) == (0.0, 2.0, 2.0)
+    sc = S.describe([2.0, 2.0, 2.0])           # no spread: no interval, not a zero-width one
+    assert sc.std == 0.0 and math.isnan(sc.ci_low) and math.isnan(sc.ci_high)
+    assert S.interval_note(sc.n, sc.std, sc.mean) == "not estimable: all 3 values equal"
     with pytest.raises(ValueError):
         S.describe([1.0, np.nan])
     with pytest.raises(ValueError):
         S.describe([[1.0, 2.0]])
+
+
+def test_proportion_interval_stays_within_0_and_1_near_the_ceiling_and_floor():
+    near_one = [0.999, 1.0, 0.97]
+    plain = S.describe(near_one)
+    assert plain.ci_high > 1.0                                  # what a t interval on the raw scale does
+    s = S.proportion_interval(near_one)
+    assert s.mean == pytest.approx(np.mean(near_one)) and s.std == pytest.approx(plain.std)
+    assert 0.0 <= s.ci_low < s.mean <= s.ci_high <= 1.0
+    low = S.proportion_interval([0.0, 0.01, 0.04, 0.0])
+    assert low.ci_low == 0.0 < low.ci_high < 1.0
+    # on the angular scale the interval is a t interval: back-transformed it matches by hand
+    x = np.array([0.6, 0.7, 0.65, 0.72])
+    a = np.arcsin(np.sqrt(x))
+    lo, hi = st.t.interval(0.95, len(x) - 1, loc=a.mean(), scale=st.sem(a))
+    s = S.proportion_interval(x)
+    assert (s.ci_low, s.ci_high) == pytest.approx((np.sin(lo) ** 2, np.sin(hi) ** 2), rel=1e-12)
+    _assert_plain(s)
+    with pytest.raises(ValueError, match="proportions must be in"):
+        S.proportion_interval([0.5, 1.2])
+
+
+def test_two_seeds_never_give_a_zero_width_interval():
+    """Two seeds that agree (exactly, or up to float noise) give no interval; two that differ a wide one."""
+    for agree in ([1.0, 1.0], [0.3 - 0.7, 0.1 - 0.5]):
+        for s in (S.describe(agree), S.proportion_interval(np.abs(agree))):
+            assert math.isnan(s.ci_low) and math.isnan(s.ci_high)
+            assert S.interval_note(s.n, s.std, s.mean) == "not estimable: all 2 values equal"
+    for s in (S.describe([0.98, 0.99]), S.proportion_interval([0.98, 0.99])):
+        assert s.ci_high - s.ci_low > 0.05                          # t with 1 df: wide, as it should be
+    assert S.proportion_interval([0.98, 0.99]).ci_high <= 1.0
+    r = S.paired_comparison([0.3, 0.1], [0.7, 0.5])
+    assert math.isnan(r.ci_low) and math.isnan(r.ci_high)
 
 
 # ----------------------------------------------------------------------------- bootstrap
@@ -87,7 +121,7 @@ def test_bca_degenerate_inputs_no_warnings():
         warnings.simplefilter("error")
         assert all(math.isnan(v) for v in S.bootstrap_bca_ci([1.0, 2.0]))
         assert all(math.isnan(v) for v in S.bootstrap_bca_ci([]))
-        assert S.bootstrap_bca_ci([4.0, 4.0, 4.0, 4.0]) == (4.0, 4.0)
+        assert all(math.isnan(v) for v in S.bootstrap_bca_ci([4.0, 4.0, 4.0, 4.0]))
         # one outlier among ties: most resamples are identical; must not warn
         S.bootstrap_bca_ci([1.0, 1.0, 1.0, 1.0, 1.0, 9.0], n_resamples=500)
 
@@ -172,7 +206,7 @@ def test_paired_degenerate_no_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         r = S.paired_comparison([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])  # all diffs zero
-        assert r.mean_diff == 0.0 and (r.ci_low, r.ci_high) == (0.0, 0.0)
+        assert r.mean_diff == 0.0 and math.isnan(r.ci_low) and math.isnan(r.ci_high)
         assert math.isnan(r.t_pvalue) and math.isnan(r.wilcoxon_pvalue)
         assert math.isnan(r.cohens_dz) and math.isnan(r.seeds_for_power)
         assert r.permutation_pvalue == 1.0 and r.prob_improve == 0.5
@@ -180,7 +214,7 @@ def test_paired_degenerate_no_warnings():
         assert r1.n == 1 and r1.mean_diff == 1.0 and math.isnan(r1.t_pvalue)
         assert math.isnan(r1.wilcoxon_pvalue) and r1.permutation_pvalue == 1.0
         rc = S.paired_comparison([2.0, 3.0, 4.0], [1.0, 2.0, 3.0])  # constant diff 1
-        assert math.isnan(rc.t_stat) and (rc.ci_low, rc.ci_high) == (1.0, 1.0)
+        assert math.isnan(rc.t_stat) and math.isnan(rc.ci_low) and math.isnan(rc.ci_high)
     with pytest.raises(ValueError):
         S.paired_comparison([1.0, 2.0], [1.0])
 
@@ -209,7 +243,7 @@ def test_welch_degenerate():
     r = S.welch_comparison([1.0], [2.0, 3.0])
     assert r.mean_diff == pytest.approx(-1.5) and math.isnan(r.pvalue)
     r = S.welch_comparison([1.0, 1.0], [2.0, 2.0])
-    assert (r.ci_low, r.ci_high) == (-1.0, -1.0) and math.isnan(r.df)
+    assert r.mean_diff == -1.0 and math.isnan(r.ci_low) and math.isnan(r.ci_high) and math.isnan(r.df)
 
 
 # ----------------------------------------------------------------------------- power
@@ -229,6 +263,21 @@ def test_seeds_for_power_matches_statsmodels_solve_power(dz):
     assert S.paired_t_power(dz, n) >= 0.8
     if n > 2:
         assert S.paired_t_power(dz, n - 1) < 0.8
+
+
+def test_no_seeds_for_power_from_fewer_than_3_pairs_or_no_spread():
+    two = S.paired_comparison([0.80, 0.90], [0.70, 0.79])      # two seeds that nearly agree: dz = 21
+    assert two.cohens_dz > 10 and math.isnan(two.seeds_for_power)
+    flat = S.paired_comparison([0.8, 0.9, 0.7], [0.7, 0.8, 0.6])  # three identical differences
+    assert math.isnan(flat.seeds_for_power)
+    three = S.paired_comparison([0.80, 0.91, 0.72], [0.70, 0.80, 0.64])
+    assert three.seeds_for_power >= 2 and np.isfinite(three.seeds_for_power)
+
+
+def test_power_has_no_nan_where_the_noncentral_t_underflows():
+    power = S.paired_t_power(3.0, np.arange(2, 40))
+    assert np.isfinite(power).all() and (np.diff(power) >= -1e-9).all() and power[-1] == pytest.approx(1.0)
+    assert S.paired_t_power(3.0, 9) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_power_edge_cases():
