@@ -201,7 +201,7 @@ def browse_hint(uri: str, link: str | None = None) -> str:
     """How to look at the runs of `uri`: a tracking server's own UI is its address; a store, `mlflow ui` over it.
     With `link` (runs_link), the page to open."""
     if uri.startswith(("http://", "https://")):
-        return f"open {link or uri} (the tracking server's UI)"
+        return f"open {uri} (the tracking server's UI)" + (f"; this sweep's runs: {link}" if link else "")
     command = f"mlflow ui --host 127.0.0.1 --backend-store-uri {uri}"
     return f"{command}, then open {link}" if link else command
 
