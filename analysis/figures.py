@@ -10,7 +10,7 @@ From the FINISHED trial runs of the sweep: training-set composition, per-class a
 paired differences from the baseline, the metric against each numeric grid axis, and sample
 grids of each generator from the pool store under --cache. PNGs and the CSVs behind them go
 to --out (default analysis_out/<experiment>/<sweep>/figures) and are logged as an "analysis"
-run (tag synthaug.analysis=figures) in the same MLflow experiment unless --no-log.
+run (tag synthaug.analysis=figures) in the MLflow experiment <experiment>-analysis unless --no-log.
 Bad input: one line on stderr, exit 2.
 """
 
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if path.suffix == ".png":
             print(f"figure: {path}")
     if not args.no_log:
-        print(f"analysis run: {log_figures(trials, result, out)} (experiment {trials.experiment}, {uri})")
+        print(f"analysis run: {log_figures(trials, result, out)} (experiment {trials.experiment}-analysis, {uri})")
     return 0
 
 

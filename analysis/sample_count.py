@@ -6,8 +6,8 @@
 For each class set of a sweeps/sample_count.py sweep, and for overall accuracy and the targeted
 class's, prints the fitted gain and K90 (the K by which 90% of it is reached) with seed-bootstrap
 intervals (synthaug.sample_curve), writes report.md, CSVs and a figure to --out (default
-analysis_out/<experiment>/<sweep>), and logs that folder as an "analysis" run in the same MLflow
-experiment. Bad input: one line on stderr, exit 2.
+analysis_out/<experiment>/<sweep>), and logs that folder as an "analysis" run in the MLflow
+experiment <experiment>-analysis. Bad input: one line on stderr, exit 2.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from synthaug.results import InputError, load_trials
     from synthaug.sample_curve import sample_curves, write_outputs
-    from synthaug.tracking import ROLE, SWEEP, ensure_experiment, log_folder_run, resolve_tracking_uri
+    from synthaug.tracking import ROLE, SWEEP, analysis_experiment, log_folder_run, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.mlflow_uri)
     try:
@@ -43,9 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics = {f"{k}.{c.class_set}.{c.metric}": v for c in curves
                    for k, v in (("gain", c.gain), ("gain_low", c.gain_low), ("gain_high", c.gain_high),
                                 ("k90", c.k90)) if v == v}
-        run_id = log_folder_run(uri, ensure_experiment(uri, trials.experiment), f"sample count {trials.sweep}",
+        run_id = log_folder_run(uri, analysis_experiment(uri, trials.experiment), f"sample count {trials.sweep}",
                                 {ROLE: "analysis", SWEEP: trials.sweep}, {"metric": trials.metric}, metrics, out)
-        print(f"analysis run: {run_id} (experiment {trials.experiment}, {uri})")
+        print(f"analysis run: {run_id} (experiment {trials.experiment}-analysis, {uri})")
     print(f"report: {(out / 'report.md').resolve()}")
     return 0
 

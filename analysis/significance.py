@@ -8,7 +8,7 @@
 Prints a table (n, mean and 95% interval per configuration, the seed-paired difference from
 the baseline with its paired t-test p-value and Holm's adjustment), writes report.md, CSVs
 and figures to --out (default analysis_out/<experiment>/<sweep>), and logs that folder as
-an "analysis" run in the same MLflow experiment. Bad input: one line on stderr, exit 2.
+an "analysis" run in the MLflow experiment <experiment>-analysis. Bad input: one line on stderr, exit 2.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"warning: {warning}")
     write_outputs(result, out)
     if not args.no_log:
-        print(f"\nanalysis run: {log_analysis(trials, result, out)} (experiment {trials.experiment}, {uri})")
+        print(f"\nanalysis run: {log_analysis(trials, result, out)} (experiment {trials.experiment}-analysis, {uri})")
     print(f"report: {(out / 'report.md').resolve()}")
     return 0
 

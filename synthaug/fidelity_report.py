@@ -248,13 +248,19 @@ def fidelity_metrics(result: FidelityResult) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
 
 
+DESCRIPTION = ("E5 fidelity runs (analysis/fidelity.py): how each generator's samples differ from the real test "
+               "images, one run a preset and data set. Metrics name their feature space (FID/KID, precision, "
+               "recall) and statistic; report.md, the CSVs and figures are its artifacts.")
+
+
 def log_fidelity(uri: str, result: FidelityResult, folder: str | Path) -> str:
     """An 'analysis' run (synthaug.analysis=fidelity) in experiment 'fidelity' with `folder` as artifacts."""
     params = {"preset": result.preset, "data": result.data, "samples_per_class": result.samples_per_class,
               "seed": result.seed, "feature_space": result.feature_space,
               "generators": [s.name for s in result.samples]}
-    return log_folder_run(uri, ensure_experiment(uri, EXPERIMENT), f"fidelity {result.preset} {result.data}",
-                          {ROLE: "analysis", ANALYSIS: "fidelity"}, params, fidelity_metrics(result), folder)
+    return log_folder_run(uri, ensure_experiment(uri, EXPERIMENT, DESCRIPTION), f"fidelity {result.preset} "
+                          f"{result.data}", {ROLE: "analysis", ANALYSIS: "fidelity"}, params, fidelity_metrics(result),
+                          folder)
 
 
 def _fmt(x: float) -> str:

@@ -58,7 +58,7 @@ from synthaug.significance import (
     format_value,
 )
 from synthaug.significance_report import Units, error_bars
-from synthaug.tracking import ANALYSIS, ROLE, SWEEP, ensure_experiment, log_folder_run
+from synthaug.tracking import ANALYSIS, ROLE, SWEEP, analysis_experiment, log_folder_run
 
 DPI = 120
 
@@ -408,8 +408,8 @@ def _csv(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def log_figures(trials: Trials, result: Result, folder: str | Path) -> str:
-    """An 'analysis' run (synthaug.analysis=figures) in the sweep's experiment with `folder` as artifacts."""
-    experiment_id = ensure_experiment(trials.tracking_uri, trials.experiment)
+    """An 'analysis' run (synthaug.analysis=figures) in `<experiment>-analysis` with `folder` as artifacts."""
+    experiment_id = analysis_experiment(trials.tracking_uri, trials.experiment)
     return log_folder_run(trials.tracking_uri, experiment_id, f"figures {trials.sweep}",
                           {ROLE: "analysis", SWEEP: trials.sweep, ANALYSIS: "figures"},
                           analysis_params(trials, result), {}, folder)

@@ -40,6 +40,12 @@ from synthaug.labeller import checked_labeller, load_labeller
 from synthaug.tracking import ROLE, RunLogger, ensure_experiment
 
 GENERATORS_EXPERIMENT = "generators"    # MLflow experiment of every generator and labeller run
+GENERATORS_DESCRIPTION = (
+    "Generator and pseudo-labeller trainings (sweeps/train_generators.py and every sweep's preparation): one run "
+    "a cache key (tag `synthaug.artifact_key`, role `generator` or `labeller`), trained once and reused by every "
+    "sweep that names it. Metrics: the training loss and images/s by step, then the fidelity figures (FID/KID "
+    "against real test images, the labeller's agreement or class shares) and a labeller's `test_acc` (a fraction); "
+    "sample grids as artifacts.")
 ARTIFACT_KEY = "synthaug.artifact_key"  # tag: the cache key a run trained (finds it again on resume)
 GRID_SEEDS = 64                         # an unconditional grid's images (8 a class when conditional)
 ACCEPTANCE_THRESHOLDS = (0.5, 0.7, 0.9)  # confidence filters whose acceptance an evaluation reports
@@ -56,7 +62,7 @@ class Tracking:
 
     @classmethod
     def at(cls, uri: str, session: str = "") -> "Tracking":
-        return cls(uri, ensure_experiment(uri, GENERATORS_EXPERIMENT), session)
+        return cls(uri, ensure_experiment(uri, GENERATORS_EXPERIMENT, GENERATORS_DESCRIPTION), session)
 
     def open(self, key: str, role: str, run_name: str) -> RunLogger:
         """The run that trains `key`: found again (reopened unless finished), else created; an open one is

@@ -40,7 +40,7 @@ from mlflow.exceptions import MlflowException
 from synthaug import stats
 from synthaug.report import format_p
 from synthaug.results import FINISHED, InputError, Trials
-from synthaug.tracking import ROLE, SWEEP, ensure_experiment, log_folder_run
+from synthaug.tracking import ROLE, SWEEP, analysis_experiment, log_folder_run
 
 CONFIDENCE = 0.95       # every interval
 ALPHA = 0.05            # what "significant" means in the report (after adjustment)
@@ -460,8 +460,9 @@ def analysis_params(trials: Trials, result: Result) -> dict:
 
 
 def log_analysis(trials: Trials, result: Result, folder: str | Path) -> str:
-    """An 'analysis' run in the sweep's experiment with the main numbers and `folder` as artifacts."""
-    experiment_id = ensure_experiment(trials.tracking_uri, trials.experiment)
+    """An 'analysis' run in `<experiment>-analysis` (tracking.analysis_experiment) with the main numbers and
+    `folder` as artifacts."""
+    experiment_id = analysis_experiment(trials.tracking_uri, trials.experiment)
     return log_folder_run(trials.tracking_uri, experiment_id, f"analysis {trials.sweep}",
                           {ROLE: "analysis", SWEEP: trials.sweep}, analysis_params(trials, result),
                           analysis_metrics(result), folder)

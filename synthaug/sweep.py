@@ -21,7 +21,8 @@ from synthaug.config import ConfigError, to_flat
 from synthaug.data import DataError, Dataset, load_dataset
 from synthaug.sweep_inputs import UsageError
 from synthaug.sweep_plan import Experiment, SweepPlan, parse_args, plan_sweep
-from synthaug.sweep_runs import Session, close_runs, mark_restarted, parent_run, print_summary
+from synthaug.sweep_runs import (Session, close_runs, experiment_description, log_results, mark_restarted,
+                                 parent_run, print_summary, result_table)
 
 __all__ = ["Experiment", "main", "run_sweep"]       # a sweep script's imports
 
@@ -202,7 +203,7 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float,
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    experiment_id = tracking.ensure_experiment(plan.tracking_uri, plan.experiment.name)
+    experiment_id = tracking.ensure_experiment(plan.tracking_uri, plan.experiment.name, experiment_description(plan))
     sweep_dir = f"{plan.storage.rstrip('/')}/{plan.name}"
     restoring = not fresh and tune.Tuner.can_restore(sweep_dir)
     parent = session.parent = parent_run(plan, experiment_id, dataset.digest, reuse=not fresh)
@@ -272,7 +273,9 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float,
     rows = [{**{k: (r.config or {}).get(k) for k in [*plan.grid, "seed"]}, **r.metrics}
             for r in results if r.metrics]
     finished = sum(1 for r in rows if r.get("done"))
-    print_summary(plan, rows)
+    table = result_table(plan, rows)
+    print_summary(table)
+    log_results(plan, parent, table, finished)
     for r in results:
         if r.error:                     # after its retries (max_failures); its MLflow run is FAILED with the error
             where = ", ".join(f"{k}={(r.config or {}).get(k)}" for k in [*plan.grid, "seed"])
@@ -280,7 +283,8 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float,
     if finished == len(plan.configs):
         parent.finish("FINISHED")
     print(f"\n{finished}/{len(plan.configs)} trials finished.")
-    print(f"Browse:   {tracking.browse_hint(plan.tracking_uri)}")
+    link = tracking.runs_link(plan.tracking_uri, experiment_id, plan.name)
+    print(f"Browse:   {tracking.browse_hint(plan.tracking_uri, link)}")
     print(f"Analyse:  python analysis/significance.py --experiment {plan.experiment.name} "
           f"--sweep {plan.name} --mlflow-uri {plan.tracking_uri}")
     if finished < len(plan.configs):

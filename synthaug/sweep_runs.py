@@ -1,5 +1,6 @@
 """A sweep's MLflow runs: its parent run opened or reopened, runs ended when the command stops (KILLED on an
-interrupt, FAILED with the error), trials that start over tagged, and the summary table."""
+interrupt, FAILED with the error), trials that start over tagged, and the result table: printed, and on the parent
+run as metrics, artifacts and its description, so the MLflow UI shows it."""
 
 from __future__ import annotations
 
@@ -75,15 +76,18 @@ def parent_run(plan: SweepPlan, experiment_id: str, data_digest: str, reuse: boo
     synthaug.sweep = its name), else a new one. Found in MLflow, so storage can be any URI."""
     from mlflow.tracking import MlflowClient
 
-    from synthaug.tracking import ROLE, SWEEP, RunLogger
+    from synthaug.tracking import NOTE, ROLE, SWEEP, RunLogger, save_runs_view
 
+    save_runs_view(plan.tracking_uri, experiment_id, plan.name, f"sweep {plan.name}: trials by configuration",
+                   runs_view(plan))     # a parent from before views existed gains one too
     if reuse:
         found = newest_parent_id(plan, experiment_id)
         if found:
             MlflowClient(plan.tracking_uri).update_run(found, status="RUNNING")     # reopened: this command's now
             return RunLogger(plan.tracking_uri, found)
-    parent = RunLogger.create(plan.tracking_uri, experiment_id, plan.name,
-                              {ROLE: "sweep", SWEEP: plan.name, "synthaug.data_digest": data_digest})
+    parent = RunLogger.create(plan.tracking_uri, experiment_id, parent_run_name(plan),
+                              {ROLE: "sweep", SWEEP: plan.name, "synthaug.data_digest": data_digest,
+                               NOTE: describe_sweep(plan, None, 0)})
     parent.log_params({"preset": plan.preset.name, "seeds": list(plan.seeds), "trials": len(plan.configs),
                        **{f"grid.{k}": v for k, v in plan.grid.items()},
                        **{f"arm.{k}": v for k, v in plan.arms.items()},
@@ -111,20 +115,130 @@ def newest_parent_id(plan: SweepPlan, experiment_id: str | None = None) -> str |
     return found[0].info.run_id if found else None
 
 
-def print_summary(plan: SweepPlan, rows: list[dict]) -> None:
-    """Mean test accuracy per configuration across the seeds that finished."""
+def experiment_description(plan: SweepPlan) -> str:
+    """The sweep experiment's description (Markdown): its Experiment's, then how to read its runs."""
+    return (f"{plan.experiment.description}\n\n".lstrip() +
+            "Each sweep is a parent run (tag `synthaug.role` = sweep, named by its settings' digest, preset, grid and "
+            "seeds) whose description, metrics `result/test_acc_fraction_mean.<configuration>` and artifacts "
+            "`results/` hold its result table; its trials are its child runs, each with its configuration as params "
+            "and `test_acc` (test accuracy, a fraction 0..1). In the MLflow UI: **Model training** (top left) shows "
+            "the runs; **Views** lists each sweep's trials grouped by configuration with the mean `test_acc`. The "
+            f"analysis scripts log to experiment `{plan.experiment.name}-analysis`.")
+
+
+def parent_run_name(plan: SweepPlan) -> str:
+    """What tells this sweep from the experiment's others, first (the runs list cuts names short): the digest
+    of its settings, its preset, its grid and seeds; 'b1c2d3e4 smoke: replace_pct=0,2,4; 3 seeds'."""
+    digest = plan.name.rsplit("-", 1)[-1]
+    axes = "; ".join(f"{key}={','.join(_text(v) for v in values)}" for key, values in plan.grid.items())
+    seeds = f"{len(plan.seeds)} seed{'s' if len(plan.seeds) > 1 else ''}"
+    return f"{digest} {plan.preset.name}: {axes + '; ' if axes else ''}{seeds}"
+
+
+def runs_view(plan: SweepPlan) -> dict:
+    """The UI's view of this sweep's runs (tracking.save_runs_view): its trials grouped by configuration, the
+    group rows showing the mean test_acc over seeds, with the grid's columns and the seed."""
+    from synthaug.tracking import SWEEP
+
+    view = {"searchFilter": f"tags.`{SWEEP}` = '{plan.name}'", "orderByKey": "attributes.start_time",
+            "orderByAsc": False,
+            "selectedColumns": ["metrics.`test_acc`", *(f"params.`{key}`" for key in plan.grid), "params.`seed`"]}
+    if plan.grid:
+        view["groupBy"] = {"aggregateFunction": "average",
+                           "groupByKeys": [{"mode": "param", "groupByData": key} for key in plan.grid]}
+    return view
+
+
+def result_table(plan: SweepPlan, rows: list[dict]):
+    """Test accuracy (a fraction) per configuration across the seeds that finished: seeds, mean, sd (NaN for
+    one seed), indexed by the grid's axes (one row 'all' without a grid); None before any trial finished."""
     import pandas as pd
 
-    done = [r for r in rows if r.get("done")]
+    done = [r for r in rows if r.get("done") and r.get("test_acc") is not None]
     if not done:
-        print("no finished trials yet")
-        return
+        return None
     frame = pd.DataFrame(done)
     keys = list(plan.grid)
     if not keys:                        # one configuration (no grid, no arms): one row
-        frame["configuration"], keys = plan.experiment.name, ["configuration"]
-    frame[keys] = frame[keys].map(lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
-    table = frame.groupby(keys)["test_acc"].agg(n="count", mean="mean", std="std")
-    table[["mean", "std"]] = table[["mean", "std"]] * 100
+        frame["configuration"], keys = "all", ["configuration"]
+    frame[keys] = frame[keys].map(_text)
+    return frame.groupby(keys)["test_acc"].agg(seeds="count", mean="mean", sd="std")
+
+
+def print_summary(table) -> None:
+    """result_table's rows in percent."""
+    if table is None:
+        print("no finished trials yet")
+        return
+    shown = table.copy()
+    shown[["mean", "sd"]] = shown[["mean", "sd"]] * 100
     print("\ntest accuracy (%) across seeds:")
-    print(table.round(2).to_string())
+    print(shown.round(2).to_string(na_rep="-"))
+
+
+def log_results(plan: SweepPlan, parent, table, finished: int) -> None:
+    """The result table on the parent run: metrics result/test_acc_fraction_mean.<configuration> (and _sd with
+    two seeds or more, seeds_finished), results/results.csv and .md, and the run's description. A store that
+    fails here costs a warning line, not the sweep's exit code."""
+    import tempfile
+    from pathlib import Path
+
+    from synthaug.tracking import NOTE
+
+    try:
+        metrics = {"result/trials_finished": finished}
+        if table is not None:
+            for index, row in table.iterrows():
+                key = configuration_key(table.index.names, index)
+                metrics[f"result/test_acc_fraction_mean.{key}"] = row["mean"]
+                metrics[f"result/seeds_finished.{key}"] = row["seeds"]
+                if row["seeds"] > 1:
+                    metrics[f"result/test_acc_fraction_sd.{key}"] = row["sd"]
+        parent.log_metrics(metrics)
+        parent.set_tags({NOTE: describe_sweep(plan, table, finished)})
+        if table is not None:
+            with tempfile.TemporaryDirectory() as folder:
+                table.rename(columns={"seeds": "seeds_finished", "mean": "test_acc_fraction_mean",
+                                      "sd": "test_acc_fraction_sd"}).to_csv(Path(folder) / "results.csv")
+                (Path(folder) / "results.md").write_text(markdown_results(table) + "\n")
+                parent.log_artifacts(folder, "results")
+    except Exception as err:  # noqa: BLE001 - the trials' own runs hold every number already
+        print(f"warning: could not log the result table to the sweep's MLflow run "
+              f"({str(err).splitlines()[0][:200]})", file=sys.stderr)
+
+
+def describe_sweep(plan: SweepPlan, table, finished: int) -> str:
+    """The parent run's description (Markdown): what the sweep compares, its preset, seeds and data, the result."""
+    from synthaug.tracking import redacted
+
+    axes = "; ".join(f"`{key}` in {', '.join(_text(v) for v in values)}" for key, values in plan.grid.items())
+    lines = [f"**{plan.experiment.name}**: {plan.experiment.description}".rstrip(": "), "",
+             (f"Sweep `{plan.name}` compares {axes or 'one configuration'} over seeds "
+              f"{', '.join(map(str, plan.seeds))} (preset {plan.preset.name}, data `{redacted(plan.base.data)}`): "
+              f"{finished} of {len(plan.configs)} trials finished."), ""]
+    if table is not None:
+        lines += ["Mean test accuracy (%) across the seeds that finished:", "", markdown_results(table), ""]
+    lines.append(f"Its trials are this run's child runs (expand it), each with `test_acc` (a fraction). The view "
+                 f"`sweep {plan.name}: trials by configuration` (Views, above the runs) groups them by configuration. "
+                 "The table: metrics `result/test_acc_fraction_*` (fractions) and artifacts `results/`.")
+    return "\n".join(lines)
+
+
+def markdown_results(table) -> str:
+    from synthaug.report import markdown_table
+
+    headers = [*table.index.names, "seeds finished", "mean test accuracy (%)", "sd (percentage points)"]
+    rows = [[*(index if isinstance(index, tuple) else (index,)), int(row["seeds"]), f"{100 * row['mean']:.2f}",
+             "-" if row["seeds"] < 2 else f"{100 * row['sd']:.2f}"] for index, row in table.iterrows()]
+    return markdown_table(headers, rows)
+
+
+def configuration_key(names, index) -> str:
+    """A configuration as an MLflow metric key: ('replace_pct',), 2 -> 'replace_pct_2' (as significance.metric_key)."""
+    values = index if isinstance(index, tuple) else (index,)
+    text = " ".join(f"{name}_{value}" for name, value in zip(names, values))
+    return "".join(ch if ch.isalnum() or ch in "_-. " else "_" for ch in text)
+
+
+def _text(value: Any) -> str:
+    return "+".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)

@@ -13,9 +13,18 @@ Tune reuses for the next trial carries no run state over. Conventions the analys
             synthaug.trial_id = <Tune trial id>
             synthaug.cell = <digest of the config without the seed>
             mlflow.parentRunId = <the sweep's run>
+            mlflow.note.content = <what the run holds>   (sweep runs: the result table; the UI's description)
+    experiment tags  mlflow.experimentKind = custom_model_development (the UI's kind: runs, not GenAI traces)
+            mlflow.note.content = <what the experiment holds and how to read it>
+            mlflow.sharedViewState.<sweep> = <a runs view of that sweep>   (sweep experiments: its trials grouped
+                                  by configuration with test_acc; the UI's Views menu, or ?viewStateShareKey=<sweep>)
+    experiments  <script> (sweeps: parent and trial runs), <script>-analysis (analysis runs of its sweeps),
+            generators (generator and labeller trainings), fidelity (E5 analysis runs)
     params  the trial's full flat config ("seed", "replace_pct", "train.lr", ...)
     metrics per epoch (step = epoch): train_loss, train_acc, lr, test_acc, epoch_time_s
-            final: test_acc, test_loss, test_acc.<class> for each class
+            final: test_acc, test_loss, test_acc.<class> for each class (accuracies are fractions, 0..1)
+            sweep runs: result/test_acc_fraction_mean.<configuration>, result/test_acc_fraction_sd.<configuration>,
+            result/seeds_finished.<configuration> (synthaug.sweep_runs)
     artifacts manifest.json, confusion_matrix.csv/.png, predictions.csv, synthetic_grid.png
 """
 
@@ -26,6 +35,7 @@ import re
 import time
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import quote
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -34,6 +44,11 @@ ROLE, SWEEP, TRIAL_ID, CELL = "synthaug.role", "synthaug.sweep", "synthaug.trial
 ANALYSIS = "synthaug.analysis"          # analysis runs: which script made them (figures, fidelity)
 TRIAL_KEY = "synthaug.trial_key"
 PARENT = "mlflow.parentRunId"
+NOTE = "mlflow.note.content"            # a run's or an experiment's description in the UI (Markdown)
+KIND = "mlflow.experimentKind"          # the UI's experiment kind; ours train models, they hold no GenAI traces
+MODEL_TRAINING = "custom_model_development"
+VIEW = "mlflow.sharedViewState."        # + key: a saved runs view (columns, filter, grouping) the UI lists
+UI_PORT = 5000                          # `mlflow ui`'s default
 
 
 def resolve_tracking_uri(flag: str | None = None, workdir: str | Path | None = None) -> str:
@@ -70,22 +85,54 @@ def ensure_store(uri: str) -> None:
         private.unlink(missing_ok=True)
 
 
-def ensure_experiment(uri: str, name: str) -> str:
+def ensure_experiment(uri: str, name: str, description: str = "") -> str:
     """The experiment's id, creating the store and the experiment (artifacts beside a SQLite store)
-    when missing; safe when several processes do it at once."""
+    when missing; safe when several processes do it at once. Its kind (model training) and its
+    description (`description`, Markdown) are set where missing: a description edited in the UI stays."""
     from mlflow.exceptions import MlflowException
 
     ensure_store(uri)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    path = sqlite_path(uri)
-    location = (path.parent / "mlartifacts" / name).as_uri() if path else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:             # another process created it first
-        return client.get_experiment_by_name(name).experiment_id
+    if experiment is None:
+        path = sqlite_path(uri)
+        location = (path.parent / "mlartifacts" / name).as_uri() if path else None
+        try:
+            experiment_id = client.create_experiment(name, artifact_location=location)
+        except MlflowException:             # another process created it first
+            experiment_id = client.get_experiment_by_name(name).experiment_id
+        experiment = client.get_experiment(experiment_id)
+    for key, value in {KIND: MODEL_TRAINING, NOTE: description}.items():
+        if value and not experiment.tags.get(key):
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
+
+
+def analysis_experiment(uri: str, experiment: str) -> str:
+    """The id of `<experiment>-analysis`, where the analysis scripts log their runs of `experiment`'s sweeps:
+    their dozens of metrics (diff.*, p.*) stay out of the sweep experiment's runs list and charts."""
+    return ensure_experiment(uri, f"{experiment}-analysis", (
+        f"Analysis runs of the sweeps in experiment **{experiment}** (analysis/significance.py, figures.py, "
+        f"sample_count.py): one run a script and sweep (tag `{SWEEP}`), its numbers as metrics "
+        "(`mean.*`, `diff.*`, `p.*`: accuracies as fractions) and its report, tables and figures as artifacts."))
+
+
+def save_runs_view(uri: str, experiment_id: str, key: str, name: str, state: Mapping[str, Any]) -> None:
+    """A runs view of the experiment that the MLflow UI lists under Views and opens from a link
+    (runs_link): `state` holds its searchFilter, orderByKey, selectedColumns ("metrics.`test_acc`"), groupBy."""
+    import json
+
+    now = int(time.time() * 1000)
+    MlflowClient(uri).set_experiment_tag(experiment_id, VIEW + key, json.dumps(
+        {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(dict(state))}))
+
+
+def runs_link(uri: str, experiment_id: str, view: str | None = None) -> str:
+    """The UI's page of the experiment's runs (the model-training side, a saved view if given): at a tracking
+    server's address, else at `mlflow ui`'s default one."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{UI_PORT}"
+    query = "workflowType=machine_learning" + (f"&viewStateShareKey={quote(view)}" if view else "")
+    return f"{base}/#/experiments/{experiment_id}/runs?{query}"
 
 
 class RunLogger:
@@ -150,11 +197,13 @@ class RunLogger:
         self.client.set_terminated(self.run_id, status)
 
 
-def browse_hint(uri: str) -> str:
-    """How to look at the runs of `uri`: a tracking server's own UI is its address; a store, `mlflow ui` over it."""
+def browse_hint(uri: str, link: str | None = None) -> str:
+    """How to look at the runs of `uri`: a tracking server's own UI is its address; a store, `mlflow ui` over it.
+    With `link` (runs_link), the page to open."""
     if uri.startswith(("http://", "https://")):
-        return f"open {uri} (the tracking server's UI)"
-    return f"mlflow ui --host 127.0.0.1 --backend-store-uri {uri}"
+        return f"open {uri} (the tracking server's UI)" + (f"; this sweep's runs: {link}" if link else "")
+    command = f"mlflow ui --host 127.0.0.1 --backend-store-uri {uri}"
+    return f"{command}, then open {link}" if link else command
 
 
 def log_folder_run(uri: str, experiment_id: str, run_name: str, tags: Mapping[str, str],

@@ -91,7 +91,7 @@ def run_trial(params: dict, dataset: Dataset, constants: SweepConstants) -> None
     device = default_device()
     torch.set_num_threads(_assigned_cpus())
     run = RunLogger.for_trial(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, trial_key(cfg),
-                              run_name=_run_name(cfg), tags={SWEEP: ctx.sweep, CELL: cell_key(cfg),
+                              run_name=_run_name(params), tags={SWEEP: ctx.sweep, CELL: cell_key(cfg),
                                                              "synthaug.data_digest": dataset.digest,
                                                              TRIAL_ID: tune.get_context().get_trial_id()})
     metrics = run.finished_metrics
@@ -189,13 +189,9 @@ def _assigned_cpus() -> int:
     return max(1, int(cpus))
 
 
-def _run_name(cfg: TrialConfig) -> str:
-    parts = [f"seed={cfg.seed}"]
-    if cfg.replace_pct:
-        parts.append(f"replace={cfg.replace_pct:g}%")
-    if cfg.augment_classes and cfg.augment_count:
-        parts.append(f"+{cfg.augment_count}x{'+'.join(cfg.augment_classes)}")
-    if cfg.uses_synthetic:
-        parts.append(cfg.generator)
-    return " ".join(parts)
-
+def _run_name(params: dict) -> str:
+    """The trial's grid values, then its seed (Tune's params hold just those): short, and distinct within its
+    sweep, e.g. 'replace_pct=2 seed=0', 'arm=conditional seed=1'."""
+    values = [f"{key}={'+'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+              for key, v in params.items() if key != "seed"]
+    return " ".join([*values, f"seed={params.get('seed')}"])

@@ -146,6 +146,8 @@ def test_cli_draws_every_figure_and_logs_an_analysis_run(store, tmp_path):
 
     client = MlflowClient(uri)
     experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    assert not client.search_runs([experiment_id], f"tags.`{ROLE}` = 'analysis'")     # in its own experiment
+    experiment_id = client.get_experiment_by_name(f"{EXPERIMENT}-analysis").experiment_id
     runs = client.search_runs([experiment_id], f"tags.`{ROLE}` = 'analysis' and tags.`{ANALYSIS}` = 'figures'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].data.tags[SWEEP] == SWEEP_NAME

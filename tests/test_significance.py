@@ -228,8 +228,14 @@ def test_cli_writes_the_report_and_logs_an_analysis_run(store, tmp_path):
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| replace_pct=2 | truck |" in report and "left out as not FINISHED" in report
     client = MlflowClient(store)
-    experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
-    runs = client.search_runs([experiment_id], f"tags.`{ROLE}` = 'analysis' and tags.`{SWEEP}` = '{SWEEP_NAME}'")
+    # the analysis run's dozens of metrics stay out of the sweep experiment's runs (its list and charts)
+    sweep_runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    assert sweep_runs and not [k for r in sweep_runs for k in r.data.metrics if k.startswith(("diff", "p.", "mean."))]
+    analysis = client.get_experiment_by_name(f"{EXPERIMENT}-analysis")
+    assert analysis.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert EXPERIMENT in analysis.tags["mlflow.note.content"]
+    runs = client.search_runs([analysis.experiment_id],
+                              f"tags.`{ROLE}` = 'analysis' and tags.`{SWEEP}` = '{SWEEP_NAME}'")
     assert len(runs) == 1 and runs[0].info.status == FINISHED
     assert runs[0].data.metrics["diff.replace_pct_2"] == pytest.approx(
         np.mean(accuracy(2).mean(1)[[0, 1, 2, 4]] - accuracy(0).mean(1)[[0, 1, 2, 4]]))

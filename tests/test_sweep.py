@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -78,6 +79,32 @@ def test_tiny_sweep_logs_every_trial_resumes_and_reuses_pools(tmp_path, shapes_t
             assert [c["synthetic"] for c in manifest["classes"]] == [4, 4, 4]
         assert expected <= artifacts
     assert "test accuracy (%) across seeds" in out and "mlflow ui --host 127.0.0.1 --backend-store-uri" in out
+    # what the MLflow UI shows: a model-training experiment with a description, a saved view of the sweep's trials
+    # grouped by configuration, and the result table on the parent run (metrics, artifacts, its description)
+    experiment = client.get_experiment_by_name("tiny_replace")
+    sweep = sweeps[0]
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "Each sweep is a parent run" in experiment.tags["mlflow.note.content"]
+    name = sweep.data.tags["synthaug.sweep"]
+    view = json.loads(json.loads(experiment.tags[f"mlflow.sharedViewState.{name}"])["state"])
+    assert "metrics.`test_acc`" in view["selectedColumns"]
+    assert view["groupBy"]["groupByKeys"] == [{"mode": "param", "groupByData": "replace_pct"}]
+    assert f"#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=" in out
+    assert sweep.info.run_name == f"{name.rsplit('-', 1)[1]} tiny: replace_pct=0,20; 2 seeds"
+    assert sorted(r.info.run_name for r in trials) == ["replace_pct=0 seed=0", "replace_pct=0 seed=1",
+                                                       "replace_pct=20 seed=0", "replace_pct=20 seed=1"]
+    for pct in ("0", "20"):
+        accuracies = [r.data.metrics["test_acc"] for r in trials if r.data.params["replace_pct"] == pct]
+        metrics = {k.split(".", 1)[0]: v for k, v in sweep.data.metrics.items() if k.endswith(f".replace_pct_{pct}")}
+        assert metrics["result/test_acc_fraction_mean"] == pytest.approx(np.mean(accuracies))
+        assert metrics["result/test_acc_fraction_sd"] == pytest.approx(np.std(accuracies, ddof=1))
+        assert metrics["result/seeds_finished"] == 2
+        assert f"| {pct} | 2 | {100 * np.mean(accuracies):.2f} |" in sweep.data.tags["mlflow.note.content"]
+    assert sweep.data.metrics["result/trials_finished"] == 4
+    assert {"results/results.csv", "results/results.md"} <= {a.path for a in client.list_artifacts(sweep.info.run_id,
+                                                                                                   "results")}
+    table = pd.read_csv(client.download_artifacts(sweep.info.run_id, "results/results.csv", str(tmp_path)))
+    assert list(table["replace_pct"]) == [0, 20] and list(table["seeds_finished"]) == [2, 2]
     # the console: a line when a trial starts and one when it finishes, the status table, no box a trial
     starts = re.findall(r"^trial (\d+) started: replace_pct=(\d+), seed=(\d)$", out, re.MULTILINE)
     ends = re.findall(r"^trial (\d+) finished: replace_pct=(\d+), seed=(\d), test_acc \d+\.\d\d%$", out, re.MULTILINE)
