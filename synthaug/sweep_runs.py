@@ -115,6 +115,8 @@ def print_summary(plan: SweepPlan, rows: list[dict]) -> None:
     """Mean test accuracy per configuration across the seeds that finished."""
     import pandas as pd
 
+    from synthaug.overrides import grid_value
+
     done = [r for r in rows if r.get("done")]
     if not done:
         print("no finished trials yet")
@@ -123,7 +125,8 @@ def print_summary(plan: SweepPlan, rows: list[dict]) -> None:
     keys = list(plan.grid)
     if not keys:                        # one configuration (no grid, no arms): one row
         frame["configuration"], keys = plan.experiment.name, ["configuration"]
-    frame[keys] = frame[keys].map(lambda v: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
+    # a tuple as the console and the dry run write it (truck+ship, none); numbers stay numbers, in order
+    frame[keys] = frame[keys].map(lambda v: grid_value(v) if isinstance(v, (list, tuple)) else v)
     table = frame.groupby(keys)["test_acc"].agg(n="count", mean="mean", std="std")
     table[["mean", "std"]] = table[["mean", "std"]] * 100
     print("\ntest accuracy (%) across seeds:")
