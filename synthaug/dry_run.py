@@ -73,7 +73,7 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput, measured: tupl
     if throughput.assumed:
         print(f"\nnote: {throughput.device}'s figures are assumed, not measured"
               + (f"; measured rows: {', '.join(measured)} (--gpu-model picks one)" if measured else ""))
-    if throughput.size != "full":
+    if throughput.size not in ("full", preset.name):     # a row of the preset's own models plans it
         print(f"\nnote: the figures below divide by a --size {throughput.size} run's throughputs (models smaller "
               f"than the study's): they check the arithmetic, they do not plan a sweep")
     gpus = preset.gpus or 0
