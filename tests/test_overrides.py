@@ -247,3 +247,26 @@ def test_a_dry_run_on_cpus_prints_the_cpu_rows_estimate_and_the_paper_preset_wit
             "error: --gpus: the paper preset asks for 1 GPU(s) and this machine has 0 (a local Ray, no --address); "
             "pass --gpus 0 to run on its CPUs instead, or --address for a cluster's GPUs")
         assert os.listdir(tmp_path) == []       # nothing decoded, no store, no Ray results
+
+
+def test_sample_count_runs_its_k0_baseline_once_and_names_its_own_analysis(tmp_path, capsys, monkeypatch):
+    """K = 0 adds no samples whatever the class set: one configuration (13, not 14), the first arm; every other
+    cell is crossed as before. An empty tuple is 'none' in every output and on the command line."""
+    from synthaug.overrides import grid_value, parse_value
+    from synthaug.sweep_plan import Experiment as Declared
+
+    monkeypatch.chdir(tmp_path)
+    sample_count = sweep_script("sample_count")
+    assert sample_count.analysis == "analysis/sample_count.py" and Declared("x", {}).analysis == \
+        "analysis/significance.py"
+    assert main(sample_count, ["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "39 trials = 13 configurations x 3 seeds" in out
+    rows = [line.split()[0] for line in out.splitlines() if line.startswith(("augment_count=", "augment_classes="))]
+    assert rows[0] == "augment_count=0" and rows.count("augment_count=0") == 1 and len(rows) == 13
+    assert main(sample_count, ["--dry-run", "--grid", "augment_count=2,5"]) == 0     # no K = 0: the full cross
+    assert "12 trials = 4 configurations x 3 seeds" in capsys.readouterr().out
+    assert grid_value(()) == "none" and grid_value(("truck", "ship")) == "truck+ship"
+    assert parse_value("augment_classes", "none", tuple[str, ...], "--grid") == () == \
+        parse_value("augment_classes", "", tuple[str, ...], "--grid")
+    assert os.listdir(tmp_path) == []
