@@ -165,9 +165,10 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
 
 
 def cells_as_arms(grid: Mapping[str, list], once: Mapping[str, Any]) -> tuple[dict, dict]:
-    """The grid as one "arm" axis of its cells, each named by its values ("augment_classes=truck augment_count=2"),
-    every cell with the values of `once` made one arm of those values alone, run once (its other fields the
-    base's); the order of the grid's cells, that arm where its first cell was."""
+    """The grid as one "arm" axis of its cells, each named by its values ("augment_classes:truck augment_count:2",
+    a tuple's items joined by '.': an arm's name is an MLflow param key, which takes no '=' or '+'), every cell
+    with the values of `once` made one arm of those values alone, run once (its other fields the base's); the
+    order of the grid's cells, that arm where its first cell was."""
     from synthaug.overrides import grid_value
 
     arms: dict[str, dict] = {}
@@ -175,7 +176,7 @@ def cells_as_arms(grid: Mapping[str, list], once: Mapping[str, Any]) -> tuple[di
         cell = dict(zip(grid, values))
         if all(cell.get(key) == value for key, value in once.items()):
             cell = dict(once)
-        arms.setdefault(" ".join(f"{k}={grid_value(v)}" for k, v in cell.items()), cell)
+        arms.setdefault(" ".join(f"{k}:{grid_value(v).replace('+', '.')}" for k, v in cell.items()), cell)
     return {"arm": list(arms)}, arms
 
 

@@ -262,8 +262,9 @@ def test_sample_count_runs_its_k0_baseline_once_and_names_its_own_analysis(tmp_p
     assert main(sample_count, ["--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "39 trials = 13 configurations x 3 seeds" in out
-    rows = [line.split()[0] for line in out.splitlines() if line.startswith(("augment_count=", "augment_classes="))]
-    assert rows[0] == "augment_count=0" and rows.count("augment_count=0") == 1 and len(rows) == 13
+    rows = [line.split()[0] for line in out.splitlines() if line.startswith(("augment_count:", "augment_classes:"))]
+    assert rows[0] == "augment_count:0" and rows.count("augment_count:0") == 1 and len(rows) == 13
+    assert "augment_classes:frame augment_count:2 " in out         # an arm's name is an MLflow param key's
     assert main(sample_count, ["--dry-run", "--grid", "augment_count=2,5"]) == 0     # no K = 0: the full cross
     assert "12 trials = 4 configurations x 3 seeds" in capsys.readouterr().out
     assert grid_value(()) == "none" and grid_value(("truck", "ship")) == "truck+ship"
