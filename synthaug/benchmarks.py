@@ -173,4 +173,4 @@ def cpu_row(size: str, path: str | Path | None = None) -> Throughput | None:
     """The CPU row of that size (the models of the preset of that name) in `path` (default the repository's
     BENCHMARKS.md), measured before assumed; None when there is none."""
     rows = [r for r in read_throughputs(path or default_path()) if r.on_cpu and r.size == size]
-    return sorted(rows, key=lambda r: r.assumed)[0] if rows else None
+    return min(rows, key=lambda r: r.assumed) if rows else None

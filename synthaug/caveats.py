@@ -9,7 +9,7 @@ whose numbers look like that ends with one line saying so (README, "What smoke c
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 CEILING = 0.98              # a mean baseline test accuracy at or above this leaves nothing to gain
 NEAR_CHANCE = 2.0           # a labeller agreement below this many times chance (1 / classes) is near chance

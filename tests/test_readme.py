@@ -45,7 +45,7 @@ COMMANDS: dict[str, str] = {
         "tests/test_generator_training.py::test_the_job_trains_data_parallel_and_alone_then_a_sweep_trains_nothing",
     "python sweeps/train_generators.py --preset paper --data cifar10": REFUSED,
     "python sweeps/train_generators.py --preset paper --generators ddpm-cond --gpus-per-generator 4 --address auto":
-        "tests/test_ddp_backend.py::test_two_ranks_train_and_checkpoint_on_a_gpu_runs_process_group",
+        "tests/test_generator_training.py::test_the_job_trains_data_parallel_and_alone_then_a_sweep_trains_nothing",
     "mlflow ui --host 127.0.0.1 --backend-store-uri sqlite:///$PWD/mlflow.db": HELP,
     "mlflow server": HELP,
     "python analysis/significance.py --experiment replace_pct":
