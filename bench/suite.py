@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from measure import device_name, versions
-from synthaug.config import TINY_DDPM
+from synthaug.config import SMOKE_DDPM, TINY_DDPM
 from synthaug.diffusion.ddpm import IMPROVED_DDPM, DDPMConfig
 from synthaug.report import markdown_table
 
@@ -51,6 +51,12 @@ class Size:
 
 SIZES = {
     "full": Size(),
+    # the smoke preset's models on a CPU (synthaug.config: SMOKE_TRAIN, SMOKE_DDPM, SMOKE_SAMPLER): the row the
+    # dry run of a smoke sweep on CPUs divides by; its "batch 128" DDPM figure is at the smoke batch of 16
+    "smoke": Size(name="smoke", width=16, images=1024, trial_images=1000, test_images=1000, shares=(1, 2), batch=64,
+                  loader_workers=0, compile_backend="eager", unet=SMOKE_DDPM, samplers=(("ddim", 20),),
+                  sample_images=64, sample_batch=64, sample_batches=(64,), ddpm_batch=16, ddpm_small_batch=8,
+                  ddpm_steps=5, warmup_images=8, warmup_steps=20, replicas=2, reps=3),
     "tiny": Size(name="tiny", width=4, images=256, trial_images=256, test_images=64, shares=(1, 2), batch=64,
                  loader_workers=0, compile_backend="eager", unet=TINY_DDPM,
                  samplers=(("ddim", 2),), sample_images=8, sample_batch=8,

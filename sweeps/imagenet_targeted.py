@@ -1,7 +1,7 @@
 """E2a, targeted augmentation of long-tailed CIFAR-10 from a pretrained ImageNet class-conditional model.
 
     python sweeps/imagenet_targeted.py --preset paper --seeds 5 --data cifar10      # a GPU
-    python sweeps/imagenet_targeted.py --preset smoke --seeds 2 --data ../shared/data/cifar10-jpeg.tar.gz
+    python sweeps/imagenet_targeted.py --preset smoke --seeds 2 --data cifar10
 
 As sweeps/long_tail.py (CIFAR-LT, + K images for each class of {truck}, {ship}, {truck, ship}),
 but the images come from DiT-XL/2 (ImageNet 256x256, class-conditional), asked for one of the

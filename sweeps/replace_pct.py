@@ -1,7 +1,7 @@
 """E4, replacement: p% of each class's real images replaced by pseudo-labelled unconditional samples.
 
     python sweeps/replace_pct.py                          # smoke preset, 3 seeds, offline (shapes)
-    python sweeps/replace_pct.py --preset smoke --seeds 2 --data ../shared/data/cifar10-jpeg.tar.gz
+    python sweeps/replace_pct.py --preset smoke --seeds 2 --data cifar10    # torchvision downloads it
     python sweeps/replace_pct.py --preset paper --seeds 5 --address auto --mlflow-uri http://HEAD:5000
 
 Balanced CIFAR-10 (5,000 a class), p in {0, 2, ..., 12}; the study reports 77.37% at 2%.

@@ -1,7 +1,7 @@
 """Train a preset's generators and their pseudo-labellers before any sweep: resumable, in MLflow.
 
     python sweeps/train_generators.py --preset tiny                      # seconds, CPU, offline
-    python sweeps/train_generators.py --preset smoke --data ../shared/data/cifar10-jpeg.tar.gz
+    python sweeps/train_generators.py --preset smoke --data cifar10
     python sweeps/train_generators.py --preset paper --data cifar10      # the study's DDPMs, GPUs
     python sweeps/train_generators.py --preset paper --generators ddpm-cond --gpus-per-generator 4 --address auto
 

@@ -68,6 +68,11 @@ class Throughput:
         return (fixed + batch * per_image) / (fixed + batch / workers * per_image)
 
     @property
+    def on_cpu(self) -> bool:
+        """A CPU's row (bench/measure.py names it "cpu (<machine>, <n> cores)"): its "GPU" is the machine."""
+        return self.device.lower().startswith("cpu")
+
+    @property
     def assumed(self) -> bool:
         return self.source.startswith("assumed")
 
@@ -162,3 +167,10 @@ def _text(path: Path) -> str:
 def _cell(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) and value < 100 else \
         f"{value:.0f}" if isinstance(value, float) else str(value).replace("|", "/")
+
+
+def cpu_row(size: str, path: str | Path | None = None) -> Throughput | None:
+    """The CPU row of that size (the models of the preset of that name) in `path` (default the repository's
+    BENCHMARKS.md), measured before assumed; None when there is none."""
+    rows = [r for r in read_throughputs(path or default_path()) if r.on_cpu and r.size == size]
+    return min(rows, key=lambda r: r.assumed) if rows else None

@@ -39,11 +39,15 @@ def worker_environment() -> dict:
     return {"env_vars": {"TQDM_MININTERVAL": "10", **{k: os.environ[k] for k in documented if os.environ.get(k)}}}
 
 
+WAIT_FOR_GPUS_S = "900"     # --wait-for-gpus
+
+
 def add_gpu_flags(parser: argparse.ArgumentParser, what: str) -> None:
     """--gpus and --wait-for-gpus: what a command that runs on a cluster asks its autoscaler for."""
     parser.add_argument("--gpus", default=None, help=f"GPUs the {what} waits for (default: the preset's; 0 runs on "
                                                       "CPUs, even on a cluster with GPUs)")
-    parser.add_argument("--wait-for-gpus", default="900", help="seconds to wait for them to join (default 900)")
+    parser.add_argument("--wait-for-gpus", default=WAIT_FOR_GPUS_S, help=f"seconds to wait for them to join, on a "
+                        f"cluster (--address; default {WAIT_FOR_GPUS_S}): a local Ray gains no GPUs by waiting")
 
 
 def start_ray(address: str | None, namespace: str | None = None) -> None:

@@ -9,8 +9,10 @@ come from: measured by bench/gpu_suite.py, or assumed until a run measures them.
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
 
-from synthaug.benchmarks import Throughput
+from synthaug.benchmarks import Throughput, cpu_row
 from synthaug.data import Dataset
 from synthaug.overrides import grid_value
 from synthaug.pricing import trial_cost
@@ -21,7 +23,7 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput, measured: tupl
     estimated from `throughput` (a whole device's work a second); `measured`: the devices with measured
     full-size rows, named when `throughput` is only assumed."""
     from synthaug.generators import generator_kind
-    from synthaug.instances import instances, subset_tag
+    from synthaug.instances import instances
     from synthaug.mixing import plan as class_plan
     from synthaug.placement import free_after_servers, gpu_problem, trials_that_fit, whole_free
     from synthaug.pricing import sharing_speedup, trials_per_gpu
@@ -55,30 +57,23 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput, measured: tupl
     for name, (spec, subset) in found.items():
         kind = generator_kind(spec)
         mine = {k: n for k, n in needed.items() if k[0] == name}
-        images = _pool_images(mine, spec.conditional, dataset.num_classes)
-        steps = spec.sampler.resolved(spec.ddpm.num_train_timesteps).steps
-        unet = kind.name != "pretrained-dit"        # the throughput assumed is the CIFAR UNet's
-        hours = images * steps / throughput.unet_image_evals / 3600 if unet else 0.0
-        pool_hours += hours
+        work = _generator_work(spec, subset, mine, dataset, throughput, labellers)
+        pool_hours += work.pool_h
+        gen_hours += work.train_h + work.label_h
         line = f"  {name}: {kind.name}"
         if kind.trains:
-            train_h = spec.ddpm.train_steps / throughput.ddpm_steps / 3600
-            labeller = (spec.labeller, spec.labeller_per_class, spec.train_seed, subset and subset_tag(subset))
-            label_h = 0.0 if labeller in labellers else \
-                spec.labeller.epochs * len(dataset.train_y) / throughput.train_images(spec.labeller.stem) / 3600
-            labellers.add(labeller)
-            gen_hours += train_h + label_h
-            line += (f", train {spec.ddpm.train_steps} steps at batch {spec.ddpm.batch_size} (~{train_h:.2f} GPU-h) "
-                     + (f"+ labeller {spec.labeller.epochs} epochs (~{label_h:.2f} GPU-h)" if label_h
+            line += (f", train {spec.ddpm.train_steps} steps at batch {spec.ddpm.batch_size} (~{work.train_h:.2f} GPU-h) "
+                     + (f"+ labeller {spec.labeller.epochs} epochs (~{work.label_h:.2f} GPU-h)" if work.label_h
                         else "+ the labeller above"))
-        line += (f"; pools: {len(mine)} (class, seed) prefixes, about {images} images at {steps} steps "
-                 + (f"(~{hours:.2f} GPU-h)" if unet else "(no throughput assumed for this model: not in the estimate)"))
+        line += (f"; pools: {len(mine)} (class, seed) prefixes, about {work.images} images at {work.steps} steps "
+                 + (f"(~{work.pool_h:.2f} GPU-h)" if work.unet else
+                    "(no throughput assumed for this model: not in the estimate)"))
         print(line + ("" if spec.conditional else ", more if a confidence filter rejects samples"))
 
     if throughput.assumed:
         print(f"\nnote: {throughput.device}'s figures are assumed, not measured"
               + (f"; measured rows: {', '.join(measured)} (--gpu-model picks one)" if measured else ""))
-    if throughput.size != "full":
+    if throughput.size not in ("full", preset.name):     # a row of the preset's own models plans it
         print(f"\nnote: the figures below divide by a --size {throughput.size} run's throughputs (models smaller "
               f"than the study's): they check the arithmetic, they do not plan a sweep")
     gpus = preset.gpus or 0
@@ -120,8 +115,77 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput, measured: tupl
                   f"{ddp:.2f}x one GPU (from DDPM steps/s at batch {batch} and 16 on one GPU; all-reduce not counted), "
                   f"about {gen_hours / ddp:.1f} h instead of {gen_hours:.1f} h")
     else:
-        print(f"estimate: CPUs only; on GPUs ({throughput.describe()}) this is generators + labellers "
-              f"{gen_hours:.2f}, pools {pool_hours:.2f}, trials {trial_hours:.2f} GPU-h")
+        if not throughput.on_cpu:
+            print(f"on GPUs ({throughput.describe()}) this is generators + labellers {gen_hours:.2f}, pools "
+                  f"{pool_hours:.2f}, trials {trial_hours:.2f} GPU-h")
+        cpu = throughput if throughput.on_cpu else cpu_row(preset.name)
+        if cpu is None:
+            print(f"estimate on CPUs: none, no CPU row of the {preset.name} preset's size in BENCHMARKS.md "
+                  f"(bench/gpu_suite.py --size {preset.name} --device cpu measures one)")
+        else:
+            _print_cpu_estimate(plan, dataset, found, needed, cpu, class_plan)
+
+
+@dataclass(frozen=True)
+class GeneratorWork:
+    """A generator instance's work before the trials, in hours of one device of a throughput row."""
+
+    train_h: float          # its DDPM training (0: nothing to train)
+    label_h: float          # its labeller's (0: none, or shared with an instance counted before)
+    images: int             # pool images it makes
+    steps: int              # sampler steps an image
+    pool_h: float           # making them (0 when no throughput is measured for the model)
+    unet: bool              # a CIFAR UNet, whose throughput the row has
+
+
+def _generator_work(spec, subset, mine: dict, dataset: Dataset, row: Throughput, labellers: set) -> GeneratorWork:
+    """What one generator instance costs on `row`'s device; `labellers` (updated) holds the labellers counted."""
+    from synthaug.generators import generator_kind
+    from synthaug.instances import subset_tag
+
+    kind = generator_kind(spec)
+    images = _pool_images(mine, spec.conditional, dataset.num_classes)
+    steps = spec.sampler.resolved(spec.ddpm.num_train_timesteps).steps
+    unet = kind.name != "pretrained-dit"        # the throughput measured is the CIFAR UNet's
+    pool_h = images * steps / row.unet_image_evals / 3600 if unet else 0.0
+    train_h = label_h = 0.0
+    if kind.trains:
+        train_h = spec.ddpm.train_steps / row.ddpm_steps / 3600
+        labeller = (spec.labeller, spec.labeller_per_class, spec.train_seed, subset and subset_tag(subset))
+        if labeller not in labellers:
+            images = min(spec.labeller_per_class * dataset.num_classes or len(dataset.train_y), len(dataset.train_y))
+            label_h = spec.labeller.epochs * images / row.train_images(spec.labeller.stem) / 3600
+        labellers.add(labeller)
+    return GeneratorWork(train_h, label_h, images, steps, pool_h, unet)
+
+
+def _print_cpu_estimate(plan, dataset: Dataset, found: dict, needed: dict, row: Throughput, class_plan) -> None:
+    """The sweep's wall time on this machine's CPUs, from a CPU row: the generators trained side by side (a
+    CPU each), the pools by one server, then the trials, as many at once as the CPUs take."""
+    from synthaug.pricing import sharing_speedup
+
+    cpus, preset = os.cpu_count() or 1, plan.preset
+    labellers: set[tuple] = set()
+    works = [_generator_work(spec, subset, {k: n for k, n in needed.items() if k[0] == name}, dataset, row, labellers)
+             for name, (spec, subset) in found.items()]
+    gen_h, pool_h = sum(w.train_h + w.label_h for w in works), sum(w.pool_h for w in works)
+    at_once = max(1, min(len(plan.configs), int(cpus // preset.cpus_per_trial)))
+    speedup = sharing_speedup(at_once, row)
+    costs = [_trial_cost(cfg, dataset, row, preset.trial_checkpoint_s, at_once / speedup, class_plan)
+             for cfg in plan.configs]
+    trials_h = sum(c.seconds for c in costs) / speedup / 3600
+    before = gen_h / min(cpus, max(len(works), 1)) + pool_h
+    first = before + costs[0].seconds * at_once / speedup / 3600
+    if row.size != preset.name:
+        print(f"note: the CPU row was measured at --size {row.size}, not the {preset.name} preset's models: the CPU "
+              f"estimate below checks the arithmetic, it does not plan this sweep")
+    print(f"estimate on this machine's {cpus} CPUs ({row.describe()}): generators + labellers {_duration(gen_h)}, "
+          f"pools {_duration(pool_h)}, trials {_duration(trials_h)} ({at_once} at once, {speedup:.2f}x one alone); "
+          f"about {_duration(before + trials_h)} in all, the first trial's result after about {_duration(first)}")
+
+
+def _duration(hours: float) -> str:
+    return f"{hours * 60:.0f} min" if hours < 2 else f"{hours:.1f} h"
 
 
 def _trial_cost(cfg, dataset: Dataset, throughput: Throughput, every_s: float, sharing: float, class_plan):

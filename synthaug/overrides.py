@@ -8,7 +8,7 @@
     --grid generator=ddpm-cond,ddpm-cond-subset
 
 A value keeps its field's type (an int field refuses 1.5; a bool is true or false); a tuple's
-items are joined with '+' (augment_classes=truck+ship; an empty value is the empty tuple), and
+items are joined with '+' (augment_classes=truck+ship; the empty tuple is 'none' or nothing), and
 int-or-None fields take 'none'. A key nobody knows is refused in one line that names the nearest
 known key, on the command line and in a sweep script's own Experiment alike (nanoGPT's "Unknown
 config key"): a typo never runs the wrong sweep.
@@ -43,9 +43,9 @@ def check_trial_keys(keys, where: str) -> None:
             raise unknown_key(key, list(TRIAL_KEYS), where)
 
 
-def grid_value(value: Any, empty: str = "") -> str:
-    """A value as a --grid flag writes it (parse_value's inverse): a tuple as truck+ship, the empty one as
-    `empty`, anything else as str()."""
+def grid_value(value: Any, empty: str = "none") -> str:
+    """A value as every output writes it (the console, the dry run, the summary, arm names) and a --grid flag
+    takes it (parse_value's inverse): a tuple as truck+ship, the empty one as none, anything else as str()."""
     if isinstance(value, (list, tuple)):
         return "+".join(map(str, value)) or empty
     return str(value)
@@ -60,7 +60,7 @@ def parse_value(key: str, text: str, hint: Any, flag: str) -> Any:
         return parse_value(key, text, next(a for a in args if a is not type(None)), flag)
     if origin is tuple:
         item = args[0] if args else str
-        return tuple(parse_value(key, part, item, flag) for part in text.split("+")) if text else ()
+        return tuple(parse_value(key, part, item, flag) for part in text.split("+")) if text not in ("", "none") else ()
     try:
         if hint is bool:
             if text.lower() not in ("true", "false"):

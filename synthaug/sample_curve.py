@@ -152,7 +152,10 @@ def sample_curves(trials: Trials) -> list[SampleCurve]:
             raise InputError(f"--experiment: {trials.experiment!r} has no {column} param; it is not a sample-count "
                              f"sweep (sweeps/sample_count.py)")
     curves = []
-    for class_set, rows in frame.groupby("augment_classes"):
+    # K = 0 adds no samples: one baseline every class set shares (sweeps/sample_count.py runs it once)
+    baseline = frame[frame["augment_count"] == 0]
+    for class_set, rows in frame[frame["augment_count"] > 0].groupby("augment_classes"):
+        rows = pd.concat([baseline, rows])
         targeted = [c for c in str(class_set).split(",") if c]
         for metric in [trials.metric, *(f"{trials.metric}.{c}" for c in targeted)]:
             if metric not in rows:

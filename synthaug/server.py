@@ -149,7 +149,7 @@ class DDPMServer:
             have = int(((pool.labels == class_index) & kept_by.keep(pool)).sum())
             if len(pool.labels) >= limit:
                 kept = f" (kept by its filter {kept_by.name})" if kept_by.name else ""
-                raise ShortPoolError(f"pool {key.pool_id}: the labeller gave class {class_index}{kept} to "
+                raise ShortPoolError(f"pool {key.pool_id}: the labeller gave class {self.classes[class_index]}{kept} to "
                                    f"{have} of {len(pool.labels)} samples of "
                                    f"{self.spec.name}, {n} needed; a better-trained generator (a larger preset) "
                                    f"or a class-conditional one can make them")

@@ -188,6 +188,7 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float,
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from synthaug import tracking
+    from synthaug.caveats import print_caveat
     from synthaug.console import VERBOSE, TrialLines, status_reporter
     from synthaug.gpu_nodes import gpu_node_problem, wait_for_gpus
     from synthaug.instances import per_trial_generators
@@ -285,8 +286,9 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float,
     print(f"\n{finished}/{len(plan.configs)} trials finished.")
     link = tracking.runs_link(plan.tracking_uri, experiment_id, plan.name)
     print(f"Browse:   {tracking.browse_hint(plan.tracking_uri, link)}")
-    print(f"Analyse:  python analysis/significance.py --experiment {plan.experiment.name} "
+    print(f"Analyse:  python {plan.experiment.analysis} --experiment {plan.experiment.name} "
           f"--sweep {plan.name} --mlflow-uri {plan.tracking_uri}")
+    print_caveat(plan, rows, parent.run_id, dataset.num_classes)    # a baseline at the ceiling, chance-level samples
     if finished < len(plan.configs):
         if session.interrupts.received:
             return INTERRUPTED                      # close_runs says what was kept

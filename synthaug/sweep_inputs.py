@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from synthaug.cli import WAIT_FOR_GPUS_S
 from synthaug.config import ConfigError, Preset, TrialConfig
 from synthaug.data import Dataset
 
@@ -21,7 +22,9 @@ class UsageError(ValueError):
 
 
 def with_resources(chosen: Preset, args: argparse.Namespace) -> Preset:
-    """The preset with --gpus, --gpus-per-trial and --cpus-per-trial applied (each checked)."""
+    """The preset with --gpus, --gpus-per-trial and --cpus-per-trial applied (each checked). Without --address
+    (a local Ray, which gains no GPUs by waiting) and outside a dry run, GPUs asked for that this machine lacks
+    are one line now, before any data is decoded or Ray starts; --wait-for-gpus given there, a note."""
     changes = {}
     for flag, field_name, cast, low in (("gpus", "gpus", int, 0), ("gpus_per_trial", "gpus_per_trial", float, 0),
                                         ("cpus_per_trial", "cpus_per_trial", float, 0.01)):
@@ -41,7 +44,26 @@ def with_resources(chosen: Preset, args: argparse.Namespace) -> Preset:
             raise ValueError
     except ValueError:
         raise UsageError(f"--wait-for-gpus: seconds >= 0, got {args.wait_for_gpus!r}") from None
-    return dataclasses.replace(chosen, **changes)
+    chosen = dataclasses.replace(chosen, **changes)
+    if getattr(args, "dry_run", False) or args.address:     # a plan, or a cluster's autoscaler brings the GPUs
+        return chosen
+    if args.wait_for_gpus != WAIT_FOR_GPUS_S:
+        print(f"note: --wait-for-gpus {args.wait_for_gpus} does nothing without --address: a local Ray gains no GPUs "
+              f"by waiting", flush=True)
+    have = local_gpus() if chosen.gpus else 0
+    if chosen.gpus and have < chosen.gpus:
+        asked = "--gpus" if args.gpus is not None else f"the {chosen.name} preset"
+        raise UsageError(f"--gpus: {asked} asks for {chosen.gpus} GPU(s) and this machine has {have} (a local Ray, no "
+                         f"--address); pass --gpus 0 to run on its CPUs instead, or --address for a cluster's GPUs")
+    return chosen
+
+
+def local_gpus() -> int:
+    """The GPUs this machine's CUDA shows (CUDA_VISIBLE_DEVICES applied; 0 without a driver), asked through NVML
+    where torch can: no CUDA context is made."""
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def with_checkpoints(chosen: Preset, flags: Sequence[str], dataset: Dataset) -> Preset:

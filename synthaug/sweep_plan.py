@@ -30,7 +30,11 @@ class Experiment:
     fixed: Mapping[str, Any] = field(default_factory=dict)         # TrialConfig fields, every preset
     paper_fixed: Mapping[str, Any] = field(default_factory=dict)   # TrialConfig fields, paper preset only
     paper_grid: Mapping[str, Sequence[Any]] = field(default_factory=dict)  # grid axes the paper preset replaces
+    # grid cells with these values are one configuration, run once instead of once a value of the other axes
+    # (sample_count's K = 0 adds no samples, whatever the class set): the grid becomes an "arm" axis of its cells
+    run_once: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    analysis: str = "analysis/significance.py"  # the script the sweep's closing "Analyse:" line names
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,11 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     axes = {**experiment.grid, **(experiment.paper_grid if chosen.name == "paper" else {})}
     grid = {**({"arm": list(arms)} if arms else {}),
             **{key: [resolve_value(key, v, dataset, aliases) for v in values] for key, values in axes.items()}}
+    if experiment.run_once:
+        if arms:
+            raise ConfigError(f"Experiment {experiment.name}: run_once or arms, not both (run_once makes its arms)")
+        grid, arms = cells_as_arms(grid, {k: resolve_value(k, v, dataset, aliases)
+                                          for k, v in experiment.run_once.items()})
     explicit = {*fixed, *grid, *(key for fields in arms.values() for key in fields)}   # not the preset's train
     configs = []
     for values in itertools.product(*grid.values(), seeds):
@@ -153,6 +162,22 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     plan = SweepPlan(experiment, chosen, seeds, grid, arms, base, tuple(configs), cache_dir,
                      storage_location(args.storage), resolve_tracking_uri(args.mlflow_uri), args.address, name)
     return plan, dataset
+
+
+def cells_as_arms(grid: Mapping[str, list], once: Mapping[str, Any]) -> tuple[dict, dict]:
+    """The grid as one "arm" axis of its cells, each named by its values ("augment_classes:truck augment_count:2",
+    a tuple's items joined by '.': an arm's name is an MLflow param key, which takes no '=' or '+'), every cell
+    with the values of `once` made one arm of those values alone, run once (its other fields the base's); the
+    order of the grid's cells, that arm where its first cell was."""
+    from synthaug.overrides import grid_value
+
+    arms: dict[str, dict] = {}
+    for values in itertools.product(*grid.values()):
+        cell = dict(zip(grid, values))
+        if all(cell.get(key) == value for key, value in once.items()):
+            cell = dict(once)
+        arms.setdefault(" ".join(f"{k}:{grid_value(v).replace('+', '.')}" for k, v in cell.items()), cell)
+    return {"arm": list(arms)}, arms
 
 
 def storage_location(flag: str) -> str:

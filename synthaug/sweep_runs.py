@@ -241,4 +241,6 @@ def configuration_key(names, index) -> str:
 
 
 def _text(value: Any) -> str:
-    return "+".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    from synthaug.overrides import grid_value
+
+    return grid_value(value)         # a tuple as the console and the dry run write it (truck+ship, none)

@@ -34,6 +34,9 @@ def parts_in(text: str) -> set[str]:
 
 def test_on_device_runs_every_stage_tiny_on_a_cpu_and_the_dry_run_reads_its_figures(tmp_path):
     out = tmp_path / "out"
+    out.mkdir()         # the repository's file without its CPU rows: the row this run writes is the one "cpu" finds
+    (out / "BENCHMARKS.md").write_text("".join(line for line in (ROOT / "BENCHMARKS.md").read_text().splitlines(True)
+                                               if not line.startswith("| cpu (")))
     # one stage killed by its limit; the others given room on a loaded 2-core machine
     env = {**os.environ, "OUT": str(out), "LIMIT_LABELLER": "2", "LIMIT_REST": "300", "LIMIT_DDPM": "300"}
     run = subprocess.run(["bash", str(ROOT / "bench" / "on_device.sh"), "--size", "tiny", "--device", "cpu"],

@@ -204,3 +204,70 @@ def test_sweeps_target_classes_by_name_and_a_mismatched_data_set_is_refused(tmp_
     assert main(by_index, cifar3) == 2
     assert "augment_classes: class names like truck or ship, not indices; got 9" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+def test_a_dry_run_on_cpus_prints_the_cpu_rows_estimate_and_the_paper_preset_without_a_gpu_stops_first(
+        tmp_path, capsys, monkeypatch):
+    """No GPU (the smoke preset, or --gpus 0): the estimate divides by the CPU row of the preset's size, named by
+    --gpu-model or found in BENCHMARKS.md; twice the row's training images/s, half the trials' minutes."""
+    from synthaug.benchmarks import cpu_row, write_throughput
+
+    monkeypatch.chdir(tmp_path)
+    replace_pct = sweep_script("replace_pct")
+    measured = cpu_row("smoke")
+    assert measured is not None and measured.device.startswith("cpu") and not measured.assumed
+    assert main(replace_pct, ["--dry-run", "--seeds", "2"]) == 0
+    assert re.search(rf"estimate on this machine's \d+ CPUs \(the throughputs of {re.escape(measured.device)} \(smoke\), "
+                     r"measured by bench/gpu_suite.py --size smoke", capsys.readouterr().out)
+
+    def trial_minutes(cifar_images: float) -> float:
+        benchmarks = tmp_path / f"b{cifar_images:g}.md"
+        write_throughput(benchmarks, dataclasses.replace(measured, device="cpu (test, 2 cores)", cifar_images=cifar_images))
+        assert main(replace_pct, ["--dry-run", "--seeds", "2", "--gpus", "0", "--gpu-model", "cpu (test",
+                                  "--benchmarks", str(benchmarks)]) == 0
+        out = capsys.readouterr().out
+        assert "on GPUs (" not in out                   # a CPU row prices CPUs only
+        found = re.search(r"estimate on this machine's \d+ CPUs \(the throughputs of cpu \(test, 2 cores\) \(smoke\).*"
+                          r"trials (\d+) min \(\d+ at once.*; about \d+ min in all, the first trial's result after "
+                          r"about \d+ min", out)
+        assert found, out
+        return float(found.group(1))
+
+    slow, fast = trial_minutes(100), trial_minutes(200)
+    assert fast < slow and abs(fast * 2 - slow) <= 0.2 * slow + 2      # minutes are rounded; evaluation does not scale
+    assert main(replace_pct, ["--preset", "paper", "--dry-run", "--gpus", "0"]) == 0
+    assert "estimate on CPUs: none, no CPU row of the paper preset's size" in capsys.readouterr().out
+    for f in list(tmp_path.iterdir()):
+        f.unlink()
+    import torch
+
+    if torch.cuda.device_count() == 0:          # the paper preset asks for a GPU: one line before data or Ray
+        assert main(replace_pct, ["--preset", "paper", "--data", "shapes", "--cache", str(tmp_path / "c")]) == 2
+        assert capsys.readouterr().err.strip() == (
+            "error: --gpus: the paper preset asks for 1 GPU(s) and this machine has 0 (a local Ray, no --address); "
+            "pass --gpus 0 to run on its CPUs instead, or --address for a cluster's GPUs")
+        assert os.listdir(tmp_path) == []       # nothing decoded, no store, no Ray results
+
+
+def test_sample_count_runs_its_k0_baseline_once_and_names_its_own_analysis(tmp_path, capsys, monkeypatch):
+    """K = 0 adds no samples whatever the class set: one configuration (13, not 14), the first arm; every other
+    cell is crossed as before. An empty tuple is 'none' in every output and on the command line."""
+    from synthaug.overrides import grid_value, parse_value
+    from synthaug.sweep_plan import Experiment as Declared
+
+    monkeypatch.chdir(tmp_path)
+    sample_count = sweep_script("sample_count")
+    assert sample_count.analysis == "analysis/sample_count.py" and Declared("x", {}).analysis == \
+        "analysis/significance.py"
+    assert main(sample_count, ["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "39 trials = 13 configurations x 3 seeds" in out
+    rows = [line.split()[0] for line in out.splitlines() if line.startswith(("augment_count:", "augment_classes:"))]
+    assert rows[0] == "augment_count:0" and rows.count("augment_count:0") == 1 and len(rows) == 13
+    assert "augment_classes:frame augment_count:2 " in out         # an arm's name is an MLflow param key's
+    assert main(sample_count, ["--dry-run", "--grid", "augment_count=2,5"]) == 0     # no K = 0: the full cross
+    assert "12 trials = 4 configurations x 3 seeds" in capsys.readouterr().out
+    assert grid_value(()) == "none" and grid_value(("truck", "ship")) == "truck+ship"
+    assert parse_value("augment_classes", "none", tuple[str, ...], "--grid") == () == \
+        parse_value("augment_classes", "", tuple[str, ...], "--grid")
+    assert os.listdir(tmp_path) == []

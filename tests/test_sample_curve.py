@@ -46,3 +46,17 @@ def test_a_flat_curve_is_no_gain_without_a_k90():
 def test_too_few_seeds_or_ks_is_one_line():
     with pytest.raises(InputError, match="needs at least 2 seeds with every K and 3 values of K"):
         fit_curve("truck", "test_acc", seeds_table(0.05, 100.0).iloc[:1])
+
+
+def test_every_class_set_shares_the_one_k0_baseline_the_sweep_runs_once():
+    from synthaug.results import Trials
+    from synthaug.sample_curve import sample_curves
+
+    rng = np.random.default_rng(0)
+    rows = [{"status": "FINISHED", "seed": s, "augment_classes": classes, "augment_count": k,
+             "test_acc": 0.7 + k / 1e5 + rng.normal(0, 0.002)}
+            for s in range(4) for classes, ks in (("", [0]), ("truck", KS[1:]), ("ship", KS[1:])) for k in ks]
+    trials = Trials(pd.DataFrame(rows), ("arm",), ("truck", "ship"), "sample_count", "s", None, "test_acc", "uri")
+    curves = sample_curves(trials)
+    assert sorted({c.class_set for c in curves}) == ["ship", "truck"]      # no curve of the baseline alone
+    assert all(list(c.points["K"]) == KS and c.points["n"].eq(4).all() for c in curves)
