@@ -95,7 +95,7 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool, session: str =
     free_gpus = whole_gpus_beside_servers(cluster_gpus(), len(plan.generators), plan.preset.server_gpus) if gpus else 0
     replicas = warmup_replicas(plan.preset.warmup_replicas, free_gpus)
     if replicas == 1:
-        warmed = _warm(needed, lambda name, c, seed: servers[name], "warming pools")
+        warmed = _warm(needed, lambda name, c, seed: servers[name], f"warming pools of {', '.join(servers)}")
     else:
         warmed = {}
         for spec in specs:
@@ -142,15 +142,17 @@ def _warm(needed: dict[tuple[str, int, int], int], route, description: str) -> d
     """Every request at once: each server works through its own queue, the servers side by side.
     Returns the images generated a generator."""
     import ray
-    from tqdm import tqdm
+
+    from synthaug.progress import Progress
 
     pending = {route(name, c, seed).ensure.remote(c, n, seed): name for (name, c, seed), n in sorted(needed.items())}
     generated: dict[str, int] = {}
-    with tqdm(total=len(pending), desc=description, unit="pool") as bar:
-        waiting = list(pending)
-        while waiting:
-            done, waiting = ray.wait(waiting)
-            for ref in done:
-                generated[pending[ref]] = generated.get(pending[ref], 0) + ray.get(ref)
-            bar.update(len(done))
+    shown = Progress(f"{description} ({sum(needed.values())} images in all)", len(pending), "pools")
+    shown.update(0)
+    waiting = list(pending)
+    while waiting:
+        done, waiting = ray.wait(waiting)
+        for ref in done:
+            generated[pending[ref]] = generated.get(pending[ref], 0) + ray.get(ref)
+        shown.update(len(pending) - len(waiting), f"{sum(generated.values())} images generated")
     return generated
