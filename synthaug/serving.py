@@ -147,12 +147,12 @@ def _warm(needed: dict[tuple[str, int, int], int], route, description: str) -> d
 
     pending = {route(name, c, seed).ensure.remote(c, n, seed): name for (name, c, seed), n in sorted(needed.items())}
     generated: dict[str, int] = {}
-    shown = Progress(f"{description} ({sum(needed.values())} images in all)", len(pending), "pools")
+    shown = Progress(description, len(pending), "pools")
     shown.update(0)
     waiting = list(pending)
     while waiting:
         done, waiting = ray.wait(waiting)
         for ref in done:
             generated[pending[ref]] = generated.get(pending[ref], 0) + ray.get(ref)
-        shown.update(len(pending) - len(waiting), f"{sum(generated.values())} images generated")
+        shown.update(len(pending) - len(waiting), f"{sum(generated.values())} images generated so far")
     return generated
