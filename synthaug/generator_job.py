@@ -16,7 +16,9 @@ the cache and every GPU node's driver on the nodes that joined; it never trains 
 were asked for, and it lets the GPUs go when it ends, fails or is interrupted (synthaug.gpu_nodes).
 Without GPUs asked for it takes the cluster as it finds it: GPUs when any node has one (else CPU
 workers), and N workers only when its live nodes hold N GPUs (else N CPUs), counted before anything
-trains (Ray Train would wait forever for more).
+trains (Ray Train would wait forever for more); while others hold some of them it waits, saying so every
+30 s, and Ctrl-C ends the wait. `--address auto` joins a Ray started with `ray start`, never another
+command's own (synthaug.preflight).
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ def one_gpu_node():
 
 def test_what_can_never_be_placed_stops_in_one_line_before_any_generator_trains(tmp_path, shapes_tar, one_gpu_node):
     """A trial beside the server's share, warm-up replicas beyond the whole GPUs it leaves free, data-parallel
-    workers beyond the cluster's GPUs: Ray would leave each pending forever."""
+    workers beyond the cluster's GPUs, or beyond its CPUs when they train on CPUs: Ray would leave each pending
+    forever."""
     def command(script, case, *extra):
         return [sys.executable, f"sweeps/{script}.py", "--preset", "tiny", "--data", str(shapes_tar),
                 "--cache", str(tmp_path / case / "cache"), "--mlflow-uri", f"sqlite:///{tmp_path / case / 'mlflow.db'}",
@@ -51,6 +52,9 @@ def test_what_can_never_be_placed_stops_in_one_line_before_any_generator_trains(
         "workers": (command("train_generators", "workers", "--gpus-per-generator", "2"),
                     "error: --gpus-per-generator 2: each data-parallel worker takes a GPU, and this cluster has 1; "
                     "pass at most 1"),
+        "cpu-workers": (command("train_generators", "cpu-workers", "--gpus", "0", "--gpus-per-generator", "4"),
+                        "error: --gpus-per-generator 4: each data-parallel worker takes a CPU, and this cluster has 2 "
+                        "(CPU workers: --gpus 0, or no GPU asked for or found); pass at most 2"),
     }
     env = {**os.environ, DEVICE_ENV: "cpu", "PYTHONPATH": str(ROOT)}
     for case, (argv, expected) in cases.items():
