@@ -62,10 +62,11 @@ def status_line(trials, elapsed_s: float) -> str:
     parts = [f"{len(running)} running", f"{len(pending)} pending", f"{len(finished)}/{len(trials)} finished"]
     if errored:
         parts.append(f"{len(errored)} errored")
-    scores = [t.last_result["test_acc"] for t in finished if isinstance((t.last_result or {}).get("test_acc"), float)]
+    scored = sorted((t.last_result.get("timestamp", 0), t.last_result["test_acc"]) for t in finished
+                    if isinstance((t.last_result or {}).get("test_acc"), float))     # by when it was reported
     line = f"status {_clock(elapsed_s)}: {', '.join(parts)}"
-    if scores:
-        line += f"; test_acc best {max(scores):.2%}, last {scores[-1]:.2%}"
+    if scored:
+        line += f"; test_acc best {max(acc for _, acc in scored):.2%}, last {scored[-1][1]:.2%}"
     durations = [t.last_result["time_total_s"] for t in finished if (t.last_result or {}).get("time_total_s")]
     if running or pending:
         if durations:

@@ -27,6 +27,7 @@ from synthaug.placement import PlacementError, cluster_gpus, whole_gpus_beside_s
 
 MAX_WARMUP_REPLICAS = 8         # warm-up servers a generator, one a GPU
 PLACEMENT_TIMEOUT_S = 300.0     # for a server or replica to be placed and loaded; a GPU loads a UNet in seconds
+WAIT_LINE_EVERY_S = 20.0        # a line while a server or replica waits to be placed, at most this often
 
 
 def warmup_replicas(preset_setting: int, free_gpus: int) -> int:
@@ -40,13 +41,22 @@ def warmup_replicas(preset_setting: int, free_gpus: int) -> int:
 def wait_until_placed(actors: dict[str, Any], remedy: str, timeout_s: float = PLACEMENT_TIMEOUT_S) -> None:
     """Wait until every actor (its description -> its handle) is placed and constructed; raise PlacementError
     naming the first that is not within timeout_s, and `remedy`."""
+    import time
+
     import ray
 
     described = {actor.__ray_ready__.remote(): what for what, actor in actors.items()}
-    _, waiting = ray.wait(list(described), num_returns=len(described), timeout=timeout_s)
-    if waiting:
-        raise PlacementError(f"{described[waiting[0]]} was not placed within {timeout_s:g} s (what it asks for is held "
-                             f"by something else, or its node is gone); {remedy}")
+    start, waiting = time.monotonic(), list(described)
+    while waiting:
+        left = timeout_s - (time.monotonic() - start)
+        if left <= 0:
+            raise PlacementError(f"{described[waiting[0]]} was not placed within {timeout_s:g} s (what it asks for is "
+                                 f"held by something else, or its node is gone); {remedy}")
+        _, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=min(left, WAIT_LINE_EVERY_S))
+        if waiting and time.monotonic() - start < timeout_s:
+            more = f" (and {len(waiting) - 1} more)" if len(waiting) > 1 else ""
+            print(f"waiting {time.monotonic() - start:.0f} s of at most {timeout_s:g} s for {described[waiting[0]]}"
+                  f"{more} to be placed and loaded", flush=True)
 
 
 def start_servers(plan, dataset: Dataset, parent, use_gpus: bool, session: str = ""
