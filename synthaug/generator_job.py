@@ -303,7 +303,7 @@ def fit_keeping_ctrl_c(trainer) -> None:
 
     def fit() -> None:
         try:
-            outcome["result"] = trainer.fit()
+            trainer.fit()
         except BaseException as err:  # noqa: BLE001 - raised again on the main thread
             outcome["error"] = err
 
