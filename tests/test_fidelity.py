@@ -165,7 +165,9 @@ def test_tiny_cli_run_writes_the_report(tmp_path):
                  "training generator ddpm-cond (", "fidelity: ddpm-cond: 4 samples a class from its pools",
                  "fidelity: scoring: "):
         assert line in done.stdout, (line, done.stdout[-3000:])
-    assert re.search(r"^training generator ddpm-cond \(.*\): \d+/\d+ steps, .* steps/s, ", done.stdout, re.M)
+    assert re.search(r"^training generator ddpm-cond \(ddpm-cond-[0-9a-f]{16}, cpu\): 30/30 steps", done.stdout, re.M)
+    assert re.search(r"^training the labeller of ddpm-uncond \([0-9a-f]{16}, \d+ images\): 2/2 epochs, .* epochs/s, ",
+                     done.stdout, re.M)
     assert "\r" not in done.stdout + done.stderr and "\x1b[" not in done.stdout + done.stderr
     assert {"report.md", "distances.csv", "statistics.csv", "pooled.csv", "confidence.csv", "agreement.csv",
             "statistics.png", "samples.png", "confidence.png", "agreement.png"} <= {p.name for p in out.iterdir()}
