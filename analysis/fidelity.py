@@ -22,17 +22,15 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from synthaug.config import PRESETS, ConfigError, preset
-from synthaug.data import DataError, resolve_source
-from synthaug.fidelity import Settings, run_fidelity
-from synthaug.fidelity_report import log_fidelity, summary_lines, write_outputs
+# Only what parsing needs is imported here: --help and bad flags answer at once. The presets (torch), the
+# samplers, MLflow and the reports come after the flags are read.
 from synthaug.cli import OneLineParser
-from synthaug.tracking import resolve_tracking_uri
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = OneLineParser(prog="analysis/fidelity.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="smoke", help=f"one of {', '.join(PRESETS)} (default smoke)")
+    parser.add_argument("--preset", default="smoke", help="a preset's name: tiny, smoke, paper, ... "
+                                                          "(synthaug.config.PRESETS; default smoke)")
     parser.add_argument("--data", help="shapes, cifar10, or a class-folder folder/.tar/.tar.gz (default: the preset's)")
     parser.add_argument("--cache", default=".synthaug", help="data, generators and pools (default ./.synthaug)")
     parser.add_argument("--samples-per-class", type=int, default=100, help="samples a class a generator (default 100)")
@@ -43,9 +41,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    """Validated settings; ConfigError or DataError (one line naming the flag) when a value is bad."""
-    chosen = preset(args.preset)
+def settings_from(args: argparse.Namespace):
+    """Validated settings (synthaug.fidelity.Settings); ConfigError or DataError (one line naming the flag) when
+    a value is bad. The flags that need no import are checked before the presets are imported."""
+    from synthaug.rules import ConfigError
+
     if args.samples_per_class < 2:
         raise ConfigError(f"--samples-per-class: an integer >= 2, got {args.samples_per_class}")
     if args.seed < 0:
@@ -53,17 +53,30 @@ def settings_from(args: argparse.Namespace) -> Settings:
     cache = Path(args.cache).resolve()
     if cache.exists() and not cache.is_dir():
         raise ConfigError(f"--cache: {args.cache!r} is not a folder")
-    return Settings(chosen, resolve_source(args.data or chosen.data), cache, args.samples_per_class, args.seed)
+    from synthaug.config import preset
+    from synthaug.data import resolve_source
+    from synthaug.fidelity import Settings
+
+    chosen = preset(args.preset)
+    return Settings(chosen, resolve_source(args.data or chosen.data), cache, args.samples_per_class, args.seed,
+                    progress=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")    # keeps stderr to errors
+    from synthaug.data import DataError
+    from synthaug.rules import ConfigError
+
     try:
         settings = settings_from(args)
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from synthaug.fidelity import run_fidelity
+    from synthaug.fidelity_report import log_fidelity, summary_lines, write_outputs
+    from synthaug.tracking import resolve_tracking_uri
+
     result = run_fidelity(settings)
     out = Path(args.out or Path("analysis_out") / "fidelity" / settings.preset.name)
     write_outputs(result, out)

@@ -50,6 +50,7 @@ from synthaug.pools import UNCONDITIONAL
 from synthaug.generators import PreparedGenerator
 from synthaug.labeller import load_labeller
 from synthaug.prepare import prepare_generator, prepare_labeller
+from synthaug.progress import Progress
 from synthaug.sample_grids import SampleGrid
 from synthaug.server import DDPMServer, ShortPoolError
 from synthaug.stats import benjamini_hochberg
@@ -74,7 +75,7 @@ class Settings:
     seed: int = 0                       # the pool seed: pools are shared with trials of this seed
     device: str | None = None           # default: cuda when available; a pool's id names its device type and
                                         # precision, so trials' pools are read where their servers ran
-    progress: bool = False
+    progress: bool = False              # a line a step (which generator, which stage), with n/N and an ETA
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,13 +119,19 @@ def run_fidelity(settings: Settings) -> FidelityResult:
     device = settings.device or default_device()
     dataset = load_dataset(settings.data, settings.cache_dir)
     specs, left_out = usable_generators(settings.preset.generators, dataset.classes)
-    prepared = [prepare_generator(spec, settings.data, settings.cache_dir, device, progress=settings.progress,
-                                  dataset=dataset) for spec in specs]
+    prepared = []
+    for i, spec in enumerate(specs, 1):
+        _say(settings, f"generator {i}/{len(specs)}, {spec.name}: trained (once, then cached under "
+                       f"{settings.cache_dir}) or loaded")
+        prepared.append(prepare_generator(spec, settings.data, settings.cache_dir, device, progress=settings.progress,
+                                          dataset=dataset))
     samples = tuple(draw_samples(p, spec, settings, dataset.classes, device) for p, spec in zip(prepared, specs))
     labeller_path, labeller_acc = reference_labeller(prepared, settings, dataset, device)
     labeller = load_labeller(labeller_path, device)
     samples = tuple(_with_predictions(s, labeller, device) for s in samples)
     space = feature_space(labeller, device)
+    _say(settings, f"scoring: {space.name} features of {len(dataset.test_x)} real and "
+                   f"{sum(len(s.images) for s in samples)} sampled images, distances, image statistics")
     real_features = space.extract(dataset.test_x)
     notes = left_out + [f"{s.name}: the labeller gave fewer than {settings.samples_per_class} samples to "
                         f"{', '.join(s.short_classes)}" for s in samples if s.short_classes]
@@ -149,6 +156,11 @@ def run_fidelity(settings: Settings) -> FidelityResult:
                              for s in samples if s.conditional] or [_empty_agreement()], ignore_index=True),
         samples=samples, real_images=dataset.test_x[grid_index], real_labels=dataset.test_y[grid_index],
         notes=tuple(notes))
+
+
+def _say(settings: Settings, line: str) -> None:
+    if settings.progress:
+        print(f"fidelity: {line}", flush=True)
 
 
 def usable_generators(specs: Sequence[GeneratorSpec], classes: Sequence[str]) -> tuple[list[GeneratorSpec], list[str]]:
@@ -176,10 +188,13 @@ def draw_samples(prepared: PreparedGenerator, spec: GeneratorSpec, settings: Set
                  device: str) -> GeneratorSamples:
     """samples_per_class images a class from the generator's pools (generated once, then read from disk).
     An unconditional pool gives a class what the labeller assigned it, up to the server's stream limit."""
-    server = DDPMServer(prepared, spec, str(settings.cache_dir / "pools"), classes, device,
-                        progress=settings.progress)
+    server = DDPMServer(prepared, spec, str(settings.cache_dir / "pools"), classes, device, progress=False)
+    shown = Progress(f"fidelity: {spec.name}: {settings.samples_per_class} samples a class from its pools (seed "
+                     f"{settings.seed}; made once, then read)", len(classes), "classes") if settings.progress else None
     parts, short = [], []
     for c, name in enumerate(classes):
+        if shown is not None:
+            shown.update(c, f"next: {name}")
         try:
             part = server.take(c, settings.samples_per_class, settings.seed)
             parts.append((part.images, part.labels))
@@ -188,6 +203,8 @@ def draw_samples(prepared: PreparedGenerator, spec: GeneratorSpec, settings: Set
             where = np.flatnonzero(pool.labels == c)[:settings.samples_per_class]
             parts.append((pool.images[where], pool.labels[where]))
             short.append(name)
+    if shown is not None:
+        shown.update(len(classes))
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts]).astype(np.int64)
     stream = np.zeros(0, np.float32)

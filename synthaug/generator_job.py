@@ -16,7 +16,9 @@ the cache and every GPU node's driver on the nodes that joined; it never trains 
 were asked for, and it lets the GPUs go when it ends, fails or is interrupted (synthaug.gpu_nodes).
 Without GPUs asked for it takes the cluster as it finds it: GPUs when any node has one (else CPU
 workers), and N workers only when its live nodes hold N GPUs (else N CPUs), counted before anything
-trains (Ray Train would wait forever for more).
+trains (Ray Train would wait forever for more); while others hold some of them it waits, saying so every
+30 s, and Ctrl-C ends the wait. `--address auto` joins a Ray started with `ray start`, never another
+command's own (synthaug.preflight).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -31,6 +34,8 @@ from typing import Sequence
 from synthaug.cli import OneLineParser, add_gpu_flags, add_run_flags
 from synthaug.config import PRESETS, ConfigError, GeneratorSpec, Preset, preset
 from synthaug.data import DataError, Dataset, load_dataset, resolve_source
+
+WAIT_LINE_EVERY_S = 30.0        # a waiting line at most this often
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,7 @@ def run_job(plan: JobPlan, dataset: Dataset) -> int:
     import ray
 
     from synthaug.cli import start_ray
-    from synthaug.console import quiet_restore_advice
+    from synthaug.console import plain_when_redirected, quiet_restore_advice
     from synthaug.generator_training import trained_generator
     from synthaug.gpu_nodes import gpu_request
     from synthaug.interrupt import INTERRUPTED, Interrupts, end_session_runs, new_session, resume_line
@@ -162,6 +167,7 @@ def run_job(plan: JobPlan, dataset: Dataset) -> int:
     for key, value in QUIET.items():
         os.environ.setdefault(key, value)
     quiet_restore_advice()
+    plain_when_redirected()
     session, code, interrupted = new_session(), INTERRUPTED, True
     with Interrupts() as interrupts:
         try:
@@ -252,6 +258,7 @@ def train_data_parallel(plan: JobPlan, spec: GeneratorSpec, dataset: Dataset, sh
     if trained_generator(spec, dataset, plan.cache_dir, verify=False):     # its preparation checks the files
         return
     share = spec.ddpm.batch_size // plan.workers
+    wait_until_free("GPU" if use_gpu else "CPU", plan.workers, f"{spec.name}'s {plan.workers} data-parallel workers")
     print(f"{spec.name}: {plan.workers} data-parallel workers ({'NCCL, GPUs' if use_gpu else 'gloo, CPUs'}), "
           f"effective batch {spec.ddpm.batch_size} ({share} a worker), lr {spec.ddpm.lr:g}", flush=True)
     trainer = TorchTrainer(
@@ -265,7 +272,47 @@ def train_data_parallel(plan: JobPlan, spec: GeneratorSpec, dataset: Dataset, sh
         # a lost worker or node: Ray Train restarts the group, which resumes from the last checkpoint
         run_config=RunConfig(name=f"train-{generator_key(spec, dataset)}", storage_path=str(plan.cache_dir / "ray_train"),
                              failure_config=FailureConfig(max_failures=3)))
-    trainer.fit()
+    fit_keeping_ctrl_c(trainer)
+
+
+def wait_until_free(unit: str, count: int, what: str, every_s: float = WAIT_LINE_EVERY_S) -> None:
+    """Until `count` of `unit` are free on the cluster: a line now and every every_s seconds saying what waits
+    for what, and what is free. The cluster holds them (workers_problem): others use them for now. Ctrl-C
+    (the command's SIGINT handler) ends the wait."""
+    import ray
+
+    start, said = time.monotonic(), None
+    while (free := ray.available_resources().get(unit, 0)) < count:
+        now = time.monotonic()
+        if said is None or now - said >= every_s:
+            total = ray.cluster_resources().get(unit, 0)
+            print(f"waiting {now - start:.0f} s: {what} need {count} free {unit}s; {free:g} of the cluster's "
+                  f"{total:g} are free now (others hold the rest); Ctrl-C stops", flush=True)
+            said = now
+        time.sleep(1)
+
+
+def fit_keeping_ctrl_c(trainer) -> None:
+    """trainer.fit() from a thread of its own: Ray Train installs a SIGINT handler when fit runs on the main
+    thread, which waits on a controller that cannot answer while it waits for workers (Ctrl-C then did
+    nothing). Off the main thread the command's own handler stays, and its KeyboardInterrupt ends the wait
+    here; Ray's shutdown then stops the run, which resumes from its last checkpoint."""
+    import threading
+
+    outcome: dict = {}
+
+    def fit() -> None:
+        try:
+            trainer.fit()
+        except BaseException as err:  # noqa: BLE001 - raised again on the main thread
+            outcome["error"] = err
+
+    thread = threading.Thread(target=fit, name="ray-train-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(timeout=0.5)
+    if "error" in outcome:
+        raise outcome["error"]
 
 
 def _data_parallel_worker(config: dict) -> None:

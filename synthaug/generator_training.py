@@ -37,6 +37,7 @@ from synthaug.diffusion.sampling import image_seed, sample
 from synthaug.diffusion.training import Checkpointing, DDPMTraining
 from synthaug.files import DamagedFile, atomic_torch_save, atomic_write
 from synthaug.labeller import checked_labeller, load_labeller
+from synthaug.progress import Progress
 from synthaug.tracking import ROLE, RunLogger, ensure_experiment
 
 GENERATORS_EXPERIMENT = "generators"    # MLflow experiment of every generator and labeller run
@@ -151,7 +152,7 @@ def _train_generator(spec, dataset, cache_dir, device, tracking, policy, rank, w
     training = DDPMTraining(spec.ddpm, dataset.train_x, labels, spec.train_seed, device, rank, world_size,
                             autocast, wrap)
     run = tracking.open(directory.name, "generator", f"generator {directory.name}") if tracking and rank == 0 else None
-    on_log = on_grid = None
+    on_grid = None
     if run is not None:
         def log_grid(step: int, ema: torch.nn.Module) -> None:
             log_sample_grid(run, ema, spec, dataset.classes, step, training.device)
@@ -165,10 +166,18 @@ def _train_generator(spec, dataset, cache_dir, device, tracking, policy, rank, w
                         "deterministic": torch.are_deterministic_algorithms_enabled(),
                         "parameters": sum(p.numel() for p in training.model.parameters()),
                         "checkpoint_every": policy.every_steps, "checkpoint_every_s": policy.every_seconds})
-        on_log, on_grid = (lambda step, metrics: run.log_metrics(metrics, step=step)), log_grid
+        on_grid = log_grid
+    shown = Progress(f"training generator {spec.name} ({directory.name}, {training.device.type})",
+                     spec.ddpm.train_steps, "steps") if progress and rank == 0 else None
+
+    def on_log(step: int, metrics: dict) -> None:
+        if run is not None:
+            run.log_metrics(metrics, step=step)
+        if shown is not None:
+            shown.update(step, f"loss {metrics['loss']:.4f}")
+
     try:
-        model = training.run(checkpoint, policy, on_log=on_log, on_grid=on_grid, gather_rng=gather_rng,
-                             progress=progress)
+        model = training.run(checkpoint, policy, on_log=on_log, on_grid=on_grid, gather_rng=gather_rng)
     except BaseException as stop:       # an error, or its process stopped: not left RUNNING
         if run is not None:     # a cancelled task (KeyboardInterrupt), a worker Ray stops (SystemExit): KILLED
             run.finish("FAILED" if isinstance(stop, Exception) else "KILLED")
@@ -221,7 +230,9 @@ def _train_labeller(spec: GeneratorSpec, dataset: Dataset, path: Path, device: s
     checkpoint = path.with_name("checkpoint.pt")
     index = _per_class_subset(dataset.train_y, dataset.num_classes, spec.labeller_per_class, spec.train_seed)
     trainer = Trainer(spec.labeller, dataset.train_x[index], dataset.train_y[index], dataset.num_classes,
-                      seed=spec.train_seed, device=device, progress=progress)
+                      seed=spec.train_seed, device=device, progress=False)
+    shown = Progress(f"training the labeller of {spec.name} ({path.parent.name}, {len(index)} images)",
+                     spec.labeller.epochs, "epochs") if progress else None
     if checkpoint.exists():
         trainer.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
         print(f"labeller {path.parent.name}: resuming at epoch {trainer.epoch} of {spec.labeller.epochs}", flush=True)
@@ -230,10 +241,14 @@ def _train_labeller(spec: GeneratorSpec, dataset: Dataset, path: Path, device: s
         run.log_params({**{f"train.{k}": v for k, v in to_flat(spec.labeller).items()},
                         "data": dataset.name, "train_images": len(index), "per_class": spec.labeller_per_class,
                         "train_seed": spec.train_seed, "device": str(device)})
+    if shown is not None:
+        shown.update(trainer.epoch)
     while trainer.epoch < spec.labeller.epochs:
         metrics = trainer.train_epoch()
         if run is not None:
             run.log_metrics(metrics, step=trainer.epoch)
+        if shown is not None:
+            shown.update(trainer.epoch, f"train_loss {metrics['train_loss']:.3f}")
         atomic_torch_save(trainer.state_dict(), checkpoint)
     result = evaluate(trainer.model, dataset.test_x, dataset.test_y, dataset.num_classes, device)
     state = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
@@ -287,14 +302,24 @@ def evaluate_generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, d
     n = per_class * dataset.num_classes
     intended = np.repeat(np.arange(dataset.num_classes), per_class)
     seeds = [image_seed(f"evaluation:{key}", i) for i in range(n)]
-    images = sample(unet, spec.sampler, seeds, intended if conditional else None, device,
-                    batch_size=spec.sample_batch_size, progress=False,
-                    scheduler_config=load_scheduler_config(generator_dir(spec, dataset, cache_dir)))
+    scheduler_config = load_scheduler_config(generator_dir(spec, dataset, cache_dir))
+    shown = Progress(f"scoring generator {spec.name} ({key}): sampling", n, "images")
+    shown.update(0)
+    batches = []
+    # batch by batch, for the progress lines: image k comes from its own seed whatever the batch
+    for start in range(0, n, spec.sample_batch_size):
+        chunk = slice(start, start + spec.sample_batch_size)
+        batches.append(sample(unet, spec.sampler, seeds[chunk], intended[chunk] if conditional else None, device,
+                              batch_size=spec.sample_batch_size, progress=False, scheduler_config=scheduler_config))
+        shown.update(min(start + spec.sample_batch_size, n))
+    images = np.concatenate(batches) if batches else np.zeros((0, 32, 32, 3), dtype=np.uint8)
     model = load_labeller(labeller, device)
     probs = predict(model, images, device)
     predicted = probs.argmax(1)
     space = feature_space(model, device)
     real = dataset.test_x[np.sort(np.random.default_rng(0).permutation(len(dataset.test_x))[:max(n, 2)])]
+    print(f"scoring generator {spec.name} ({key}): {space.name} features of {n} samples and {len(real)} real "
+          f"test images, then FID and KID", flush=True)
     fake_f, real_f = space.extract(images), space.extract(real)
     kid_mean, kid_sd = kid(fake_f, real_f)      # as many real as generated images: one subset, no sd (nan)
     metrics = {space.metric_name("fid"): fid(fake_f, real_f), space.metric_name("kid"): kid_mean,

@@ -6,7 +6,8 @@ Before Ray starts (reachability; whatever a check writes, it removes):
                                /health, an API route past MLflow's Host-header check, a 1-byte artifact
                                stored and deleted through its artifact proxy); a SQLite file's folder
                                can be written (synthaug.storage; nothing is created);
-    address_problem(address)   a Ray address answers within ADDRESS_TIMEOUT_S.
+    address_problem(address)   a Ray address answers within ADDRESS_TIMEOUT_S; `auto` is the Ray that
+                               `ray start` started on this machine (its address file), or RAY_ADDRESS.
     (--cache, a local --storage and an s3:// / gs:// --storage are probed by synthaug.storage.)
 After ray.init (what the cluster is):
     cluster_problem(uri, folders)   both of these, over the live nodes:
@@ -134,9 +135,11 @@ def _one_line(raw: bytes) -> str:
 
 
 def address_problem(address: str | None, timeout_s: float = ADDRESS_TIMEOUT_S) -> str | None:
-    """Why a Ray address (host:port, ray://host:port) does not answer within timeout_s, or None.
-    'auto' and a local Ray (None) are left to ray.init, which fails fast when there is none."""
-    if not address or address in ("auto", "local"):
+    """Why a Ray address (host:port, ray://host:port, auto) does not answer within timeout_s, or None.
+    A local Ray (None) is this command's own, started by ray.init."""
+    if address == "auto":
+        return auto_address_problem(timeout_s)
+    if not address or address == "local":
         return None
     target = address.split("://", 1)[-1]
     host, _, port = target.rpartition(":")
@@ -149,6 +152,28 @@ def address_problem(address: str | None, timeout_s: float = ADDRESS_TIMEOUT_S) -
     except OSError as err:
         return f"{address!r}: no Ray head answered within {timeout_s:g} s ({err}); start one or pass auto on the head"
     return None
+
+
+def auto_address_problem(timeout_s: float = ADDRESS_TIMEOUT_S) -> str | None:
+    """Why `--address auto` finds no cluster to join, or None. auto means RAY_ADDRESS (a `ray job submit`
+    entrypoint's), else the Ray `ray start` started on this machine, which it names in Ray's address file.
+    Not any Ray process found on the machine, as ray.init's own 'auto' would fall back to: another sweep's
+    or job's private Ray (started by ray.init, which writes no address file) is not a cluster to join."""
+    from ray._common.utils import get_ray_address_file
+
+    if os.environ.get("RAY_ADDRESS"):
+        return None
+    path = Path(get_ray_address_file(None))
+    try:
+        started = path.read_text().strip()
+    except OSError:
+        started = ""
+    if not started:
+        return (f"'auto': no Ray started with `ray start` on this machine ({path} is absent; another command's own "
+                f"Ray is not joined); run `ray start --head` first, pass a head's host:port, or leave --address out "
+                f"to start a Ray of this command's own")
+    problem = address_problem(started, timeout_s)
+    return f"'auto' -> {problem} (named by {path}: a `ray start` since stopped?)" if problem else None
 
 
 def _speaks_grpc(host: str, port: int, timeout_s: float) -> bool:

@@ -234,7 +234,8 @@ def make_server_actor(prepared: PreparedGenerator, spec: GeneratorSpec, store_ro
     return actor_cls.options(name=server_name(sweep, spec.name, replica), namespace=NAMESPACE, get_if_exists=True,
                              num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=-1, max_task_retries=-1,
                              lifetime=None).remote(prepared, spec, store_root, tuple(classes),
-                                                   None)      # the device the actor sees
+                                                   None,      # the device the actor sees
+                                                   False)     # no bar a shard: the warm-up's lines count pools
 
 
 def get_server(sweep: str, generator: str, replica: int = 0):

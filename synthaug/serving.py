@@ -27,6 +27,7 @@ from synthaug.placement import PlacementError, cluster_gpus, whole_gpus_beside_s
 
 MAX_WARMUP_REPLICAS = 8         # warm-up servers a generator, one a GPU
 PLACEMENT_TIMEOUT_S = 300.0     # for a server or replica to be placed and loaded; a GPU loads a UNet in seconds
+WAIT_LINE_EVERY_S = 20.0        # a line while a server or replica waits to be placed, at most this often
 
 
 def warmup_replicas(preset_setting: int, free_gpus: int) -> int:
@@ -40,13 +41,22 @@ def warmup_replicas(preset_setting: int, free_gpus: int) -> int:
 def wait_until_placed(actors: dict[str, Any], remedy: str, timeout_s: float = PLACEMENT_TIMEOUT_S) -> None:
     """Wait until every actor (its description -> its handle) is placed and constructed; raise PlacementError
     naming the first that is not within timeout_s, and `remedy`."""
+    import time
+
     import ray
 
     described = {actor.__ray_ready__.remote(): what for what, actor in actors.items()}
-    _, waiting = ray.wait(list(described), num_returns=len(described), timeout=timeout_s)
-    if waiting:
-        raise PlacementError(f"{described[waiting[0]]} was not placed within {timeout_s:g} s (what it asks for is held "
-                             f"by something else, or its node is gone); {remedy}")
+    start, waiting = time.monotonic(), list(described)
+    while waiting:
+        left = timeout_s - (time.monotonic() - start)
+        if left <= 0:
+            raise PlacementError(f"{described[waiting[0]]} was not placed within {timeout_s:g} s (what it asks for is "
+                                 f"held by something else, or its node is gone); {remedy}")
+        _, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=min(left, WAIT_LINE_EVERY_S))
+        if waiting and time.monotonic() - start < timeout_s:
+            more = f" (and {len(waiting) - 1} more)" if len(waiting) > 1 else ""
+            print(f"waiting {time.monotonic() - start:.0f} s of at most {timeout_s:g} s for {described[waiting[0]]}"
+                  f"{more} to be placed and loaded", flush=True)
 
 
 def start_servers(plan, dataset: Dataset, parent, use_gpus: bool, session: str = ""
@@ -95,7 +105,7 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool, session: str =
     free_gpus = whole_gpus_beside_servers(cluster_gpus(), len(plan.generators), plan.preset.server_gpus) if gpus else 0
     replicas = warmup_replicas(plan.preset.warmup_replicas, free_gpus)
     if replicas == 1:
-        warmed = _warm(needed, lambda name, c, seed: servers[name], "warming pools")
+        warmed = _warm(needed, lambda name, c, seed: servers[name], f"warming pools of {', '.join(servers)}")
     else:
         warmed = {}
         for spec in specs:
@@ -142,15 +152,17 @@ def _warm(needed: dict[tuple[str, int, int], int], route, description: str) -> d
     """Every request at once: each server works through its own queue, the servers side by side.
     Returns the images generated a generator."""
     import ray
-    from tqdm import tqdm
+
+    from synthaug.progress import Progress
 
     pending = {route(name, c, seed).ensure.remote(c, n, seed): name for (name, c, seed), n in sorted(needed.items())}
     generated: dict[str, int] = {}
-    with tqdm(total=len(pending), desc=description, unit="pool") as bar:
-        waiting = list(pending)
-        while waiting:
-            done, waiting = ray.wait(waiting)
-            for ref in done:
-                generated[pending[ref]] = generated.get(pending[ref], 0) + ray.get(ref)
-            bar.update(len(done))
+    shown = Progress(description, len(pending), "pools")
+    shown.update(0)
+    waiting = list(pending)
+    while waiting:
+        done, waiting = ray.wait(waiting)
+        for ref in done:
+            generated[pending[ref]] = generated.get(pending[ref], 0) + ray.get(ref)
+        shown.update(len(pending) - len(waiting), f"{sum(generated.values())} images generated so far")
     return generated

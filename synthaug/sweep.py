@@ -27,7 +27,7 @@ from synthaug.sweep_runs import (Session, close_runs, experiment_description, lo
 __all__ = ["Experiment", "main", "run_sweep"]       # a sweep script's imports
 
 LOST_CHECKPOINT = "does not exist on storage anymore"     # Ray Tune's words for a checkpoint gone (Trainable.restore)
-QUIET = {   # Tune's status table and our own lines are the progress; these only repeat themselves
+QUIET = {   # the status line and our own lines are the progress; these only repeat themselves
     "RAY_USAGE_STATS_ENABLED": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
@@ -147,7 +147,7 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
     import ray
 
     from synthaug.cli import start_ray
-    from synthaug.console import CONSOLE, quiet_restore_advice
+    from synthaug.console import CONSOLE, plain_when_redirected, quiet_restore_advice
     from synthaug.gpu_nodes import gpu_request
     from synthaug.interrupt import INTERRUPTED, Interrupts, new_session
     from synthaug.server import NAMESPACE
@@ -158,6 +158,7 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
     for key, value in {**QUIET, **CONSOLE}.items():
         os.environ.setdefault(key, value)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)    # not "wrote the result files", "total run time"
+    plain_when_redirected()
     quiet_restore_advice()
     with Interrupts() as interrupts:
         session, code = Session(new_session(), interrupts), INTERRUPTED
@@ -189,7 +190,7 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float,
 
     from synthaug import tracking
     from synthaug.caveats import print_caveat
-    from synthaug.console import VERBOSE, TrialLines, status_reporter
+    from synthaug.console import VERBOSE, StatusLine, TrialLines
     from synthaug.gpu_nodes import gpu_node_problem, wait_for_gpus
     from synthaug.instances import per_trial_generators
     from synthaug.interrupt import INTERRUPTED
@@ -246,7 +247,7 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float,
                 # the newest two: Tune's experiment snapshot can lag a checkpoint behind, and with one kept a
                 # kill -9 in that gap left a trial restoring from a deleted checkpoint (Ray issue 27790)
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                progress_reporter=status_reporter([*plan.grid, "seed"]), verbose=VERBOSE))
+                progress_reporter=StatusLine(), verbose=VERBOSE))
     with session.interrupts.tune():                 # a Ctrl-C: Tune saves its state, stops the trials, returns
         results = tuner.fit()
     lost = [r for r in results if r.error and LOST_CHECKPOINT in str(r.error)]

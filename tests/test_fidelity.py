@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -187,6 +188,15 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
         assert err.startswith(start) and err.count("\n") == 1, err
 
 
+def test_help_imports_no_torch_ray_or_mlflow():
+    """--help (and every flag checked before the presets) answers without the heavy imports."""
+    probe = ("import runpy, sys\nsys.argv = ['analysis/fidelity.py', '--help']\ntry:\n"
+             "    runpy.run_path('analysis/fidelity.py', run_name='__main__')\nexcept SystemExit as stop:\n"
+             "    print('exit', stop.code, sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert "usage: analysis/fidelity.py" in done.stdout and done.stdout.strip().endswith("exit 0 []"), done.stdout
+
+
 def test_tiny_cli_run_writes_the_report(tmp_path):
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db",
            "OMP_NUM_THREADS": "1"}     # as conftest's one_torch_thread: small models stall on 2 shared threads
@@ -195,6 +205,15 @@ def test_tiny_cli_run_writes_the_report(tmp_path):
                            "shapes", "--samples-per-class", "4", "--cache", str(tmp_path / "cache"), "--out", str(out),
                            "--no-log"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
+    # a line a step, naming the generator and the stage, with n/N where there is one
+    for line in ("fidelity: generator 1/2, ddpm-uncond: trained (once", "fidelity: generator 2/2, ddpm-cond: trained",
+                 "training generator ddpm-cond (", "fidelity: ddpm-cond: 4 samples a class from its pools",
+                 "fidelity: scoring: "):
+        assert line in done.stdout, (line, done.stdout[-3000:])
+    assert re.search(r"^training generator ddpm-cond \(ddpm-cond-[0-9a-f]{16}, cpu\): 30/30 steps", done.stdout, re.M)
+    assert re.search(r"^training the labeller of ddpm-uncond \([0-9a-f]{16}, \d+ images\): 2/2 epochs, .* epochs/s, ",
+                     done.stdout, re.M)
+    assert "\r" not in done.stdout + done.stderr and "\x1b[" not in done.stdout + done.stderr
     assert {"report.md", "distances.csv", "statistics.csv", "pooled.csv", "confidence.csv", "agreement.csv",
             "statistics.png", "samples.png", "confidence.png", "agreement.png"} <= {p.name for p in out.iterdir()}
     assert "FID (pseudo-labeller ResNet18 penultimate layer; not comparable with published FIDs)" in \

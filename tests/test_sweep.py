@@ -105,13 +105,15 @@ def test_tiny_sweep_logs_every_trial_resumes_and_reuses_pools(tmp_path, shapes_t
                                                                                                    "results")}
     table = pd.read_csv(client.download_artifacts(sweep.info.run_id, "results/results.csv", str(tmp_path)))
     assert list(table["replace_pct"]) == [0, 20] and list(table["seeds_finished"]) == [2, 2]
-    # the console: a line when a trial starts and one when it finishes, the status table, no box a trial
+    # the console: a line when a trial starts and one when it finishes, a status line, no table, no box a trial
     starts = re.findall(r"^trial (\d+) started: replace_pct=(\d+), seed=(\d)$", out, re.MULTILINE)
     ends = re.findall(r"^trial (\d+) finished: replace_pct=(\d+), seed=(\d), test_acc \d+\.\d\d%$", out, re.MULTILINE)
     assert len(starts) == len(set(starts)) == 4 and sorted(ends) == sorted(starts), out
-    assert "== Status ==" in out and "+------" in out                 # Tune's status table
+    assert re.search(r"^status \d+:\d\d:\d\d: 0 running, 0 pending, 4/4 finished; test_acc best \d+\.\d\d%, "
+                     r"last \d+\.\d\d%$", out, re.MULTILINE), out
+    assert "== Status ==" not in out and "+------" not in out and "Trial Status" not in out, out    # no Tune table
     assert "Configuration for experiment" not in out and "started with configuration" not in out, out
-    assert "╭" not in out, out                                        # no box of a trial's config or result
+    assert "╭" not in out and "\x1b[" not in out, out                  # no box of a trial's config, no colour
 
     # The same command again: Tune restores the finished sweep; nothing is trained or generated twice.
     assert main(TINY, sweep_args(tmp_path, shapes_tar)) == 0
@@ -202,6 +204,8 @@ def test_two_sweeps_at_once_over_one_cache_and_one_store_both_finish_and_write_e
              for i, seeds in enumerate(("0,1", "1,0"))]
     outs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
+    for out in outs:        # a console redirected to a pipe, stdout and stderr together, as a log file gets it
+        assert_a_plain_console(out, trials=4)
     generated = [int(o.split("DDPM server ddpm-cond: generated ")[1].split()[0]) for o in outs]
     on_disk = sum(len(np.load(p)["labels"]) for p in (tmp_path / "cache" / "pools").rglob("*.npz"))
     assert sum(generated) == on_disk > 0                       # every shard made by one of them, once
@@ -216,6 +220,23 @@ def test_two_sweeps_at_once_over_one_cache_and_one_store_both_finish_and_write_e
         done = subprocess.run([sys.executable, str(script), *argv], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=300)
     assert done.returncode == 1 and f"error: sweep {plan.name} is already running over the cache" in done.stderr
+
+
+PERIODIC = re.compile(r"^(status \d+:\d\d:\d\d: |.*: \d+/\d+ [a-z]+(, |; |$))")   # status and progress lines
+
+
+def assert_a_plain_console(out: str, trials: int) -> None:
+    """No colour codes, carriage returns, Tune table or traceback; a line a trial start and end. The lines that
+    are not periodic (status, progress: at most one every 20-30 s each) are bounded: a tiny sweep printed 20
+    of them besides its trials' lines, measured (sweep header, Ray's start, cluster, MLflow's two, preparing,
+    scoring, pools ready, server counts, the summary table, finished, Browse, Analyse); 40 leaves room for
+    a warning or two, and the 16-line table Tune printed every 30 s would break it at once."""
+    assert "\x1b[" not in out and "\r" not in out, out[-3000:]
+    assert "== Status ==" not in out and "Trial Status" not in out and "+------" not in out, out[-3000:]
+    assert "Traceback" not in out and "SystemExit" not in out, out[-5000:]
+    assert len(re.findall(r"^trial \d+ (started|finished): ", out, re.MULTILINE)) == 2 * trials, out[-3000:]
+    others = [line for line in out.splitlines() if not PERIODIC.match(line) and not line.startswith("trial ")]
+    assert len(others) <= 40, "\n".join(others)
 
 
 def finished_trials(tmp_path) -> int:
@@ -388,3 +409,20 @@ def test_every_sweep_script_runs_on_a_node_declaring_one_gpu(tmp_path, shapes_ta
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_the_status_line_counts_trials_and_estimates_what_is_left_from_finished_ones():
+    """Tune's Trial objects as the reporter reads them: a status and the last result."""
+    from types import SimpleNamespace as Trial
+
+    from synthaug.console import status_line
+
+    trials = [Trial(status="TERMINATED", last_result={"test_acc": 0.6, "time_total_s": 100.0, "timestamp": 9}),
+              Trial(status="TERMINATED", last_result={"test_acc": 0.7, "time_total_s": 140.0, "timestamp": 5}),
+              Trial(status="RUNNING", last_result={"time_total_s": 20.0}), Trial(status="RUNNING", last_result={}),
+              Trial(status="PENDING", last_result=None), Trial(status="ERROR", last_result={})]
+    # left: (120 - 20) + 120 running, 120 pending = 340 s, 2 at a time
+    assert status_line(trials, 3725) == ("status 1:02:05: 2 running, 1 pending, 2/6 finished, 1 errored; test_acc best "
+                                         "70.00%, last 60.00%; ETA 0:02:50 (120 s a trial, 2 at a time)")
+    assert status_line(trials[4:5], 5) == "status 0:00:05: 0 running, 1 pending, 0/1 finished; ETA once a trial has finished"
+    assert status_line(trials[:2], 300).endswith("2/2 finished; test_acc best 70.00%, last 60.00%")

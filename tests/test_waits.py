@@ -31,7 +31,8 @@ def one_gpu_node():
 
 def test_what_can_never_be_placed_stops_in_one_line_before_any_generator_trains(tmp_path, shapes_tar, one_gpu_node):
     """A trial beside the server's share, warm-up replicas beyond the whole GPUs it leaves free, data-parallel
-    workers beyond the cluster's GPUs: Ray would leave each pending forever."""
+    workers beyond the cluster's GPUs, or beyond its CPUs when they train on CPUs: Ray would leave each pending
+    forever."""
     def command(script, case, *extra):
         return [sys.executable, f"sweeps/{script}.py", "--preset", "tiny", "--data", str(shapes_tar),
                 "--cache", str(tmp_path / case / "cache"), "--mlflow-uri", f"sqlite:///{tmp_path / case / 'mlflow.db'}",
@@ -51,6 +52,9 @@ def test_what_can_never_be_placed_stops_in_one_line_before_any_generator_trains(
         "workers": (command("train_generators", "workers", "--gpus-per-generator", "2"),
                     "error: --gpus-per-generator 2: each data-parallel worker takes a GPU, and this cluster has 1; "
                     "pass at most 1"),
+        "cpu-workers": (command("train_generators", "cpu-workers", "--gpus", "0", "--gpus-per-generator", "4"),
+                        "error: --gpus-per-generator 4: each data-parallel worker takes a CPU, and this cluster has 2 "
+                        "(CPU workers: --gpus 0, or no GPU asked for or found); pass at most 2"),
     }
     env = {**os.environ, DEVICE_ENV: "cpu", "PYTHONPATH": str(ROOT)}
     for case, (argv, expected) in cases.items():
@@ -109,3 +113,22 @@ def test_an_actor_not_placed_in_time_ends_the_wait_in_one_line(one_gpu_node):
         assert message.startswith("warm-up replica 1 of ddpm-cond (a whole GPU) was not placed within 2 s")
     finally:
         ray.shutdown()
+
+
+def test_address_auto_joins_only_a_ray_started_with_ray_start(tmp_path, shapes_tar, one_gpu_node):
+    """The module's cluster is a Ray process on this machine that no `ray start` made (Ray's address file
+    is absent under this RAY_TMPDIR): ray.init('auto') would have joined it; both commands refuse it in one
+    line, exit 2, before the data is cached or anything starts."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update({DEVICE_ENV: "cpu", "PYTHONPATH": str(ROOT), "RAY_TMPDIR": str(tmp_path / "raytmp")})
+    common = ["--preset", "tiny", "--data", str(shapes_tar), "--cache", str(tmp_path / "cache"),
+              "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--address", "auto"]
+    for script in ("train_generators", "replace_pct"):
+        extra = ["--storage", str(tmp_path / "ray_results")] if script == "replace_pct" else []
+        proc = subprocess.run([sys.executable, f"sweeps/{script}.py", *common, *extra], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+        print(f"{script}: exit {proc.returncode}: {proc.stderr.strip()}")
+        assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+        assert proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr
+        assert proc.stderr.startswith("error: --address 'auto': no Ray started with `ray start` on this machine (")
+        assert "Started a local Ray" not in proc.stdout + proc.stderr and not (tmp_path / "cache" / "datasets").exists()
