@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from synthaug.cli import OneLineParser
-from synthaug.sweep import QUIET       # the settings a synthaug sweep runs Tune with
+from synthaug.console import QUIET     # the settings a synthaug sweep runs Tune with
 
 for _key, _value in QUIET.items():
     os.environ.setdefault(_key, _value)

@@ -30,6 +30,11 @@ VERBOSE = 1             # Tune's classic verbosity 1: the progress reporter, not
 # Set before the RunConfig is made (Tune reads it then, and again in fit); a sweep's only, not the generator
 # job's (Ray Train keeps its own console)
 CONSOLE = {"RAY_AIR_NEW_OUTPUT": "0"}
+QUIET = {   # a sweep's and the generator job's: the status line and our own lines are the progress; these only repeat themselves
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+}
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")    # a terminal's colour (or cursor) escape
 
 

@@ -155,39 +155,25 @@ def _main(argv: Sequence[str] | None) -> int:
 def run_job(plan: JobPlan, dataset: Dataset) -> int:
     """Ray up, the training, Ray down; then (no worker writes a status any more) the training runs this
     command's tasks left RUNNING end KILLED. A SIGINT (Ctrl-C) at any moment: exit 130 and one line."""
-    import ray
-
-    from synthaug.cli import start_ray
-    from synthaug.console import plain_when_redirected, quiet_restore_advice
+    from synthaug.console import QUIET, plain_when_redirected, quiet_restore_advice
     from synthaug.generator_training import trained_generator
-    from synthaug.gpu_nodes import gpu_request
     from synthaug.interrupt import INTERRUPTED, Interrupts, end_session_runs, new_session, resume_line
-    from synthaug.sweep import QUIET
 
     for key, value in QUIET.items():
         os.environ.setdefault(key, value)
     quiet_restore_advice()
     plain_when_redirected()
-    session, code, interrupted = new_session(), INTERRUPTED, True
+    session = new_session()
     with Interrupts() as interrupts:
         try:
-            start_ray(plan.address)
-            try:
-                with gpu_request((plan.gpus or 0) if plan.address else 0):
-                    code = _train_on_ray(plan, dataset, session)
-            finally:
-                interrupted = interrupts.received
-                interrupts.shield()
-                ray.shutdown()
-        except KeyboardInterrupt:
-            interrupted = True
+            code = interrupts.on_ray(plan.address, None, plan.gpus or 0, lambda: _train_on_ray(plan, dataset, session))
         finally:
             try:
                 end_session_runs(plan.tracking_uri, session)
             except Exception as err:  # noqa: BLE001 - the store gone meanwhile: a line, the exit code kept
                 print(f"warning: could not end this job's MLflow runs ({str(err).splitlines()[0][:200]})",
                       file=sys.stderr)
-    if interrupted and code:
+    if interrupts.received and code:
         trained = sum(1 for spec in plan.specs if trained_generator(spec, dataset, plan.cache_dir, verify=False))
         print(resume_line(f"{trained} of {len(plan.specs)} generators trained and kept"), flush=True)
         return INTERRUPTED

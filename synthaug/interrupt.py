@@ -15,7 +15,7 @@ import signal
 import threading
 import uuid
 from contextlib import contextmanager
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 INTERRUPTED = 130                   # the exit code of a command stopped by SIGINT
 SESSION_TAG = "synthaug.session"    # generator and labeller runs: the command (its session id) that (re)opened them
@@ -68,6 +68,29 @@ class Interrupts:
     def shield(self) -> None:
         """From now on SIGINT is ignored: the command is cleaning up."""
         self.shielded = True
+
+    def on_ray(self, address: str | None, namespace: str | None, gpus: int, work: Callable[[], int]) -> int:
+        """Ray up (with a cluster's autoscaler asked for `gpus`: synthaug.gpu_nodes.gpu_request), work(), and
+        Ray down whatever happens, SIGINT shielded from then on. Returns work's exit code, INTERRUPTED where
+        it never returned because of a SIGINT; `received` says whether one came. Any other error propagates."""
+        import ray
+
+        from synthaug.cli import start_ray
+        from synthaug.gpu_nodes import gpu_request
+
+        code = INTERRUPTED
+        try:
+            start_ray(address, namespace)
+            try:
+                # a local Ray gains no GPUs by waiting: only a cluster's autoscaler can bring them
+                with gpu_request(gpus if address else 0):
+                    code = work()
+            finally:
+                self.shield()
+                ray.shutdown()
+        except KeyboardInterrupt:
+            self.received = True
+        return code
 
 
 def end_running(uri: str, experiment: str, filter_string: str, status: str = "KILLED") -> int:

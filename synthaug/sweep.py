@@ -27,11 +27,6 @@ from synthaug.sweep_runs import (Session, close_runs, experiment_description, lo
 __all__ = ["Experiment", "main", "run_sweep"]       # a sweep script's imports
 
 LOST_CHECKPOINT = "does not exist on storage anymore"     # Ray Tune's words for a checkpoint gone (Trainable.restore)
-QUIET = {   # the status line and our own lines are the progress; these only repeat themselves
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-}
 
 
 def preflight(plan: SweepPlan) -> None:
@@ -144,11 +139,7 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False, wait_s: fl
 def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) -> int:
     """Ray up, the sweep, Ray down; then, Ray's workers gone, the runs it leaves are ended (close_runs). A SIGINT
     (Ctrl-C) at any moment ends it with exit 130 and one line (synthaug.interrupt)."""
-    import ray
-
-    from synthaug.cli import start_ray
-    from synthaug.console import CONSOLE, plain_when_redirected, quiet_restore_advice
-    from synthaug.gpu_nodes import gpu_request
+    from synthaug.console import CONSOLE, QUIET, plain_when_redirected, quiet_restore_advice
     from synthaug.interrupt import INTERRUPTED, Interrupts, new_session
     from synthaug.server import NAMESPACE
 
@@ -161,25 +152,16 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
     plain_when_redirected()
     quiet_restore_advice()
     with Interrupts() as interrupts:
-        session, code = Session(new_session(), interrupts), INTERRUPTED
+        session = Session(new_session(), interrupts)
         try:
-            start_ray(plan.address, NAMESPACE)
-            try:
-                # a local Ray gains no GPUs by waiting: only a cluster's autoscaler can bring them
-                with gpu_request((plan.preset.gpus or 0) if plan.address else 0):
-                    code = _sweep_on_ray(plan, dataset, fresh, wait_s if plan.address else 0, session)
-            finally:
-                interrupted = interrupts.received
-                interrupts.shield()
-                ray.shutdown()
-        except KeyboardInterrupt:
-            interrupted = True
+            code = interrupts.on_ray(plan.address, NAMESPACE, plan.preset.gpus or 0, lambda: _sweep_on_ray(
+                plan, dataset, fresh, wait_s if plan.address else 0, session))
         except Exception as err:        # a bug: its traceback, and no run left RUNNING
             interrupts.shield()
             session.error = f"{type(err).__name__}: {err}"
             close_runs(plan, session, 1, fresh)
             raise
-        return close_runs(plan, session, INTERRUPTED if interrupted and code else code, fresh)
+        return close_runs(plan, session, INTERRUPTED if interrupts.received and code else code, fresh)
 
 
 def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float, session: Session) -> int:
