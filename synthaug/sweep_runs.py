@@ -161,7 +161,8 @@ def result_table(plan: SweepPlan, rows: list[dict]):
     keys = list(plan.grid)
     if not keys:                        # one configuration (no grid, no arms): one row
         frame["configuration"], keys = "all", ["configuration"]
-    frame[keys] = frame[keys].map(_text)
+    # a tuple as text (truck+ship, none); numbers stay numbers, so the rows come in numeric order (2 before 10)
+    frame[keys] = frame[keys].map(lambda v: _text(v) if isinstance(v, (list, tuple)) else v)
     return frame.groupby(keys)["test_acc"].agg(seeds="count", mean="mean", sd="std")
 
 

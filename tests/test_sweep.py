@@ -426,3 +426,19 @@ def test_the_status_line_counts_trials_and_estimates_what_is_left_from_finished_
                                          "70.00%, last 60.00%; ETA 0:02:50 (120 s a trial, 2 at a time)")
     assert status_line(trials[4:5], 5) == "status 0:00:05: 0 running, 1 pending, 0/1 finished; ETA once a trial has finished"
     assert status_line(trials[:2], 300).endswith("2/2 finished; test_acc best 70.00%, last 60.00%")
+
+
+def test_the_result_table_keeps_numbers_in_numeric_order_and_writes_tuples_as_the_grid_flag_does():
+    from types import SimpleNamespace
+
+    from synthaug.sweep_runs import result_table
+
+    plan = SimpleNamespace(grid={"replace_pct": [0, 2, 10]})
+    rows = [{"replace_pct": p, "seed": s, "done": True, "test_acc": 0.9 + p / 1000 + s / 100}
+            for p in (10, 2, 0) for s in (0, 1)]
+    table = result_table(plan, rows)
+    assert list(table.index) == [0, 2, 10]                      # not "0", "10", "2"
+    assert list(table["seeds"]) == [2, 2, 2] and table.loc[10, "mean"] == pytest.approx(0.915)
+    plan = SimpleNamespace(grid={"augment_classes": [(), ("truck", "ship")]})
+    rows = [{"augment_classes": c, "done": True, "test_acc": 0.5} for c in ([], ["truck", "ship"])]
+    assert list(result_table(plan, rows).index) == ["none", "truck+ship"]
