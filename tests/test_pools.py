@@ -282,7 +282,8 @@ def test_warm_up_replicas_do_not_change_a_pool_byte(tmp_path, shapes_tar, monkey
                                  "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
 
     assert sweep("tiny_warmers", tmp_path / "two") == 0
-    assert "warming ddpm-cond pools on 2 replicas" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "warming ddpm-cond pools on 2 replicas" in printed.out + printed.err
     shutil.copytree(tmp_path / "two" / "generators", tmp_path / "one" / "generators")   # the same weights
     assert sweep("tiny", tmp_path / "one") == 0
 

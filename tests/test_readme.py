@@ -63,6 +63,8 @@ COMMANDS: dict[str, str] = {
     "python bench/sampling.py": HELP,
     "python bench/sweep_overhead.py": HELP,
     "ray get-auth-token --generate": TEST_JOB,
+    "ray start": "tests/test_waits.py::test_address_auto_joins_only_a_ray_started_with_ray_start",
+    "ray job submit": TEST_JOB,
     "export RAY_AUTH_MODE=token": TEST_JOB,
     "ray up cluster.yaml": TEST_CLUSTER_YAML,
     "ray up cluster.yaml --no-restart": TEST_CLUSTER_YAML,
