@@ -68,7 +68,7 @@ class Tracking:
     def open(self, key: str, role: str, run_name: str) -> RunLogger:
         """The run that trains `key`: found again (reopened unless finished), else created; an open one is
         tagged with the session that (re)opened it."""
-        from synthaug.interrupt import SESSION_TAG
+        from synthaug.tracking import SESSION_TAG
 
         run = RunLogger.reopen_or_create(self.uri, self.experiment_id, f"tags.`{ARTIFACT_KEY}` = '{key}'", run_name,
                                          {ARTIFACT_KEY: key, ROLE: role})

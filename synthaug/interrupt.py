@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from collections.abc import Callable, Iterator
 
 INTERRUPTED = 130                   # the exit code of a command stopped by SIGINT
-SESSION_TAG = "synthaug.session"    # generator and labeller runs: the command (its session id) that (re)opened them
 
 
 def new_session() -> str:
@@ -116,6 +115,7 @@ def end_running(uri: str, experiment: str, filter_string: str, status: str = "KI
 def end_session_runs(uri: str, session: str) -> int:
     """The generator and labeller runs this command's tasks (re)opened and left RUNNING: KILLED."""
     from synthaug.generator_training import GENERATORS_EXPERIMENT
+    from synthaug.tracking import SESSION_TAG
 
     return end_running(uri, GENERATORS_EXPERIMENT, f"tags.`{SESSION_TAG}` = '{session}'")
 

@@ -41,6 +41,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 ROLE, SWEEP, TRIAL_ID, CELL = "synthaug.role", "synthaug.sweep", "synthaug.trial_id", "synthaug.cell"
+SESSION_TAG = "synthaug.session"    # generator and labeller runs: the command (its session id) that (re)opened them
 ANALYSIS = "synthaug.analysis"          # analysis runs: which script made them (figures, fidelity)
 TRIAL_KEY = "synthaug.trial_key"
 PARENT = "mlflow.parentRunId"
