@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from synthaug.config import to_flat
+from synthaug.overrides import grid_value
 from synthaug.sweep_plan import SweepPlan
 
 
@@ -130,7 +131,7 @@ def parent_run_name(plan: SweepPlan) -> str:
     """What tells this sweep from the experiment's others, first (the runs list cuts names short): the digest
     of its settings, its preset, its grid and seeds; 'b1c2d3e4 smoke: replace_pct=0,2,4; 3 seeds'."""
     digest = plan.name.rsplit("-", 1)[-1]
-    axes = "; ".join(f"{key}={','.join(_text(v) for v in values)}" for key, values in plan.grid.items())
+    axes = "; ".join(f"{key}={','.join(grid_value(v) for v in values)}" for key, values in plan.grid.items())
     seeds = f"{len(plan.seeds)} seed{'s' if len(plan.seeds) > 1 else ''}"
     return f"{digest} {plan.preset.name}: {axes + '; ' if axes else ''}{seeds}"
 
@@ -162,7 +163,7 @@ def result_table(plan: SweepPlan, rows: list[dict]):
     if not keys:                        # one configuration (no grid, no arms): one row
         frame["configuration"], keys = "all", ["configuration"]
     # a tuple as text (truck+ship, none); numbers stay numbers, so the rows come in numeric order (2 before 10)
-    frame[keys] = frame[keys].map(lambda v: _text(v) if isinstance(v, (list, tuple)) else v)
+    frame[keys] = frame[keys].map(lambda v: grid_value(v) if isinstance(v, (list, tuple)) else v)
     return frame.groupby(keys)["test_acc"].agg(seeds="count", mean="mean", sd="std")
 
 
@@ -212,7 +213,7 @@ def describe_sweep(plan: SweepPlan, table, finished: int) -> str:
     """The parent run's description (Markdown): what the sweep compares, its preset, seeds and data, the result."""
     from synthaug.tracking import redacted
 
-    axes = "; ".join(f"`{key}` in {', '.join(_text(v) for v in values)}" for key, values in plan.grid.items())
+    axes = "; ".join(f"`{key}` in {', '.join(grid_value(v) for v in values)}" for key, values in plan.grid.items())
     lines = [f"**{plan.experiment.name}**: {plan.experiment.description}".rstrip(": "), "",
              (f"Sweep `{plan.name}` compares {axes or 'one configuration'} over seeds "
               f"{', '.join(map(str, plan.seeds))} (preset {plan.preset.name}, data `{redacted(plan.base.data)}`): "
@@ -239,9 +240,3 @@ def configuration_key(names, index) -> str:
     values = index if isinstance(index, tuple) else (index,)
     text = " ".join(f"{name}_{value}" for name, value in zip(names, values))
     return "".join(ch if ch.isalnum() or ch in "_-. " else "_" for ch in text)
-
-
-def _text(value: Any) -> str:
-    from synthaug.overrides import grid_value
-
-    return grid_value(value)         # a tuple as the console and the dry run write it (truck+ship, none)
