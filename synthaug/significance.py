@@ -40,7 +40,7 @@ from mlflow.exceptions import MlflowException
 from synthaug import stats
 from synthaug.report import format_p
 from synthaug.results import FINISHED, InputError, Trials
-from synthaug.tracking import ROLE, SWEEP, analysis_experiment, log_folder_run
+from synthaug.tracking import ROLE, SWEEP, analysis_experiment, log_folder_run, metric_safe
 
 CONFIDENCE = 0.95       # every interval
 ALPHA = 0.05            # what "significant" means in the report (after adjustment)
@@ -449,8 +449,7 @@ def analysis_metrics(result: Result) -> dict[str, float]:
 
 def metric_key(label: str) -> str:
     """A label as an MLflow-safe key: 'replace_pct=2, augment_count=0' -> 'replace_pct_2 augment_count_0'."""
-    text = label.replace(", ", " ").replace("=", "_")
-    return "".join(ch if ch.isalnum() or ch in "_-. " else "_" for ch in text)
+    return metric_safe(label.replace(", ", " ").replace("=", "_"))
 
 
 def analysis_params(trials: Trials, result: Result) -> dict:

@@ -238,5 +238,6 @@ def markdown_results(table) -> str:
 def configuration_key(names, index) -> str:
     """A configuration as an MLflow metric key: ('replace_pct',), 2 -> 'replace_pct_2' (as significance.metric_key)."""
     values = index if isinstance(index, tuple) else (index,)
-    text = " ".join(f"{name}_{value}" for name, value in zip(names, values))
-    return "".join(ch if ch.isalnum() or ch in "_-. " else "_" for ch in text)
+    from synthaug.tracking import metric_safe
+
+    return metric_safe(" ".join(f"{name}_{value}" for name, value in zip(names, values)))

@@ -227,6 +227,11 @@ def _param_value(value: Any) -> str:
     return redacted(text)
 
 
+def metric_safe(text: str) -> str:
+    """text as an MLflow metric key part: letters, digits, _ - . and space kept, anything else '_'."""
+    return "".join(ch if ch.isalnum() or ch in "_-. " else "_" for ch in text)
+
+
 def redacted(text: str) -> str:
     """What a param may show: a URI's user:password@ becomes ***@, the home folder ~ (no credential or
     home path is logged)."""
