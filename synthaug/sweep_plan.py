@@ -35,6 +35,18 @@ class Experiment:
     run_once: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     analysis: str = "analysis/significance.py"  # the script the sweep's closing "Analyse:" line names
+    # The primary analysis, declared before the sweep runs (written to its parent run, tag synthaug.primary,
+    # and read back by the analysis, which leads with it; every other comparison is secondary). Each
+    # configuration is named in the form --baseline takes ("replace_pct=2", "arm=synthetic,augment_classes=truck"),
+    # with the class names of the sweep's data resolved by the sweep.
+    # primary: (treatment, baseline) pairs; baseline "" = the sweep's baseline (the configuration without
+    # synthetic images)
+    primary: tuple[tuple[str, str], ...] = ()
+    trend: str = ""                             # a numeric TrialConfig field tested for a trend across its values
+    trend_within: str = ""                      # the configurations the trend runs over ("arm=synthetic"); "" = all
+    # (synthetic, real) pairs, each against the sweep's baseline: what one synthetic image is worth in real
+    # images = (synthetic - baseline) / (real - baseline) at the same count
+    exchange: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
