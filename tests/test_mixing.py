@@ -244,3 +244,17 @@ def test_augment_source_is_validated_and_a_stream_needs_a_generator():
     for source in ("oversample", "withheld", "reweight"):
         assert not TrialConfig(augment_classes=("a",), augment_count=5, augment_source=source).uses_synthetic
     assert TrialConfig(augment_classes=("a",), augment_count=5).uses_synthetic
+
+
+def test_the_dry_run_prices_a_step_budget_trial_at_its_reference_images():
+    import dataclasses
+
+    from synthaug.benchmarks import cpu_row
+    from synthaug.dry_run import _trial_cost
+
+    data, row = toy_dataset((60, 60, 60)), cpu_row("smoke")
+    def train_s(k, budget):
+        cfg = lt_config(augment_count=k, augment_source="oversample")
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, budget=budget, width=4))
+        return _trial_cost(cfg, data, row, 0.0, 1.0, plan).train_s
+    assert train_s(0, "steps") == train_s(50, "steps") == train_s(0, "epochs") < train_s(50, "epochs")
