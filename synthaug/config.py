@@ -123,7 +123,7 @@ class TrialConfig:
     real_per_class: int = 0             # n_max: real images of the largest class; 0 = all there are
     test_per_class: int = 0             # test images a class; 0 = the whole test split
     replace_pct: float = 0.0            # % of each class's real images replaced by synthetic ones
-    augment_classes: tuple[str, ...] = ()  # classes that receive augment_count extra synthetic images
+    augment_classes: tuple[str, ...] = ()  # classes that receive augment_count extra images (augment_source)
     augment_count: int = 0
     # per_class: augment_count images of each class of augment_classes (conditioned on it, or the
     # samples the pseudo-labeller gives it); stream: the same total, len(augment_classes) x
