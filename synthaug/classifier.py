@@ -7,6 +7,9 @@ crop offsets and flips are drawn up front and sent to the device in one copy, an
 normalisation constants live on the device, so a training step waits on no host-to-device copy
 (on the CPU the weights are bitwise those of drawing batch by batch, checked against the previous code).
 Normalisation uses the CIFAR-10 per-channel mean/std for every source, real or synthetic.
+An epoch's images come from shuffled passes over the training set (synthaug.epoch_order): one whole
+pass an epoch, or under TrainConfig.budget "steps" a fixed number of images an epoch, so that adding
+images adds no optimizer steps.
 
 Determinism: the seed fixes the initial weights (a forked RNG), the data order and every
 augmentation draw (one CPU torch.Generator, so the order is the same on any device).
@@ -48,6 +51,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from synthaug.devices import bf16_autocast, cpu_copy, host_tensor
+from synthaug.epoch_order import EpochOrder
 from synthaug.rules import Rule, check, is_int, is_number
 
 # CIFAR-10 training-set statistics; used for every source so pixels mean the same thing.
@@ -55,6 +59,7 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 PAD = 4  # random-crop padding, in pixels (standard CIFAR augmentation)
 SCHEDULES = ("cosine", "constant")
+BUDGETS = ("epochs", "steps")   # what stays fixed as images are added: the epochs, or the optimizer steps too
 STEMS = ("cifar", "imagenet")   # 3x3 stride 1, no max-pool (the CIFAR ResNet); torchvision's 7x7 stride 2 + max-pool
 
 
@@ -78,6 +83,9 @@ class TrainConfig:
     width: int = 64  # ResNet18 base width; the smoke preset narrows it
     augment: bool = True  # random crop (pad 4) + horizontal flip, the standard CIFAR recipe
     stem: str = "cifar"  # "cifar": 3x3 stride-1 stem, no max-pool; "imagenet": torchvision's standard ResNet18
+    # "epochs": an epoch is one pass over the training set, so added images add steps; "steps": an epoch is
+    # ceil(reference images / batch_size) steps (synthaug.epoch_order), the same at any number of added images
+    budget: str = "epochs"
 
     def validate(self, prefix: str = "train") -> None:
         """Raise ConfigError with one line naming the first bad field (synthaug.rules)."""
@@ -95,6 +103,7 @@ class TrainConfig:
             Rule("width", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
             Rule("augment", lambda v: isinstance(v, bool), "a bool"),
             Rule("stem", lambda v: v in STEMS, f"one of {', '.join(STEMS)}"),
+            Rule("budget", lambda v: v in BUDGETS, f"one of {', '.join(BUDGETS)}"),
         ])
 
 
@@ -210,6 +219,16 @@ def _check_labels(y: np.ndarray, n: int, num_classes: int, name: str) -> None:
         )
 
 
+def _device_weights(weights: np.ndarray | None, num_classes: int, device: torch.device) -> torch.Tensor | None:
+    """Per-class loss weights as a float32 device tensor, after checking them (None stays None)."""
+    if weights is None:
+        return None
+    weights = np.asarray(weights, np.float64)
+    if weights.shape != (num_classes,) or not np.all(np.isfinite(weights) & (weights > 0)):
+        raise ValueError(f"class_weights: expected {num_classes} finite weights > 0, got {weights}")
+    return torch.tensor(weights, dtype=torch.float32, device=device)
+
+
 def _uses_cuda(device: torch.device) -> bool:
     return device.type == "cuda"
 
@@ -273,8 +292,25 @@ def augment_with(padded: torch.Tensor, draws: torch.Tensor | None) -> torch.Tens
 # ---------------------------------------------------------------------------- training
 
 
+def training_loss(logits: torch.Tensor, y: torch.Tensor, label_smoothing: float,
+                  class_weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's loss to minimise, and its unweighted summed cross-entropy (the train_loss metric, detached).
+    With class weights each image's whole loss, its smoothing term included, is multiplied by its class's
+    weight and the batch averaged over images (not over weights, as cross_entropy(weight=) does, which would
+    undo the weights' common scale and weight the smoothing term by the class it smooths toward)."""
+    if class_weights is None:
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        return loss, loss.detach() * len(y)
+    each = F.cross_entropy(logits, y, label_smoothing=label_smoothing, reduction="none")
+    return (each * class_weights[y]).mean(), each.detach().sum()
+
+
 class Trainer:
-    """Owns model, optimiser, schedule and the device-resident training set."""
+    """Owns model, optimiser, schedule and the device-resident training set.
+
+    class_weights (C,): each image's loss is multiplied by its class's weight (the reweight control arm;
+    None: unweighted). reference_images: the images an epoch draws under cfg.budget "steps" (the trial's
+    real images before augmentation; None: the training set's size)."""
 
     def __init__(
         self,
@@ -287,6 +323,8 @@ class Trainer:
         progress: bool = True,
         autocast: bool | None = None,
         compile_backend: str | None = None,
+        class_weights: np.ndarray | None = None,
+        reference_images: int | None = None,
     ):
         cfg.validate()
         _check_images(train_x, "train_x")
@@ -298,7 +336,10 @@ class Trainer:
         self.autocast = autocast  # bf16: None = on CUDA only (synthaug.devices); True runs it on the CPU too
         self.x = _to_device_nchw(train_x, self.device, PAD)
         self.y = host_tensor(np.asarray(train_y, dtype=np.int64)).to(self.device)
-        self.steps_per_epoch = math.ceil(len(train_x) / cfg.batch_size)
+        self.class_weights = _device_weights(class_weights, num_classes, self.device)
+        per_epoch = (reference_images or len(train_x)) if cfg.budget == "steps" else len(train_x)
+        self.epoch_order = EpochOrder(len(train_x), per_epoch)
+        self.steps_per_epoch = math.ceil(per_epoch / cfg.batch_size)
         self.model = self._build_model()
         # torch.compile's backend ("inductor" on a GPU), or None to run eagerly; the weights stay self.model's
         self.forward = torch.compile(self.model, backend=compile_backend) if compile_backend else self.model
@@ -322,13 +363,13 @@ class Trainer:
             group["lr"] = lr
         with bf16_autocast(self.device, self.autocast):
             logits = self.forward(_normalise(xb))
-            loss = F.cross_entropy(logits.float(), yb, label_smoothing=self.cfg.label_smoothing)
+            loss, loss_sum = training_loss(logits.float(), yb, self.cfg.label_smoothing, self.class_weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.step += 1
         correct = (logits.argmax(1) == yb).sum()
-        return loss.detach() * len(yb), correct
+        return loss_sum, correct
 
     def train_epoch(self) -> dict[str, float]:
         """Run one epoch; return train loss/accuracy (on augmented batches), last lr and time."""
@@ -336,10 +377,10 @@ class Trainer:
             raise RuntimeError(f"all {self.cfg.epochs} epochs are done")
         start = time.perf_counter()
         self.model.train()
-        n, bs = len(self.y), self.cfg.batch_size
+        n, bs = self.epoch_order.per_epoch, self.cfg.batch_size
         # The epoch's order and every batch's crops and flips, drawn in the order the batches take them
         # and sent to the device in one copy: no host-to-device wait inside the loop.
-        plan = [torch.randperm(n, generator=self.gen).view(1, n)]
+        plan = [self.epoch_order.next_epoch(self.gen).view(1, n)]
         if self.cfg.augment:
             plan.append(torch.cat([draw_augmentation(min(bs, n - i), self.gen) for i in range(0, n, bs)], dim=1))
         plan = torch.cat(plan).to(self.device, non_blocking=True)
@@ -369,16 +410,18 @@ class Trainer:
             "model": cpu_copy(self.model.state_dict()),
             "optimizer": cpu_copy(self.optimizer.state_dict()),
             "generator": self.gen.get_state(),
+            "order": self.epoch_order.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
             "seed": self.seed,
             "num_train": len(self.y),
+            "per_epoch": self.epoch_order.per_epoch,
             "config": asdict(self.cfg),
         }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore `state_dict()` from a Trainer with the same config and training-set size."""
-        mine = {"config": asdict(self.cfg), "num_train": len(self.y)}
+        mine = {"config": asdict(self.cfg), "num_train": len(self.y), "per_epoch": self.epoch_order.per_epoch}
         for key, value in mine.items():
             if state[key] != value:
                 raise ValueError(
@@ -387,6 +430,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.gen.set_state(state["generator"])
+        self.epoch_order.load_state_dict(state["order"])
         self.epoch, self.step, self.seed = state["epoch"], state["step"], state["seed"]
 
 

@@ -24,6 +24,10 @@ from synthaug.diffusion.training import Checkpointing
 from synthaug.rules import ConfigError, Rule, check, is_int, is_number
 
 AUGMENT_MODES = ("per_class", "stream")
+# How a trial realises its augment_count images a class (synthaug.mixing): from the generator, or one of the
+# control arms that add the same K without it: the class's own kept real images drawn again, K of its real
+# images outside the trial's long-tailed subset, or no image and the loss weighted to the same class prior
+AUGMENT_SOURCES = ("synthetic", "oversample", "withheld", "reweight")
 # A recipe names the classifier's optimiser, schedule, augmentation and stem together (the preset keeps
 # epochs, batch size, lr and width). The study writes SGD, lr 0.01, batch 256, 30 or 50 epochs, a
 # "standard ResNet18", nothing more: "study" reads exactly that (plain SGD, a constant rate, no weight
@@ -119,13 +123,15 @@ class TrialConfig:
     real_per_class: int = 0             # n_max: real images of the largest class; 0 = all there are
     test_per_class: int = 0             # test images a class; 0 = the whole test split
     replace_pct: float = 0.0            # % of each class's real images replaced by synthetic ones
-    augment_classes: tuple[str, ...] = ()  # classes that receive augment_count extra synthetic images
+    augment_classes: tuple[str, ...] = ()  # classes that receive augment_count extra images (augment_source)
     augment_count: int = 0
     # per_class: augment_count images of each class of augment_classes (conditioned on it, or the
     # samples the pseudo-labeller gives it); stream: the same total, len(augment_classes) x
     # augment_count, as the first samples of an unconditional stream under whatever labels the
     # pseudo-labeller gives them (the study's E3b: 1,500 unconditional images against 3 x 500)
     augment_mode: str = "per_class"
+    # where the augment_count images come from (AUGMENT_SOURCES): only "synthetic" asks a generator
+    augment_source: str = "synthetic"
     arm: str = ""                       # the experiment's named variant that set several fields at once
     recipe: str = "strong"              # the classifier recipe (RECIPES) that sets train's optimiser fields
     generator: str = "ddpm-uncond"      # GeneratorSpec.name serving the synthetic images
@@ -133,7 +139,8 @@ class TrialConfig:
 
     @property
     def uses_synthetic(self) -> bool:
-        return self.replace_pct > 0 or self.augmented_total > 0
+        """Whether a generator serves the trial: replacement, or augmentation from augment_source synthetic."""
+        return self.replace_pct > 0 or (self.augmented_total > 0 and self.augment_source == "synthetic")
 
     @property
     def augmented_total(self) -> int:
@@ -156,6 +163,9 @@ class TrialConfig:
             *(Rule(name, lambda v: v >= 0, "an integer >= 0")
               for name in ("real_per_class", "test_per_class", "augment_count")),
             Rule("augment_mode", lambda v: v in AUGMENT_MODES, f"one of {', '.join(AUGMENT_MODES)}"),
+            Rule("augment_source", lambda v: v in AUGMENT_SOURCES, f"one of {', '.join(AUGMENT_SOURCES)}"),
+            Rule("augment_mode", lambda v: v != "stream" or self.augment_source == "synthetic",
+                 f"per_class with augment_source {self.augment_source} (a stream comes from a generator)"),
             RECIPE_RULE,
             Rule("replace_pct", lambda v: 0 <= v < 100, "a percentage in [0, 100)"),
             Rule("augment_classes", lambda v: classes is None or all(c in classes for c in v),

@@ -41,7 +41,7 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput, measured: tupl
     rows = []
     for cfg in configs[::len(plan.seeds)]:
         per_class = class_plan(cfg, dataset)
-        size = sum(p.real + p.synthetic for p in per_class) + cfg.stream_count
+        size = sum(p.images for p in per_class) + cfg.stream_count
         synthetic = sum(p.synthetic for p in per_class) + cfg.stream_count
         label = [grid_value(getattr(cfg, k)) for k in plan.grid] or [plan.experiment.name]
         rows.append([*label, str(len(plan.seeds)), str(cfg.train.epochs), str(size), str(synthetic),
@@ -189,8 +189,11 @@ def _duration(hours: float) -> str:
 
 
 def _trial_cost(cfg, dataset: Dataset, throughput: Throughput, every_s: float, sharing: float, class_plan):
-    """One trial's cost alone on one device (synthaug.pricing): its training set, test split and recipe."""
-    train = sum(p.real + p.synthetic for p in class_plan(cfg, dataset)) + cfg.stream_count
+    """One trial's cost alone on one device (synthaug.pricing): its training set (under budget "steps", an epoch
+    draws the reference images, the real ones before augmentation), test split and recipe."""
+    plans = class_plan(cfg, dataset)
+    train = (sum(p.real_target for p in plans) if cfg.train.budget == "steps"
+             else sum(p.images for p in plans) + cfg.stream_count)
     test = cfg.test_per_class * dataset.num_classes if cfg.test_per_class else len(dataset.test_y)
     return trial_cost(cfg.train, train, test, dataset.num_classes, throughput, every_s, sharing)
 

@@ -8,6 +8,12 @@ synthetic images to each class of augment_classes, or, in augment_mode "stream",
 first len(augment_classes) x augment_count samples of the unconditional stream to whichever
 classes the pseudo-labeller gives them (the same total, untargeted). Synthetic images are
 always a prefix of a pool, so a larger request contains a smaller one.
+
+The control arms realise the same K = augment_count a class without a generator
+(augment_source): "oversample" adds K copies drawn from the class's own kept real images,
+each used floor(K/n) or ceil(K/n) times; "withheld" adds the K real images that follow the
+trial's long-tailed subset in the class's seeded order (outside real_index); "reweight" adds
+nothing and weights the loss so that class c's total weight is n_c + K_c (class_weights).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from synthaug.config import TrialConfig
+from synthaug.config import ConfigError, TrialConfig
 from synthaug.data import Dataset, class_permutations, long_tail_counts
 from synthaug.pools import UNCONDITIONAL, PoolSlice
 
@@ -35,10 +41,17 @@ class ClassPlan:
     real: int               # real images kept
     replaced: int           # synthetic images standing in for removed real ones
     augmented: int          # synthetic images of this class's pool added on top (not the stream's)
+    added_real: int = 0     # real images added on top (augment_source oversample or withheld)
+    reweighted: int = 0     # K_c the loss weights count as if added (augment_source reweight)
 
     @property
     def synthetic(self) -> int:
         return self.replaced + self.augmented
+
+    @property
+    def images(self) -> int:
+        """The class's images in the training set (the stream's not counted)."""
+        return self.real + self.synthetic + self.added_real
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,8 @@ class TrainingSet:
     y: np.ndarray               # int64 (N,)
     synthetic: np.ndarray       # bool (N,): which images came from a generator
     manifest: dict
+    reference_images: int       # the real images before augmentation (the long-tail targets' sum): budget "steps"
+    class_weights: np.ndarray | None = None     # float64 (C,) loss weights (augment_source reweight), else None
 
 
 def plan(cfg: TrialConfig, dataset: Dataset) -> list[ClassPlan]:
@@ -59,22 +74,52 @@ def plan(cfg: TrialConfig, dataset: Dataset) -> list[ClassPlan]:
         target = min(targets[c], int(available[c]))
         real = int(round(target * (1 - cfg.replace_pct / 100)))
         targeted = name in cfg.augment_classes and cfg.augment_mode == "per_class"
-        augmented = cfg.augment_count if targeted else 0
-        plans.append(ClassPlan(target, real, target - real, augmented))
+        k = cfg.augment_count if targeted else 0
+        source = cfg.augment_source
+        plans.append(ClassPlan(target, real, target - real, augmented=k if source == "synthetic" else 0,
+                               added_real=k if source in ("oversample", "withheld") else 0,
+                               reweighted=k if source == "reweight" else 0))
     return plans
+
+
+def _orders(cfg: TrialConfig, dataset: Dataset) -> list[np.ndarray]:
+    """Each class's training images in the trial's seeded order: the long-tailed subset is a prefix of it,
+    the withheld images follow it."""
+    return class_permutations(dataset.train_y, dataset.num_classes, cfg.seed)
+
+
+def withheld_available(cfg: TrialConfig, dataset: Dataset) -> dict[str, int]:
+    """Per augmented class: the real images outside the trial's long-tailed subset (augment_source withheld)."""
+    orders, plans = _orders(cfg, dataset), plan(cfg, dataset)
+    return {name: len(orders[c]) - plans[c].real_target for c, name in enumerate(dataset.classes)
+            if name in cfg.augment_classes}
+
+
+def withheld_problem(cfg: TrialConfig, dataset: Dataset) -> str | None:
+    """One line when a class has fewer withheld real images than augment_count asks (augment_source withheld)."""
+    if cfg.augment_source != "withheld" or not cfg.augment_count:
+        return None
+    for name, available in withheld_available(cfg, dataset).items():
+        if available < cfg.augment_count:
+            return (f"augment_count: at most {available} with augment_source withheld ({name} has {available} real "
+                    f"images outside the trial's long-tailed subset), got {cfg.augment_count}")
+    return None
 
 
 def real_index(cfg: TrialConfig, dataset: Dataset) -> np.ndarray:
     """The real training images the trial's classifier may use: each class's seeded prefix of its
     long-tail target, before replacement (replacement keeps a prefix of these), sorted."""
-    orders = class_permutations(dataset.train_y, dataset.num_classes, cfg.seed)
+    orders = _orders(cfg, dataset)
     return np.sort(np.concatenate([order[:p.real_target] for order, p in zip(orders, plan(cfg, dataset))]))
 
 
 def compose(cfg: TrialConfig, dataset: Dataset, take: TakeSynthetic) -> TrainingSet:
     """Build the training set; `take` is asked only for what needs synthetic images."""
     plans = plan(cfg, dataset)
-    orders = class_permutations(dataset.train_y, dataset.num_classes, cfg.seed)
+    problem = withheld_problem(cfg, dataset)
+    if problem:
+        raise ConfigError(problem)
+    orders = _orders(cfg, dataset)
     stream = _checked(take(UNCONDITIONAL, cfg.stream_count), cfg.stream_count, None) if cfg.stream_count else None
     xs, ys, flags, rows = [], [], [], []
     for c, (name, p) in enumerate(zip(dataset.classes, plans)):
@@ -82,7 +127,13 @@ def compose(cfg: TrialConfig, dataset: Dataset, take: TakeSynthetic) -> Training
         parts = [dataset.train_x[real_index]]
         row = {"class": name, "index": c, "real_target": p.real_target, "real": p.real,
                "replaced": p.replaced, "augmented": p.augmented, "stream": 0, "synthetic": p.synthetic,
-               "real_indices_sha256": _digest(real_index), "pool_id": None, "pool_indices_sha256": None}
+               "real_indices_sha256": _digest(real_index), "pool_id": None, "pool_indices_sha256": None,
+               "augment_source": cfg.augment_source, "added_real": p.added_real, "added_indices_sha256": None,
+               "reweighted": p.reweighted}
+        if p.added_real:
+            added = _added_real(cfg, c, p, orders[c], real_index)
+            parts.append(dataset.train_x[added])
+            row.update(added_indices_sha256=_digest(added))
         if p.synthetic:
             pool = _checked(take(c, p.synthetic), p.synthetic, c)
             parts.append(pool.images)
@@ -95,14 +146,17 @@ def compose(cfg: TrialConfig, dataset: Dataset, take: TakeSynthetic) -> Training
             parts.append(stream.images[mine])
             row.update(stream=n, augmented=p.augmented + n, synthetic=p.synthetic + n)
         xs.extend(parts)
-        ys.append(np.full(p.real + row["synthetic"], c, np.int64))
-        flags.append(np.r_[np.zeros(p.real, bool), np.ones(row["synthetic"], bool)])
+        ys.append(np.full(p.real + p.added_real + row["synthetic"], c, np.int64))
+        flags.append(np.r_[np.zeros(p.real + p.added_real, bool), np.ones(row["synthetic"], bool)])
         rows.append(row)
     x, y = np.concatenate(xs), np.concatenate(ys)
+    weights = class_weights(plans, np.bincount(y, minlength=dataset.num_classes))
+    for row, weight in zip(rows, weights if weights is not None else ()):
+        row["class_weight"] = float(weight)
     manifest = {
         "experiment": cfg.experiment, "arm": cfg.arm, "seed": cfg.seed, "replace_pct": cfg.replace_pct,
         "augment_classes": list(cfg.augment_classes), "augment_count": cfg.augment_count,
-        "augment_mode": cfg.augment_mode,
+        "augment_mode": cfg.augment_mode, "augment_source": cfg.augment_source,
         "generator": cfg.generator if cfg.uses_synthetic else None,
         "data": {"name": dataset.name, "digest": dataset.digest},
         "classes": rows,
@@ -111,10 +165,42 @@ def compose(cfg: TrialConfig, dataset: Dataset, take: TakeSynthetic) -> Training
             "indices_sha256": _digest(stream.indices),
             "labeller_confidence_mean": float(stream.confidence.mean())},
         "totals": {"images": int(len(y)), "real": int(sum(p.real for p in plans)),
-                   "synthetic": int(sum(r["synthetic"] for r in rows))},
+                   "added_real": int(sum(p.added_real for p in plans)),
+                   "synthetic": int(sum(r["synthetic"] for r in rows)),
+                   "reference_images": int(sum(p.real_target for p in plans))},
         "training_set_sha256": hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest(),
     }
-    return TrainingSet(x, y, np.concatenate(flags), manifest)
+    return TrainingSet(x, y, np.concatenate(flags), manifest, int(sum(p.real_target for p in plans)), weights)
+
+
+# a generator stream of its own for oversampling, apart from the class order's np.random.default_rng([seed, c])
+OVERSAMPLE_STREAM = 1
+
+
+def _added_real(cfg: TrialConfig, c: int, p: ClassPlan, order: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """Training-set indices of the real images added to class c, sorted. oversample: K draws from the class's
+    kept real images `kept`, each used floor(K/n) or ceil(K/n) times (which get the extra one a seeded choice
+    without replacement); withheld: the K images after the long-tailed subset in the class's order."""
+    k = p.added_real
+    if cfg.augment_source == "withheld":
+        return np.sort(order[p.real_target:p.real_target + k])
+    if not len(kept):
+        raise ConfigError(f"augment_source: oversample needs real images of class {c} to draw from; it keeps none")
+    rng = np.random.default_rng([cfg.seed, c, OVERSAMPLE_STREAM])
+    extra = rng.choice(kept, k % len(kept), replace=False)
+    return np.sort(np.concatenate([np.tile(kept, k // len(kept)), extra]))
+
+
+def class_weights(plans: list[ClassPlan], counts: np.ndarray) -> np.ndarray | None:
+    """Loss weights a class (augment_source reweight; None when no class is reweighted): w_c = (n_c + K_c) / n_c,
+    n_c the class's training images, so its total weight is n_c + K_c, the class prior augmentation would
+    give; then all scaled so the mean weight over the training images is 1 (the learning rate means the same)."""
+    if not any(p.reweighted for p in plans):
+        return None
+    counts = np.asarray(counts, np.float64)
+    extra = np.array([p.reweighted for p in plans], np.float64)
+    weights = np.where(counts > 0, (counts + extra) / np.maximum(counts, 1), 1.0)
+    return weights * counts.sum() / (weights * counts).sum()
 
 
 def _checked(pool: PoolSlice, n: int, class_index: int | None) -> PoolSlice:

@@ -87,8 +87,11 @@ def with_checkpoints(chosen: Preset, flags: Sequence[str], dataset: Dataset) -> 
 
 
 def check_counts(configs: Sequence[TrialConfig], dataset: Dataset) -> None:
-    """Counts the data can give: n_max and the test images a class no larger than its largest class."""
+    """Counts the data can give: n_max and the test images a class no larger than its largest class, and the
+    withheld real images an augment_source withheld trial adds no more than each class has outside its subset."""
     import numpy as np
+
+    from synthaug.mixing import withheld_problem
 
     for name, labels in (("real_per_class", dataset.train_y), ("test_per_class", dataset.test_y)):
         largest = int(np.bincount(labels, minlength=dataset.num_classes).max()) if len(labels) else 0
@@ -96,6 +99,10 @@ def check_counts(configs: Sequence[TrialConfig], dataset: Dataset) -> None:
         if asked > largest:
             raise ConfigError(f"{name}: at most {largest} (the largest class of {dataset.name}; 0 = all), "
                               f"got {asked}")
+    for cfg in configs:
+        problem = withheld_problem(cfg, dataset)
+        if problem:
+            raise ConfigError(problem)
 
 
 def check_generators(chosen: Preset, used: Sequence[str], configs: Sequence[TrialConfig],

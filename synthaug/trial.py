@@ -119,10 +119,12 @@ def _train(cfg: TrialConfig, dataset: Dataset, training: TrainingSet, test_index
     the last epoch and once checkpoint_every_s seconds have passed since the last one (0: every epoch)."""
     test_x, test_y = dataset.test_x[test_index], dataset.test_y[test_index]
     trainer = Trainer(cfg.train, training.x, training.y, dataset.num_classes, seed=cfg.seed,
-                      device=device, progress=False)
+                      device=device, progress=False, class_weights=training.class_weights,
+                      reference_images=training.reference_images)
     _restore(trainer, tune.get_checkpoint(), run)
     if trainer.epoch == 0:
-        run.log_metrics({"train_images": len(training.y), "train_synthetic": int(training.synthetic.sum())})
+        run.log_metrics({"train_images": len(training.y), "train_synthetic": int(training.synthetic.sum()),
+                         "train_steps_per_epoch": trainer.steps_per_epoch})
     last_checkpoint = time.monotonic()
     while trainer.epoch < cfg.train.epochs:
         metrics = trainer.train_epoch()

@@ -321,3 +321,104 @@ def test_each_recipe_builds_the_optimiser_schedule_augmentation_and_stem_it_name
     assert sum(p.numel() for p in ours.parameters()) == 11_181_642
     custom = with_recipe(TrialConfig(recipe="custom", train=dataclasses.replace(scale, momentum=0.5))).train
     assert custom.momentum == 0.5
+
+
+# ------------------------------------------------------------- budgets and class weights
+
+
+def counted_steps(trainer: Trainer) -> int:
+    """Train every epoch, counting the model's training forward passes (one an optimizer step)."""
+    calls = []
+    hook = trainer.model.register_forward_hook(lambda module, args, out: calls.append(module.training))
+    while trainer.epoch < trainer.cfg.epochs:
+        trainer.train_epoch()
+    hook.remove()
+    assert sum(calls) == trainer.step
+    return sum(calls)
+
+
+def test_step_budget_trains_the_same_steps_at_every_added_count():
+    from synthaug.config import TrialConfig
+    from synthaug.data import Dataset
+    from synthaug.mixing import compose
+
+    x, y = colour_task(40, seed=3)
+    data = Dataset("colours", ("r", "g", "b", "y"), x, y, x[:8], y[:8], digest="0" * 64)
+    steps = {}
+    for budget in ("epochs", "steps"):
+        for k in (0, 10, 100):
+            cfg = TrialConfig(imbalance=0.5, real_per_class=30, augment_classes=("y",), augment_count=k,
+                              augment_source="oversample")
+            training = compose(cfg, data, lambda c, n: None)
+            assert training.reference_images == 30 + 23 + 18 + 15            # the long tail, before augmentation
+            trainer = Trainer(tiny_config(epochs=2, batch_size=8, budget=budget), training.x, training.y, 4, seed=0,
+                              device="cpu", progress=False, reference_images=training.reference_images)
+            steps[budget, k] = counted_steps(trainer)
+    assert steps["steps", 0] == steps["steps", 10] == steps["steps", 100] == 2 * math.ceil(86 / 8)
+    assert steps["epochs", 0] == steps["steps", 0] < steps["epochs", 10] < steps["epochs", 100] == 2 * math.ceil(186 / 8)
+
+
+def test_epoch_order_draws_every_image_at_the_same_rate_across_epochs():
+    from synthaug.epoch_order import EpochOrder
+
+    order, gen = EpochOrder(10, per_epoch=4), torch.Generator().manual_seed(0)
+    drawn = torch.cat([order.next_epoch(gen) for _ in range(5)])             # 20 images: exactly two passes
+    assert torch.bincount(drawn, minlength=10).tolist() == [2] * 10
+    assert sorted(drawn[:10].tolist()) == list(range(10))                    # the first pass is a permutation
+
+
+def test_step_budget_resumes_mid_pass_to_the_same_weights():
+    cfg = tiny_config(epochs=2, batch_size=16, budget="steps")
+    x, y = colour_task(16, seed=123)
+    straight = Trainer(cfg, x, y, 4, seed=5, device="cpu", progress=False, reference_images=40)
+    straight.train_epoch()
+    assert straight.step == 3 and len(straight.epoch_order.remaining) == 24     # 40 of a 64-image pass drawn
+    buffer = io.BytesIO()
+    torch.save(straight.state_dict(), buffer)
+    final_metrics = straight.train_epoch()
+
+    buffer.seek(0)
+    resumed = Trainer(cfg, x, y, 4, seed=6, device="cpu", progress=False, reference_images=40)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))      # as a trial restores it: no pickle
+    resumed_metrics = resumed.train_epoch()
+    assert_same_weights(weights(straight), weights(resumed))
+    assert resumed_metrics["train_loss"] == final_metrics["train_loss"] and resumed.step == straight.step == 6
+    with pytest.raises(ValueError, match="per_epoch"):       # another reference: another schedule
+        Trainer(cfg, x, y, 4, seed=5, device="cpu", progress=False, reference_images=48).load_state_dict(
+            straight.state_dict())
+
+
+def test_class_weights_multiply_each_images_whole_smoothed_loss():
+    from synthaug.classifier import training_loss
+
+    logits = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 2, 1, 0])
+    weights = torch.tensor([0.5, 1.0, 2.0])
+    smoothing = 0.2
+    log_p = torch.log_softmax(logits, 1)
+    each = -(1 - smoothing) * log_p[torch.arange(6), y] - smoothing / 3 * log_p.sum(1)     # smoothed CE, by hand
+    loss, metric = training_loss(logits, y, smoothing, weights)
+    assert loss.item() == pytest.approx((weights[y] * each).mean().item(), rel=1e-6)
+    assert metric.item() == pytest.approx(each.sum().item(), rel=1e-6)      # train_loss stays unweighted
+    plain, plain_metric = training_loss(logits, y, smoothing, None)
+    assert plain.item() == pytest.approx(each.mean().item(), rel=1e-6) and plain_metric.item() == pytest.approx(
+        metric.item(), rel=1e-6)
+    assert training_loss(logits, y, smoothing, torch.ones(3))[0].item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_reweighted_trainer_differs_and_bad_weights_are_refused():
+    x, y = colour_task(8, seed=1)
+    cfg = tiny_config(epochs=1)
+    plain = Trainer(cfg, x, y, 4, seed=0, device="cpu", progress=False)
+    weighted = Trainer(cfg, x, y, 4, seed=0, device="cpu", progress=False,
+                       class_weights=np.array([0.4, 0.4, 0.4, 2.8]))
+    plain.train_epoch(), weighted.train_epoch()
+    assert not torch.equal(plain.model.linear.weight, weighted.model.linear.weight)
+    with pytest.raises(ValueError, match="class_weights"):
+        Trainer(cfg, x, y, 4, seed=0, device="cpu", progress=False, class_weights=np.array([1.0, 1.0, -1.0, 1.0]))
+
+
+def test_budget_is_validated():
+    with pytest.raises(ValueError) as info:
+        TrainConfig(budget="time").validate()
+    assert str(info.value) == "train.budget: one of epochs, steps, got 'time'"

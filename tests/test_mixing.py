@@ -147,3 +147,114 @@ def test_stream_mode_with_replacement_keeps_both_parts():
 def test_augment_mode_is_validated():
     with pytest.raises(ConfigError, match="augment_mode: one of per_class, stream"):
         TrialConfig(augment_mode="random").validate()
+
+
+# ------------------------------------------------------------------------ control arms
+
+
+def refuse_pool(c, n):
+    raise AssertionError("a control arm asked the generator for images")
+
+
+def lt_config(**changes) -> TrialConfig:
+    """A long tail of 40, 20, 10 real images over toy_dataset((60, 60, 60)), class c augmented."""
+    return TrialConfig(**{"imbalance": 0.25, "real_per_class": 40, "augment_classes": ("c",), "seed": 2, **changes})
+
+
+def images_of(result, c: int) -> np.ndarray:
+    return result.x[result.y == c]
+
+
+@pytest.mark.parametrize("k", [4, 23])      # fewer than the class's 10 real images, and more than twice as many
+def test_oversample_adds_exactly_k_copies_of_the_classs_own_real_images_and_nothing_else(k):
+    data = toy_dataset((60, 60, 60))
+    base = compose(lt_config(), data, refuse_pool)
+    cfg = lt_config(augment_count=k, augment_source="oversample")
+    assert not cfg.uses_synthetic and synthetic_requests(cfg, data) == {}
+    result = compose(cfg, data, refuse_pool)
+    assert np.bincount(result.y).tolist() == [40, 20, 10 + k] and not result.synthetic.any()
+    for c in (0, 1):                                                  # other classes: unchanged, byte for byte
+        assert np.array_equal(images_of(result, c), images_of(base, c))
+    own = images_of(base, 2)
+    assert np.array_equal(images_of(result, 2)[:len(own)], own)       # the class's real part: unchanged
+    added = images_of(result, 2)[len(own):]
+    lookup = {x.tobytes(): i for i, x in enumerate(own)}
+    uses = np.bincount([lookup[x.tobytes()] for x in added], minlength=len(own))   # KeyError: not one of its own
+    assert uses.sum() == k and set(uses.tolist()) <= {k // len(own), k // len(own) + 1}    # spread evenly
+    row = result.manifest["classes"][2]
+    assert (row["augment_source"], row["added_real"], row["augmented"], row["synthetic"]) == ("oversample", k, 0, 0)
+    assert row["added_indices_sha256"] and result.manifest["classes"][0]["added_indices_sha256"] is None
+    assert result.manifest["generator"] is None and result.reference_images == base.reference_images == 70
+    again = compose(cfg, data, refuse_pool)
+    assert np.array_equal(again.x, result.x)                          # seeded
+
+
+def test_withheld_adds_k_real_images_of_the_class_from_outside_the_trials_subset():
+    from synthaug.data import class_permutations
+    from synthaug.mixing import real_index
+    from synthaug.sweep_inputs import check_counts
+
+    data = toy_dataset((60, 60, 60))
+    lookup = {data.train_x[i].tobytes(): i for i in range(len(data.train_y))}
+    cfg = lt_config(augment_count=15, augment_source="withheld")
+    assert not cfg.uses_synthetic
+    base, result = compose(lt_config(), data, refuse_pool), compose(cfg, data, refuse_pool)
+    assert np.bincount(result.y).tolist() == [40, 20, 25] and not result.synthetic.any()
+    for c in (0, 1):
+        assert np.array_equal(images_of(result, c), images_of(base, c))
+    added = images_of(result, 2)[10:]
+    index = np.array([lookup[x.tobytes()] for x in added])
+    assert len(set(index)) == 15 and np.all(data.train_y[index] == 2)     # real images of the class
+    assert not set(index) & set(real_index(cfg, data))                   # none the trial's subset holds
+    order = class_permutations(data.train_y, 3, cfg.seed)[2]
+    assert sorted(index) == sorted(order[10:25])                           # the class order's next 15
+    smaller = compose(lt_config(augment_count=5, augment_source="withheld"), data, refuse_pool)
+    assert {x.tobytes() for x in images_of(smaller, 2)[10:]} <= {x.tobytes() for x in added}   # nested in K
+    check_counts([cfg, lt_config(augment_count=50, augment_source="withheld")], data)
+    with pytest.raises(ConfigError) as info:                               # class c: 60 images, 10 in the subset
+        check_counts([cfg, lt_config(augment_count=51, augment_source="withheld")], data)
+    assert str(info.value) == ("augment_count: at most 50 with augment_source withheld (c has 50 real images "
+                               "outside the trial's long-tailed subset), got 51")
+
+
+def test_reweight_adds_no_image_and_weights_each_class_to_its_augmented_prior():
+    data = toy_dataset((60, 60, 60))
+    base = compose(lt_config(), data, refuse_pool)
+    cfg = lt_config(augment_count=30, augment_source="reweight")
+    assert not cfg.uses_synthetic
+    result = compose(cfg, data, refuse_pool)
+    assert np.array_equal(result.x, base.x) and np.array_equal(result.y, base.y)     # no image added
+    assert base.class_weights is None
+    weights = result.class_weights
+    totals = weights * np.bincount(result.y)                    # each class's total weight ...
+    assert totals / totals.sum() == pytest.approx(np.array([40, 20, 10 + 30]) / 100)    # ... is n_c + K_c, scaled
+    assert weights[result.y].mean() == pytest.approx(1.0)       # mean weight over the training images: 1
+    assert [r["class_weight"] for r in result.manifest["classes"]] == pytest.approx(weights.tolist())
+    assert result.manifest["classes"][2]["reweighted"] == 30
+
+
+def test_augment_source_is_validated_and_a_stream_needs_a_generator():
+    with pytest.raises(ConfigError) as info:
+        TrialConfig(augment_source="copies").validate()
+    assert str(info.value) == "augment_source: one of synthetic, oversample, withheld, reweight, got 'copies'"
+    with pytest.raises(ConfigError) as info:
+        TrialConfig(augment_mode="stream", augment_source="oversample").validate()
+    assert str(info.value) == ("augment_mode: per_class with augment_source oversample (a stream comes from a "
+                               "generator), got 'stream'")
+    for source in ("oversample", "withheld", "reweight"):
+        assert not TrialConfig(augment_classes=("a",), augment_count=5, augment_source=source).uses_synthetic
+    assert TrialConfig(augment_classes=("a",), augment_count=5).uses_synthetic
+
+
+def test_the_dry_run_prices_a_step_budget_trial_at_its_reference_images():
+    import dataclasses
+
+    from synthaug.benchmarks import cpu_row
+    from synthaug.dry_run import _trial_cost
+
+    data, row = toy_dataset((60, 60, 60)), cpu_row("smoke")
+    def train_s(k, budget):
+        cfg = lt_config(augment_count=k, augment_source="oversample")
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, budget=budget, width=4))
+        return _trial_cost(cfg, data, row, 0.0, 1.0, plan).train_s
+    assert train_s(0, "steps") == train_s(50, "steps") == train_s(0, "epochs") < train_s(50, "epochs")
