@@ -94,6 +94,12 @@ def test_paper_dry_run_prints_42_trials_and_the_plan_and_writes_nothing(tmp_path
     assert "42 trials = 7 configurations x 6 seeds; 2100 trial-epochs" in out
     assert "ddpm-uncond: ddpm, train 100000 steps at batch 128" in out and "128 trials at once" in out
     assert "GPU-h" in out and "the throughputs of NVIDIA H100" in out      # BENCHMARKS.md's row, assumed or measured
+    # power at the declared effects with 6 seeds, from the paper preset's planned paired sd, or a pilot's
+    assert "paired sd 0.38 pp (the review's paper regime, sqrt(2) x 0.27 pp; not yet measured by this project)" in out
+    assert re.search(r"effect +power \(6 seeds\) +seeds for 80%\n +\+0\.3 pp +0\.\d\d +\d+\n +\+0\.5 pp", out), out
+    assert main(replace_pct, ["--preset", "paper", "--seeds", "6", "--dry-run", "--paired-sd", "0.0005"]) == 0
+    assert re.search(r"paired sd 0.05 pp \(a pilot's \(--paired-sd\)\):\n.*\n +\+0\.3 pp +1\.00 +[2-6]\n",
+                     capsys.readouterr().out)
     # every paper sweep prices its trials on their stem (study: torchvision's), trials a GPU, checkpoints, the source
     for name in ("replace_pct", "long_tail", "cond_vs_uncond", "sample_count"):
         assert main(sweep_script(name), ["--preset", "paper", "--dry-run", "--gpus", "8", "--gpu-model", "H200"]) == 0
