@@ -120,10 +120,11 @@ def simulate(effect_2pct: float = 0.0, interaction: float = 0.0, seed: int = 0) 
         run = r.sd_u * (math.sqrt(SHARED) * rng.standard_normal((n, SEEDS, 1, 1))
                         + math.sqrt(1 - SHARED) * rng.standard_normal((n, SEEDS, k, 1))) + delta[:, None]
         # right with probability sigmoid(image + run) = 1 / (1 + e^-image e^-run): two small exps, not a big one
-        with np.errstate(over="ignore", invalid="ignore"):
-            odds_against = np.exp(-image).astype(np.float32) * np.exp(-run).astype(np.float32)
-            odds_against += 1
-            correct = (rng.random(odds_against.shape, dtype=np.float32) * odds_against < 1).view(np.int8)
+        with np.errstate(over="ignore"):
+            p = np.exp(-image).astype(np.float32) * np.exp(-run).astype(np.float32)
+        p += 1
+        np.reciprocal(p, out=p)
+        correct = np.less(rng.random(p.shape, dtype=np.float32), p).view(np.int8)
         accuracy = correct.mean(axis=-1)                                              # (n, seed, k)
         _, p_all = stats.paired_t_test(np.moveaxis(accuracy[:, :, 1:], 1, 2),
                                        np.moveaxis(accuracy[:, :, :1].repeat(k - 1, 2), 1, 2))
