@@ -48,6 +48,7 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput, measured: tupl
                      *([] if "generator" in plan.grid else [cfg.generator if cfg.uses_synthetic else "-"])])
     _table([*axes, "seeds", "epochs", "train images", "synthetic", *([] if "generator" in plan.grid else ["generator"])],
            rows)
+    _print_power(plan)
 
     found = instances(preset, configs)
     needed = pool_requests(plan, dataset)
@@ -124,6 +125,26 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput, measured: tupl
                   f"(bench/gpu_suite.py --size {preset.name} --device cpu measures one)")
         else:
             _print_cpu_estimate(plan, dataset, found, needed, cpu, class_plan)
+
+
+def _print_power(plan) -> None:
+    """The seed-paired t's power at the declared effects for the primary family (its declared contrasts and trend,
+    each counted once: a declaration that leaves a grid axis out may stand for more contrasts, so "at least"), at
+    Holm's first step, from the preset's paired sd or a pilot's (--paired-sd)."""
+    from synthaug.inference import power_table, power_table_lines
+
+    experiment, preset, seeds = plan.experiment, plan.preset, len(plan.seeds)
+    declared = len(experiment.primary) + bool(experiment.trend)
+    family = max(declared, 1)
+    parts = [f"{len(experiment.primary)} contrast{'s' * (len(experiment.primary) != 1)}"] * bool(experiment.primary) \
+        + [f"the {experiment.trend} trend"] * bool(experiment.trend)
+    rows = power_table(preset.paired_sd, max(seeds, 2), family)
+    head = (f"power of the primary family (at least {family} test{'s' * (family > 1)}: {' + '.join(parts)}; seed-paired "
+            f"t at alpha {rows[0].alpha:.3g}, Holm's first step)" if declared else
+            f"power of one contrast (no primary analysis declared; seed-paired t at alpha {rows[0].alpha:.3g})")
+    print(f"\n{head}, paired sd {preset.paired_sd * 100:.2f} pp ({preset.paired_sd_source}):")
+    for line in power_table_lines(rows, seeds) if seeds >= 2 else ["1 seed: no paired test (--seeds 2 or more)"]:
+        print("  " + line)
 
 
 @dataclass(frozen=True)

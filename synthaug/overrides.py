@@ -24,7 +24,8 @@ from typing import Any, Sequence
 
 from synthaug.config import ConfigError, GeneratorSpec, Preset, TrialConfig, leaf_types
 
-FIXED_PRESET_FIELDS = ("name", "generators", "alternatives")   # not settable: they say what the preset is
+# not settable: they say what the preset is; or, the planned paired sd, set by --paired-sd with its source
+FIXED_PRESET_FIELDS = ("name", "generators", "alternatives", "paired_sd", "paired_sd_source")
 
 
 TRIAL_KEYS = leaf_types(TrialConfig)

@@ -410,10 +410,11 @@ def paired_t_power(dz: float, n: int | np.ndarray, alpha: float = 0.05) -> float
     """Power of the two-sided one-sample / paired t-test at standardised effect ``dz``.
 
     Exact, via the noncentral t: with df = n - 1, nc = dz * sqrt(n) and
-    c = t_{1 - alpha/2, df}, power = P(T' > c) + P(T' < -c). Where scipy's noncentral t
-    cannot answer (its cdf underflows to nan far in a tail), the normal approximation
-    Phi(nc - c) + Phi(-nc - c) stands in: there the power is within 1e-6 of 0 or 1. ``n`` may
-    be an array (returns an array). n < 2 or nan dz gives nan; |dz| = inf gives 1.
+    c = t_{1 - alpha/2, df}, power = P(T' > c) + P(T' < -c), the far tail taken as
+    P(T'(-nc) > c) (the same number: scipy's ``nct.cdf(-c, df, nc)`` underflows to nan there,
+    at 344 of 3,540 points of dz 0.01..20 x n 2..60, while its sf answers). Only a tail that is
+    still nan falls back to its normal approximation (Phi(nc - c), Phi(-nc - c)), never the sum.
+    ``n`` may be an array (returns an array). n < 2 or nan dz gives nan; |dz| = inf gives 1.
     """
     n_arr = np.asarray(n, dtype=float)
     dz = float(dz)
@@ -426,9 +427,11 @@ def paired_t_power(dz: float, n: int | np.ndarray, alpha: float = 0.05) -> float
             df = np.where(n_arr >= 2, n_arr - 1.0, np.nan)
             nc = abs(dz) * np.sqrt(n_arr)
             crit = _st.t.ppf(1.0 - alpha / 2.0, df)
-            out = _st.nct.sf(crit, df, nc) + _st.nct.cdf(-crit, df, nc)
-            normal = _st.norm.sf(crit - nc) + _st.norm.cdf(-crit - nc)
-            out = np.where(np.isfinite(out), out, normal)
+            near = _st.nct.sf(crit, df, nc)
+            far = _st.nct.sf(crit, df, -nc)
+            near = np.where(np.isfinite(near), near, _st.norm.sf(crit - nc))
+            far = np.where(np.isfinite(far), far, _st.norm.cdf(-crit - nc))
+            out = near + far
             out = np.where(n_arr >= 2, np.clip(out, 0.0, 1.0), np.nan)
     return float(out) if out.ndim == 0 else out
 

@@ -4,6 +4,7 @@ every trial's configuration, made before anything starts (no Ray, no GPU, no MLf
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -99,6 +100,9 @@ def parse_args(experiment: Experiment, argv: Sequence[str] | None) -> argparse.N
                         "throughput table the estimate divides by (default H100)")
     parser.add_argument("--benchmarks", default=None, metavar="FILE",
                         help="with --dry-run: the file holding that table (default: the repository's BENCHMARKS.md)")
+    parser.add_argument("--paired-sd", default=None, metavar="SD",
+                        help="with --dry-run: a pilot's seed sd of a paired accuracy difference, a fraction (0.004 = "
+                             "0.4 pp), for the power table (default: the preset's)")
     parser.add_argument("--fresh", action="store_true", help="start over instead of resuming a matching sweep")
     return parser.parse_args(argv)
 
@@ -116,6 +120,16 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+def parse_paired_sd(text: str) -> float:
+    try:
+        sd = float(text)
+    except ValueError:
+        sd = float("nan")
+    if not 0 < sd < 1:
+        raise UsageError(f"--paired-sd: a fraction in (0, 1), like 0.004 for 0.4 pp; got {text!r}")
+    return sd
+
+
 def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepPlan, Dataset]:
     """Resolve and validate everything; touches no Ray, no GPU, no MLflow, and writes nothing: the data
     source is only outlined (classes and labels, blank images; synthaug.data.data_outline), so bad input
@@ -129,6 +143,9 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     experiment = apply_grids(experiment, args.grid)
     experiment, chosen = apply_sets(experiment, chosen, args.set)
     seeds = parse_seeds(args.seeds or str(chosen.seeds))
+    if args.paired_sd is not None:
+        chosen = dataclasses.replace(chosen, paired_sd=parse_paired_sd(args.paired_sd),
+                                     paired_sd_source="a pilot's (--paired-sd)")
     data = resolve_source(args.data or chosen.data)
     # absolute as written, symlinks not followed: a path that is each node's own folder stays one (the checks)
     cache_dir = Path(os.path.abspath(args.cache))

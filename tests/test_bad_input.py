@@ -104,6 +104,8 @@ CASES = [   # (flags, what the one line must say)
     (["--cache", "{file}/cache"], "--cache"),
     (["--dry-run", "--gpu-model", "A100"], "--gpu-model: a device"),
     (["--dry-run", "--benchmarks", "{file}"], "no throughput table"),
+    (["--dry-run", "--paired-sd", "0.4%"], "--paired-sd: a fraction in (0, 1), like 0.004 for 0.4 pp; got '0.4%'"),
+    (["--set", "preset.paired_sd=0.01"], "unknown key 'preset.paired_sd'"),
 ]
 
 

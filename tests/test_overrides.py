@@ -94,6 +94,9 @@ def test_paper_dry_run_prints_42_trials_and_the_plan_and_writes_nothing(tmp_path
     assert "42 trials = 7 configurations x 6 seeds; 2100 trial-epochs" in out
     assert "ddpm-uncond: ddpm, train 100000 steps at batch 128" in out and "128 trials at once" in out
     assert "GPU-h" in out and "the throughputs of NVIDIA H100" in out      # BENCHMARKS.md's row, assumed or measured
+    # power at the declared effects with 6 seeds, from the paper preset's planned paired sd, or a pilot's
+    assert "paired sd 0.38 pp (the review's paper regime, sqrt(2) x 0.27 pp; not yet measured by this project)" in out
+    assert re.search(r"effect +power \(6 seeds\) +seeds for 80%\n +\+0\.3 pp +0\.\d\d +\d+\n +\+0\.5 pp", out), out
     # every paper sweep prices its trials on their stem (study: torchvision's), trials a GPU, checkpoints, the source
     for name in ("replace_pct", "long_tail", "cond_vs_uncond", "sample_count"):
         assert main(sweep_script(name), ["--preset", "paper", "--dry-run", "--gpus", "8", "--gpu-model", "H200"]) == 0
@@ -102,8 +105,11 @@ def test_paper_dry_run_prints_42_trials_and_the_plan_and_writes_nothing(tmp_path
                          r"4 trial\(s\) a GPU at 0.22 GPU each, 4.31x one alone", out), out
         assert re.search(r"checkpoints: 42.7 MiB a trial, every 120 s and at the last epoch \(\d+ in all, [0-9.]+ GiB", out)
         assert "the throughputs of NVIDIA H200 (full), measured by bench/on_device.sh" in out, out
-    assert main(replace_pct, ["--preset", "paper", "--seeds", "6", "--dry-run", "--set", "train.epochs=1"]) == 0
-    assert "42 trials = 7 configurations x 6 seeds; 42 trial-epochs" in capsys.readouterr().out
+    assert main(replace_pct, ["--preset", "paper", "--seeds", "6", "--dry-run", "--set", "train.epochs=1",
+                              "--paired-sd", "0.0005"]) == 0
+    out = capsys.readouterr().out
+    assert "42 trials = 7 configurations x 6 seeds; 42 trial-epochs" in out
+    assert re.search(r"paired sd 0.05 pp \(a pilot's \(--paired-sd\)\):\n.*\n +\+0\.3 pp +1\.00 +[2-6]\n", out)
     assert os.listdir(tmp_path) == []           # no cache, no mlflow.db, no ray_results, no download
 
 
