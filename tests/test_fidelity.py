@@ -113,9 +113,11 @@ def test_kid_has_no_sd_when_its_one_subset_is_both_whole_sets():
     assert np.isfinite(value) and sd > 1e-6
 
 
-def test_fid_and_kid_are_named_by_their_feature_space_in_the_csv_and_the_metrics():
+def test_fid_and_kid_are_named_by_their_feature_space_in_the_csv_and_the_metrics(tmp_path):
+    """... and the memorisation table, metrics and figure of a generator that copies its training images."""
     from synthaug.fidelity import FidelityResult, distances
-    from synthaug.fidelity_report import distance_table, fidelity_metrics, summary_lines
+    from synthaug.fidelity_report import (distance_table, fidelity_metrics, memorisation_table, plot_closest_pairs,
+                                          summary_lines)
 
     real, fake = gaussian(60, 4, 11), {"ddpm-cond": gaussian(60, 4, 12), "ddpm-uncond": gaussian(30, 4, 13)}
     table = distances(real, fake, key="labeller_features")
@@ -125,18 +127,27 @@ def test_fid_and_kid_are_named_by_their_feature_space_in_the_csv_and_the_metrics
     assert np.isnan(rows.loc["ddpm-cond", "kid_sd_labeller_features"]) and rows.loc["ddpm-cond", "kid_subsets"] == 1
     assert rows.loc["ddpm-uncond", "kid_sd_labeller_features"] > 0 and rows.loc["ddpm-uncond", "kid_subsets"] == 100
     empty = pd.DataFrame(columns=["a", "b", "statistic", "mean_diff"])
+    from synthaug.memorisation import memorisation
+
+    images = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), np.uint8)
     result = FidelityResult(
         preset="tiny", data="shapes", classes=("a",), samples_per_class=30, seed=0,
         feature_space="pseudo-labeller ResNet18 penultimate layer", feature_key="labeller_features",
         fid_label="FID (pseudo-labeller ResNet18 penultimate layer; not comparable with published FIDs)",
         labeller_test_acc=0.4, n_real=60, distances=table, statistics=empty, pooled=empty, values=empty,
-        confidence=empty, agreement=empty, samples=(), real_images=np.zeros((0, 32, 32, 3), np.uint8),
+        confidence=empty, agreement=empty, memorisation=memorisation({"ddpm-cond": images[:5]}, images[15:], images[:15]),
+        samples=(), real_images=np.zeros((0, 32, 32, 3), np.uint8),
         real_labels=np.zeros(0, np.int64), notes=())
     metrics = fidelity_metrics(result)
     assert {"fid_labeller_features.ddpm-cond", "kid_labeller_features.ddpm-uncond"} <= set(metrics)
     assert not [k for k in metrics if k.split(".")[0] in ("fid", "kid")]
+    assert metrics["memorised_share.ddpm-cond"] == 1 and metrics["nearest_train_median.ddpm-cond"] == 0
     printed = "\n".join(summary_lines(result))
     assert "ddpm-cond: fid_labeller_features " in printed and "(one subset: all 60 of each; no sd)" in printed
+    assert "nearest training image, ddpm-cond: median 0.000, min 0.000 (per-pixel RMS on [0, 1]); 5 of 5 " in printed
+    assert "| ddpm-cond | 5 | 0.000 | 0.000 | 0.000 | 5 (100.0%) |" in memorisation_table(result.memorisation)
+    plot_closest_pairs(result.memorisation).savefig(tmp_path / "closest_pairs.png")
+    assert (tmp_path / "closest_pairs.png").stat().st_size > 1000
     assert "± " not in distance_table(result).split("ddpm-cond |")[1].split("\n")[0]
 
 
