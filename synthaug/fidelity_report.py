@@ -156,11 +156,13 @@ HOW_TO_READ = (
 
 
 def memorisation_text(found: Memorisation) -> str:
+    share = f"{REFERENCE_PERCENTILE:g}%"
     return (f"Each image's {DISTANCE} distance to its nearest image of the training split the generators learned "
             f"from (0: an exact copy). The reference is the {REFERENCE} (real images no generator saw); a sample is "
             f"flagged when it is closer to a training image than the reference's p{REFERENCE_PERCENTILE:g} "
-            f"({_fmt(found.threshold)}: {REFERENCE_PERCENTILE:g}% of the reference lies closer), so the reference flags about {REFERENCE_PERCENTILE:g}% by "
-            f"construction and a generator that copies flags far more (closest_pairs.png shows its closest pairs).")
+            f"({_fmt(found.threshold)}: {share} of the reference lies closer), so the reference flags about {share} "
+            f"by construction and a generator that copies flags far more (closest_pairs.png shows its closest "
+            f"pairs).")
 
 
 def memorisation_table(found: Memorisation) -> str:

@@ -135,7 +135,8 @@ def test_fid_and_kid_are_named_by_their_feature_space_in_the_csv_and_the_metrics
         feature_space="pseudo-labeller ResNet18 penultimate layer", feature_key="labeller_features",
         fid_label="FID (pseudo-labeller ResNet18 penultimate layer; not comparable with published FIDs)",
         labeller_test_acc=0.4, n_real=60, distances=table, statistics=empty, pooled=empty, values=empty,
-        confidence=empty, agreement=empty, memorisation=memorisation({"ddpm-cond": images[:5]}, images[15:], images[:15]),
+        confidence=empty, agreement=empty,
+        memorisation=memorisation({"ddpm-cond": images[:5]}, images[15:], images[:15]),     # a copier
         samples=(), real_images=np.zeros((0, 32, 32, 3), np.uint8),
         real_labels=np.zeros(0, np.int64), notes=())
     metrics = fidelity_metrics(result)
@@ -231,14 +232,19 @@ def test_tiny_cli_run_writes_the_report(tmp_path):
     # a line a step, naming the generator and the stage, with n/N where there is one
     for line in ("fidelity: generator 1/2, ddpm-uncond: trained (once", "fidelity: generator 2/2, ddpm-cond: trained",
                  "training generator ddpm-cond (", "fidelity: ddpm-cond: 4 samples a class from its pools",
-                 "fidelity: scoring: "):
+                 "fidelity: scoring: ", "fidelity: memorisation: the nearest of "):
         assert line in done.stdout, (line, done.stdout[-3000:])
     assert re.search(r"^training generator ddpm-cond \(ddpm-cond-[0-9a-f]{16}, cpu\): 30/30 steps", done.stdout, re.M)
     assert re.search(r"^training the labeller of ddpm-uncond \([0-9a-f]{16}, \d+ images\): 2/2 epochs, .* epochs/s, ",
                      done.stdout, re.M)
     assert "\r" not in done.stdout + done.stderr and "\x1b[" not in done.stdout + done.stderr
     assert {"report.md", "distances.csv", "statistics.csv", "pooled.csv", "confidence.csv", "agreement.csv",
-            "statistics.png", "samples.png", "confidence.png", "agreement.png"} <= {p.name for p in out.iterdir()}
+            "memorisation.csv", "statistics.png", "samples.png", "confidence.png", "agreement.png",
+            "closest_pairs.png"} <= {p.name for p in out.iterdir()}
+    copies = pd.read_csv(out / "memorisation.csv")
+    assert list(copies["source"]) == ["real test images", "ddpm-uncond", "ddpm-cond"] and copies.loc[2, "n"] == 40
+    assert (copies["min"] >= 0).all() and "## Memorisation: distance to the nearest training image" in \
+        (out / "report.md").read_text()
     assert "FID (pseudo-labeller ResNet18 penultimate layer; not comparable with published FIDs)" in \
         (out / "report.md").read_text()
     distances = pd.read_csv(out / "distances.csv").set_index("generator")
