@@ -55,6 +55,12 @@ class Fit:
             ratio = self.b / (self.c * self.tau)
             return np.where((self.c > 0) & (ratio > 1), self.tau * np.log(ratio), np.nan)
 
+    def peak_within(self, top: float) -> np.ndarray:
+        """The K of the fitted maximum on [0, top]: the peak where there is one inside, else the better end."""
+        peak = self.peak()
+        ends = np.where(self.at(np.array([top]))[..., 0] >= self.a, top, 0.0)
+        return np.where(np.isfinite(peak), np.clip(peak, 0, top), ends)
+
 
 def tau_grid(ks: np.ndarray) -> np.ndarray:
     ks = np.asarray(ks, float)

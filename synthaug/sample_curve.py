@@ -121,7 +121,7 @@ def fit_curve(class_set: str, metric: str, table: pd.DataFrame, seed: int = 0) -
         curves = drawn.at(grid)
         gain = float(peaked.at(np.array([peak]))[0] - peaked.a)
         gain_low, gain_high = interval(gain, curves.max(-1) - drawn.a)
-        peak_low, peak_high = np.clip(interval(peak, grid[curves.argmax(-1)]), 0, ks.max())
+        peak_low, peak_high = np.clip(interval(peak, drawn.peak_within(ks.max())), 0, ks.max())
         k90 = k90_low = k90_high = math.nan
         model = PEAKED
     else:
