@@ -2,14 +2,16 @@
 
     python analysis/fidelity.py                                   # smoke preset, 100 samples a class
     python analysis/fidelity.py --preset paper --data ../shared/data/cifar10-jpeg.tar.gz \\
-        --samples-per-class 900 --mlflow-uri http://HEAD:5000
+        --mlflow-uri http://HEAD:5000                             # 1,000 samples a class (the preset's)
     python analysis/fidelity.py --preset tiny --samples-per-class 4 --no-log   # seconds of sampling, for wiring
 
 For every generator of the preset: prepare it (trained once, cached under --cache), take
---samples-per-class images a class from its pools (pool seed --seed; generated once, shared
+--samples-per-class images a class (default: the preset's fidelity_per_class: 100 for smoke and
+tiny, 1,000 for paper, the study's scale) from its pools (pool seed --seed; generated once, shared
 with the sweeps), and compare them with the test split: brightness, background (border)
 luminance and saturation per class with Welch and Mann-Whitney tests, FID and KID, precision
-and recall (k = 3), and the pseudo-labeller's confidence and agreement. Writes report.md,
+and recall (k = 3), the pseudo-labeller's confidence and agreement, and each sample's distance
+to its nearest training image beside the test images' (memorisation). Writes report.md,
 CSVs and PNGs to --out (default analysis_out/fidelity/<preset>) and logs them as an
 "analysis" run in MLflow experiment "fidelity" unless --no-log. Bad input: one line, exit 2.
 """
@@ -33,7 +35,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                                           "(synthaug.config.PRESETS; default smoke)")
     parser.add_argument("--data", help="shapes, cifar10, or a class-folder folder/.tar/.tar.gz (default: the preset's)")
     parser.add_argument("--cache", default=".synthaug", help="data, generators and pools (default ./.synthaug)")
-    parser.add_argument("--samples-per-class", type=int, default=100, help="samples a class a generator (default 100)")
+    parser.add_argument("--samples-per-class", type=int,
+                        help="samples a class a generator (default: the preset's fidelity_per_class)")
     parser.add_argument("--seed", type=int, default=0, help="pool seed (default 0: the pools trials of seed 0 use)")
     parser.add_argument("--mlflow-uri", help="tracking URI; default $MLFLOW_TRACKING_URI, else ./mlflow.db")
     parser.add_argument("--out", help="output folder; default analysis_out/fidelity/<preset>")
@@ -46,7 +49,7 @@ def settings_from(args: argparse.Namespace):
     a value is bad. The flags that need no import are checked before the presets are imported."""
     from synthaug.rules import ConfigError
 
-    if args.samples_per_class < 2:
+    if args.samples_per_class is not None and args.samples_per_class < 2:
         raise ConfigError(f"--samples-per-class: an integer >= 2, got {args.samples_per_class}")
     if args.seed < 0:
         raise ConfigError(f"--seed: an integer >= 0, got {args.seed}")
@@ -58,8 +61,8 @@ def settings_from(args: argparse.Namespace):
     from synthaug.fidelity import Settings
 
     chosen = preset(args.preset)
-    return Settings(chosen, resolve_source(args.data or chosen.data), cache, args.samples_per_class, args.seed,
-                    progress=True)
+    return Settings(chosen, resolve_source(args.data or chosen.data), cache,
+                    args.samples_per_class or chosen.fidelity_per_class, args.seed, progress=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,11 +1,12 @@
-"""Where more synthetic samples stop helping: accuracy against K, fitted, with intervals.
+"""Where more synthetic samples stop helping (or start to hurt): accuracy against K, fitted, with intervals.
 
     python analysis/sample_count.py --experiment sample_count                 # newest sweep, local mlflow.db
     python analysis/sample_count.py --experiment sample_count --sweep sample_count-smoke-1a2b3c4d --no-log
 
 For each class set of a sweeps/sample_count.py sweep, and for overall accuracy and the targeted
-class's, prints the fitted gain and K90 (the K by which 90% of it is reached) with seed-bootstrap
-intervals (synthaug.sample_curve), writes report.md, CSVs and a figure to --out (default
+class's, prints either the fitted gain and K90 (the K by which 90% of it is reached) or, where the
+curve rises then falls, the K of its peak, with seed-bootstrap intervals widened to cover at a few
+seeds (synthaug.sample_curve), writes report.md, CSVs and a figure to --out (default
 analysis_out/<experiment>/<sweep>), and logs that folder as an "analysis" run in the MLflow
 experiment <experiment>-analysis. Bad input: one line on stderr, exit 2.
 """
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_log:
         metrics = {f"{k}.{c.class_set}.{c.metric}": v for c in curves
                    for k, v in (("gain", c.gain), ("gain_low", c.gain_low), ("gain_high", c.gain_high),
-                                ("k90", c.k90)) if v == v}
+                                ("k90", c.k90), ("peak", c.peak)) if v == v}
         run_id = log_folder_run(uri, analysis_experiment(uri, trials.experiment), f"sample count {trials.sweep}",
                                 {ROLE: "analysis", SWEEP: trials.sweep}, {"metric": trials.metric}, metrics, out)
         print(f"analysis run: {run_id} (experiment {trials.experiment}-analysis, {uri})")

@@ -23,7 +23,10 @@ What it measures, per generator of the preset, against the real test split:
 - precision and recall (Kynkaanniemi et al. 2019: k-NN balls, k = 3) in the same space,
   with the real set subsampled to the generated set's size, as the paper compares equal sets;
 - the pseudo-labeller: its confidence histogram on the unconditional stream, and for a
-  conditional generator the share of class-c samples it labels c.
+  conditional generator the share of class-c samples it labels c;
+- memorisation (synthaug.memorisation): each sample's distance to its nearest training image (per-pixel RMS on
+  [0, 1]) beside the same for the real test images, and how many samples come closer than the test images'
+  1st percentile, with the closest sample/training pairs as a figure.
 
 The metric functions are pure (arrays in, numbers out) in synthaug.image_metrics, tested on fixed inputs.
 """
@@ -49,6 +52,7 @@ from synthaug.image_metrics import (KNN_K, TwoSample, class_agreement, confidenc
 from synthaug.pools import UNCONDITIONAL
 from synthaug.generators import PreparedGenerator
 from synthaug.labeller import load_labeller
+from synthaug.memorisation import Memorisation, memorisation
 from synthaug.prepare import prepare_generator, prepare_labeller
 from synthaug.progress import Progress
 from synthaug.sample_grids import SampleGrid
@@ -71,7 +75,7 @@ class Settings:
     preset: Preset
     data: str                           # a data source (synthaug.data.resolve_source)
     cache_dir: Path                     # datasets/, generators/, labellers/, pools/
-    samples_per_class: int = 100
+    samples_per_class: int              # analysis/fidelity.py's default: the preset's fidelity_per_class
     seed: int = 0                       # the pool seed: pools are shared with trials of this seed
     device: str | None = None           # default: cuda when available; a pool's id names its device type and
                                         # precision, so trials' pools are read where their servers ran
@@ -108,6 +112,7 @@ class FidelityResult:
     values: pd.DataFrame        # a row an image: source, class, brightness, background, saturation
     confidence: pd.DataFrame    # a row a unconditional generator x bin
     agreement: pd.DataFrame     # a row a generator x class
+    memorisation: Memorisation  # nearest-training-image distances of the samples and of the test images
     samples: tuple[GeneratorSamples, ...]
     real_images: np.ndarray     # up to 8 test images a class, for the sample grid
     real_labels: np.ndarray
@@ -135,6 +140,12 @@ def run_fidelity(settings: Settings) -> FidelityResult:
     real_features = space.extract(dataset.test_x)
     notes = left_out + [f"{s.name}: the labeller gave fewer than {settings.samples_per_class} samples to "
                         f"{', '.join(s.short_classes)}" for s in samples if s.short_classes]
+    notes += [f"{spec.name}: pretrained elsewhere, so its nearest-training-image distances are to this data's "
+              f"training split, not to what it learned from" for spec in specs if not _trains(spec)]
+    _say(settings, f"memorisation: the nearest of {len(dataset.train_x)} training images to each of "
+                   f"{len(dataset.test_x)} test images and {sum(len(s.images) for s in samples)} samples ({device})")
+    copies = memorisation({s.name: s.images for s in samples if len(s.images)}, dataset.test_x, dataset.train_x,
+                          device)
     real_stats = image_statistics(dataset.test_x).assign(source="real", **{"class": _names(dataset.test_y,
                                                                                        dataset.classes)})
     sample_stats = [image_statistics(s.images).assign(source=s.name, **{"class": _names(s.labels, dataset.classes)})
@@ -154,8 +165,16 @@ def run_fidelity(settings: Settings) -> FidelityResult:
                               for s in samples if not s.conditional] or [_empty_histogram()], ignore_index=True),
         agreement=pd.concat([class_agreement(s.predicted, s.labels, dataset.classes).assign(generator=s.name)
                              for s in samples if s.conditional] or [_empty_agreement()], ignore_index=True),
-        samples=samples, real_images=dataset.test_x[grid_index], real_labels=dataset.test_y[grid_index],
+        memorisation=copies, samples=samples, real_images=dataset.test_x[grid_index],
+        real_labels=dataset.test_y[grid_index],
         notes=tuple(notes))
+
+
+def _trains(spec: GeneratorSpec) -> bool:
+    """Whether prepare trains the generator on this data's training split (else it is loaded, pretrained)."""
+    from synthaug.generators import generator_kind
+
+    return generator_kind(spec).trains
 
 
 def _say(settings: Settings, line: str) -> None:

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from synthaug.fidelity import EXPERIMENT, STATISTICS, FidelityResult, distance_columns
 from synthaug.image_metrics import BORDER, KNN_K
+from synthaug.memorisation import DISTANCE, REFERENCE, REFERENCE_PERCENTILE, Memorisation
 from synthaug.sample_grids import SampleGrid, plot_sample_grids
 from synthaug.report import format_p, markdown_table
 from synthaug.tracking import ANALYSIS, ROLE, ensure_experiment, log_folder_run
@@ -93,6 +94,26 @@ def sample_grids_figure(result: FidelityResult) -> Figure:
     return plot_sample_grids([*grids, *result.samples], result.classes)      # a generator's samples are a grid
 
 
+def plot_closest_pairs(found: Memorisation) -> Figure:
+    """A generator a pair of rows: its samples nearest to a training image (top, closest first) and those
+    training images (below), each pair titled with its distance."""
+    columns = max([len(p.distances) for p in found.pairs] + [1])
+    fig = Figure(figsize=(1.1 * columns + 1.2, 2.4 * max(1, len(found.pairs))))
+    for row, pairs in enumerate(found.pairs):
+        for col in range(len(pairs.distances)):
+            for offset, images, label in ((0, pairs.samples, pairs.generator), (1, pairs.training, "nearest train")):
+                ax = fig.add_subplot(2 * len(found.pairs), columns, (2 * row + offset) * columns + col + 1)
+                ax.imshow(images[col], interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if offset == 0:
+                    ax.set_title(f"{pairs.distances[col]:.3f}", fontsize=7)
+                if col == 0:
+                    ax.set_ylabel(label, fontsize=7)
+    fig.suptitle(f"closest sample / training pairs ({DISTANCE}); flagged below {found.threshold:.3f}", fontsize=8)
+    return fig
+
+
 # ---------------------------------------------------------------------------- report, files, MLflow
 
 
@@ -109,6 +130,8 @@ def markdown_report(result: FidelityResult, figures: Sequence[str] = ()) -> str:
         "## Image statistics, all classes pooled", "", headline(result), "", pooled_table(result), "",
         "## Image statistics per class (sample vs real of the same class)", "", per_class_table(result), "",
         "## Pseudo-labeller", "", labeller_section(result), "",
+        "## Memorisation: distance to the nearest training image", "", memorisation_text(result.memorisation), "",
+        memorisation_table(result.memorisation), "",
         "## Notes", "", "\n".join(f"- {n}" for n in result.notes) or "none", "",
     ]
     if figures:
@@ -130,6 +153,23 @@ HOW_TO_READ = (
     "Precision (k={k}) is the share of samples inside the real images' k-NN manifold (quality), recall the share of "
     "real images inside the samples' manifold (coverage). Unconditional samples are assigned to classes by the "
     "pseudo-labeller, so their per-class rows mix generator and labeller errors.")
+
+
+def memorisation_text(found: Memorisation) -> str:
+    share = f"{REFERENCE_PERCENTILE:g}%"
+    return (f"Each image's {DISTANCE} distance to its nearest image of the training split the generators learned "
+            f"from (0: an exact copy). The reference is the {REFERENCE} (real images no generator saw); a sample is "
+            f"flagged when it is closer to a training image than the reference's p{REFERENCE_PERCENTILE:g} "
+            f"({_fmt(found.threshold)}: {share} of the reference lies closer), so the reference flags about {share} "
+            f"by construction and a generator that copies flags far more (closest_pairs.png shows its closest "
+            f"pairs).")
+
+
+def memorisation_table(found: Memorisation) -> str:
+    rows = [[r.source, r.n, _fmt(r.median), _fmt(r.p1), _fmt(r.min), f"{r.flagged} ({r.flagged_share:.1%})"
+             if np.isfinite(r.flagged_share) else "-"] for r in found.table.itertuples()]
+    return markdown_table(["source", "images", "median", f"p{REFERENCE_PERCENTILE:g}", "min",
+                           f"flagged (< reference p{REFERENCE_PERCENTILE:g})"], rows)
 
 
 def distance_table(result: FidelityResult) -> str:
@@ -200,6 +240,9 @@ def summary_lines(result: FidelityResult) -> list[str]:
         lines.append(f"  {r['generator']}: {fid_name} {_fmt(r[fid_name])}, {kid_name} {kid_text(result, r)}, "
                      f"precision {_fmt(r['precision'])}, recall {_fmt(r['recall'])} ({r['samples']} samples vs "
                      f"{r['real']} real)")
+    for r in result.memorisation.table.itertuples():
+        lines.append(f"  nearest training image, {r.source}: median {_fmt(r.median)}, min {_fmt(r.min)} ({DISTANCE}); "
+                     f"{r.flagged} of {r.n} closer than the reference's p{REFERENCE_PERCENTILE:g}")
     for r in result.pooled[result.pooled["statistic"] == "background"].itertuples():
         lines.append(f"  background {r.a} - {r.b}: {r.mean_diff:+.2f} luma, Welch p {format_p(r.welch_p)}")
     if np.isfinite(result.labeller_test_acc):
@@ -215,12 +258,15 @@ def write_outputs(result: FidelityResult, folder: str | Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     tables = {"distances": result.distances, "statistics": result.statistics, "pooled": result.pooled,
-              "image_values": result.values, "confidence": result.confidence, "agreement": result.agreement}
+              "image_values": result.values, "confidence": result.confidence, "agreement": result.agreement,
+              "memorisation": result.memorisation.table}
     for name, table in tables.items():
         table.to_csv(folder / f"{name}.csv", index=False)
         written.append(folder / f"{name}.csv")
     figures = {"statistics.png": lambda: plot_statistics(result.values, result.classes),
                "samples.png": lambda: sample_grids_figure(result)}
+    if result.memorisation.pairs:
+        figures["closest_pairs.png"] = lambda: plot_closest_pairs(result.memorisation)
     if not result.confidence.empty:
         figures["confidence.png"] = lambda: plot_confidence(result.confidence)
     if not result.agreement.empty:
@@ -234,14 +280,17 @@ def write_outputs(result: FidelityResult, folder: str | Path) -> list[Path]:
 
 def fidelity_metrics(result: FidelityResult) -> dict[str, float]:
     """fid_<features>.<gen>, kid_<features>.<gen> (named by their feature space: fid_labeller_features,
-    fid_inception), precision.<gen>, recall.<gen>, background_diff.<gen> (vs real), labeller_test_acc (a
-    fraction, 0-1)."""
+    fid_inception), precision.<gen>, recall.<gen>, background_diff.<gen> (vs real), nearest_train_median.<gen>
+    (memorisation.DISTANCE), memorised_share.<gen> (the share flagged, 0-1), labeller_test_acc (a fraction, 0-1)."""
     metrics = {"labeller_test_acc": result.labeller_test_acc}
     fid_name, kid_name, _ = distance_columns(result.feature_key)
     for r in result.distances.to_dict("records"):
         name = r["generator"]
         metrics |= {f"{fid_name}.{name}": r[fid_name], f"{kid_name}.{name}": r[kid_name],
                     f"precision.{name}": r["precision"], f"recall.{name}": r["recall"]}
+    for r in result.memorisation.table.itertuples():
+        if r.source != REFERENCE:
+            metrics |= {f"nearest_train_median.{r.source}": r.median, f"memorised_share.{r.source}": r.flagged_share}
     vs_real = result.pooled[result.pooled["b"] == "real"]
     for r in vs_real.itertuples():
         metrics[f"{r.statistic}_diff.{r.a}"] = r.mean_diff

@@ -1,25 +1,26 @@
-"""How accuracy grows with the number K of synthetic samples added: a saturating fit, with seed-bootstrap
-intervals, and where more samples stop helping.
+"""How accuracy grows with the number K of synthetic samples added: where more samples stop helping, or
+where they start to hurt, with seed-bootstrap intervals that cover at a few seeds.
 
     curves = sample_curves(trials)           # a Trials of sweeps/sample_count.py (synthaug.results)
     write_outputs(curves, folder)            # report.md, curves.csv, points.csv, sample_count.png
 
-For each class set and each metric (overall accuracy and the targeted class's), the mean over seeds
-at each K gets a t interval, and the model
+For each class set and each metric (overall accuracy and the targeted class's), the mean over seeds at each
+K gets a t interval, and two models are fitted by least squares to the means (synthaug.curve_fit):
 
-    acc(K) = a + b * (1 - exp(-K / tau))
+    saturating  acc(K) = a + b (1 - exp(-K / tau))
+    peaked      acc(K) = a + b (1 - exp(-K / tau)) - c K
 
-is fitted by least squares to the means: b is the gain more samples approach, and
-K90 = tau * ln 10 the K by which 90% of it is reached; past K90 more samples add under a tenth of
-the gain ("where more samples stop helping"). The intervals of b, K90 and the fitted curve are
-percentiles of the same fit on seed-bootstrap resamples (a resampled seed keeps all its K: the
-paired design). A gain whose interval includes 0 is reported as no gain, without a K90.
+The rule: the peaked model is reported when its c's interval lies above 0 and its peak K* = tau ln(b / (c tau))
+lies inside the K tried; then the curve "peaks at K = ..." with a gain (its height above K = 0) and both
+intervals. Otherwise the saturating one: b is the gain more samples approach and K90 = tau ln 10 the K by which
+90% of it is reached ("saturates: 90% of the gain by K = ..."). Intervals come from seed-bootstrap refits (a
+resampled seed keeps all its K: the paired design), their percentiles widened by sqrt(n/(n-1)) t_{n-1}/z so
+they cover at 8 seeds (curve_fit.widened_interval). A gain whose interval includes 0 is no gain, without a K90.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,28 +29,39 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from synthaug import stats
+from synthaug.curve_fit import (SATURATION, Fit, bootstrap_means, fit_peaked, fit_saturating, widened_interval,
+                                widening)
 from synthaug.results import FINISHED, InputError, Trials
 
 CONFIDENCE = 0.95
-UNIT = "fraction (0-1); gain and its interval in fraction points, K90 in samples a class"   # the CSVs' unit
+UNIT = ("fraction (0-1); gain and its interval in fraction points, c in fraction points a sample, K90 and the peak "
+        "in samples a class")   # the CSVs' unit
 BOOTSTRAPS = 400
-SATURATION = 0.9            # K90: the K by which this share of the fitted gain is reached
+SATURATING, PEAKED = "saturating", "peaked"
+GRID_POINTS = 200           # the fitted band's K values, from 0 to the largest K
 
 
 @dataclass(frozen=True)
 class SampleCurve:
-    """One class set, one metric: the points, the fit and their intervals."""
+    """One class set, one metric: the points, the chosen model's fit and their intervals."""
 
     class_set: str
     metric: str
     points: pd.DataFrame        # K, n, mean, ci_low, ci_high (t on the angular scale), ci_note, unit
+    model: str                  # SATURATING or PEAKED (the rule in the module's docstring)
     a: float
-    gain: float
+    gain: float                 # saturating: b; peaked: the fitted height of the peak above K = 0
     gain_low: float
     gain_high: float
-    k90: float                  # nan when there is no gain
+    k90: float                  # saturating with a gain; else nan
     k90_low: float
     k90_high: float
+    c: float                    # the peaked model's fall a sample (fitted whichever model is reported)
+    c_low: float
+    c_high: float
+    peak: float                 # peaked: the K of the fitted maximum; else nan
+    peak_low: float
+    peak_high: float
     band: pd.DataFrame          # K, fitted, low, high on a grid from 0 to the largest K
     seeds: int
 
@@ -65,40 +77,18 @@ class SampleCurve:
     def _verdict(self) -> str:
         pct = lambda x: f"{x * 100:+.2f} pp"  # noqa: E731
         gain = f"{pct(self.gain)} [{pct(self.gain_low)}, {pct(self.gain_high)}]"
+        if self.model == PEAKED:
+            return (f"peaks at K = {self.peak:.0f} [{self.peak_low:.0f}, {self.peak_high:.0f}] with a gain of {gain}; "
+                    f"past it more samples lower accuracy (c = {self.c * 1000 * 100:.3f} pp a 1,000 samples "
+                    f"[{self.c_low * 1000 * 100:.3f}, {self.c_high * 1000 * 100:.3f}])")
         if not self.helps:
             return f"no gain detected: the fitted gain {gain} has an interval that includes 0"
         k90 = f"K = {self.k90:.0f} [{self.k90_low:.0f}, {self.k90_high:.0f}]"
         if self.k90 > self.points["K"].max():
             return (f"still rising at the largest K tried ({self.points['K'].max()}): a gain of {gain} would take "
                     f"{k90} to reach {SATURATION:.0%} of, beyond the data; try larger K")
-        return (f"approaches a gain of {gain}; {SATURATION:.0%} of it by {k90}; past that, more samples add "
-                f"under {1 - SATURATION:.0%} of the gain")
-
-
-def _model(k: np.ndarray, a: float, b: float, tau: float) -> np.ndarray:
-    return a + b * (1.0 - np.exp(-k / tau))
-
-
-def _by_asymptote(k: np.ndarray, a: float, c: float, tau: float) -> np.ndarray:
-    return _model(k, a, c - a, tau)
-
-
-def _fit(ks: np.ndarray, means: np.ndarray) -> tuple[float, float, float]:
-    """(a, b, tau) by least squares, with the start a and the asymptote a + b accuracies in [0, 1] and tau
-    between a tenth of the smallest K tried and three times the largest (a scale the data can speak to);
-    nan when it does not fit."""
-    from scipy.optimize import curve_fit
-
-    top, low = float(ks.max()), float(ks[ks > 0].min())
-    start = (float(np.clip(means[0], 0, 1)), float(np.clip(means[-1], 0, 1)), float(np.clip(top / 4, low, top)))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            (a, c, tau), _ = curve_fit(_by_asymptote, ks, means, p0=start,
-                                       bounds=([0, 0, low / 10], [1, 1, top * 3]), maxfev=20_000)
-    except (RuntimeError, ValueError):
-        return math.nan, math.nan, math.nan
-    return float(a), float(c - a), float(tau)
+        return (f"saturates: {SATURATION:.0%} of the gain by {k90}, approaching a gain of {gain}; past that, more "
+                f"samples add under {1 - SATURATION:.0%} of the gain")
 
 
 def fit_curve(class_set: str, metric: str, table: pd.DataFrame, seed: int = 0) -> SampleCurve:
@@ -118,30 +108,40 @@ def fit_curve(class_set: str, metric: str, table: pd.DataFrame, seed: int = 0) -
         rows.append({"K": int(k), "n": d.n, "mean": d.mean, "ci_low": d.ci_low, "ci_high": d.ci_high,
                      "ci_note": stats.interval_note(d.n, d.std, d.mean), "unit": UNIT})
     points = pd.DataFrame(rows)
-    a, b, tau = _fit(ks, values.mean(0))
-    grid = np.linspace(0, ks.max(), 200)
-    rng = np.random.default_rng(seed)
-    boot_b, boot_k90, boot_curves = [], [], []
-    for _ in range(BOOTSTRAPS):
-        resampled = values[rng.integers(0, len(values), len(values))].mean(0)
-        ba, bb, btau = _fit(ks, resampled)
-        if np.isfinite(bb):
-            boot_b.append(bb)
-            boot_k90.append(btau * math.log(1 / (1 - SATURATION)))
-            boot_curves.append(_model(grid, ba, bb, btau))
-    tail = (1 - CONFIDENCE) / 2 * 100
-    gain_low, gain_high = (np.percentile(boot_b, [tail, 100 - tail]) if boot_b else (math.nan, math.nan))
-    k90 = tau * math.log(1 / (1 - SATURATION)) if np.isfinite(tau) else math.nan
-    k90_low, k90_high = (np.percentile(boot_k90, [tail, 100 - tail]) if boot_k90 else (math.nan, math.nan))
-    curves = np.array(boot_curves) if boot_curves else np.full((1, len(grid)), math.nan)
-    band = pd.DataFrame({"K": grid, "fitted": _model(grid, a, b, tau), "low": np.percentile(curves, tail, axis=0),
-                         "high": np.percentile(curves, 100 - tail, axis=0)})
-    curve = SampleCurve(class_set, metric, points, a, b, float(gain_low), float(gain_high), k90, float(k90_low),
-                        float(k90_high), band, len(values))
-    if not curve.helps:
-        curve = SampleCurve(class_set, metric, points, a, b, curve.gain_low, curve.gain_high, math.nan, math.nan,
-                            math.nan, band, len(values))
-    return curve
+    n = len(values)
+    means, draws = values.mean(0), bootstrap_means(values, BOOTSTRAPS, np.random.default_rng(seed))
+    grid = np.linspace(0, ks.max(), GRID_POINTS)
+    interval = lambda estimate, drawn, log=False: tuple(  # noqa: E731
+        float(x) for x in widened_interval(estimate, drawn, n, CONFIDENCE, log))
+    peaked, peaked_draws = fit_peaked(ks, means), fit_peaked(ks, draws)
+    c_low, c_high = interval(peaked.c, peaked_draws.c)
+    peak = float(peaked.peak())
+    if c_low > 0 and 0 < peak < ks.max():
+        fit, drawn = peaked, peaked_draws
+        curves = drawn.at(grid)
+        gain = float(peaked.at(np.array([peak]))[0] - peaked.a)
+        gain_low, gain_high = interval(gain, curves.max(-1) - drawn.a)
+        peak_low, peak_high = np.clip(interval(peak, drawn.peak_within(ks.max())), 0, ks.max())
+        k90 = k90_low = k90_high = math.nan
+        model = PEAKED
+    else:
+        fit, drawn = fit_saturating(ks, means), fit_saturating(ks, draws)
+        gain = float(fit.b)
+        gain_low, gain_high = interval(gain, drawn.b)
+        k90, (k90_low, k90_high) = float(fit.k90), interval(fit.k90, drawn.k90, log=True)
+        if not gain_low > 0:
+            k90 = k90_low = k90_high = math.nan
+        peak = peak_low = peak_high = math.nan
+        model = SATURATING
+    band = _band(grid, fit, drawn.at(grid), n)
+    return SampleCurve(class_set, metric, points, model, float(fit.a), gain, gain_low, gain_high, k90, k90_low,
+                       k90_high, float(peaked.c), c_low, c_high, peak, float(peak_low), float(peak_high), band, n)
+
+
+def _band(grid: np.ndarray, fit: Fit, drawn_curves: np.ndarray, seeds: int) -> pd.DataFrame:
+    fitted = fit.at(grid)
+    low, high = widened_interval(fitted, drawn_curves.T, seeds, CONFIDENCE)
+    return pd.DataFrame({"K": grid, "fitted": fitted, "low": low, "high": high})
 
 
 def sample_curves(trials: Trials) -> list[SampleCurve]:
@@ -168,9 +168,11 @@ def sample_curves(trials: Trials) -> list[SampleCurve]:
 
 
 def curves_table(curves: list[SampleCurve]) -> pd.DataFrame:
-    return pd.DataFrame([{"class_set": c.class_set, "metric": c.metric, "seeds": c.seeds, "a": c.a, "gain": c.gain,
-                          "gain_low": c.gain_low, "gain_high": c.gain_high, "k90": c.k90, "k90_low": c.k90_low,
-                          "k90_high": c.k90_high, "unit": UNIT, "verdict": c.verdict()} for c in curves])
+    return pd.DataFrame([{"class_set": c.class_set, "metric": c.metric, "seeds": c.seeds, "model": c.model, "a": c.a,
+                          "gain": c.gain, "gain_low": c.gain_low, "gain_high": c.gain_high, "k90": c.k90,
+                          "k90_low": c.k90_low, "k90_high": c.k90_high, "peak": c.peak, "peak_low": c.peak_low,
+                          "peak_high": c.peak_high, "c": c.c, "c_low": c.c_low, "c_high": c.c_high, "unit": UNIT,
+                          "verdict": c.verdict()} for c in curves])
 
 
 def plot_curves(curves: list[SampleCurve]) -> Figure:
@@ -185,6 +187,9 @@ def plot_curves(curves: list[SampleCurve]) -> Figure:
                     fmt="o", capsize=3, label=f"mean of {c.seeds} seeds, 95% CI")
         if np.isfinite(c.k90):
             ax.axvline(c.k90, linestyle="--", color="grey", label=f"K90 = {c.k90:.0f}")
+        if np.isfinite(c.peak):
+            ax.axvspan(c.peak_low, c.peak_high, color="grey", alpha=0.15)
+            ax.axvline(c.peak, linestyle="--", color="grey", label=f"peak K = {c.peak:.0f}")
         ax.set_title(f"+K {c.class_set}: {c.metric}", fontsize=9)
         ax.set_xlabel("K (synthetic samples a class)")
         ax.set_ylabel("accuracy (%)")
@@ -195,10 +200,16 @@ def plot_curves(curves: list[SampleCurve]) -> Figure:
 
 def markdown_report(curves: list[SampleCurve], experiment: str, sweep: str) -> str:
     lines = [f"# Sample count: {experiment} / {sweep}", "",
-             f"Model acc(K) = a + b (1 - exp(-K / tau)) fitted to the means over seeds; intervals are "
-             f"{CONFIDENCE:.0%} percentiles of {BOOTSTRAPS} seed-bootstrap refits; K90 = tau ln 10. A point's "
-             f"interval is Student's t on the angular scale across seeds (within [0, 100]%; none where the seeds "
-             f"agree).", ""]
+             "Two models fitted to the means over seeds: saturating, acc(K) = a + b (1 - exp(-K / tau)), and "
+             "peaked, the same - c K. The peaked one is reported when c's interval lies above 0 and its peak "
+             "K* = tau ln(b / (c tau)) lies inside the K tried; else the saturating one, with K90 = tau ln 10 (90% "
+             f"of the gain b). Intervals ({CONFIDENCE:.0%}): percentiles of {BOOTSTRAPS} seed-bootstrap refits (a "
+             "resampled seed keeps all its K), each side's distance from the estimate widened by "
+             "sqrt(n/(n-1)) t_(n-1)/z (" + ", ".join(sorted({f"x{widening(c.seeds, CONFIDENCE):.2f} at {c.seeds} seeds"
+                                                           for c in curves})) +
+             ") so that they cover at a few seeds; on the log scale for K90. They cover seed-to-seed variation "
+             "(every seed is tested on the same images). A point's interval is Student's t on the angular scale "
+             "across seeds (within [0, 100]%; none where the seeds agree).", ""]
     for c in curves:
         lines += [f"## +K {c.class_set}: {c.metric}", "", f"{c.verdict()}.", "",
                   f"| K | seeds | mean (%) | {CONFIDENCE:.0%} CI (%) |", "|---|---|---|---|"]

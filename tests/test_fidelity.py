@@ -113,9 +113,11 @@ def test_kid_has_no_sd_when_its_one_subset_is_both_whole_sets():
     assert np.isfinite(value) and sd > 1e-6
 
 
-def test_fid_and_kid_are_named_by_their_feature_space_in_the_csv_and_the_metrics():
+def test_fid_and_kid_are_named_by_their_feature_space_in_the_csv_and_the_metrics(tmp_path):
+    """... and the memorisation table, metrics and figure of a generator that copies its training images."""
     from synthaug.fidelity import FidelityResult, distances
-    from synthaug.fidelity_report import distance_table, fidelity_metrics, summary_lines
+    from synthaug.fidelity_report import (distance_table, fidelity_metrics, memorisation_table, plot_closest_pairs,
+                                          summary_lines)
 
     real, fake = gaussian(60, 4, 11), {"ddpm-cond": gaussian(60, 4, 12), "ddpm-uncond": gaussian(30, 4, 13)}
     table = distances(real, fake, key="labeller_features")
@@ -125,18 +127,28 @@ def test_fid_and_kid_are_named_by_their_feature_space_in_the_csv_and_the_metrics
     assert np.isnan(rows.loc["ddpm-cond", "kid_sd_labeller_features"]) and rows.loc["ddpm-cond", "kid_subsets"] == 1
     assert rows.loc["ddpm-uncond", "kid_sd_labeller_features"] > 0 and rows.loc["ddpm-uncond", "kid_subsets"] == 100
     empty = pd.DataFrame(columns=["a", "b", "statistic", "mean_diff"])
+    from synthaug.memorisation import memorisation
+
+    images = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), np.uint8)
     result = FidelityResult(
         preset="tiny", data="shapes", classes=("a",), samples_per_class=30, seed=0,
         feature_space="pseudo-labeller ResNet18 penultimate layer", feature_key="labeller_features",
         fid_label="FID (pseudo-labeller ResNet18 penultimate layer; not comparable with published FIDs)",
         labeller_test_acc=0.4, n_real=60, distances=table, statistics=empty, pooled=empty, values=empty,
-        confidence=empty, agreement=empty, samples=(), real_images=np.zeros((0, 32, 32, 3), np.uint8),
+        confidence=empty, agreement=empty,
+        memorisation=memorisation({"ddpm-cond": images[:5]}, images[15:], images[:15]),     # a copier
+        samples=(), real_images=np.zeros((0, 32, 32, 3), np.uint8),
         real_labels=np.zeros(0, np.int64), notes=())
     metrics = fidelity_metrics(result)
     assert {"fid_labeller_features.ddpm-cond", "kid_labeller_features.ddpm-uncond"} <= set(metrics)
     assert not [k for k in metrics if k.split(".")[0] in ("fid", "kid")]
+    assert metrics["memorised_share.ddpm-cond"] == 1 and metrics["nearest_train_median.ddpm-cond"] == 0
     printed = "\n".join(summary_lines(result))
     assert "ddpm-cond: fid_labeller_features " in printed and "(one subset: all 60 of each; no sd)" in printed
+    assert "nearest training image, ddpm-cond: median 0.000, min 0.000 (per-pixel RMS on [0, 1]); 5 of 5 " in printed
+    assert "| ddpm-cond | 5 | 0.000 | 0.000 | 0.000 | 5 (100.0%) |" in memorisation_table(result.memorisation)
+    plot_closest_pairs(result.memorisation).savefig(tmp_path / "closest_pairs.png")
+    assert (tmp_path / "closest_pairs.png").stat().st_size > 1000
     assert "± " not in distance_table(result).split("ddpm-cond |")[1].split("\n")[0]
 
 
@@ -188,6 +200,18 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
         assert err.startswith(start) and err.count("\n") == 1, err
 
 
+def test_e5_takes_its_samples_a_class_from_the_preset_the_paper_one_at_the_studys_scale(tmp_path):
+    """The study compared over 900 samples a class; the paper preset's 1,000 also make E5's FID an FID-10k."""
+    spec = importlib.util.spec_from_file_location("fidelity_cli", REPO / "analysis" / "fidelity.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    chosen = {name: cli.settings_from(cli.parse_args(["--preset", name, "--cache", str(tmp_path)])).samples_per_class
+              for name in ("paper", "smoke", "tiny")}
+    assert chosen == {"paper": 1000, "smoke": 100, "tiny": 100}
+    flagged = cli.parse_args(["--preset", "paper", "--samples-per-class", "7", "--cache", str(tmp_path)])
+    assert cli.settings_from(flagged).samples_per_class == 7
+
+
 def test_help_imports_no_torch_ray_or_mlflow():
     """--help (and every flag checked before the presets) answers without the heavy imports."""
     probe = ("import runpy, sys\nsys.argv = ['analysis/fidelity.py', '--help']\ntry:\n"
@@ -208,14 +232,19 @@ def test_tiny_cli_run_writes_the_report(tmp_path):
     # a line a step, naming the generator and the stage, with n/N where there is one
     for line in ("fidelity: generator 1/2, ddpm-uncond: trained (once", "fidelity: generator 2/2, ddpm-cond: trained",
                  "training generator ddpm-cond (", "fidelity: ddpm-cond: 4 samples a class from its pools",
-                 "fidelity: scoring: "):
+                 "fidelity: scoring: ", "fidelity: memorisation: the nearest of "):
         assert line in done.stdout, (line, done.stdout[-3000:])
     assert re.search(r"^training generator ddpm-cond \(ddpm-cond-[0-9a-f]{16}, cpu\): 30/30 steps", done.stdout, re.M)
     assert re.search(r"^training the labeller of ddpm-uncond \([0-9a-f]{16}, \d+ images\): 2/2 epochs, .* epochs/s, ",
                      done.stdout, re.M)
     assert "\r" not in done.stdout + done.stderr and "\x1b[" not in done.stdout + done.stderr
     assert {"report.md", "distances.csv", "statistics.csv", "pooled.csv", "confidence.csv", "agreement.csv",
-            "statistics.png", "samples.png", "confidence.png", "agreement.png"} <= {p.name for p in out.iterdir()}
+            "memorisation.csv", "statistics.png", "samples.png", "confidence.png", "agreement.png",
+            "closest_pairs.png"} <= {p.name for p in out.iterdir()}
+    copies = pd.read_csv(out / "memorisation.csv")
+    assert list(copies["source"]) == ["real test images", "ddpm-uncond", "ddpm-cond"] and copies.loc[2, "n"] == 40
+    assert (copies["min"] >= 0).all() and "## Memorisation: distance to the nearest training image" in \
+        (out / "report.md").read_text()
     assert "FID (pseudo-labeller ResNet18 penultimate layer; not comparable with published FIDs)" in \
         (out / "report.md").read_text()
     distances = pd.read_csv(out / "distances.csv").set_index("generator")
