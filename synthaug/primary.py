@@ -6,8 +6,8 @@
     primary.exchange    # a row a (synthetic, real) pair: one synthetic image is worth `rate` real images (Fieller)
 
 A declared text names configurations in --baseline form; a column it leaves out stands for every
-value of it, and the configurations it names pair with those of the other text that agree with them
-on every column that text leaves out (where those vary). The family is every expanded contrast and
+value of it, and a configuration the first text names pairs with the one the second names that agrees
+with it on every configuration column the second leaves out (a baseline "" is the sweep's baseline). The family is every expanded contrast and
 every trend: its size m is Holm's m for each test. The seed-paired t's interval covers seed-to-seed
 variation on this test set; the two-way cluster-robust t's, computed on each test image's
 correctness (predictions.csv), covers seeds and the sampling of test images too.
@@ -97,11 +97,10 @@ def expand(done: pd.DataFrame, columns: Sequence[str], base: str, first: str, se
         return []
     config = done.drop_duplicates(LABEL).set_index(LABEL)[list(columns)]
     found = []
+    agree = [c for c in columns if c not in spec] if second else []
     for label in firsts:
-        partners = [s for s in seconds if s != label]
-        for column in (c for c in columns if c not in spec):
-            if config.loc[partners, column].nunique(dropna=False) > 1:
-                partners = [s for s in partners if _same(config.at[s, column], config.at[label, column])]
+        partners = [s for s in seconds if s != label and
+                    all(_same(config.at[s, c], config.at[label, c]) for c in agree)]
         if len(partners) == 1:
             found.append(Contrast(declared, label, partners[0]))
         else:

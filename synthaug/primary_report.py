@@ -39,19 +39,19 @@ class Units:
 
 
 def interval(mean: float, lo: float, hi: float, units: Units, suffix: str, signed: bool = False,
-             bounds: bool = True) -> str:
+             bounds: bool = True, digits: int = 2) -> str:
     """'71.20% [70.10, 72.30]', or with NO_INTERVAL where the interval is not estimable; `bounds` False:
     the value alone."""
     if not np.isfinite(mean):
         return "-"
-    text = ("{:+.2f}" if signed else "{:.2f}").format(mean * units.scale) + suffix
-    return text + (" " + bounds_text(lo, hi, units, signed) if bounds else "")
+    text = ("{:+.%df}" % digits if signed else "{:.%df}" % digits).format(mean * units.scale) + suffix
+    return text + (" " + bounds_text(lo, hi, units, signed, digits) if bounds else "")
 
 
-def bounds_text(lo: float, hi: float, units: Units, signed: bool = False) -> str:
+def bounds_text(lo: float, hi: float, units: Units, signed: bool = False, digits: int = 2) -> str:
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return NO_INTERVAL
-    number = "{:+.2f}" if signed else "{:.2f}"
+    number = "{:+.%df}" % digits if signed else "{:.%df}" % digits
     return "[" + ", ".join(number.format(x * units.scale) for x in (lo, hi)) + "]"
 
 
@@ -73,7 +73,7 @@ def trend_rows(primary: Primary, units: Units, confidence: int) -> Table:
     headers = ["trend over", "configurations", "values", "seeds",
                f"slope{units.diff_header} a unit, {confidence}% CI, covers seeds", "p (t, Holm)"]
     rows = [[r.trend, r.configurations, r.x, str(r.n_seeds),
-             interval(r.slope, r.ci_low, r.ci_high, units, units.diff, signed=True), format_p(r.t_holm)]
+             interval(r.slope, r.ci_low, r.ci_high, units, units.diff, signed=True, digits=4), format_p(r.t_holm)]
             for r in primary.trends.itertuples()]
     return headers, rows
 
