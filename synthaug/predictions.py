@@ -3,6 +3,7 @@
     load = cached(functools.partial(results.load_predictions, uri), notes)
     correct = correct_by_seed(load, runs_t, runs_b)    # seed -> (treatment correct, baseline correct)
     differences(correct)                                # (seeds x images): treatment - baseline, in {-1, 0, 1}
+    correct_grid(load, [runs_a, runs_b, runs_c])        # (seeds x configurations x images): right (1) or not
 
 Every seed of a sweep is tested on the same test images; a seed's two runs are paired image by
 image on `test_index`, and the seeds on the images every one of them has.
@@ -63,6 +64,21 @@ def differences(correct: Correct) -> np.ndarray:
         frame = correct[seed].drop_duplicates("test_index").set_index("test_index").loc[common]
         rows.append(frame["treatment"].to_numpy(int) - frame["baseline"].to_numpy(int))
     return np.vstack(rows)
+
+
+def correct_grid(load: Callable[[str], pd.DataFrame | None], runs: list[Mapping[int, str]]) -> np.ndarray:
+    """correct[seed, k, image]: whether configuration k's run of that seed got the image right, over the seeds
+    every configuration has readable predictions for and the test images all of those runs predicted."""
+    frames: dict[int, list[pd.Series]] = {}
+    for seed in sorted(set.intersection(*(set(r) for r in runs))) if runs else []:
+        loaded = [load(r[seed]) for r in runs]
+        if all(f is not None for f in loaded):
+            frames[int(seed)] = [(f.drop_duplicates("test_index").set_index("test_index")["prediction"] ==
+                                  f.drop_duplicates("test_index").set_index("test_index")["label"]) for f in loaded]
+    if not frames:
+        return np.zeros((0, len(runs), 0), int)
+    common = sorted(set.intersection(*(set(s.index) for series in frames.values() for s in series)))
+    return np.array([[s.loc[common].to_numpy(int) for s in series] for _, series in sorted(frames.items())])
 
 
 def churn(correct: Correct) -> pd.DataFrame:

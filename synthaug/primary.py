@@ -24,21 +24,22 @@ import pandas as pd
 
 from synthaug import stats
 from synthaug.configurations import LABEL, format_value, matching, parse_baseline
-from synthaug.inference import exchange_rate, power_table, seed_trend, two_way_cluster_t
-from synthaug.predictions import correct_by_seed, differences
+from synthaug.inference import (DECLARED_EFFECTS, exchange_rate, power_table, seed_trend, two_way_cluster_t,
+                                two_way_trend)
+from synthaug.predictions import correct_by_seed, correct_grid, differences
 from synthaug.results import Declaration, InputError
 from synthaug.tracking import PRIMARY
 
 ALPHA = 0.05                        # the verdict's level, after Holm
-EFFECTS = (0.003, 0.005, 0.01)      # the declared effects power is given at: 0.3, 0.5, 1.0 pp
 POWER = 0.8                         # the power the seeds needed are for
 CONTRAST_COLUMNS = ("declared", LABEL, "baseline", "n_pairs", "mean_diff", "ci_low", "ci_high", "t_pvalue",
                     "t_holm", "two_way_mean_diff", "two_way_ci_low", "two_way_ci_high", "two_way_pvalue",
                     "two_way_holm", "n_images", "verdict")
 TREND_COLUMNS = ("declared", "trend", "configurations", "x", "n_seeds", "slope", "ci_low", "ci_high", "t_pvalue",
-                 "t_holm")
+                 "t_holm", "two_way_slope", "two_way_ci_low", "two_way_ci_high", "two_way_pvalue", "two_way_holm",
+                 "n_images", "verdict")
 EXCHANGE_COLUMNS = ("declared", "synthetic", "real", "baseline", "n_seeds", "synthetic_diff", "real_diff", "rate",
-                    "ci_low", "ci_high", "bounded", "note")
+                    "ci_low", "ci_high", "bounded", "gap_low", "gap_high", "note")
 Load = Callable[[str], "pd.DataFrame | None"]
 
 
@@ -71,7 +72,7 @@ def analyse_primary(declaration: Declaration | None, done: pd.DataFrame, columns
     trends = trend_groups(declaration, done, columns, base, notes)
     runs = done.set_index([LABEL, "seed"])["run_id"]
     rows = [contrast_row(c, values, runs, load, confidence) for c in contrasts]
-    trend_rows = [trend_row(declaration.trend, group, done, values, confidence) for group in trends]
+    trend_rows = [trend_row(declaration.trend, group, done, values, runs, load, confidence) for group in trends]
     table, trend_table = _holm_family(pd.DataFrame(rows, columns=CONTRAST_COLUMNS),
                                       pd.DataFrame(trend_rows, columns=TREND_COLUMNS))
     pairs = [c for s, r in declaration.exchange for c in expand(done, columns, base, s, r, "exchange", notes)]
@@ -169,34 +170,47 @@ def trend_groups(declaration: Declaration, done: pd.DataFrame, columns: Sequence
 
 
 def trend_row(field_name: str, labels: list[str], done: pd.DataFrame, values: Mapping[str, pd.Series],
-              confidence: float) -> dict:
-    """The slope of the metric on `field_name` a seed, tested over the seeds every configuration has."""
+              runs: pd.Series, load: Load | None, confidence: float) -> dict:
+    """The slope of the metric on `field_name`: a seed at a time, tested over the seeds every configuration has;
+    and from each test image's correctness, tested over seeds and test images (inference.two_way_trend)."""
     x = done.drop_duplicates(LABEL).set_index(LABEL).loc[labels, field_name].astype(float).to_numpy()
     seeds = sorted(set.intersection(*(set(values[label].index) for label in labels)))
     row = dict.fromkeys(TREND_COLUMNS, math.nan)
     row.update(declared=field_name, trend=field_name, configurations="; ".join(labels),
-               x=" ".join(format_value(v) for v in x), n_seeds=len(seeds))
+               x=" ".join(format_value(v) for v in x), n_seeds=len(seeds), n_images=0)
     if len(seeds) >= 2:
         grid = np.array([[values[label][s] for label in labels] for s in seeds])
         trend = seed_trend(grid, x, confidence)
         row.update(slope=trend.slope, ci_low=trend.ci_low, ci_high=trend.ci_high, t_pvalue=trend.pvalue)
+    if load is not None:
+        correct = correct_grid(load, [runs[label].to_dict() for label in labels])
+        if correct.shape[0] >= 2 and correct.shape[2] >= 2:
+            trend = two_way_trend(correct, x, confidence)
+            row.update(two_way_slope=trend.slope, two_way_ci_low=trend.ci_low, two_way_ci_high=trend.ci_high,
+                       two_way_pvalue=trend.pvalue, n_images=int(correct.shape[2]))
     return row
 
 
 def _holm_family(contrasts: pd.DataFrame, trends: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Holm over the family (contrasts and trends) for each test: the seed-paired t with the trends' t, and the
-    two-way t with the trends' t (a trend has one test); then each contrast's verdict at ALPHA."""
+    """Holm over the family (contrasts and trends) for each test: the tests over seeds (seed-paired t, seed
+    trend) together, and the tests over seeds and test images (two-way t, two-way trend) together; then each
+    contrast's verdict at ALPHA."""
     n = len(contrasts)
-    seed_family = stats.holm(np.r_[contrasts["t_pvalue"].to_numpy(float), trends["t_pvalue"].to_numpy(float)])
-    image_family = stats.holm(np.r_[contrasts["two_way_pvalue"].to_numpy(float), trends["t_pvalue"].to_numpy(float)])
-    contrasts = contrasts.assign(t_holm=seed_family[:n], two_way_holm=image_family[:n])
+    seeds = stats.holm(np.r_[contrasts["t_pvalue"].to_numpy(float), trends["t_pvalue"].to_numpy(float)])
+    images = stats.holm(np.r_[contrasts["two_way_pvalue"].to_numpy(float), trends["two_way_pvalue"].to_numpy(float)])
+    contrasts = contrasts.assign(t_holm=seeds[:n], two_way_holm=images[:n])
     contrasts["verdict"] = [verdict(r.mean_diff, r.t_holm, r.two_way_holm) for r in contrasts.itertuples()]
-    return contrasts, trends.assign(t_holm=seed_family[n:])
+    trends = trends.assign(t_holm=seeds[n:], two_way_holm=images[n:])
+    trends["verdict"] = [verdict(r.slope, r.t_holm, r.two_way_holm, words=("rises", "falls"))
+                         for r in trends.itertuples()]
+    return contrasts, trends
 
 
-def verdict(diff: float, seeds_p: float, images_p: float, alpha: float = ALPHA) -> str:
-    """What a contrast shows at `alpha` after Holm: over seeds and test images, over seeds only, or nothing."""
-    direction = "higher" if diff > 0 else "lower"
+def verdict(diff: float, seeds_p: float, images_p: float, alpha: float = ALPHA,
+            words: tuple[str, str] = ("higher", "lower")) -> str:
+    """What a contrast (or trend) shows at `alpha` after Holm: over seeds and test images, over seeds only, or
+    nothing."""
+    direction = words[0] if diff > 0 else words[1]
     if images_p < alpha:
         return f"{direction}: over seeds and test images"
     if seeds_p < alpha:
@@ -216,19 +230,21 @@ def exchange_row(c: Contrast, base: str, values: Mapping[str, pd.Series], confid
     synthetic, real = (s[seeds] - b[seeds]).to_numpy(), (r[seeds] - b[seeds]).to_numpy()
     rate = exchange_rate(synthetic, real, confidence)
     return {**row, "synthetic_diff": synthetic.mean(), "real_diff": real.mean(), "rate": rate.rate,
-            "ci_low": rate.ci_low, "ci_high": rate.ci_high, "bounded": bool(rate.bounded), "note": rate.note}
+            "ci_low": rate.ci_low, "ci_high": rate.ci_high, "bounded": bool(rate.bounded), "gap_low": rate.gap_low,
+            "gap_high": rate.gap_high, "note": "" if rate.bounded else str(rate.note)}
 
 
 def power_at_effects(paired: Sequence[np.ndarray], n_seeds: int, family_size: int, alpha: float = ALPHA) -> pd.DataFrame:
-    """Power at the declared EFFECTS with n_seeds, at Holm's smallest level over the family, from the sweep's own
-    paired sd (the seed-paired differences of `paired`, each centred on its own mean, pooled)."""
+    """Power at the declared effects (inference.DECLARED_EFFECTS) with n_seeds, at Holm's smallest level over the
+    family (`alpha` column), from the sweep's own paired sd: the seed-paired differences of `paired`, each
+    centred on its own mean, pooled. Empty without 2 degrees of freedom or without spread."""
     spread = [d - d.mean() for d in paired if len(d) >= 2]
     df = sum(len(d) - 1 for d in spread)
-    if df < 2 or n_seeds < 2:
+    sd = math.sqrt(sum(float((d ** 2).sum()) for d in spread) / df) if df >= 2 else math.nan
+    if not (n_seeds >= 2 and sd > 0):
         return pd.DataFrame()
-    sd = math.sqrt(sum(float((d ** 2).sum()) for d in spread) / df)
-    table = pd.DataFrame(power_table(sd, n_seeds, max(1, family_size), EFFECTS, alpha, POWER))
-    return table.assign(paired_sd=sd, n_seeds=n_seeds, family_size=max(1, family_size), alpha=alpha)
+    table = pd.DataFrame(power_table(sd, n_seeds, max(1, family_size), DECLARED_EFFECTS, alpha, POWER))
+    return table.assign(paired_sd=sd, n_seeds=n_seeds, family_size=max(1, family_size))
 
 
 def _empty(columns: Sequence[str]) -> pd.DataFrame:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from synthaug.primary import ALPHA, EFFECTS, POWER, Primary
+from synthaug.inference import DECLARED_EFFECTS
+from synthaug.primary import ALPHA, POWER, Primary
 from synthaug.report import format_p
 
 Table = tuple[list[str], list[list[str]]]
@@ -69,11 +70,16 @@ def contrast_rows(primary: Primary, units: Units, confidence: int) -> Table:
 
 
 def trend_rows(primary: Primary, units: Units, confidence: int) -> Table:
-    """A row a trend: the slope a unit of the trend column, over seeds, with its p after Holm."""
+    """A row a trend: the slope a unit of the trend column over seeds, and over seeds and test images, each with
+    its p after Holm over the primary family."""
     headers = ["trend over", "configurations", "values", "seeds",
-               f"slope{units.diff_header} a unit, {confidence}% CI, covers seeds", "p (t, Holm)"]
+               f"slope{units.diff_header} a unit, {confidence}% CI, covers seeds", "p (seed trend, Holm)",
+               f"slope{units.diff_header} a unit, {confidence}% CI, covers seeds + test images", "test images",
+               "p (two-way trend, Holm)", f"verdict at {ALPHA:g}"]
     rows = [[r.trend, r.configurations, r.x, str(r.n_seeds),
-             interval(r.slope, r.ci_low, r.ci_high, units, units.diff, signed=True, digits=4), format_p(r.t_holm)]
+             interval(r.slope, r.ci_low, r.ci_high, units, units.diff, signed=True, digits=4), format_p(r.t_holm),
+             interval(r.two_way_slope, r.two_way_ci_low, r.two_way_ci_high, units, units.diff, signed=True, digits=4),
+             str(r.n_images or "-"), format_p(r.two_way_holm), r.verdict]
             for r in primary.trends.itertuples()]
     return headers, rows
 
@@ -85,7 +91,9 @@ def exchange_lines(primary: Primary, confidence: int) -> list[str]:
         if not np.isfinite(r.rate):
             lines.append(f"{r.synthetic} against {r.real}: no rate ({r.note or 'no paired seeds'})")
             continue
-        span = (f"[{r.ci_low:.2f}, {r.ci_high:.2f}]" if r.bounded else f"no bounded {confidence}% interval")
+        span = f"[{r.ci_low:.2f}, {r.ci_high:.2f}]" if r.bounded else f"no bounded {confidence}% interval"
+        if np.isfinite(r.gap_low):
+            span += f" (every rate outside {r.gap_low:.2f} .. {r.gap_high:.2f})"
         lines.append(f"one synthetic image ({r.synthetic}) is worth {r.rate:.2f} real images ({r.real}) {span} "
                      f"(Fieller {confidence}%, covers seeds; {r.n_seeds} seeds, gains over {r.baseline}: "
                      f"{r.synthetic_diff * 100:+.2f} and {r.real_diff * 100:+.2f} pp)" + (f"; {r.note}" if r.note
@@ -98,8 +106,7 @@ def power_rows(power: pd.DataFrame) -> Table:
     if power.empty:
         return [], []
     first = power.iloc[0]
-    level = ALPHA / int(first["family_size"])
-    headers = ["effect (pp)", f"power with {int(first['n_seeds'])} seeds at alpha {level:.3g}",
+    headers = ["effect (pp)", f"power with {int(first['n_seeds'])} seeds at alpha {first['alpha']:.3g}",
                f"seeds for {POWER:.0%} power"]
     rows = [[f"{r.effect * 100:g}", f"{r.power:.2f}", _seeds(r.seeds_needed)] for r in power.itertuples()]
     return headers, rows
@@ -108,10 +115,10 @@ def power_rows(power: pd.DataFrame) -> Table:
 def power_line(power: pd.DataFrame) -> str:
     """Where the power table's figures come from."""
     if power.empty:
-        return "not estimable: fewer than 3 paired differences in all"
+        return "not estimable: fewer than 3 paired differences in all, or none with spread"
     first = power.iloc[0]
     return (f"from the sweep's own seed-paired sd, {first['paired_sd'] * 100:.3f} pp, at effects "
-            f"{', '.join(f'{e * 100:g}' for e in EFFECTS)} pp and Holm's smallest level over a family of "
+            f"{', '.join(f'{e * 100:g}' for e in DECLARED_EFFECTS)} pp and Holm's smallest level over a family of "
             f"{int(first['family_size'])} ({ALPHA:g}/{int(first['family_size'])}); not the observed effects")
 
 

@@ -18,7 +18,7 @@ declared exchange rates (Fieller). Every other comparison with the baseline is s
 seed-paired t (or, with fewer than two seeds in common, Welch's, with a warning) and the sign-flip
 permutation test. Per-class differences (recall, with precision and F1 beside it where the trials
 logged them) get Benjamini-Hochberg across every class x configuration, also secondary. Power is
-given at declared effects (primary.EFFECTS) from the sweep's own paired sd, never at an observed
+given at declared effects (inference.DECLARED_EFFECTS) from the sweep's own paired sd, never at an observed
 effect. Which test images a configuration gains and loses against the baseline, a seed at a time, is
 a descriptive churn table, not a test. Intervals of accuracies are t intervals on the angular scale
 (stats.proportion_interval), within [0, 1]; no interval is given without spread. The CSVs hold the

@@ -132,6 +132,8 @@ def test_the_report_leads_with_the_declared_primary_analysis(store, tmp_path):
     assert contrasts.iloc[1]["mean_diff"] < 0 and contrasts.iloc[1]["t_holm"] < 0.05
     trends = pd.read_csv(tmp_path / "primary_trends.csv")
     assert len(trends) == 1 and trends.iloc[0]["x"] == "0 100 200" and trends.iloc[0]["slope"] > 0
+    assert trends.iloc[0]["two_way_slope"] == pytest.approx(trends.iloc[0]["slope"])
+    assert trends.iloc[0]["n_images"] == len(CLASSES) * PER_CLASS and trends.iloc[0]["verdict"].startswith("rises")
     # the exchange rate, with Fieller's interval, in words
     rate = re.search(r"one synthetic image \(arm=synthetic, augment_count=200\) is worth ([\d.]+) real images "
                      r"\(arm=withheld, augment_count=200\) \[([-\d.]+), ([-\d.]+)\] \(Fieller 95%", primary)
