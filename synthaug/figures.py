@@ -26,8 +26,8 @@ What is drawn (the study's figure numbers in brackets), each PNG with the CSV be
   synthaug.generator.<name>.weights tags). Unconditional pools are shown by the labels
   stored in their shards.
 
-Only the runs synthaug.significance analysed (FINISHED, the newest a configuration and
-seed) are read, so the figures and the significance report describe the same runs.
+Only the runs synthaug.significance analysed (FINISHED, one a configuration and seed:
+a sweep with two is refused) are read, so the figures and the significance report describe the same runs.
 """
 
 from __future__ import annotations
