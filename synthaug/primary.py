@@ -72,6 +72,8 @@ def analyse_primary(declaration: Declaration | None, done: pd.DataFrame, columns
     trends = trend_groups(declaration, done, columns, base, notes)
     runs = done.set_index([LABEL, "seed"])["run_id"]
     rows = [contrast_row(c, values, runs, load, confidence) for c in contrasts]
+    notes += [f"primary {r['declared']}: {r['configuration']} vs {r['baseline']} has {r['n_pairs']} paired seed(s); "
+              "not tested, and not counted in the family" for r in rows if r["n_pairs"] < 2]
     trend_rows = [trend_row(declaration.trend, group, done, values, runs, load, confidence) for group in trends]
     table, trend_table = _holm_family(pd.DataFrame(rows, columns=CONTRAST_COLUMNS),
                                       pd.DataFrame(trend_rows, columns=TREND_COLUMNS))

@@ -309,14 +309,13 @@ def churn_all(done: pd.DataFrame, base: str, others: Sequence[str], load) -> pd.
 
 def power(primary: Primary, values: Mapping[str, pd.Series], pairs: pd.DataFrame,
           comparisons: pd.DataFrame) -> pd.DataFrame:
-    """Power at the declared effects from the sweep's own seed-paired differences: the primary contrasts', at
-    Holm's level over the primary family; with nothing declared, every comparison's, over the secondary one."""
-    if primary.declared and len(primary.contrasts):
-        diffs = [_paired_diff(values[r.configuration], values[r.baseline]) for r in primary.contrasts.itertuples()]
-        family = primary.family_size
-    else:
+    """Power at the declared effects from the sweep's own seed-paired differences (the primary contrasts', else
+    every comparison's) at Holm's first-step level over the primary family (with nothing declared, the
+    secondary one)."""
+    diffs = [_paired_diff(values[r.configuration], values[r.baseline]) for r in primary.contrasts.itertuples()]
+    if not diffs:
         diffs = [group["diff"].to_numpy(float) for _, group in pairs.groupby(LABEL)]
-        family = int((comparisons["family"] == "secondary").sum())
+    family = primary.family_size if primary.declared else int((comparisons["family"] == "secondary").sum())
     n_seeds = max((len(d) for d in diffs), default=0)
     return power_at_effects(diffs, n_seeds, family, ALPHA)
 
@@ -340,12 +339,20 @@ def seeds_text(seeds) -> str:
 
 def analysis_metrics(result: Result) -> dict[str, float]:
     """The main numbers as MLflow metrics: mean.<config>, diff.<config> with its interval, p_holm.<config> (Holm
-    within the comparison's family); no unadjusted p."""
+    within the comparison's family), the primary contrasts' Holm p of each test and the exchange rates; no
+    unadjusted p."""
     metrics = {f"mean.{metric_key(r.configuration)}": r.mean for r in result.summary.itertuples()}
     for r in result.comparisons.itertuples():
         key = metric_key(r.configuration)
         metrics |= {f"diff.{key}": r.mean_diff, f"diff_ci_low.{key}": r.ci_low, f"diff_ci_high.{key}": r.ci_high,
                     f"p_holm.{key}": r.t_holm}
+    for r in result.primary.contrasts.itertuples():
+        key = metric_key(f"{r.configuration} vs {r.baseline}")
+        metrics |= {f"primary.p_holm.{key}": r.t_holm, f"primary.two_way_p_holm.{key}": r.two_way_holm}
+    for r in result.primary.exchange.itertuples():
+        key = metric_key(f"{r.synthetic} vs {r.real}")
+        metrics |= {f"exchange.rate.{key}": r.rate, f"exchange.ci_low.{key}": r.ci_low,
+                    f"exchange.ci_high.{key}": r.ci_high}
     return {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
 from synthaug.results import Declaration, InputError, load_trials
 from synthaug.tracking import CELL, PRIMARY, ROLE, SWEEP, RunLogger, ensure_experiment
@@ -106,8 +107,8 @@ def section(report: str, title: str) -> str:
 
 def test_the_report_leads_with_the_declared_primary_analysis(store, tmp_path):
     uri, _ = store
-    done = run_cli("--experiment", EXPERIMENT, "--sweep", SWEEP_NAME, "--mlflow-uri", uri, "--no-log",
-                   "--out", str(tmp_path), cwd=tmp_path)
+    done = run_cli("--experiment", EXPERIMENT, "--sweep", SWEEP_NAME, "--mlflow-uri", uri, "--out", str(tmp_path),
+                   cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n\n")[1].startswith("PRIMARY ANALYSIS")      # after the one-line header
     report = (tmp_path / "report.md").read_text()
@@ -159,6 +160,14 @@ def test_the_report_leads_with_the_declared_primary_analysis(store, tmp_path):
     assert (churn["losses"] == SWAPPED).all() and len(churn) == 3 * len(SEEDS)
     gains = churn[churn["configuration"] == "arm=synthetic, augment_count=200"]["gains"]
     assert list(gains) == list(GAINS[("synthetic", 200)] + SWAPPED)
+    # the analysis run carries the primary family's adjusted p-values and the exchange rate, no unadjusted p
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name(f"{EXPERIMENT}-analysis").experiment_id])[0]
+    key = "arm_synthetic augment_count_200 vs arm_none augment_count_0"
+    assert run.data.metrics[f"primary.p_holm.{key}"] == pytest.approx(planted["t_holm"])
+    assert run.data.metrics[f"primary.two_way_p_holm.{key}"] == pytest.approx(planted["two_way_holm"])
+    assert 0.4 < run.data.metrics["exchange.rate.arm_synthetic augment_count_200 vs arm_withheld augment_count_200"] < 0.6
+    assert not [k for k in run.data.metrics if k.startswith("p.")]
 
 
 def test_two_finished_runs_of_one_seed_are_refused_in_one_line(store, tmp_path):
