@@ -5,10 +5,14 @@
         --baseline replace_pct=0 --mlflow-uri http://HEAD:5000
     python analysis/significance.py --experiment cond_vs_uncond --baseline arm=unconditional --no-log
 
-Prints a table (n, mean and 95% interval per configuration, the seed-paired difference from
-the baseline with its paired t-test p-value and Holm's adjustment), writes report.md, CSVs
-and figures to --out (default analysis_out/<experiment>/<sweep>), and logs that folder as
-an "analysis" run in the MLflow experiment <experiment>-analysis. Bad input: one line on stderr, exit 2.
+Prints the sweep's declared primary analysis first (each contrast by the seed-paired t, whose interval
+covers seeds, and by the two-way seed x test image t from predictions.csv, whose interval covers seeds
+and test images, Holm over the primary family; the trend; what one synthetic image is worth in real
+images, Fieller), then the power at declared effects, then every configuration against the baseline
+(secondary, Holm within it); writes report.md, CSVs and figures to --out (default
+analysis_out/<experiment>/<sweep>), and logs that folder as an "analysis" run in the MLflow experiment
+<experiment>-analysis. Bad input (two FINISHED runs of one configuration and seed among them): one line
+on stderr, exit 2.
 """
 
 from __future__ import annotations

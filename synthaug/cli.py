@@ -114,8 +114,9 @@ def load_sweep(args: argparse.Namespace, with_predictions: bool = False, folders
     exists, must be a folder."""
     import functools
 
+    from synthaug.configurations import parse_baseline
     from synthaug.results import InputError, load_predictions, load_trials
-    from synthaug.significance import analyse, parse_baseline
+    from synthaug.significance import analyse
     from synthaug.tracking import resolve_tracking_uri
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")    # keeps stderr to errors

@@ -26,8 +26,8 @@ What is drawn (the study's figure numbers in brackets), each PNG with the CSV be
   synthaug.generator.<name>.weights tags). Unconditional pools are shown by the labels
   stored in their shards.
 
-Only the runs synthaug.significance analysed (FINISHED, the newest a configuration and
-seed) are read, so the figures and the significance report describe the same runs.
+Only the runs synthaug.significance analysed (FINISHED, one a configuration and seed:
+a sweep with two is refused) are read, so the figures and the significance report describe the same runs.
 """
 
 from __future__ import annotations
@@ -47,16 +47,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from synthaug import report, stats
+from synthaug.configurations import LABEL, format_value
 from synthaug.results import Trials
 from synthaug.sample_grids import plot_sample_grids, sample_grids, sweep_generators
-from synthaug.significance import (
-    ALPHA,
-    CONFIDENCE,
-    LABEL,
-    Result,
-    analysis_params,
-    format_value,
-)
+from synthaug.significance import ALPHA, CONFIDENCE, Result, analysis_params
 from synthaug.significance_report import Units, error_bars
 from synthaug.tracking import ANALYSIS, ROLE, SWEEP, analysis_experiment, log_folder_run
 

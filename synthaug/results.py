@@ -4,6 +4,7 @@
     trials.frame          # one row per trial run: run_id, sweep, status, seed, cell, params, final metrics
     trials.config_columns # the params that vary across cells (not the seed): what defines a configuration
     trials.classes        # class names behind the per-class metrics (<metric>.<class>)
+    trials.declaration    # the primary analysis the sweep declared (its parent run's tag synthaug.primary), or None
     load_predictions(uri, run_id)   # a trial's predictions.csv as a DataFrame
 
 It follows the conventions of synthaug.tracking: the sweep's parent run has tag
@@ -13,8 +14,9 @@ float, else str). A number column is float when any value, or the sweep's declar
 (its parent run's ``base.<param>``), is written as a float, so a grid of whole percentages
 still reads as the float field it is. Metrics are the final (latest-step) values.
 
-Problems a user can fix (an unknown experiment, sweep or metric) raise InputError, whose
-one-line message names the CLI flag and what is allowed.
+Problems a user can fix (an unknown experiment, sweep or metric, a declaration that is not the JSON
+sweep.py writes) raise InputError, whose one-line message names the CLI flag (or the tag) and what is
+allowed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pandas as pd
@@ -30,7 +32,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from synthaug.tracking import CELL, PARENT, ROLE, SWEEP, TRIAL_ID
+from synthaug.tracking import CELL, PARENT, PRIMARY, ROLE, SWEEP, TRIAL_ID
 
 FINISHED = "FINISHED"
 RUN_COLUMNS = ("run_id", "run_name", "sweep", "status", "seed", "cell", "trial_id", "parent_run_id",
@@ -41,6 +43,42 @@ _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|n
 
 class InputError(ValueError):
     """Input the user can fix; the message is one line that names the flag and what is allowed."""
+
+
+Pairs = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """The primary analysis a sweep declared before it ran (sweep_plan.Experiment's fields of the same names,
+    written as JSON to its parent run's tag synthaug.primary). Configurations are named in --baseline form
+    (configurations.parse_baseline); a baseline "" is the sweep's baseline."""
+
+    primary: Pairs = ()             # (treatment, baseline) contrasts
+    trend: str = ""                 # a numeric config column tested for a trend across its values
+    trend_within: str = ""          # the configurations the trend runs over; "" = all
+    exchange: Pairs = ()            # (synthetic, real) pairs, each against the sweep's baseline
+
+    @classmethod
+    def from_tag(cls, text: str) -> "Declaration":
+        """The tag's JSON: {"primary": [[t, b], ...], "trend": "", "trend_within": "", "exchange": [[s, r], ...]}."""
+        allowed = ", ".join(f.name for f in fields(cls))
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict) or set(data) - set(allowed.split(", ")):
+                raise ValueError(f"keys {sorted(data) if isinstance(data, dict) else type(data).__name__}")
+            return cls(primary=_pairs(data.get("primary", ())), trend=str(data.get("trend") or ""),
+                       trend_within=str(data.get("trend_within") or ""), exchange=_pairs(data.get("exchange", ())))
+        except (ValueError, TypeError) as err:
+            raise InputError(f"tag {PRIMARY}: a JSON object with keys {allowed} (pairs as [[a, b], ...]); "
+                             f"got {text[:200]!r} ({err})") from None
+
+
+def _pairs(items) -> Pairs:
+    pairs = tuple(tuple(str(x) for x in pair) for pair in items)
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError("a pair that is not two texts")
+    return pairs
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,6 +93,7 @@ class Trials:
     sweep_run_id: str | None            # the newest parent run of that sweep (None if it is gone)
     metric: str                         # the metric the analysis compares, e.g. test_acc
     tracking_uri: str
+    declaration: Declaration | None = None      # None: the sweep declared no primary analysis
 
 
 def load_trials(uri: str, experiment: str, sweep: str | None = None, metric: str = "test_acc") -> Trials:
@@ -75,8 +114,10 @@ def load_trials(uri: str, experiment: str, sweep: str | None = None, metric: str
     _check_metric(frame, metric, sorted(set().union(*(run.data.metrics for run in runs))))
     classes = _order_classes(client, frame, per_class_names(frame, metric))
     params = sorted(set().union(*(run.data.params for run in runs)))
+    tag = parent.data.tags.get(PRIMARY) if parent else None
     return Trials(frame, config_columns(frame, params), classes, experiment, sweep,
-                  parent.info.run_id if parent else None, metric, uri)
+                  parent.info.run_id if parent else None, metric, uri,
+                  Declaration.from_tag(tag) if tag else None)
 
 
 def load_predictions(uri: str, run_id: str) -> pd.DataFrame:

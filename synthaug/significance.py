@@ -1,4 +1,4 @@
-"""Which configurations of a sweep differ from the baseline, seed by seed.
+"""Which configurations of a sweep differ from the baseline, seed by seed, the declared primary analysis first.
 
     trials = load_trials(uri, "replace_pct")
     result = analyse(trials, predictions=functools.partial(load_predictions, uri))
@@ -6,23 +6,24 @@
     write_outputs(result, folder)           # report.md, one CSV a table, PNG figures
     log_analysis(trials, result, folder)    # an MLflow run with tag synthaug.role=analysis
 
-Only FINISHED runs are analysed; a configuration is one combination of the sweep's varying
-params (Trials.config_columns). The baseline is the configuration that uses no synthetic
-images (replace_pct == 0 and no augmentation) unless one is named (parse_baseline). Each
-configuration is compared with the baseline pair by pair over the seeds both have (the
-paired design: a seed fixes the real subset, the weights and the data order), or, with
-fewer than two seeds in common, by Welch's unpaired test, with a warning. Across
-configurations the t-test p-values get Holm (family-wise) and Benjamini-Hochberg (false
-discovery rate) adjustments and the permutation p-values Holm's. Per-class accuracy
-differences get BH across every class x configuration of the sweep. McNemar's test runs once a
-paired seed and the seeds' p-values are combined by twice their mean, valid although every seed
-is tested on the same images (pooling the seeds' images as independent samples is not). The
-report says the smallest p the exact tests could reach with the seeds there are. Intervals of
-accuracies are t intervals on the angular scale (stats.proportion_interval), within [0, 1]; no
-interval is given without spread (two seeds that agree), and no seeds-for-power figure from fewer
-than 3 pairs. The CSVs hold the metric in its own unit (accuracy: a fraction, as MLflow logs it;
-the `unit` column says so); the report shows accuracies in % and differences in percentage
-points. Every number comes from synthaug.stats.
+Only FINISHED runs are analysed, one a configuration and seed: two FINISHED runs of the same
+configuration and seed in one sweep are refused (InputError), not chosen between. A configuration is
+one combination of the sweep's varying params (Trials.config_columns); the baseline is the
+configuration without synthetic images unless one is named (synthaug.configurations).
+
+Two families, each with Holm's adjustment within it. The primary family is what the sweep declared
+before it ran (Trials.declaration, synthaug.primary): its contrasts, each by the seed-paired t and by
+the two-way (seed x test image) cluster-robust t from predictions.csv, and its trends; then the
+declared exchange rates (Fieller). Every other comparison with the baseline is secondary: the
+seed-paired t (or, with fewer than two seeds in common, Welch's, with a warning) and the sign-flip
+permutation test. Per-class differences (recall, with precision and F1 beside it where the trials
+logged them) get Benjamini-Hochberg across every class x configuration, also secondary. Power is
+given at declared effects (inference.DECLARED_EFFECTS) from the sweep's own paired sd, never at an observed
+effect. Which test images a configuration gains and loses against the baseline, a seed at a time, is
+a descriptive churn table, not a test. Intervals of accuracies are t intervals on the angular scale
+(stats.proportion_interval), within [0, 1]; no interval is given without spread. The CSVs hold the
+metric in its own unit (the `unit` column says so); the report shows accuracies in % and differences
+in percentage points. Every number comes from synthaug.stats and synthaug.inference.
 """
 
 from __future__ import annotations
@@ -31,32 +32,30 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 
 from synthaug import stats
-from synthaug.report import format_p
-from synthaug.results import FINISHED, InputError, Trials
+from synthaug.configurations import LABEL, choose_baseline, configurations, labelled, seed_values
+from synthaug.predictions import Predictions, cached, churn, correct_by_seed
+from synthaug.primary import Primary, analyse_primary, power_at_effects
+from synthaug.results import FINISHED, Declaration, InputError, Trials
 from synthaug.tracking import ROLE, SWEEP, analysis_experiment, log_folder_run, metric_safe
 
 CONFIDENCE = 0.95       # every interval
 ALPHA = 0.05            # what "significant" means in the report (after adjustment)
-MIN_SEEDS = stats.MIN_FOR_POWER     # below this a configuration is flagged: rough intervals, no seeds-for-power
-LABEL = "configuration"
-
-Predictions = Callable[[str], pd.DataFrame]     # run_id -> predictions.csv as a frame
+MIN_SEEDS = 3           # below this a configuration is flagged: its sd, and so its intervals, are rough
+PER_CLASS_BESIDE = {"test_acc": ("test_precision", "test_f1")}   # a metric's per-class companions, where logged
 
 # A comparison row: how it was tested and what it compares, every statistic of stats.PairedResult (its n
-# is n_pairs here), and Welch's degrees of freedom when unpaired; then the adjustments across configurations.
+# is n_pairs here), and Welch's degrees of freedom when unpaired; then its family and the adjustments within it.
 COMPARISON_COLUMNS = ("test", "n_pairs", "n", "n_baseline", "baseline_mean", "mean",
                       *(f.name for f in dataclasses.fields(stats.PairedResult) if f.name != "n"), "welch_df")
-# (column, the p-value it adjusts, how, its header in the report's test details or "" where it is not shown)
-ADJUSTMENTS = (("t_holm", "t_pvalue", stats.holm, ""),
-               ("t_bh", "t_pvalue", stats.benjamini_hochberg, "BH q"),
-               ("permutation_holm", "permutation_pvalue", stats.holm, "p (perm., Holm)"))
+# (column, the p-value it adjusts within the comparison's family, its header in the report's test details)
+ADJUSTMENTS = (("t_holm", "t_pvalue", "p (t, Holm)"),
+               ("permutation_holm", "permutation_pvalue", "p (sign-flip, Holm)"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,11 +68,14 @@ class Result:
     baseline: str                       # the baseline configuration's label
     config_columns: tuple[str, ...]
     classes: tuple[str, ...]
-    seeds: tuple[int, ...]              # seeds with at least one finished run
+    seeds: tuple[int, ...]              # seeds with a finished run
+    declaration: Declaration | None     # what the sweep declared as its primary analysis, if anything
+    primary: Primary                    # the primary family's contrasts, trends and exchange rates
+    power: pd.DataFrame                 # a row a declared effect: power with these seeds, seeds for 80%
     summary: pd.DataFrame               # a row a configuration: n, mean, sd, t and BCa intervals
-    comparisons: pd.DataFrame           # a row a configuration other than the baseline
+    comparisons: pd.DataFrame           # a row a configuration other than the baseline, its family and Holm p
     per_class: pd.DataFrame             # a row a configuration x class, BH q across all of them
-    mcnemar: pd.DataFrame               # a row a configuration: per-sample gains and losses
+    churn: pd.DataFrame                 # a row a configuration x paired seed: test images gained and lost
     pairs: pd.DataFrame                 # a row a configuration x paired seed: baseline, value, diff
     values: pd.DataFrame                # a row a finished run used: configuration, seed, run_id, value
     warnings: list[str]
@@ -84,11 +86,10 @@ class Result:
 
 def analyse(trials: Trials, baseline: Mapping[str, str] | None = None, predictions: Predictions | None = None,
             confidence: float = CONFIDENCE, seed: int = 0) -> Result:
-    """Summaries, comparisons with the baseline, per-class differences and McNemar tests."""
+    """The primary family, the secondary comparisons, per-class differences, power and churn."""
     runs = labelled(trials.frame, trials.config_columns)
     notes = left_out(runs)
-    done, duplicates = newest_per_seed(runs[runs["status"] == FINISHED])
-    notes += duplicates
+    done = one_per_seed(runs[runs["status"] == FINISHED], trials.sweep)
     configs = configurations(done, trials.config_columns)
     if configs.empty:
         raise InputError(f"--sweep: sweep {trials.sweep!r} has no FINISHED trial runs yet")
@@ -98,43 +99,28 @@ def analyse(trials: Trials, baseline: Mapping[str, str] | None = None, predictio
     notes += seed_warnings(values, base, others)
     if not others:
         notes.append(f"only one configuration ({base}); there is nothing to compare it with")
-    mcnemar, unreadable = mcnemar_all(done, base, others, predictions)
+    if trials.declaration is None:
+        notes.append("no primary analysis was declared; every comparison is secondary")
+    unreadable: list[str] = []
+    load = cached(predictions, unreadable) if predictions is not None else None
+    primary = analyse_primary(trials.declaration, done, trials.config_columns, base, values, load, confidence)
     unit = unit_of(is_proportion(trials.metric))
-    comparisons = compare_all(values, base, others, confidence, seed).assign(unit=unit)
-    notes += reach_warnings(comparisons)
+    comparisons = compare_all(values, base, others, primary, confidence, seed).assign(unit=unit)
+    notes += primary.notes + reach_warnings(comparisons)
+    pairs = paired_values(values, base, others)
     return Result(
         experiment=trials.experiment, sweep=trials.sweep, metric=trials.metric, baseline=base,
         config_columns=trials.config_columns, classes=trials.classes,
-        seeds=tuple(int(s) for s in sorted(done["seed"].unique())),
+        seeds=tuple(int(s) for s in sorted(done["seed"].unique())), declaration=trials.declaration,
+        primary=primary, power=power(primary, values, pairs, comparisons),
         summary=summarise(configs, values, base, confidence, seed, bounded=is_proportion(trials.metric)),
         comparisons=comparisons,
         per_class=per_class(done, trials.metric, trials.classes, base, others, confidence, seed),
-        mcnemar=mcnemar,
-        pairs=paired_values(values, base, others).assign(unit=unit),
+        churn=churn_all(done, base, others, load),
+        pairs=pairs.assign(unit=unit),
         values=done[[LABEL, "seed", "run_id", trials.metric]].rename(columns={trials.metric: "value"}).assign(
             unit=unit),
         warnings=list(dict.fromkeys(notes + unreadable)))       # each warning once
-
-
-def parse_baseline(text: str) -> dict[str, str]:
-    """'replace_pct=0' or 'augment_classes=truck,ship,augment_count=500' -> {key: value}.
-
-    A comma-separated item without '=' continues the previous value (list-valued params).
-    """
-    spec: dict[str, str] = {}
-    key = None
-    for item in text.split(","):
-        name, equals, value = item.partition("=")
-        if equals and name.strip():
-            key = name.strip()
-            if key in spec:
-                raise InputError(f"--baseline: {key!r} given twice in {text!r}")
-            spec[key] = value.strip()
-        elif key is not None and not equals:
-            spec[key] += "," + item.strip()
-        else:
-            raise InputError(f"--baseline: expected key=value[,key=value], got {text!r}")
-    return spec
 
 
 def left_out(frame: pd.DataFrame) -> list[str]:
@@ -148,104 +134,18 @@ def left_out(frame: pd.DataFrame) -> list[str]:
     return [f"{len(unfinished)} of {len(frame)} trial runs left out as not FINISHED ({counts}): {which}"]
 
 
-def labelled(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """The frame with a `configuration` column: 'replace_pct=2, augment_count=500'."""
-    labels = [config_label(dict(zip(columns, row))) for row in frame[list(columns)].itertuples(index=False)]
-    return frame.assign(**{LABEL: labels})
-
-
-def config_label(values: Mapping[str, object]) -> str:
-    """'key=value' pairs joined by ', ' (floats without a trailing .0, lists as a+b); 'all runs' when empty."""
-    return ", ".join(f"{k}={format_value(v)}" for k, v in values.items()) or "all runs"
-
-
-def format_value(value: object) -> str:
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    if isinstance(value, str):
-        return value.replace(",", "+") or "none"       # list params are logged as "a,b"
-    return str(value)
-
-
-def newest_per_seed(done: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """One finished run a configuration and seed (the newest), with a warning for each duplicate."""
-    ordered = done.sort_values("start_time")
-    keep = ordered.drop_duplicates([LABEL, "seed"], keep="last")
-    notes = [f"{label} seed {seed}: {len(group)} FINISHED runs; using the newest (run {group['run_id'].iloc[-1][:8]})"
-             for (label, seed), group in ordered.groupby([LABEL, "seed"], sort=True) if len(group) > 1]
-    return keep.sort_values([LABEL, "seed"], ignore_index=True), notes
-
-
-def configurations(done: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """One row a configuration: its label and config column values, in the columns' order."""
-    configs = done[[LABEL, *columns]].drop_duplicates(LABEL)
-    return configs.sort_values(list(columns) or LABEL, ignore_index=True)
-
-
-def choose_baseline(configs: pd.DataFrame, done: pd.DataFrame, spec: Mapping[str, str] | None) -> str:
-    """The baseline's label: the one configuration matching `spec`, else the one without synthetic data."""
-    if spec:
-        return _named_baseline(configs, spec)
-    if len(configs) == 1:
-        return configs[LABEL].iloc[0]
-    plain = sorted(set(done.loc[uses_no_synthetic(done), LABEL]))
-    allowed = ", ".join(c for c in configs.columns if c != LABEL) or "none (one configuration)"
-    if len(plain) == 1:
-        return plain[0]
-    if not plain:
-        raise InputError("--baseline: no configuration without synthetic images (replace_pct=0, augment_count=0); "
-                         f"name one as key=value with key one of: {allowed}")
-    raise InputError(f"--baseline: {len(plain)} configurations use no synthetic images ({'; '.join(plain)}); "
-                     f"name one as key=value with key one of: {allowed}")
-
-
-def uses_no_synthetic(frame: pd.DataFrame) -> pd.Series:
-    """Runs that trained on real images only (as TrialConfig.uses_synthetic, inverted)."""
-    if "replace_pct" not in frame and "augment_count" not in frame:
-        return pd.Series(False, index=frame.index)
-    replace = frame["replace_pct"].fillna(0) == 0 if "replace_pct" in frame else True
-    augment = frame["augment_count"].fillna(0) == 0 if "augment_count" in frame else True
-    if "augment_classes" in frame:
-        augment = augment | frame["augment_classes"].fillna("").astype(str).eq("")
-    return pd.Series(replace & augment, index=frame.index)
-
-
-def _named_baseline(configs: pd.DataFrame, spec: Mapping[str, str]) -> str:
-    columns = [c for c in configs.columns if c != LABEL]
-    mask = pd.Series(True, index=configs.index)
-    for key, text in spec.items():
-        if key not in columns:
-            raise InputError(f"--baseline: unknown column {key!r}; one of: {', '.join(columns) or 'none'}")
-        mask &= _matches(configs[key], key, text)
-    found = configs.loc[mask, LABEL].tolist()
-    if len(found) == 1:
-        return found[0]
-    given = ",".join(f"{k}={v}" for k, v in spec.items())
-    if not found:
-        choices = "; ".join(f"{c} in {', '.join(format_value(v) for v in configs[c].unique())}" for c in columns)
-        raise InputError(f"--baseline: no finished configuration has {given}; {choices}")
-    raise InputError(f"--baseline: {given} matches {len(found)} configurations; add key=value for one of: "
-                     f"{', '.join(c for c in columns if c not in spec)}")
-
-
-def _matches(column: pd.Series, key: str, text: str) -> pd.Series:
-    """column == text, with text read as the column's type."""
-    if pd.api.types.is_bool_dtype(column):
-        if text not in ("True", "False"):
-            raise InputError(f"--baseline: {key} takes True or False, got {text!r}")
-        return column == (text == "True")
-    if pd.api.types.is_numeric_dtype(column):
-        try:
-            return np.isclose(column.astype(float), float(text), rtol=1e-12, atol=0)
-        except ValueError:
-            raise InputError(f"--baseline: {key} takes a number, got {text!r}") from None
-    return column.fillna("").astype(str) == ("" if text == "none" else text)
-
-
-def seed_values(done: pd.DataFrame, column: str) -> dict[str, pd.Series]:
-    """configuration -> its finished values of `column`, indexed by seed (missing values dropped)."""
-    return {label: group.set_index("seed")[column].dropna().astype(float).sort_index()
-            for label, group in done.groupby(LABEL, sort=False)}
+def one_per_seed(done: pd.DataFrame, sweep: str) -> pd.DataFrame:
+    """The finished runs, ordered by configuration and seed; two of one configuration and seed are refused."""
+    twice = done[done.duplicated([LABEL, "seed"], keep=False)].sort_values([LABEL, "seed", "start_time"])
+    if len(twice):
+        first = twice.iloc[0]
+        ids = twice.loc[(twice[LABEL] == first[LABEL]) & (twice["seed"] == first["seed"]), "run_id"]
+        more = twice[[LABEL, "seed"]].drop_duplicates().shape[0] - 1
+        raise InputError(f"--sweep: sweep {sweep!r} has {len(ids)} FINISHED runs of {first[LABEL]} seed "
+                         f"{_seed(first['seed'])} (runs {', '.join(ids)})" + (f", and {more} more such seed(s)"
+                                                                              if more else "") +
+                         "; delete all but one (mlflow runs delete --run-id ID), or pick another sweep with --sweep")
+    return done.sort_values([LABEL, "seed"], ignore_index=True)
 
 
 def seed_warnings(values: Mapping[str, pd.Series], base: str, others: Sequence[str]) -> list[str]:
@@ -253,7 +153,7 @@ def seed_warnings(values: Mapping[str, pd.Series], base: str, others: Sequence[s
     once, naming every configuration it concerns."""
     few = [f"{label} ({len(values[label])})" for label in [base, *others] if len(values[label]) < MIN_SEEDS]
     notes = [f"fewer than {MIN_SEEDS} finished seeds for {len(few)} configuration(s): {'; '.join(few)}; their "
-             "intervals are rough or not estimable and no seeds-for-power figure is given"] if few else []
+             "intervals are rough or not estimable"] if few else []
     base_seeds = set(values[base].index)
     unpaired = []
     for label in others:
@@ -307,18 +207,19 @@ def unit_of(bounded: bool) -> str:
 
 
 def reach_warnings(comparisons: pd.DataFrame, alpha: float = ALPHA) -> list[str]:
-    """What the exact tests can say with the seeds there are: with n pairs the sign-flip and exact
-    Wilcoxon tests cannot give p below 2/2^n, and Holm over m configurations multiplies the smallest by m."""
-    paired = comparisons[comparisons["test"] == "paired"]
+    """What the exact sign-flip test can say with the seeds there are: with n pairs it cannot give p below
+    2/2^n, and Holm over the m secondary comparisons multiplies the smallest by m."""
+    secondary = comparisons[comparisons["family"] == "secondary"]
+    paired = secondary[secondary["test"] == "paired"]
     if paired.empty:
         return []
-    n, m = int(paired["n_pairs"].min()), len(comparisons)
+    n, m = int(paired["n_pairs"].min()), len(secondary)
     floor = stats.smallest_exact_pvalue(n)
     needed = next(k for k in range(1, 64) if m * stats.smallest_exact_pvalue(k) <= alpha)
-    line = (f"with {n} paired seeds the sign-flip and exact Wilcoxon tests cannot give p below 2/2^{n} = "
-            f"{floor:.4g}, and after Holm over {m} configuration(s) not below {min(1.0, m * floor):.4g}")
+    line = (f"with {n} paired seeds the sign-flip test cannot give p below 2/2^{n} = {floor:.4g}, and after Holm "
+            f"over {m} secondary comparison(s) not below {min(1.0, m * floor):.4g}")
     if m * floor > alpha:
-        return [f"{line}: they cannot reach {alpha:g}; {needed} seeds can"]
+        return [f"{line}: it cannot reach {alpha:g}; {needed} seeds can"]
     return [f"{line} ({needed} seeds are the fewest that reach {alpha:g})"]
 
 
@@ -337,12 +238,21 @@ def compare(treatment: pd.Series, baseline: pd.Series, confidence: float = CONFI
             "t_stat": welch.t_stat, "t_pvalue": welch.pvalue, "welch_df": welch.df}
 
 
-def compare_all(values: Mapping[str, pd.Series], base: str, others: Sequence[str], confidence: float,
-                seed: int) -> pd.DataFrame:
-    """A row a configuration vs the baseline, with Holm and BH across configurations."""
+def compare_all(values: Mapping[str, pd.Series], base: str, others: Sequence[str], primary: Primary,
+                confidence: float, seed: int) -> pd.DataFrame:
+    """A row a configuration vs the baseline, in its family: "primary" when it is a declared contrast with the
+    baseline (its Holm p is the primary family's), else "secondary" (Holm within the secondary comparisons)."""
     rows = [{LABEL: label, **compare(values[label], values[base], confidence, seed)} for label in others]
     table = pd.DataFrame(rows, columns=[LABEL, *COMPARISON_COLUMNS])
-    return table.assign(**{column: adjust(table[of]) if rows else [] for column, of, adjust, _ in ADJUSTMENTS})
+    declared = primary.contrasts[primary.contrasts["baseline"] == base].drop_duplicates(LABEL).set_index(LABEL)
+    table["family"] = np.where(table[LABEL].isin(declared.index), "primary", "secondary")
+    secondary = table["family"] == "secondary"
+    for column, of, _ in ADJUSTMENTS:
+        table[column] = math.nan
+        if secondary.any():
+            table.loc[secondary, column] = stats.holm(table.loc[secondary, of].to_numpy(float))
+    table.loc[~secondary, "t_holm"] = table.loc[~secondary, LABEL].map(declared["t_holm"]).astype(float)
+    return table
 
 
 def paired_values(values: Mapping[str, pd.Series], base: str, others: Sequence[str]) -> pd.DataFrame:
@@ -355,16 +265,23 @@ def paired_values(values: Mapping[str, pd.Series], base: str, others: Sequence[s
 
 def per_class(done: pd.DataFrame, metric: str, classes: Sequence[str], base: str, others: Sequence[str],
               confidence: float, seed: int) -> pd.DataFrame:
-    """Per-class differences from the baseline; q = BH across every configuration x class."""
+    """Per-class differences from the baseline; q = BH across every configuration x class (secondary). Beside
+    them, where the runs logged them (PER_CLASS_BESIDE), each companion's mean over seeds for the configuration
+    and the baseline and its mean paired difference: `<name>_mean`, `<name>_baseline`, `<name>_diff`."""
+    beside = [name for name in PER_CLASS_BESIDE.get(metric, ()) if any(c.startswith(name + ".") for c in done)]
     rows = []
     for cls in classes:
         values = seed_values(done, f"{metric}.{cls}")
+        companions = {name: seed_values(done, f"{name}.{cls}") for name in beside if f"{name}.{cls}" in done}
         for label in others:
             if len(values[label]) and len(values[base]):
-                rows.append({LABEL: label, "class": cls, **compare(values[label], values[base], confidence, seed)})
-    keep = [LABEL, "class", "test", "n_pairs", "baseline_mean", "mean", "mean_diff", "ci_low", "ci_high",
-            "t_pvalue", "wilcoxon_pvalue"]
-    table = pd.DataFrame(rows, columns=[LABEL, "class", *COMPARISON_COLUMNS])[keep]
+                row = {LABEL: label, "class": cls, **compare(values[label], values[base], confidence, seed)}
+                for name, v in companions.items():
+                    row |= _described(name, v[label], v[base])
+                rows.append(row)
+    keep = [LABEL, "class", "test", "n_pairs", "baseline_mean", "mean", "mean_diff", "ci_low", "ci_high", "t_pvalue",
+            *(f"{name}_{part}" for name in beside for part in ("baseline", "mean", "diff"))]
+    table = pd.DataFrame(rows, columns=keep)
     table["q_bh"] = stats.benjamini_hochberg(table["t_pvalue"]) if rows else []
     table["unit"] = unit_of(is_proportion(metric))
     order = {label: i for i, label in enumerate(others)}
@@ -372,57 +289,40 @@ def per_class(done: pd.DataFrame, metric: str, classes: Sequence[str], base: str
         {c: i for i, c in enumerate(classes)}), ignore_index=True)
 
 
-def mcnemar_all(done: pd.DataFrame, base: str, others: Sequence[str],
-                predictions: Predictions | None) -> tuple[pd.DataFrame, list[str]]:
-    """McNemar's test a configuration: one test a paired seed (the two runs of that seed on the same test
-    images), combined across seeds by twice the mean p (valid whatever their dependence: every seed is
-    tested on the same images); and a warning for each run whose predictions could not be read."""
-    columns = [LABEL, "seeds", "samples", "gains", "losses", "seed_pvalues", "pvalue", "exact"]
-    notes: list[str] = []
-    if predictions is None or not others:
-        return pd.DataFrame(columns=[*columns, "p_holm"]), notes
+def _described(name: str, values: pd.Series, baseline: pd.Series) -> dict:
+    common = values.index.intersection(baseline.index)
+    return {f"{name}_baseline": _mean(baseline), f"{name}_mean": _mean(values),
+            f"{name}_diff": _mean(values[common] - baseline[common])}
+
+
+def churn_all(done: pd.DataFrame, base: str, others: Sequence[str], load) -> pd.DataFrame:
+    """A row a configuration x paired seed: the test images it gets right and the baseline wrong (gains), and
+    the reverse (losses). Descriptive: which images change, not whether the configuration helps."""
+    columns = [LABEL, "seed", "images", "gains", "losses", "net"]
+    if load is None or not others:
+        return pd.DataFrame(columns=columns)
     runs = done.set_index([LABEL, "seed"])["run_id"]
-    load = _cached(predictions, notes)
-    rows = []
-    for label in others:
-        seeds = sorted(set(runs[label].index) & set(runs[base].index))
-        pairs = [p for s in seeds if (p := _paired_correct(load(runs[label][s]), load(runs[base][s]))) is not None]
-        if not pairs:
-            continue
-        tests = [stats.mcnemar(treatment, baseline) for treatment, baseline in pairs]
-        rows.append({LABEL: label, "seeds": len(pairs), "samples": sum(len(t) for t, _ in pairs),
-                     "gains": sum(r.b for r in tests), "losses": sum(r.c for r in tests),
-                     "seed_pvalues": " ".join(format_p(r.pvalue) for r in tests),
-                     "pvalue": stats.twice_mean_pvalue([r.pvalue for r in tests]),
-                     "exact": all(r.exact for r in tests)})
-    table = pd.DataFrame(rows, columns=columns)
-    return table.assign(p_holm=stats.holm(table["pvalue"]) if rows else []), notes
+    tables = [churn(correct_by_seed(load, runs[label].to_dict(), runs[base].to_dict())).assign(**{LABEL: label})
+              for label in others]
+    return pd.concat(tables, ignore_index=True)[columns]
 
 
-def _paired_correct(treatment: pd.DataFrame | None, baseline: pd.DataFrame | None):
-    """(treatment correct, baseline correct) over the test samples both runs predicted."""
-    if treatment is None or baseline is None:
-        return None
-    both = treatment.merge(baseline, on="test_index", suffixes=("_t", "_b"))
-    return ((both["prediction_t"] == both["label_t"]).to_numpy(),
-            (both["prediction_b"] == both["label_b"]).to_numpy())
+def power(primary: Primary, values: Mapping[str, pd.Series], pairs: pd.DataFrame,
+          comparisons: pd.DataFrame) -> pd.DataFrame:
+    """Power at the declared effects from the sweep's own seed-paired differences (the primary contrasts', else
+    every comparison's) at Holm's first-step level over the primary family (with nothing declared, the
+    secondary one)."""
+    diffs = [_paired_diff(values[r.configuration], values[r.baseline]) for r in primary.contrasts.itertuples()]
+    if not diffs:
+        diffs = [group["diff"].to_numpy(float) for _, group in pairs.groupby(LABEL)]
+    family = primary.family_size if primary.declared else int((comparisons["family"] == "secondary").sum())
+    n_seeds = max((len(d) for d in diffs), default=0)
+    return power_at_effects(diffs, n_seeds, family, ALPHA)
 
 
-def _cached(predictions: Predictions, notes: list[str]) -> Callable[[str], pd.DataFrame | None]:
-    """predictions, each run loaded once; a run without readable predictions is noted and gives None."""
-    memo: dict[str, pd.DataFrame | None] = {}
-
-    def load(run_id: str) -> pd.DataFrame | None:
-        if run_id not in memo:
-            try:
-                frame = predictions(run_id)
-                memo[run_id] = frame[["test_index", "label", "prediction"]]
-            except (MlflowException, OSError, LookupError, ValueError) as err:
-                notes.append(f"run {run_id[:8]}: no readable predictions.csv ({type(err).__name__}); "
-                             "left out of McNemar's test")
-                memo[run_id] = None
-        return memo[run_id]
-    return load
+def _paired_diff(treatment: pd.Series, baseline: pd.Series) -> np.ndarray:
+    common = treatment.index.intersection(baseline.index)
+    return (treatment[common] - baseline[common]).to_numpy(float)
 
 
 def _mean(values: pd.Series) -> float:
@@ -438,12 +338,21 @@ def seeds_text(seeds) -> str:
 
 
 def analysis_metrics(result: Result) -> dict[str, float]:
-    """The main numbers as MLflow metrics: mean.<config>, diff.<config>, p.<config>, ..."""
+    """The main numbers as MLflow metrics: mean.<config>, diff.<config> with its interval, p_holm.<config> (Holm
+    within the comparison's family), the primary contrasts' Holm p of each test and the exchange rates; no
+    unadjusted p."""
     metrics = {f"mean.{metric_key(r.configuration)}": r.mean for r in result.summary.itertuples()}
     for r in result.comparisons.itertuples():
         key = metric_key(r.configuration)
         metrics |= {f"diff.{key}": r.mean_diff, f"diff_ci_low.{key}": r.ci_low, f"diff_ci_high.{key}": r.ci_high,
-                    f"p.{key}": r.t_pvalue, f"p_holm.{key}": r.t_holm}
+                    f"p_holm.{key}": r.t_holm}
+    for r in result.primary.contrasts.itertuples():
+        key = metric_key(f"{r.configuration} vs {r.baseline}")
+        metrics |= {f"primary.p_holm.{key}": r.t_holm, f"primary.two_way_p_holm.{key}": r.two_way_holm}
+    for r in result.primary.exchange.itertuples():
+        key = metric_key(f"{r.synthetic} vs {r.real}")
+        metrics |= {f"exchange.rate.{key}": r.rate, f"exchange.ci_low.{key}": r.ci_low,
+                    f"exchange.ci_high.{key}": r.ci_high}
     return {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
 
 
@@ -455,7 +364,8 @@ def metric_key(label: str) -> str:
 def analysis_params(trials: Trials, result: Result) -> dict:
     """What an analysis run of a sweep records as params (significance and figures alike)."""
     return {"metric": result.metric, "baseline": result.baseline, "seeds": list(result.seeds),
-            "sweep_run_id": trials.sweep_run_id or "", "configurations": len(result.summary)}
+            "sweep_run_id": trials.sweep_run_id or "", "configurations": len(result.summary),
+            "primary_declared": result.declaration is not None, "primary_family_size": result.primary.family_size}
 
 
 def log_analysis(trials: Trials, result: Result, folder: str | Path) -> str:

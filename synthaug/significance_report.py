@@ -3,15 +3,16 @@
     print(format_table(result))             # result: synthaug.significance.analyse(...)
     write_outputs(result, folder)           # report.md, one CSV a table, PNG figures
 
-Everything here renders a Result; the numbers come from synthaug.significance (and from
-synthaug.stats through it).
+Both lead with the primary analysis (synthaug.primary_report renders its tables), then the power at
+declared effects, then the secondary comparisons. A table shows p-values only after Holm's adjustment
+within their family (per-class: BH's q); the CSVs keep the unadjusted ones as `*_pvalue_unadjusted`.
+Everything here renders a Result; the numbers come from synthaug.significance.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -20,198 +21,208 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from synthaug import stats
+from synthaug.primary_report import (NO_INTERVAL, NOT_DECLARED, Table, Units, bounds_text, contrast_rows,
+                                     exchange_lines, interval, power_line, power_rows, trend_rows)
 from synthaug.report import format_p, markdown_table
-from synthaug.significance import (
-    ADJUSTMENTS,
-    ALPHA,
-    CONFIDENCE,
-    LABEL,
-    Result,
-    seeds_text,
-)
+from synthaug.significance import ADJUSTMENTS, ALPHA, CONFIDENCE, LABEL, PER_CLASS_BESIDE, Result, seeds_text
 
-
-@dataclass(frozen=True)
-class Units:
-    """How the metric is shown: accuracies as % and differences as percentage points (the CSVs keep
-    the fraction MLflow logs); a header names the unit with `value_header` and `diff_header`."""
-
-    scale: float
-    value: str
-    diff: str
-
-    @classmethod
-    def of(cls, metric: str) -> "Units":
-        return cls(100.0, "%", " pp") if "acc" in metric else cls(1.0, "", "")
-
-    @property
-    def value_header(self) -> str:
-        return f" ({self.value})" if self.value else ""
-
-    @property
-    def diff_header(self) -> str:
-        return f" ({self.diff.strip()})" if self.diff else ""
+PCT = int(CONFIDENCE * 100)
 
 
 def format_table(result: Result) -> str:
-    """The main table as aligned text."""
-    headers, rows = main_rows(result)
+    """The printed form: the primary contrasts, trends and exchange rates, the power at declared effects, then
+    every configuration against the baseline; each as aligned text."""
+    parts = ["PRIMARY ANALYSIS (declared before the sweep ran)"]
+    if result.declaration is None:
+        parts.append(NOT_DECLARED)
+    else:
+        parts += [f"family of {result.primary.family_size}; Holm within it for each test"]
+        if len(result.primary.contrasts):
+            parts.append(_aligned(*contrast_rows(result.primary, Units.of(result.metric), PCT)))
+        if len(result.primary.trends):
+            parts.append(_aligned(*trend_rows(result.primary, Units.of(result.metric), PCT)))
+        parts += exchange_lines(result.primary, PCT)
+    headers, rows = power_rows(result.power)
+    parts += ["", "POWER AT DECLARED EFFECTS", power_line(result.power)] + ([_aligned(headers, rows)] if rows else [])
+    parts += ["", "SECONDARY: EVERY CONFIGURATION AGAINST THE BASELINE", _aligned(*main_rows(result))]
+    return "\n".join(parts)
+
+
+def _aligned(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [headers, *rows]]
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
-def main_rows(result: Result) -> tuple[list[str], list[list[str]]]:
-    """Per configuration: n, mean [CI], difference from the baseline [CI], t-test p, Holm p."""
+def main_rows(result: Result) -> Table:
+    """Per configuration: n, mean [CI], difference from the baseline [CI], its family and Holm p within it."""
     units = Units.of(result.metric)
-    pct = f" {int(CONFIDENCE * 100)}%"
-    headers = [LABEL, "n", f"{result.metric}{units.value_header}{pct} CI",
-               f"diff vs baseline{units.diff_header}{pct} CI", "test", "p (t)", "p (Holm)"]
+    headers = [LABEL, "n", f"{result.metric}{units.value_header} {PCT}% CI",
+               f"diff vs baseline{units.diff_header} {PCT}% CI", "test", "family", "p (t, Holm in family)"]
     comparisons = result.comparisons.set_index(LABEL)
     rows = []
     for s in result.summary.itertuples():
         name = s.configuration + (" [baseline]" if s.baseline else "")
-        first = [name, str(s.n), _interval(s.mean, s.ci_low, s.ci_high, units, units.value)]
+        first = [name, str(s.n), interval(s.mean, s.ci_low, s.ci_high, units, units.value)]
         if s.configuration not in comparisons.index:
             rows.append(first + ["-", "-", "-", "-"])
             continue
         c = comparisons.loc[s.configuration]
         test = f"paired n={c.n_pairs}" if c.test == "paired" else "Welch"
-        rows.append(first + [_interval(c.mean_diff, c.ci_low, c.ci_high, units, units.diff, signed=True), test,
-                             format_p(c.t_pvalue), format_p(c.t_holm)])
+        rows.append(first + [interval(c.mean_diff, c.ci_low, c.ci_high, units, units.diff, signed=True), test,
+                             c.family, format_p(c.t_holm)])
     return headers, rows
 
 
-def _interval(mean: float, lo: float, hi: float, units: Units, suffix: str, signed: bool = False,
-              bounds: bool = True) -> str:
-    """'71.20% [70.10, 72.30]', or with NO_INTERVAL where the interval is not estimable; `bounds` False:
-    the value alone."""
-    if not np.isfinite(mean):
-        return "-"
-    text = ("{:+.2f}" if signed else "{:.2f}").format(mean * units.scale) + suffix
-    return text + (" " + _bounds(lo, hi, units, signed) if bounds else "")
-
-
-NO_INTERVAL = "[no CI]"     # fewer than 2 values, or no spread: see HOW_TO_READ
-
-
-def _bounds(lo: float, hi: float, units: Units, signed: bool = False) -> str:
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return NO_INTERVAL
-    number = "{:+.2f}" if signed else "{:.2f}"
-    return "[" + ", ".join(number.format(x * units.scale) for x in (lo, hi)) + "]"
-
-
 def markdown_report(result: Result, figures: Sequence[str] = ()) -> str:
-    """report.md: header, main table, test details, per-class, McNemar, warnings, how to read it."""
+    """report.md: header, the primary analysis, power, the secondary comparisons, per class, churn, warnings."""
     units = Units.of(result.metric)
-    headers, rows = main_rows(result)
     parts = [
         f"# Significance: {result.experiment} / {result.sweep}", "",
         f"- experiment: `{result.experiment}`", f"- sweep: `{result.sweep}`", f"- metric: `{result.metric}`",
         f"- baseline: `{result.baseline}`", f"- configurations: {len(result.summary)}",
         f"- seeds: {len(result.seeds)} ({seeds_text(result.seeds)})", "",
-        "## Configurations against the baseline", "", markdown_table(headers, rows), "",
+        "## Primary analysis", "", _primary(result, units), "",
+        "## Power at declared effects", "", power_line(result.power), "", _markdown(*power_rows(result.power)), "",
+        "## Secondary: every configuration against the baseline", "", markdown_table(*main_rows(result)), "",
         "## Each configuration", "", _configurations(result, units), "",
-        "## Tests in detail", "", _details(result, units), "",
-        f"## Per-class differences with BH q < {ALPHA}", "", _significant_classes(result, units), "",
-        "## McNemar's test (a test a paired seed, combined across seeds)", "", _mcnemar_table(result), "",
+        "## Secondary tests in detail", "", _details(result, units), "",
+        "## Per class (secondary)", "", _per_class(result, units), "",
+        "## Churn: test images gained and lost, a seed at a time (descriptive, not a test)", "", _churn(result), "",
         "## Warnings", "", "\n".join(f"- {w}" for w in result.warnings) or "none", "",
     ]
     if figures:
         parts += ["## Figures", "", *[f"![{Path(f).stem}]({f})" for f in figures], ""]
-    parts += ["## How to read this", "", HOW_TO_READ.format(confidence=int(CONFIDENCE * 100), alpha=ALPHA), ""]
+    parts += ["## How to read this", "", HOW_TO_READ.format(confidence=PCT, alpha=ALPHA), ""]
     return "\n".join(parts)
+
+
+def _primary(result: Result, units: Units) -> str:
+    if result.declaration is None:
+        return NOT_DECLARED + "."
+    p = result.primary
+    d = result.declaration
+    contrasts = "; ".join(f"{t} vs {b or 'the baseline'}" for t, b in d.primary)
+    declared = [f"- contrasts: {contrasts or 'none'}",
+                f"- trend: {d.trend or 'none'}" + (f" within {d.trend_within}" if d.trend_within else ""),
+                f"- exchange: {'; '.join(f'{s} vs {r}' for s, r in d.exchange) or 'none'}",
+                f"- family: {len(p.contrasts)} contrast(s) and {len(p.trends)} trend(s); Holm over "
+                f"{p.family_size} for each test"]
+    parts = ["Declared before the sweep ran (tag `synthaug.primary`):", "", *declared, ""]
+    parts += ["### Contrasts", "", _markdown(*contrast_rows(p, units, PCT)) if len(p.contrasts) else "none", ""]
+    if len(p.trends) or d.trend:
+        parts += ["### Trend", "", _markdown(*trend_rows(p, units, PCT)) if len(p.trends) else "none tested", ""]
+    parts += ["### Exchange rate: synthetic against real images", "",
+              "\n".join(f"- {line}" for line in exchange_lines(p, PCT)) or "none declared", ""]
+    if p.notes:
+        parts += ["Not tested as declared:", "", *[f"- {n}" for n in p.notes], ""]
+    return "\n".join(parts).rstrip()
+
+
+def _markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    return markdown_table(headers, rows) if rows else "none"
 
 
 HOW_TO_READ = (
     "Each configuration ran once per seed; a seed fixes the real images, the initial weights and the data "
     "order, so a configuration and the baseline with the same seed differ only in the configuration. "
-    "'diff' is the mean over seeds of (configuration - baseline) with its {confidence}% t interval; an "
-    "interval that excludes 0 and a small p (t) mean the difference is unlikely to be seed noise. With "
-    "several configurations some p-values are small by chance: trust p (Holm) (family-wise) or the BH q "
-    "(false discovery rate) below {alpha}. The Wilcoxon and sign-flip permutation p-values check the t-test "
-    "without assuming normal differences; with n pairs the smallest sign-flip p is 2/2^n (0.0625 at 5 seeds), "
-    "so the permutation test cannot reach 0.05 with fewer than 6 seeds. "
+    "The primary analysis is what the sweep declared before it ran: its contrasts and trend are one family, "
+    "and each test's p is adjusted by Holm over that family; a verdict says 'higher' or 'lower' where the "
+    "adjusted p is below {alpha}. Each contrast is tested twice: by the seed-paired t-test, whose {confidence}% "
+    "interval covers seed-to-seed variation on this one test set, and by the two-way (seed x test image) "
+    "cluster-robust t-test on every test image's correctness (predictions.csv), whose interval covers seeds "
+    "and the sampling of test images, and so speaks for the image distribution and not this test set alone. "
+    "The trend is the slope across the declared column's values, a seed at a time, tested over seeds. An "
+    "exchange rate is (synthetic - baseline) / (real - baseline) at the same count, with Fieller's interval "
+    "over seeds; it has no bounded interval where the real images' gain is not distinguishable from 0. "
+    "Power is at declared effects (0.3, 0.5, 1 pp) from the sweep's own paired sd, at Holm's smallest level "
+    "over the family, never at the observed effect. Every other comparison with the baseline is secondary: "
+    "the seed-paired t and the sign-flip permutation test, each with Holm over the secondary comparisons; "
+    "with n pairs the smallest sign-flip p is 2/2^n. Per-class rows come from fewer images and carry BH's q "
+    "across every class and configuration; precision and F1 stand beside recall where the trials logged "
+    "them. No table shows an unadjusted p; the CSVs keep them as *_pvalue_unadjusted. "
     "Accuracies are shown in % and differences in percentage points (pp); the CSVs hold fractions (0-1), as "
     "MLflow logs them. An accuracy's interval is Student's t on the angular scale (arcsine square root), which "
-    "stays within [0, 100]%; every interval covers seed-to-seed variation only (every seed is tested on the same "
-    "images). '" + NO_INTERVAL + "' marks an interval that is not estimable: fewer than 2 seeds, or values without "
-    "spread (seeds that happened to agree show no variation; that is not certainty). "
-    "'P(improve)' is the share of seeds where the configuration beat the baseline; 'seeds for 80% power' is "
-    "how many seeds would detect the observed standardised effect (dz) 80% of the time, not given from fewer "
-    "than 3 paired seeds or differences without spread (the sd they give is too rough to plan with). McNemar's test "
-    "counts test images the configuration gets right and the baseline wrong (gains) and the reverse (losses), "
-    "once a seed; every seed is tested on the same images, so the seeds' p-values are combined by twice "
-    "their mean, which stays valid under any dependence (pooling the seeds' images as independent samples "
-    "would not). Per-class rows come from fewer images and are corrected across every class and "
-    "configuration of the sweep.")
+    "stays within [0, 100]%. '" + NO_INTERVAL + "' marks an interval that is not estimable: fewer than 2 seeds, "
+    "or values without spread (seeds that happened to agree show no variation; that is not certainty). "
+    "'P(improve)' is the share of seeds where the configuration beat the baseline. The churn table counts test "
+    "images the configuration gets right and the baseline wrong (gains) and the reverse (losses) a seed at a "
+    "time: networks trained apart differ image by image whatever their accuracy, so churn is no test of "
+    "whether a configuration helps.")
 
 
 def _configurations(result: Result, units: Units) -> str:
-    rows = [[r.configuration, r.n, _interval(r.mean, math.nan, math.nan, units, units.value, bounds=False),
-             _number(r.sd * units.scale), _bounds(r.ci_low, r.ci_high, units),
-             _bounds(r.bca_low, r.bca_high, units), r.seeds]
+    rows = [[r.configuration, r.n, interval(r.mean, math.nan, math.nan, units, units.value, bounds=False),
+             _number(r.sd * units.scale), bounds_text(r.ci_low, r.ci_high, units),
+             bounds_text(r.bca_low, r.bca_high, units), r.seeds]
             for r in result.summary.itertuples()]
-    pct = f"{int(CONFIDENCE * 100)}%"
     t_name = "t (angular scale)" if units.value else "t"
     return markdown_table([LABEL, "n", f"mean{units.value_header}", f"sd{units.diff_header}",
-                           f"{t_name} {pct} CI{units.value_header}", f"BCa bootstrap {pct} CI{units.value_header}",
+                           f"{t_name} {PCT}% CI{units.value_header}", f"BCa bootstrap {PCT}% CI{units.value_header}",
                            "seeds"], rows)
 
 
 def _details(result: Result, units: Units) -> str:
-    """The test details: a column for each statistic of stats.PairedResult with a header, each followed by
-    its adjustments across configurations (significance.ADJUSTMENTS)."""
-    c = result.comparisons
+    """The secondary comparisons in detail: a column for each statistic of stats.PairedResult with a header; a
+    p-value only as its adjustment within the family (significance.ADJUSTMENTS)."""
+    c = result.comparisons[result.comparisons["family"] == "secondary"]
     if c.empty:
         return "none"
     headers = [LABEL, "test", "pairs"]
     cells = [lambda r: r.configuration, lambda r: r.test, lambda r: r.n_pairs]
     for f in dataclasses.fields(stats.PairedResult):
-        if "header" in f.metadata:
-            headers.append(f.metadata["header"])             # a diff cell carries its unit: +0.42 pp
-            cells.append(_cell(f.name, f.metadata["shown_as"], units))
-            for column, of, _, header in ADJUSTMENTS:
-                if of == f.name and header:
+        if "header" not in f.metadata:
+            continue
+        if f.metadata["shown_as"] == "p":
+            for column, of, header in ADJUSTMENTS:
+                if of == f.name:
                     headers.append(header)
                     cells.append(_cell(column, "p", units))
+            continue
+        headers.append(f.metadata["header"])             # a diff cell carries its unit: +0.42 pp
+        cells.append(_cell(f.name, f.metadata["shown_as"], units))
     return markdown_table(headers, [[cell(r) for cell in cells] for r in c.itertuples()])
 
 
 def _cell(name: str, shown_as: str, units: Units):
     """How column `name` of a comparisons row is shown."""
     if shown_as == "interval":
-        return lambda r: _interval(r.mean_diff, r.ci_low, r.ci_high, units, units.diff, signed=True)
+        return lambda r: interval(r.mean_diff, r.ci_low, r.ci_high, units, units.diff, signed=True)
     if shown_as == "p":
         return lambda r: format_p(getattr(r, name))
-    if name == "seeds_for_power":
-        return lambda r: _number(r.seeds_for_power) if not math.isnan(r.seeds_for_power) else \
-            f"not estimable with {r.n_pairs} paired seed(s)" + (" (no spread)" if r.n_pairs >= stats.MIN_FOR_POWER
-                                                               else f" (n < {stats.MIN_FOR_POWER})")
     return lambda r: _number(getattr(r, name))
 
 
-def _significant_classes(result: Result, units: Units) -> str:
-    table = result.per_class[result.per_class["q_bh"] < ALPHA]
+def _per_class(result: Result, units: Units) -> str:
+    """Every configuration x class: recall's mean and paired difference [CI] with BH q; precision and F1 (mean
+    and difference from the baseline) where the runs logged them."""
+    table = result.per_class
     if table.empty:
         return "none"
-    rows = [[r[LABEL], r["class"],
-             _interval(r["baseline_mean"], math.nan, math.nan, units, units.value, bounds=False),
-             _interval(r["mean_diff"], r["ci_low"], r["ci_high"], units, units.diff, signed=True),
-             format_p(r["t_pvalue"]), format_p(r["q_bh"])] for r in table.to_dict("records")]
-    return markdown_table([LABEL, "class", f"baseline{units.value_header}", f"diff{units.diff_header}", "p (t)",
-                           "BH q"], rows)
+    beside = [name for name in PER_CLASS_BESIDE.get(result.metric, ()) if f"{name}_diff" in table]
+    headers = [LABEL, "class", f"recall{units.value_header}", f"recall diff{units.diff_header} {PCT}% CI", "BH q"]
+    for name in beside:
+        short = name.split("_", 1)[-1]
+        headers += [f"{short}{units.value_header}", f"{short} diff{units.diff_header}"]
+    rows = []
+    for r in table.to_dict("records"):
+        row = [r[LABEL], r["class"], interval(r["mean"], math.nan, math.nan, units, units.value, bounds=False),
+               interval(r["mean_diff"], r["ci_low"], r["ci_high"], units, units.diff, signed=True),
+               format_p(r["q_bh"])]
+        for name in beside:
+            row += [interval(r[f"{name}_mean"], math.nan, math.nan, units, units.value, bounds=False),
+                    interval(r[f"{name}_diff"], math.nan, math.nan, units, units.diff, signed=True, bounds=False)]
+        rows.append(row)
+    return markdown_table(headers, rows)
 
 
-def _mcnemar_table(result: Result) -> str:
-    m = result.mcnemar
-    if m.empty:
-        return "none (no per-sample predictions to pair)"
-    rows = [[r.configuration, r.seeds, r.samples, r.gains, r.losses, r.seed_pvalues,
-             format_p(r.pvalue) + (" (exact)" if r.exact else ""), format_p(r.p_holm)] for r in m.itertuples()]
-    return markdown_table([LABEL, "seeds", "samples", "gains", "losses", "p a seed", "p (2 x mean)", "p (Holm)"],
-                          rows)
+def _churn(result: Result) -> str:
+    c = result.churn
+    if c.empty:
+        return "none (no per-image predictions to pair)"
+    return markdown_table([LABEL, "seed", "test images", "gains", "losses", "net"],
+                          [[r.configuration, r.seed, r.images, r.gains, r.losses, f"{r.net:+d}"]
+                           for r in c.itertuples()])
 
 
 def _number(x: float) -> str:
@@ -297,8 +308,12 @@ def write_outputs(result: Result, folder: str | Path) -> list[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in ("summary", "comparisons", "per_class", "mcnemar", "pairs", "values"):
-        getattr(result, name).to_csv(folder / f"{name}.csv", index=False)
+    tables = {"primary_contrasts": result.primary.contrasts, "primary_trends": result.primary.trends,
+              "exchange": result.primary.exchange, "power": result.power,
+              **{name: getattr(result, name) for name in ("summary", "comparisons", "per_class", "churn", "pairs",
+                                                          "values")}}
+    for name, table in tables.items():
+        unadjusted(table).to_csv(folder / f"{name}.csv", index=False)
         written.append(folder / f"{name}.csv")
     figures = {"means.png": plot_means, "differences.png": plot_differences}
     if not result.per_class.empty:
@@ -310,6 +325,11 @@ def write_outputs(result: Result, folder: str | Path) -> list[Path]:
     pictures = [p.name for p in written if p.suffix == ".png"]
     (folder / "report.md").write_text(markdown_report(result, pictures))
     return [*written, folder / "report.md"]
+
+
+def unadjusted(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as its CSV holds it: a raw p-value column is named `<test>_pvalue_unadjusted`."""
+    return table.rename(columns={c: f"{c}_unadjusted" for c in table.columns if c.endswith("_pvalue")})
 
 
 def error_bars(mean: pd.Series, lo: pd.Series, hi: pd.Series, units: Units) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Statistics for comparing configurations across seeds.
 
 Pure functions over plain arrays: intervals, paired and unpaired tests, effect sizes,
-power; multiple-comparison corrections and McNemar's test (synthaug.pvalues, re-exported here).
+power at a given effect; multiple-comparison corrections (synthaug.pvalues, re-exported here).
 Only numpy and scipy are needed at run time. Every result is a frozen dataclass whose
 fields are plain Python ``int``/``float`` (or ``bool``), so ``dataclasses.asdict`` rows
 go straight into a pandas table.
@@ -32,16 +32,14 @@ from typing import Callable
 import numpy as np
 from scipy import stats as _st
 
-# p-values across tests and McNemar's test live in synthaug.pvalues; stats is the one place callers import from
+# p-values across tests live in synthaug.pvalues; stats is the one place callers import from
 from synthaug.pvalues import _NAN, ArrayLike, _as_1d
-from synthaug.pvalues import (McNemarResult, benjamini_hochberg, holm, mcnemar, smallest_exact_pvalue,  # noqa: F401
-                              twice_mean_pvalue)
+from synthaug.pvalues import benjamini_hochberg, holm, smallest_exact_pvalue  # noqa: F401
 
 __all__ = [
     "Summary",
     "PairedResult",
     "WelchResult",
-    "McNemarResult",
     "describe",
     "proportion_interval",
     "interval_note",
@@ -54,13 +52,9 @@ __all__ = [
     "seeds_for_power",
     "holm",
     "benjamini_hochberg",
-    "mcnemar",
     "smallest_exact_pvalue",
-    "twice_mean_pvalue",
 ]
 
-#: Fewest observations from which a spread (and so an effect size's power) is estimated.
-MIN_FOR_POWER = 3
 #: Largest n for which :func:`sign_flip_pvalue` enumerates all 2**n sign assignments.
 EXACT_PERMUTATION_MAX_N = 20
 #: Monte Carlo draws used by :func:`sign_flip_pvalue` above ``EXACT_PERMUTATION_MAX_N``.
@@ -94,12 +88,11 @@ class PairedResult:
     """Paired comparison of treatment against baseline (differences = treatment - baseline).
 
     Fields: ``n`` pairs; ``mean_diff`` and its t-interval ``ci_low``/``ci_high``;
-    ``t_stat``/``t_pvalue`` of the two-sided paired t-test; ``wilcoxon_pvalue``
-    (signed-rank, two-sided); ``permutation_pvalue`` (two-sided sign-flip test on
-    |mean difference|); ``cohens_dz`` = mean / sd of the differences; ``prob_improve``
-    = share of pairs with a positive difference (ties count half); ``seeds_for_power``
-    = pairs needed for 80% power at alpha 0.05 if the true dz equalled the observed one,
-    nan (not estimable) from fewer than ``MIN_FOR_POWER`` pairs or differences without spread.
+    ``t_stat``/``t_pvalue`` of the two-sided paired t-test; ``permutation_pvalue``
+    (two-sided sign-flip test on |mean difference|); ``cohens_dz`` = mean / sd of the
+    differences; ``prob_improve`` = share of pairs with a positive difference (ties count
+    half). No power at the observed effect: power is planned at declared effects
+    (:func:`paired_t_power`, :func:`seeds_for_power`).
     """
 
     n: int
@@ -108,11 +101,9 @@ class PairedResult:
     ci_high: float
     t_stat: float
     t_pvalue: float = statistic("p (t)", "p")
-    wilcoxon_pvalue: float = statistic("p (Wilcoxon)", "p")
     permutation_pvalue: float = statistic("p (permutation)", "p")
     cohens_dz: float = statistic("dz")
     prob_improve: float = statistic("P(improve)")
-    seeds_for_power: float = statistic("seeds for 80% power")
 
 
 @dataclass(frozen=True)
@@ -320,18 +311,6 @@ def sign_flip_pvalue(diffs: ArrayLike, seed: int = 0) -> float:
     return float((hits + 1) / (MONTE_CARLO_DRAWS + 1))
 
 
-def _wilcoxon_pvalue(d: np.ndarray) -> float:
-    if d.size < 2 or not np.any(d != 0):
-        return _NAN
-    try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            p = float(_st.wilcoxon(d).pvalue)
-    except ValueError:
-        return _NAN
-    return p if np.isfinite(p) else _NAN
-
-
 def paired_comparison(
     treatment: ArrayLike,
     baseline: ArrayLike,
@@ -342,9 +321,7 @@ def paired_comparison(
 
     Element i of each array must come from the same seed. See :class:`PairedResult`
     for the fields. With zero-variance differences the t statistic, its p-value,
-    ``cohens_dz``, ``seeds_for_power`` and the interval are nan (the rank and permutation
-    tests still answer); below ``MIN_FOR_POWER`` pairs ``seeds_for_power`` is nan too (an
-    sd from two seeds is too rough to plan with).
+    ``cohens_dz`` and the interval are nan (the permutation test still answers).
     """
     _check_confidence(confidence)
     t = _as_1d(treatment, "treatment")
@@ -367,11 +344,9 @@ def paired_comparison(
         ci_high=summ.ci_high,
         t_stat=float(t_stat),
         t_pvalue=float(t_p),
-        wilcoxon_pvalue=_wilcoxon_pvalue(d),
         permutation_pvalue=sign_flip_pvalue(d, seed=seed),
         cohens_dz=float(dz),
         prob_improve=prob,
-        seeds_for_power=seeds_for_power(dz) if n >= MIN_FOR_POWER else _NAN,
     )
 
 

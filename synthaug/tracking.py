@@ -8,6 +8,7 @@ Tune reuses for the next trial carries no run state over. Conventions the analys
             synthaug.generator.<name>.run_id = <the run that trained it>   (sweep runs)
             synthaug.analysis = figures | fidelity   (analysis runs of those scripts)
             synthaug.sweep = <sweep name>         (the Tune experiment; on every run)
+            synthaug.primary = <the primary analysis declared, JSON>   (sweep runs; results.Declaration)
             synthaug.trial_key = <digest of the full config>  (child runs; finds a trial's run again,
                                   after a Tune restore or after a crash Tune could not restore)
             synthaug.trial_id = <Tune trial id>
@@ -43,6 +44,7 @@ from mlflow.tracking import MlflowClient
 ROLE, SWEEP, TRIAL_ID, CELL = "synthaug.role", "synthaug.sweep", "synthaug.trial_id", "synthaug.cell"
 SESSION_TAG = "synthaug.session"    # generator and labeller runs: the command (its session id) that (re)opened them
 ANALYSIS = "synthaug.analysis"          # analysis runs: which script made them (figures, fidelity)
+PRIMARY = "synthaug.primary"            # sweep runs: the declared primary analysis, JSON (results.Declaration)
 TRIAL_KEY = "synthaug.trial_key"
 PARENT = "mlflow.parentRunId"
 NOTE = "mlflow.note.content"            # a run's or an experiment's description in the UI (Markdown)

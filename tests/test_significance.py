@@ -25,7 +25,8 @@ from scipy import stats as st
 
 from synthaug import stats
 from synthaug.results import FINISHED, InputError, Trials, load_predictions, load_trials
-from synthaug.significance import analyse, compare, config_label, metric_key, parse_baseline
+from synthaug.configurations import config_label, parse_baseline
+from synthaug.significance import analyse, compare, metric_key
 from synthaug.tracking import CELL, ROLE, SWEEP, RunLogger, ensure_experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,14 +163,11 @@ def test_planted_effect_is_significant_and_the_null_is_not(result):
     assert c.loc["replace_pct=4", "t_pvalue"] > 0.2 and c.loc["replace_pct=4", "ci_low"] < 0
     significant = result.per_class[result.per_class["q_bh"] < 0.05]
     assert list(zip(significant["configuration"], significant["class"])) == [("replace_pct=2", "truck")]
-    m = result.mcnemar.set_index("configuration")
-    assert (m.loc["replace_pct=2", "gains"], m.loc["replace_pct=2", "losses"]) == (38, 0)
-    assert m.loc["replace_pct=2", "samples"] == 4 * len(CLASSES) * PER_CLASS
-    # one test a seed, combined by twice the mean p: four seeds of about 10 gains and no loss each
-    seed_p = [float(p) for p in m.loc["replace_pct=2", "seed_pvalues"].split()]
-    assert len(seed_p) == 4 and max(seed_p) < 0.05
-    assert m.loc["replace_pct=2", "pvalue"] == pytest.approx(min(1.0, 2 * np.mean(seed_p)), abs=1e-4)  # 4 decimals shown
-    assert m.loc["replace_pct=2", "pvalue"] < 0.05 and m.loc["replace_pct=4", "pvalue"] > 0.5
+    # churn, a seed at a time: the truck images each seed gains, none lost; no p-value
+    churn = result.churn[result.churn["configuration"] == "replace_pct=2"]
+    assert list(churn["seed"]) == [0, 1, 2, 4] and list(churn["gains"]) == [9, 11, 10, 8]
+    assert set(churn["losses"]) == {0} and set(churn["images"]) == {len(CLASSES) * PER_CLASS}
+    assert not [c for c in result.churn.columns if "p" in c.split("_")]
 
 
 def test_warnings_name_the_failed_run_and_the_missing_seed(result):
@@ -223,10 +221,14 @@ def test_cli_writes_the_report_and_logs_an_analysis_run(store, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "replace_pct=2" in done.stdout and "analysis run:" in done.stdout
     names = {p.name for p in (tmp_path / "out").iterdir()}
-    assert {"report.md", "summary.csv", "comparisons.csv", "per_class.csv", "mcnemar.csv", "means.png",
+    assert {"report.md", "summary.csv", "comparisons.csv", "per_class.csv", "churn.csv", "power.csv", "means.png",
             "differences.png"} <= names
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| replace_pct=2 | truck |" in report and "left out as not FINISHED" in report
+    # the store's sweep declared nothing: the report says so first, and every comparison is secondary
+    assert report.split("\n## ")[1].startswith("Primary analysis\n\nno primary analysis was declared; every "
+                                                 "comparison is secondary")
+    assert set(pd.read_csv(tmp_path / "out" / "comparisons.csv")["family"]) == {"secondary"}
     client = MlflowClient(store)
     # the analysis run's dozens of metrics stay out of the sweep experiment's runs (its list and charts)
     sweep_runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
@@ -267,7 +269,7 @@ def test_unreadable_predictions_are_warned_about_and_skipped(trials):
     def missing(run_id: str) -> pd.DataFrame:
         raise FileNotFoundError(run_id)
     result = analyse(trials, predictions=missing)
-    assert result.mcnemar.empty and "no readable predictions.csv (FileNotFoundError)" in "\n".join(result.warnings)
+    assert result.churn.empty and "no readable predictions.csv (FileNotFoundError)" in "\n".join(result.warnings)
 
 
 def test_accuracy_intervals_stay_within_0_and_1_and_the_report_says_what_the_exact_tests_can_reach():
@@ -280,10 +282,10 @@ def test_accuracy_intervals_stay_within_0_and_1_and_the_report_says_what_the_exa
     assert "angular scale" in row["ci_method"] and row["unit"] == "fraction (0-1)"
     unbounded = summarise(configs, values, "near-perfect", 0.95, 0).iloc[0]
     assert unbounded["ci_high"] > 1.0                                  # what the angular scale prevents
-    comparisons = pd.DataFrame({"test": ["paired"] * 6, "n_pairs": [3] * 6})
+    comparisons = pd.DataFrame({"test": ["paired"] * 7, "n_pairs": [3] * 7, "family": ["primary"] + ["secondary"] * 6})
     assert reach_warnings(comparisons) == [
-        "with 3 paired seeds the sign-flip and exact Wilcoxon tests cannot give p below 2/2^3 = 0.25, and after "
-        "Holm over 6 configuration(s) not below 1: they cannot reach 0.05; 8 seeds can"]
+        "with 3 paired seeds the sign-flip test cannot give p below 2/2^3 = 0.25, and after Holm over 6 secondary "
+        "comparison(s) not below 1: it cannot reach 0.05; 8 seeds can"]
     comparisons["n_pairs"] = 8
     assert "(8 seeds are the fewest that reach 0.05)" in reach_warnings(comparisons)[0]
 
@@ -294,8 +296,11 @@ def test_the_comparison_columns_and_the_report_headers_come_from_paired_result(r
     fields = dataclasses.fields(stats.PairedResult)
     names = [f.name for f in fields if f.name != "n"]           # n is n_pairs in a comparison row
     assert [c for c in result.comparisons.columns if c in names] == names
-    details = markdown_report(result).split("## Tests in detail")[1].split("\n## ")[0]
-    assert all(f"| {f.metadata['header']} |" in details for f in fields if "header" in f.metadata)
+    details = markdown_report(result).split("## Secondary tests in detail")[1].split("\n## ")[0]
+    shown = [f.metadata["header"] for f in fields if f.metadata.get("shown_as", "p") != "p"]
+    assert shown and all(f"| {header} |" in details for header in shown)
+    # a p-value only after Holm within the family, never the raw one beside it
+    assert "| p (t, Holm) |" in details and "| p (sign-flip, Holm) |" in details and "| p (t) |" not in details
 
 
 def ceiling_trials() -> Trials:
@@ -342,10 +347,12 @@ def test_at_the_ceiling_intervals_stay_in_0_100_pct_two_agreeing_seeds_give_none
     assert np.isnan(c.loc["replace_pct=6", "ci_low"]) and np.isnan(c.loc["replace_pct=6", "ci_high"])
     assert table.loc[table["ci95_low_pct"].isna() & (table["n_seeds"] >= 2), "ci_note"].str.startswith(
         "not estimable").all()
-    # no seeds-for-power figure from 2 pairs, however large their dz
-    assert abs(c.loc["replace_pct=8", "cohens_dz"]) > 10 and np.isnan(c.loc["replace_pct=8", "seeds_for_power"])
+    # no power at an observed effect, however large its dz: only at the declared effects, from the paired sd
+    assert abs(c.loc["replace_pct=8", "cohens_dz"]) > 10 and "seeds_for_power" not in c.columns
+    assert list(result.power["effect"]) == [0.003, 0.005, 0.01]
     report = markdown_report(result)
-    assert "not estimable with 2 paired seed(s) (n < 3)" in report and NO_INTERVAL in format_table(result)
+    assert "seeds for 80% power" in report.split("## Power at declared effects")[1].split("\n## ")[0]
+    assert NO_INTERVAL in format_table(result)
     assert "test_acc (%) 95% CI" in format_table(result) and "diff vs baseline (pp) 95% CI" in format_table(result)
     # each warning once: one line for the two configurations with 2 seeds
     few = [w for w in result.warnings if "fewer than 3 finished seeds" in w]

@@ -19,7 +19,6 @@ from synthaug import stats as S
 sm_power = pytest.importorskip("statsmodels.stats.power")
 sm_multitest = pytest.importorskip("statsmodels.stats.multitest")
 sm_weightstats = pytest.importorskip("statsmodels.stats.weightstats")
-sm_tables = pytest.importorskip("statsmodels.stats.contingency_tables")
 
 # Fixed, hand-picked inputs: accuracies (%) of a baseline and a treatment over 7 seeds.
 BASE = np.array([71.2, 70.8, 72.1, 70.5, 71.9, 71.0, 70.2])
@@ -139,10 +138,9 @@ def test_paired_comparison_matches_scipy_and_is_plain():
     assert (r.ci_low, r.ci_high) == pytest.approx((lo, hi), rel=1e-12)
     assert r.t_stat == pytest.approx(ref.statistic, rel=1e-12)
     assert r.t_pvalue == pytest.approx(ref.pvalue, rel=1e-10)
-    assert r.wilcoxon_pvalue == pytest.approx(st.wilcoxon(d).pvalue, rel=1e-12)
     assert r.cohens_dz == pytest.approx(d.mean() / d.std(ddof=1))
     assert r.prob_improve == pytest.approx(6 / 7)
-    assert r.seeds_for_power == S.seeds_for_power(r.cohens_dz)
+    assert not {"wilcoxon_pvalue", "seeds_for_power"} & {f.name for f in dataclasses.fields(r)}   # no observed power
     _assert_plain(r)
 
 
@@ -207,12 +205,11 @@ def test_paired_degenerate_no_warnings():
         warnings.simplefilter("error")
         r = S.paired_comparison([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])  # all diffs zero
         assert r.mean_diff == 0.0 and math.isnan(r.ci_low) and math.isnan(r.ci_high)
-        assert math.isnan(r.t_pvalue) and math.isnan(r.wilcoxon_pvalue)
-        assert math.isnan(r.cohens_dz) and math.isnan(r.seeds_for_power)
+        assert math.isnan(r.t_pvalue) and math.isnan(r.cohens_dz)
         assert r.permutation_pvalue == 1.0 and r.prob_improve == 0.5
         r1 = S.paired_comparison([2.0], [1.0])
         assert r1.n == 1 and r1.mean_diff == 1.0 and math.isnan(r1.t_pvalue)
-        assert math.isnan(r1.wilcoxon_pvalue) and r1.permutation_pvalue == 1.0
+        assert r1.permutation_pvalue == 1.0
         rc = S.paired_comparison([2.0, 3.0, 4.0], [1.0, 2.0, 3.0])  # constant diff 1
         assert math.isnan(rc.t_stat) and math.isnan(rc.ci_low) and math.isnan(rc.ci_high)
     with pytest.raises(ValueError):
@@ -263,15 +260,6 @@ def test_seeds_for_power_matches_statsmodels_solve_power(dz):
     assert S.paired_t_power(dz, n) >= 0.8
     if n > 2:
         assert S.paired_t_power(dz, n - 1) < 0.8
-
-
-def test_no_seeds_for_power_from_fewer_than_3_pairs_or_no_spread():
-    two = S.paired_comparison([0.80, 0.90], [0.70, 0.79])      # two seeds that nearly agree: dz = 21
-    assert two.cohens_dz > 10 and math.isnan(two.seeds_for_power)
-    flat = S.paired_comparison([0.8, 0.9, 0.7], [0.7, 0.8, 0.6])  # three identical differences
-    assert math.isnan(flat.seeds_for_power)
-    three = S.paired_comparison([0.80, 0.91, 0.72], [0.70, 0.80, 0.64])
-    assert three.seeds_for_power >= 2 and np.isfinite(three.seeds_for_power)
 
 
 def _power_by_integration(dz: float, n: int, alpha: float = 0.05) -> float:
@@ -349,55 +337,6 @@ def test_corrections_edge_cases():
         S.holm([0.1, 1.2])
 
 
-# ----------------------------------------------------------------------------- McNemar
-
-
-def _table(a, b):
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    return [[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]]
-
-
-def _paired_correct(n11, b, c, n00):
-    a = [1] * n11 + [1] * b + [0] * c + [0] * n00
-    bb = [1] * n11 + [0] * b + [1] * c + [0] * n00
-    return np.array(a, bool), np.array(bb, bool)
-
-
-@pytest.mark.parametrize("b,c", [(3, 9), (0, 5), (7, 7), (12, 11)])
-def test_mcnemar_exact_matches_statsmodels(b, c):
-    ca, cb = _paired_correct(40, b, c, 10)
-    r = S.mcnemar(ca, cb)
-    ref = sm_tables.mcnemar(_table(ca, cb), exact=True)
-    assert (r.b, r.c, r.exact) == (b, c, True)
-    assert r.statistic == pytest.approx(ref.statistic)
-    assert r.pvalue == pytest.approx(ref.pvalue, rel=1e-12)
-    _assert_plain(r)
-
-
-@pytest.mark.parametrize("b,c", [(30, 12), (15, 25), (100, 131)])
-def test_mcnemar_chi2_matches_statsmodels(b, c):
-    ca, cb = _paired_correct(500, b, c, 60)
-    r = S.mcnemar(ca, cb)
-    ref = sm_tables.mcnemar(_table(ca, cb), exact=False, correction=True)
-    assert (r.b, r.c, r.exact) == (b, c, False)
-    assert r.statistic == pytest.approx(ref.statistic, rel=1e-12)
-    assert r.pvalue == pytest.approx(ref.pvalue, rel=1e-12)
-
-
-def test_mcnemar_forced_modes_and_edges():
-    ca, cb = _paired_correct(10, 30, 12, 5)
-    ref = sm_tables.mcnemar(_table(ca, cb), exact=True)
-    assert S.mcnemar(ca, cb, exact=True).pvalue == pytest.approx(ref.pvalue, rel=1e-12)
-    ca, cb = _paired_correct(10, 4, 9, 5)
-    ref = sm_tables.mcnemar(_table(ca, cb), exact=False, correction=True)
-    assert S.mcnemar(ca, cb, exact=False).pvalue == pytest.approx(ref.pvalue, rel=1e-12)
-    same = np.ones(10, bool)
-    assert S.mcnemar(same, same).pvalue == 1.0
-    assert S.mcnemar(same, same, exact=False).pvalue == 1.0
-    with pytest.raises(ValueError):
-        S.mcnemar(same, same[:5])
-
-
 # ----------------------------------------------------------------------------- simulations
 
 N_SIM = 2000
@@ -456,30 +395,7 @@ def test_equal_differences_up_to_float_noise_have_no_t_test():
     assert result.mean_diff == pytest.approx(-0.4)
 
 
-def test_a_per_seed_mcnemar_combined_by_twice_the_mean_holds_alpha_where_pooling_the_seeds_does_not():
-    """A seeded null: the configuration changes no error rate on average over images, but helps some
-    images and hurts others, the same ones in every seed (seeds share the test images). Pooling every
-    seed's images as independent samples rejects far more often than alpha; one McNemar a seed, combined
-    by twice the mean p, does not."""
-    rng = np.random.default_rng(2026)
-    worlds, seeds, images, alpha = 400, 8, 1000, 0.05
-    pooled = combined = 0
-    for _ in range(worlds):
-        effect = rng.choice([-0.45, 0.0, 0.45], size=images, p=[0.25, 0.5, 0.25])   # mean 0 over images
-        baseline = rng.random((seeds, images)) < 0.5
-        treatment = rng.random((seeds, images)) < 0.5 + effect
-        pooled += S.mcnemar(treatment.ravel(), baseline.ravel()).pvalue < alpha
-        combined += S.twice_mean_pvalue([S.mcnemar(t, b).pvalue for t, b in zip(treatment, baseline)]) < alpha
-    assert pooled / worlds > 3 * alpha              # the old pooled test: about 0.3 here
-    assert combined / worlds <= alpha
-
-
-def test_twice_mean_and_the_smallest_exact_p():
-    assert S.twice_mean_pvalue([0.01, 0.03]) == pytest.approx(0.04)
-    assert S.twice_mean_pvalue([0.6, 0.9]) == 1.0
-    assert math.isnan(S.twice_mean_pvalue([]))
-    with pytest.raises(ValueError):
-        S.twice_mean_pvalue([1.5])
+def test_the_smallest_exact_p():
     assert S.smallest_exact_pvalue(5) == 0.0625 and S.smallest_exact_pvalue(8) == 2 / 256
     d = np.arange(1.0, 6.0)                          # all on one side: the exact sign-flip test's floor
     assert S.sign_flip_pvalue(d) == S.smallest_exact_pvalue(5)
