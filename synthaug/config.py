@@ -206,8 +206,8 @@ class Preset:
     train: TrainConfig
     generators: tuple[GeneratorSpec, ...]
     recipe: str = "strong"              # the classifier recipe its trials start from (RECIPES)
-    # default --seeds: 3 for quick presets; the paper preset's 8 let the exact tests reach p < 0.05 after
-    # Holm over a sweep's 6 comparisons (6 x 2 / 2^8 = 0.047; with 5 seeds they cannot go below 0.375)
+    # default --seeds: 3 for quick presets; the paper preset's 8 give power 0.79 at +0.5 pp for a primary family
+    # of two tests at paired_sd 0.38 pp (inference.power_table; the dry run prints it for the sweep's family)
     seeds: int = 3
     gpus: int | None = None             # GPUs the sweep waits for (--gpus); None: whatever is there; 0: CPUs only
     cpus_per_trial: float = 1.0         # one core a trial: two trials at once on a 2-core laptop
