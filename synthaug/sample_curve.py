@@ -31,7 +31,9 @@ from matplotlib.figure import Figure
 from synthaug import stats
 from synthaug.curve_fit import (SATURATION, Fit, bootstrap_means, fit_peaked, fit_saturating, widened_interval,
                                 widening)
+from synthaug.configurations import labelled
 from synthaug.results import FINISHED, InputError, Trials
+from synthaug.significance import one_per_seed
 
 CONFIDENCE = 0.95
 UNIT = ("fraction (0-1); gain and its interval in fraction points, c in fraction points a sample, K90 and the peak "
@@ -145,23 +147,29 @@ def _band(grid: np.ndarray, fit: Fit, drawn_curves: np.ndarray, seeds: int) -> p
 
 
 def sample_curves(trials: Trials) -> list[SampleCurve]:
-    """A curve for each class set of the sweep: overall accuracy and each targeted class's accuracy."""
+    """A curve for each arm and class set of the sweep (the synthetic images and each control arm: oversampled,
+    withheld real, ...): overall accuracy and each targeted class's accuracy. Two finished runs of one
+    configuration and seed are refused (significance.one_per_seed), not silently one of them kept."""
     frame = trials.frame[trials.frame["status"] == FINISHED]
     for column in ("augment_classes", "augment_count"):
         if column not in frame:
             raise InputError(f"--experiment: {trials.experiment!r} has no {column} param; it is not a sample-count "
                              f"sweep (sweeps/sample_count.py)")
+    one_per_seed(labelled(frame, trials.config_columns), trials.sweep)
     curves = []
-    # K = 0 adds no samples: one baseline every class set shares (sweeps/sample_count.py runs it once)
+    # K = 0 adds no samples: one baseline every arm and class set shares (sweeps/sample_count.py runs it once)
     baseline = frame[frame["augment_count"] == 0]
-    for class_set, rows in frame[frame["augment_count"] > 0].groupby("augment_classes"):
+    arms = ["arm"] if "arm" in frame else []
+    for key, rows in frame[frame["augment_count"] > 0].groupby([*arms, "augment_classes"]):
+        arm, class_set = key if arms else ("", key[0])
         rows = pd.concat([baseline, rows])
         targeted = [c for c in str(class_set).split(",") if c]
+        name = " ".join(filter(None, [arm, "+".join(targeted) or "none"]))
         for metric in [trials.metric, *(f"{trials.metric}.{c}" for c in targeted)]:
             if metric not in rows:
                 continue
-            table = rows.pivot_table(index="seed", columns="augment_count", values=metric, aggfunc="last")
-            curves.append(fit_curve("+".join(targeted) or "none", metric, table))
+            table = rows.pivot_table(index="seed", columns="augment_count", values=metric)
+            curves.append(fit_curve(name, metric, table))
     if not curves:
         raise InputError(f"--sweep {trials.sweep}: no finished trials with targeted classes to fit")
     return curves

@@ -68,18 +68,42 @@ def test_too_few_seeds_or_ks_is_one_line():
         fit_curve("truck", "test_acc", seeds_table(0.05, 100.0).iloc[:1])
 
 
-def test_every_class_set_shares_the_one_k0_baseline_the_sweep_runs_once():
+def _sample_count_trials(arms=("",), duplicate=False):
+    """A finished sample_count sweep as Trials: K = 0 once (arm none), every other K a class set and an arm."""
     from synthaug.results import Trials
-    from synthaug.sample_curve import sample_curves
 
     rng = np.random.default_rng(0)
-    rows = [{"status": "FINISHED", "seed": s, "augment_classes": classes, "augment_count": k,
-             "test_acc": 0.7 + k / 1e5 + rng.normal(0, 0.002)}
-            for s in range(4) for classes, ks in (("", [0]), ("truck", KS[1:]), ("ship", KS[1:])) for k in ks]
-    trials = Trials(pd.DataFrame(rows), ("arm",), ("truck", "ship"), "sample_count", "s", None, "test_acc", "uri")
-    curves = sample_curves(trials)
+    cells = [("none" if arms != ("",) else "", "", 0)] + [(arm, classes, k) for arm in arms
+                                                         for classes in ("truck", "ship") for k in KS[1:]]
+    rows = [{"status": "FINISHED", "seed": s, "arm": arm, "augment_classes": classes, "augment_count": k,
+             "test_acc": 0.7 + k / 1e5 + rng.normal(0, 0.002), "run_id": f"r{i}-{s}", "start_time": i * 10 + s}
+            for i, (arm, classes, k) in enumerate(cells) for s in range(4)]
+    if duplicate:
+        rows.append({**rows[-1], "run_id": "again", "start_time": 10_000})
+    columns = ("arm", "augment_classes", "augment_count") if arms != ("",) else ("augment_classes", "augment_count")
+    frame = pd.DataFrame(rows)
+    if arms == ("",):
+        frame = frame.drop(columns="arm")
+    return Trials(frame, columns, ("truck", "ship"), "sample_count", "s", None, "test_acc", "uri")
+
+
+def test_every_class_set_shares_the_one_k0_baseline_the_sweep_runs_once():
+    from synthaug.sample_curve import sample_curves
+
+    curves = sample_curves(_sample_count_trials())
     assert sorted({c.class_set for c in curves}) == ["ship", "truck"]      # no curve of the baseline alone
     assert all(list(c.points["K"]) == KS and c.points["n"].eq(4).all() for c in curves)
+
+
+def test_each_arm_gets_its_own_curves_and_a_duplicate_seed_is_refused():
+    from synthaug.sample_curve import sample_curves
+
+    curves = sample_curves(_sample_count_trials(arms=("synthetic", "withheld-real")))
+    assert sorted({c.class_set for c in curves}) == ["synthetic ship", "synthetic truck", "withheld-real ship",
+                                                     "withheld-real truck"]
+    assert all(list(c.points["K"]) == KS and c.points["n"].eq(4).all() for c in curves)   # arms not mixed
+    with pytest.raises(InputError, match="2 FINISHED runs of .* seed 3 .*again"):
+        sample_curves(_sample_count_trials(arms=("synthetic",), duplicate=True))
 
 
 def test_a_planted_rise_then_fall_reports_its_peak_between_the_grids_neighbours(tmp_path):
