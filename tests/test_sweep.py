@@ -400,11 +400,11 @@ def test_every_sweep_script_runs_on_a_node_declaring_one_gpu(tmp_path, shapes_ta
         client, trials = runs(tmp_path, "long_tail", "trial")
         _, (parent,) = runs(tmp_path, "long_tail", "sweep")
         weights = {k: v for k, v in parent.data.tags.items() if k.endswith(".weights")}
-        assert sorted(weights) == [f"synthaug.generator.ddpm-cond:seed{s}-lt0.1-n20.weights" for s in (0, 1)]
+        assert sorted(weights) == [f"synthaug.generator.ddpm-cond:seed{s}-lt0.1-n20-v5.weights" for s in (0, 1)]
         assert len(set(weights.values())) == 2
         served = {(r.data.params["seed"], r.data.params.get("generator_instance")) for r in trials
                   if r.data.params["augment_classes"]}
-        assert served == {(str(s), f"ddpm-cond:seed{s}-lt0.1-n20") for s in (0, 1)}
+        assert served == {(str(s), f"ddpm-cond:seed{s}-lt0.1-n20-v5") for s in (0, 1)}
         generators = client.get_experiment_by_name("generators")
         learned = [r.data.params for r in client.search_runs([generators.experiment_id],
                                                               "tags.`synthaug.role` = 'generator'")]
