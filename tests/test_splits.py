@@ -47,9 +47,13 @@ def test_validation_images_are_held_out_of_every_seeds_subset_and_what_a_withhel
         # what a train_on="trial" generator learns from is the subset: no validation image
         learned = restricted(shapes, training_index(trial, shapes))
         assert not ({x.tobytes() for x in learned.train_x} & {x.tobytes() for x in shapes.train_x[held]})
-        # the real images trained on: none is a validation image
-        training = compose(trial, shapes, take)
-        assert not ({x.tobytes() for x in training.x[~training.synthetic]} & {x.tobytes() for x in shapes.train_x[held]})
+        # the real images trained on, a withheld arm's added ones too: none is a validation image
+        validation_images = {x.tobytes() for x in shapes.train_x[held]}
+        for arm in (trial, dataclasses.replace(trial, augment_source="withheld", augment_count=WITHHELD)):
+            training = compose(arm, shapes, take)
+            real = {x.tobytes() for x in training.x[~training.synthetic]}
+            assert real and not real & validation_images
+        assert len(real) == sum(p.real for p in plan(trial, shapes)) + WITHHELD     # the kept ones and K withheld
         manifests.add(training.manifest["validation"]["indices_sha256"])
     assert len(manifests) == 1                  # the same validation images for every seed
 
