@@ -462,7 +462,10 @@ def predict(model: nn.Module, x: np.ndarray, device, batch_size: int = 1024,
 @dataclass(frozen=True)
 class Evaluation:
     accuracy: float
-    per_class_accuracy: np.ndarray  # (C,) float64; NaN for a class with no test images
+    loss: float  # mean cross-entropy of the true labels
+    per_class_accuracy: np.ndarray  # (C,) float64: recall, tp / (tp + fn); NaN for a class with no images
+    per_class_precision: np.ndarray  # (C,) float64: tp / (tp + fp); NaN for a class never predicted
+    per_class_f1: np.ndarray  # (C,) float64: 2 tp / (2 tp + fp + fn); NaN for a class neither present nor predicted
     confusion: np.ndarray  # (C, C) int64, rows = true class, cols = predicted
     predictions: np.ndarray  # (N,) int64
     confidence: np.ndarray  # (N,) float32 max prob
@@ -470,19 +473,25 @@ class Evaluation:
 
 def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, num_classes: int, device,
              batch_size: int = 1024) -> Evaluation:
-    """Accuracy, per-class accuracy, confusion matrix, predictions and confidence."""
+    """Accuracy, loss, per-class recall, precision and F1 (from the confusion matrix), predictions, confidence."""
     _check_labels(y, len(x), num_classes, "y")
     probs = predict(model, x, device, batch_size)
     y = np.asarray(y, dtype=np.int64)
     pred = probs.argmax(1).astype(np.int64)
     confusion = np.bincount(y * num_classes + pred, minlength=num_classes**2)
     confusion = confusion.reshape(num_classes, num_classes).astype(np.int64)
-    support = confusion.sum(1)
+    hits, support, predicted = np.diag(confusion), confusion.sum(1), confusion.sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        per_class = np.where(support > 0, np.diag(confusion) / support, np.nan)
+        recall = np.where(support > 0, hits / support, np.nan)
+        precision = np.where(predicted > 0, hits / predicted, np.nan)
+        f1 = np.where(support + predicted > 0, 2 * hits / (support + predicted), np.nan)     # 2tp + fp + fn
+    true_prob = np.maximum(probs[np.arange(len(y)), y], np.finfo(np.float32).tiny)     # a 0 would be an infinite loss
     return Evaluation(
         accuracy=float((pred == y).mean()),
-        per_class_accuracy=per_class,
+        loss=float(-np.log(true_prob).mean()),
+        per_class_accuracy=recall,
+        per_class_precision=precision,
+        per_class_f1=f1,
         confusion=confusion,
         predictions=pred,
         confidence=probs.max(1).astype(np.float32),

@@ -58,8 +58,10 @@ class GeneratorSpec:
     label_map: str = ""                 # with pretrained: CIFAR class -> ImageNet classes (diffusion.imagenet)
     guidance_scale: float = 1.5         # with pretrained: classifier-free guidance (DiT's best-FID setting)
     train_seed: int = 0                 # one generator per data source, shared by every trial seed
-    # What it and its labeller learn from: "all" = the whole training split (the study); "trial" = exactly
-    # the real images the trial's classifier may use (one generator a seed's subset; synthaug.instances)
+    # What it and its labeller learn from: "all" = the whole training split (the study), validation images
+    # included (its val_acc may read high: the upper-bound arm, not one to choose among by val_acc); "trial" =
+    # exactly the real images the trial's classifier may use, no validation image (one generator a seed's
+    # subset; synthaug.instances)
     train_on: str = "all"
     # True: each trial seed gets its own generator and labeller, trained from that seed, so intervals across
     # seeds include the generator's variance (a training a seed: see --dry-run); False: one for all seeds
@@ -122,6 +124,9 @@ class TrialConfig:
     imbalance: float = 1.0              # long-tail ratio n_last / n_first; 1.0 = balanced, 0.1 = CIFAR-LT
     real_per_class: int = 0             # n_max: real images of the largest class; 0 = all there are
     test_per_class: int = 0             # test images a class; 0 = the whole test split
+    # training images a class held out as the validation split (synthaug.splits): the same for every seed,
+    # never trained on, evaluated every epoch (val_acc); the test split only after the last; 0 = none
+    validation_per_class: int = 0
     replace_pct: float = 0.0            # % of each class's real images replaced by synthetic ones
     augment_classes: tuple[str, ...] = ()  # classes that receive augment_count extra images (augment_source)
     augment_count: int = 0
@@ -161,7 +166,7 @@ class TrialConfig:
             Rule("seed", lambda v: v >= 0, "an integer >= 0"),
             Rule("imbalance", lambda v: 0 < v <= 1, "a ratio in (0, 1]"),
             *(Rule(name, lambda v: v >= 0, "an integer >= 0")
-              for name in ("real_per_class", "test_per_class", "augment_count")),
+              for name in ("real_per_class", "test_per_class", "validation_per_class", "augment_count")),
             Rule("augment_mode", lambda v: v in AUGMENT_MODES, f"one of {', '.join(AUGMENT_MODES)}"),
             Rule("augment_source", lambda v: v in AUGMENT_SOURCES, f"one of {', '.join(AUGMENT_SOURCES)}"),
             Rule("augment_mode", lambda v: v != "stream" or self.augment_source == "synthetic",
@@ -203,6 +208,7 @@ class Preset:
     data: str                           # default --data
     real_per_class: int                 # see TrialConfig
     test_per_class: int
+    validation_per_class: int           # see TrialConfig: what per-epoch metrics and every choice use
     train: TrainConfig
     generators: tuple[GeneratorSpec, ...]
     recipe: str = "strong"              # the classifier recipe its trials start from (RECIPES)
@@ -232,7 +238,7 @@ class Preset:
         the recipe has set its fields (TrialConfig.validate)."""
         check(self, prefix, [
             *(Rule(name, lambda v: is_int(v) and v >= 0, "an integer >= 0")
-              for name in ("real_per_class", "test_per_class", "warmup_replicas")),
+              for name in ("real_per_class", "test_per_class", "validation_per_class", "warmup_replicas")),
             RECIPE_RULE,
             Rule("seeds", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
             Rule("gpus", lambda v: v is None or (is_int(v) and v >= 0), "None or an integer >= 0"),
@@ -279,7 +285,8 @@ IMAGENET_DIT = GeneratorSpec(name="imagenet-dit", pretrained="facebook/DiT-XL-2-
 PRESETS: dict[str, Preset] = {
     # Minutes on a 2-core laptop, offline: procedural shapes, a narrow ResNet18, a tiny DDPM.
     "smoke": Preset(
-        name="smoke", data="shapes", real_per_class=100, test_per_class=100, train=SMOKE_TRAIN,
+        name="smoke", data="shapes", real_per_class=100, test_per_class=100, validation_per_class=20,
+        train=SMOKE_TRAIN,
         checkpointing=Checkpointing(every_steps=100, log_every=10, grid_every=200), evaluation_per_class=100,
         generators=(
             GeneratorSpec(name="ddpm-uncond", ddpm=SMOKE_DDPM, sampler=SMOKE_SAMPLER,
@@ -306,7 +313,8 @@ PRESETS: dict[str, Preset] = {
     ),
     # Seconds: the tests' end-to-end scale and a quick check that everything is wired.
     "tiny": Preset(
-        name="tiny", data="shapes", real_per_class=20, test_per_class=20, train=TINY_TRAIN, paired_sd=0.05,
+        name="tiny", data="shapes", real_per_class=20, test_per_class=20, validation_per_class=5, train=TINY_TRAIN,
+        paired_sd=0.05,
         checkpointing=Checkpointing(every_steps=10, log_every=2, grid_every=10), evaluation_per_class=10,
         generators=(
             GeneratorSpec(name="ddpm-uncond", ddpm=TINY_DDPM, sampler=SamplerConfig(steps=4),
@@ -327,6 +335,8 @@ PRESETS: dict[str, Preset] = {
         # E5 at the study's scale (it compared over 900 samples a class): 1,000 a class also makes E5's FID an
         # FID-10k against the 10,000 test images, as a trained generator's evaluation (evaluation_per_class)
         fidelity_per_class=1000,
+        # 1,000 validation images (2% of CIFAR-10's train split): real_per_class 0 is then the other 4,900 a class
+        validation_per_class=100,
         # measured on an H200 (BENCHMARKS.md): 4 study-recipe trials on one GPU train 4.3x as many images as one
         # alone (a trial alone leaves it 77% idle, bound by kernel launches): 4 a GPU beside a server's share
         gpus_per_trial=0.22,

@@ -211,12 +211,14 @@ def _duration(hours: float) -> str:
 
 def _trial_cost(cfg, dataset: Dataset, throughput: Throughput, every_s: float, sharing: float, class_plan):
     """One trial's cost alone on one device (synthaug.pricing): its training set (under budget "steps", an epoch
-    draws the reference images, the real ones before augmentation), test split and recipe."""
+    draws the reference images, the real ones before augmentation), its validation images every epoch, its test
+    images once, and its recipe."""
     plans = class_plan(cfg, dataset)
     train = (sum(p.real_target for p in plans) if cfg.train.budget == "steps"
              else sum(p.images for p in plans) + cfg.stream_count)
+    validation = cfg.validation_per_class * dataset.num_classes
     test = cfg.test_per_class * dataset.num_classes if cfg.test_per_class else len(dataset.test_y)
-    return trial_cost(cfg.train, train, test, dataset.num_classes, throughput, every_s, sharing)
+    return trial_cost(cfg.train, train, validation, test, dataset.num_classes, throughput, every_s, sharing)
 
 
 def _print_checkpoints(costs, every_s: float, throughput: Throughput, sharing: float, concurrent: int) -> None:

@@ -2,13 +2,18 @@
 
 A generator's `train_on` says what real images it (and its pseudo-labeller) learn from:
 
-- "all": the whole training split, as in the study. One instance serves the whole sweep,
-  named as the generator is.
+- "all": the whole training split, as in the study, the validation images (synthaug.splits)
+  included: one generator a data source whatever a sweep holds out, so its cached weights stay
+  valid. One instance serves the whole sweep, named as the generator is. It has seen the
+  validation images, so a train_on "all" arm's val_acc may read high: it is the named upper
+  bound, not a candidate a choice by val_acc is made among.
 - "trial": exactly the real images the trial's classifier may use (its seed's long-tailed
-  subset, before replacement: synthaug.mixing.real_index), the honest long-tail setting in
-  which the generator never sees a tail-class image the classifier does not. One instance a
-  distinct subset, named `<generator>:seed<s>-lt<imbalance>-n<n_max>`, each trained once and
-  cached under its own key (the subset's digest is its data's digest), each with its own server.
+  subset, before replacement: synthaug.mixing.real_index, outside the validation split), the
+  honest long-tail setting in which the generator never sees a tail-class image the classifier
+  does not, nor a validation image. One instance a distinct subset, named
+  `<generator>:seed<s>-lt<imbalance>-n<n_max>` (and `-v<validation_per_class>` when one is held
+  out), each trained once and cached under its own key (the subset's digest is its data's
+  digest), each with its own server.
 
 Independently, `seed_per_trial` gives each trial seed a generator (and labeller) trained from that
 seed (`<generator>:train-seed<s>`), so the spread across seeds includes the generator's own
@@ -30,8 +35,10 @@ from synthaug.config import GeneratorSpec, Preset, TrialConfig, digest
 from synthaug.data import Dataset
 
 def subset_tag(cfg: TrialConfig) -> str:
-    """The real subset a trial may use, in a name: what decides it (seed, long-tail ratio, n_max)."""
-    return f"seed{cfg.seed}-lt{cfg.imbalance:g}-n{cfg.real_per_class}"
+    """The real subset a trial may use, in a name: what decides it (seed, long-tail ratio, n_max, the validation
+    images held out)."""
+    held = f"-v{cfg.validation_per_class}" if cfg.validation_per_class else ""
+    return f"seed{cfg.seed}-lt{cfg.imbalance:g}-n{cfg.real_per_class}{held}"
 
 
 def base_name(instance: str) -> str:

@@ -1,7 +1,8 @@
 """Real + synthetic -> a trial's training set and its manifest.
 
 For class c the trial's real target n_c follows the long-tail profile (balanced when
-imbalance is 1). Replacement keeps round(n_c * (1 - p/100)) real images, a seeded prefix of
+imbalance is 1), over the class's training images outside the validation split (synthaug.splits: a
+trial never trains on a validation image). Replacement keeps round(n_c * (1 - p/100)) real images, a seeded prefix of
 the class's shuffled images, so the images removed at 2% are also removed at 4%, and fills
 the class back to n_c from the class's synthetic pool. Augmentation adds augment_count more
 synthetic images to each class of augment_classes, or, in augment_mode "stream", adds the
@@ -25,8 +26,9 @@ from typing import Callable
 import numpy as np
 
 from synthaug.config import ConfigError, TrialConfig
-from synthaug.data import Dataset, class_permutations, long_tail_counts
+from synthaug.data import Dataset, long_tail_counts
 from synthaug.pools import UNCONDITIONAL, PoolSlice
+from synthaug.splits import training_counts, training_orders, validation_index
 
 # (class_index, n) -> the first n of the class's pool; class_index UNCONDITIONAL: the first n
 # samples of the unconditional stream, whatever their labels
@@ -65,8 +67,9 @@ class TrainingSet:
 
 
 def plan(cfg: TrialConfig, dataset: Dataset) -> list[ClassPlan]:
-    """Per class: real target, real kept, replaced and augmented counts."""
-    available = np.bincount(dataset.train_y, minlength=dataset.num_classes)
+    """Per class: real target, real kept, replaced and augmented counts (real_per_class 0: n_max is the
+    largest class's training images outside the validation split)."""
+    available = training_counts(dataset.train_y, dataset.num_classes, cfg.validation_per_class)
     n_max = cfg.real_per_class or int(available.max())
     targets = long_tail_counts(n_max, cfg.imbalance, dataset.num_classes)
     plans = []
@@ -82,15 +85,16 @@ def plan(cfg: TrialConfig, dataset: Dataset) -> list[ClassPlan]:
     return plans
 
 
-def _orders(cfg: TrialConfig, dataset: Dataset) -> list[np.ndarray]:
-    """Each class's training images in the trial's seeded order: the long-tailed subset is a prefix of it,
-    the withheld images follow it."""
-    return class_permutations(dataset.train_y, dataset.num_classes, cfg.seed)
+def class_orders(cfg: TrialConfig, dataset: Dataset) -> list[np.ndarray]:
+    """Each class's training images outside the validation split in the trial's seeded order
+    (synthaug.splits.training_orders): the long-tailed subset is a prefix of it, the withheld images follow it."""
+    return training_orders(dataset.train_y, dataset.num_classes, cfg.seed, cfg.validation_per_class)
 
 
 def withheld_available(cfg: TrialConfig, dataset: Dataset) -> dict[str, int]:
-    """Per augmented class: the real images outside the trial's long-tailed subset (augment_source withheld)."""
-    orders, plans = _orders(cfg, dataset), plan(cfg, dataset)
+    """Per augmented class: the real images outside the trial's long-tailed subset and the validation split
+    (augment_source withheld)."""
+    orders, plans = class_orders(cfg, dataset), plan(cfg, dataset)
     return {name: len(orders[c]) - plans[c].real_target for c, name in enumerate(dataset.classes)
             if name in cfg.augment_classes}
 
@@ -102,14 +106,14 @@ def withheld_problem(cfg: TrialConfig, dataset: Dataset) -> str | None:
     for name, available in withheld_available(cfg, dataset).items():
         if available < cfg.augment_count:
             return (f"augment_count: at most {available} with augment_source withheld ({name} has {available} real "
-                    f"images outside the trial's long-tailed subset), got {cfg.augment_count}")
+                    f"images outside the trial's long-tailed subset and the validation split), got {cfg.augment_count}")
     return None
 
 
 def real_index(cfg: TrialConfig, dataset: Dataset) -> np.ndarray:
     """The real training images the trial's classifier may use: each class's seeded prefix of its
     long-tail target, before replacement (replacement keeps a prefix of these), sorted."""
-    orders = _orders(cfg, dataset)
+    orders = class_orders(cfg, dataset)
     return np.sort(np.concatenate([order[:p.real_target] for order, p in zip(orders, plan(cfg, dataset))]))
 
 
@@ -119,7 +123,7 @@ def compose(cfg: TrialConfig, dataset: Dataset, take: TakeSynthetic) -> Training
     problem = withheld_problem(cfg, dataset)
     if problem:
         raise ConfigError(problem)
-    orders = _orders(cfg, dataset)
+    orders = class_orders(cfg, dataset)
     stream = _checked(take(UNCONDITIONAL, cfg.stream_count), cfg.stream_count, None) if cfg.stream_count else None
     xs, ys, flags, rows = [], [], [], []
     for c, (name, p) in enumerate(zip(dataset.classes, plans)):
@@ -159,6 +163,8 @@ def compose(cfg: TrialConfig, dataset: Dataset, take: TakeSynthetic) -> Training
         "augment_mode": cfg.augment_mode, "augment_source": cfg.augment_source,
         "generator": cfg.generator if cfg.uses_synthetic else None,
         "data": {"name": dataset.name, "digest": dataset.digest},
+        "validation": {"per_class": cfg.validation_per_class, "indices_sha256": _digest(
+            validation_index(dataset.train_y, dataset.num_classes, cfg.validation_per_class))},
         "classes": rows,
         "stream": None if stream is None else {
             "pool_id": stream.pool_id, "count": int(len(stream.labels)),

@@ -1,5 +1,5 @@
-"""Artifacts people look at: confusion matrices (CSV and PNG), predictions, image grids, and the text
-helpers every report shares (format_p, markdown_table)."""
+"""Artifacts people look at: confusion matrices (CSV and PNG), per-class metrics, predictions, image grids, and
+the text helpers every report shares (format_p, markdown_table)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,13 @@ def write_predictions(path: Path, test_index: np.ndarray, labels: np.ndarray, re
     """One row a test image: its index in the test split, label, prediction, confidence."""
     pd.DataFrame({"test_index": test_index, "label": labels, "prediction": result.predictions,
                   "confidence": result.confidence, "correct": result.predictions == labels}).to_csv(path, index=False)
+
+
+def write_per_class(path: Path, result, classes: Sequence[str]) -> None:
+    """One row a class: its test images (support), recall, precision and F1 (classifier.Evaluation; empty where
+    undefined)."""
+    pd.DataFrame({"class": list(classes), "support": result.confusion.sum(1), "recall": result.per_class_accuracy,
+                  "precision": result.per_class_precision, "f1": result.per_class_f1}).to_csv(path, index=False)
 
 
 def image_grid(images: np.ndarray, labels: np.ndarray, classes: Sequence[str], per_class: int = 8) -> np.ndarray:

@@ -87,17 +87,27 @@ def with_checkpoints(chosen: Preset, flags: Sequence[str], dataset: Dataset) -> 
 
 
 def check_counts(configs: Sequence[TrialConfig], dataset: Dataset) -> None:
-    """Counts the data can give: n_max and the test images a class no larger than its largest class, and the
-    withheld real images an augment_source withheld trial adds no more than each class has outside its subset."""
+    """Counts the data can give: validation images a class that leave every class training images, n_max no
+    larger than the largest class outside the validation split, test images a class no larger than its largest,
+    and the withheld real images an augment_source withheld trial adds no more than each class has outside its
+    subset and the validation split."""
     import numpy as np
 
     from synthaug.mixing import withheld_problem
+    from synthaug.splits import training_counts
 
-    for name, labels in (("real_per_class", dataset.train_y), ("test_per_class", dataset.test_y)):
-        largest = int(np.bincount(labels, minlength=dataset.num_classes).max()) if len(labels) else 0
+    held = max(c.validation_per_class for c in configs)
+    smallest = int(np.bincount(dataset.train_y, minlength=dataset.num_classes).min())
+    if held and held >= smallest:
+        raise ConfigError(f"validation_per_class: at most {max(smallest - 1, 0)} (it must leave training images in "
+                          f"the smallest class of {dataset.name}; 0 = none), got {held}")
+    for name, counts in (("real_per_class", training_counts(dataset.train_y, dataset.num_classes, held)),
+                         ("test_per_class", np.bincount(dataset.test_y, minlength=dataset.num_classes))):
+        largest = int(counts.max()) if len(counts) else 0
         asked = max(getattr(c, name) for c in configs)
         if asked > largest:
-            raise ConfigError(f"{name}: at most {largest} (the largest class of {dataset.name}; 0 = all), "
+            outside = " outside the validation split" if name == "real_per_class" and held else ""
+            raise ConfigError(f"{name}: at most {largest} (the largest class of {dataset.name}{outside}; 0 = all), "
                               f"got {asked}")
     for cfg in configs:
         problem = withheld_problem(cfg, dataset)

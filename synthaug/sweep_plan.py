@@ -159,7 +159,8 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
              {**experiment.fixed, **(experiment.paper_fixed if chosen.name == "paper" else {})}.items()}
     base = with_recipe(from_flat(TrialConfig, {**to_flat(TrialConfig(
         experiment=experiment.name, data=data, real_per_class=chosen.real_per_class,
-        test_per_class=chosen.test_per_class, train=chosen.train, recipe=chosen.recipe)), **fixed}))
+        test_per_class=chosen.test_per_class, validation_per_class=chosen.validation_per_class, train=chosen.train,
+        recipe=chosen.recipe)), **fixed}))
     chosen.validate()
     arms = {arm: {key: resolve_value(key, v, dataset, aliases) for key, v in fields.items()}
             for arm, fields in experiment.arms.items()}

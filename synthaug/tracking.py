@@ -22,11 +22,13 @@ Tune reuses for the next trial carries no run state over. Conventions the analys
     experiments  <script> (sweeps: parent and trial runs), <script>-analysis (analysis runs of its sweeps),
             generators (generator and labeller trainings), fidelity (E5 analysis runs)
     params  the trial's full flat config ("seed", "replace_pct", "train.lr", ...)
-    metrics per epoch (step = epoch): train_loss, train_acc, lr, test_acc, epoch_time_s
-            final: test_acc, test_loss, test_acc.<class> for each class (accuracies are fractions, 0..1)
+    metrics per epoch (step = epoch): train_loss, train_acc, lr, epoch_time_s, val_acc, val_loss (the validation
+            images held out of the training split, synthaug.splits)
+            final, at the last epoch only: test_acc, test_loss, and per class test_acc.<class> (recall),
+            test_precision.<class>, test_f1.<class> (NaN where undefined; accuracies are fractions, 0..1)
             sweep runs: result/test_acc_fraction_mean.<configuration>, result/test_acc_fraction_sd.<configuration>,
             result/seeds_finished.<configuration> (synthaug.sweep_runs)
-    artifacts manifest.json, confusion_matrix.csv/.png, predictions.csv, synthetic_grid.png
+    artifacts manifest.json, confusion_matrix.csv/.png, per_class.csv, predictions.csv, synthetic_grid.png
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
 """The Ray Tune trainable: a configuration in, per-epoch metrics, a checkpoint and artifacts out.
 
 run_trial composes the training set (real images chosen by the seed, synthetic images from
-the shared DDPM server), trains the ResNet18 one epoch at a time, reports each epoch to Tune
-with a checkpoint, logs it to the trial's own MLflow run, and at the end logs the test
-accuracy, per-class accuracies, the confusion matrix, per-sample predictions, the manifest
-and a grid of the synthetic images it used. Restored after a crash, it resumes from its
-last checkpoint and keeps logging into the same MLflow run.
+the shared DDPM server), trains the ResNet18 one epoch at a time, evaluates each epoch on the
+validation images held out of the training split (val_acc, val_loss: synthaug.splits), reports
+it to Tune with a checkpoint and logs it to the trial's own MLflow run. The test images are
+evaluated once, after the last epoch: test_acc, test_loss, per-class recall, precision and F1,
+the confusion matrix and per-sample predictions, logged at the last step and reported to Tune
+with done=True only; with the manifest and a grid of the synthetic images it used. Restored
+after a crash, it resumes from its last checkpoint and keeps logging into the same MLflow run.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from synthaug.gates import pass_trial_gate
 from synthaug.instances import instance_name
 from synthaug.mixing import TrainingSet, compose, select_test
 from synthaug.server import get_server
+from synthaug.splits import validation_index
 from synthaug.tracking import CELL, SWEEP, TRIAL_ID, RunLogger
 
 ERROR_TAG = "synthaug.error"        # a failed trial's run: the exception that ended its last attempt
@@ -96,7 +99,7 @@ def run_trial(params: dict, dataset: Dataset, constants: SweepConstants) -> None
                                                              TRIAL_ID: tune.get_context().get_trial_id()})
     metrics = run.finished_metrics
     if metrics is not None:     # done before a crash that Tune could not restore from: report, do not retrain
-        tune.report({k: metrics[k] for k in ("test_acc", "train_loss", "train_acc") if k in metrics}
+        tune.report({k: metrics[k] for k in ("test_acc", "val_acc", "train_loss", "train_acc") if k in metrics}
                     | {"epoch": cfg.train.epochs, "done": True, "mlflow_run_id": run.run_id})
         return
     described = {"generator_instance": instance_name(cfg, ctx.per_trial),
@@ -115,9 +118,10 @@ def run_trial(params: dict, dataset: Dataset, constants: SweepConstants) -> None
 
 def _train(cfg: TrialConfig, dataset: Dataset, training: TrainingSet, test_index: np.ndarray,
            run: RunLogger, device: str, checkpoint_every_s: float = 0.0) -> None:
-    """Train from the last checkpoint (if any) to the last epoch, reporting every epoch, with a checkpoint at
-    the last epoch and once checkpoint_every_s seconds have passed since the last one (0: every epoch)."""
-    test_x, test_y = dataset.test_x[test_index], dataset.test_y[test_index]
+    """Train from the last checkpoint (if any) to the last epoch, reporting every epoch (with its validation
+    metrics) and the test metrics once, at the last; a checkpoint at the last epoch and once checkpoint_every_s
+    seconds have passed since the last one (0: every epoch)."""
+    held_out = validation_index(dataset.train_y, dataset.num_classes, cfg.validation_per_class)
     trainer = Trainer(cfg.train, training.x, training.y, dataset.num_classes, seed=cfg.seed,
                       device=device, progress=False, class_weights=training.class_weights,
                       reference_images=training.reference_images)
@@ -128,11 +132,16 @@ def _train(cfg: TrialConfig, dataset: Dataset, training: TrainingSet, test_index
     last_checkpoint = time.monotonic()
     while trainer.epoch < cfg.train.epochs:
         metrics = trainer.train_epoch()
-        result = evaluate(trainer.model, test_x, test_y, dataset.num_classes, device)
-        metrics = {**metrics, "test_acc": result.accuracy}
+        if len(held_out):
+            validation = evaluate(trainer.model, dataset.train_x[held_out], dataset.train_y[held_out],
+                                  dataset.num_classes, device)
+            metrics |= {"val_acc": validation.accuracy, "val_loss": validation.loss}
         run.log_metrics(metrics, step=trainer.epoch)
         last = trainer.epoch == cfg.train.epochs
-        if last:
+        if last:    # the test images, once: nothing chosen during training has seen them
+            result = evaluate(trainer.model, dataset.test_x[test_index], dataset.test_y[test_index],
+                              dataset.num_classes, device)
+            metrics |= {"test_acc": result.accuracy, "test_loss": result.loss}
             _log_final(run, cfg, dataset, training, result, test_index)
             run.finish("FINISHED")
         reported = {**metrics, "epoch": trainer.epoch, "done": last, "mlflow_run_id": run.run_id}
@@ -161,12 +170,19 @@ def _restore(trainer: Trainer, checkpoint: tune.Checkpoint | None, run: RunLogge
 
 def _log_final(run: RunLogger, cfg: TrialConfig, dataset: Dataset, training: TrainingSet,
                result: Evaluation, test_index: np.ndarray) -> None:
-    per_class = {f"test_acc.{name}": float(acc) for name, acc in zip(dataset.classes, result.per_class_accuracy)}
-    run.log_metrics(per_class, step=cfg.train.epochs)     # test_acc itself was logged with the epoch
+    """The test metrics at the last step (per class: recall as test_acc.<class>, test_precision.<class>,
+    test_f1.<class>, NaN where undefined) and the artifacts."""
+    per_class = {f"{metric}.{name}": float(value)
+                 for metric, values in (("test_acc", result.per_class_accuracy),
+                                        ("test_precision", result.per_class_precision),
+                                        ("test_f1", result.per_class_f1))
+                 for name, value in zip(dataset.classes, values)}
+    run.log_metrics({"test_acc": result.accuracy, "test_loss": result.loss, **per_class}, step=cfg.train.epochs)
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         (folder / "manifest.json").write_text(json.dumps(training.manifest, indent=1))
         report.write_confusion(folder, result.confusion, dataset.classes)
+        report.write_per_class(folder / "per_class.csv", result, dataset.classes)
         report.write_predictions(folder / "predictions.csv", test_index, dataset.test_y[test_index], result)
         if training.synthetic.any():
             report.save_grid(folder / "synthetic_grid.png", training.x[training.synthetic],

@@ -49,7 +49,8 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     }
 
 
-ALL = ("--set", "real_per_class=0", "--set", "test_per_class=0")   # every image of a one-image data set
+ALL = ("--set", "real_per_class=0", "--set", "test_per_class=0",    # every image of a one-image data set
+       "--set", "validation_per_class=0")
 CASES = [   # (flags, what the one line must say)
     (["--bogus"], "unrecognized arguments: --bogus"),
     (["--seeds", "0"], "--seeds: a count >= 1"),
@@ -74,7 +75,9 @@ CASES = [   # (flags, what the one line must say)
      "augment_count: at most 580 with augment_source withheld (circle has 580 real images outside"),
     (["--set", "train.budget=time"], "train.budget: one of epochs, steps, got 'time'"),
     (["--set", "generator=nope"], "generator: one of ddpm-cond, ddpm-uncond, imagenet-dit, got 'nope'"),
-    (["--set", "real_per_class=601"], "real_per_class: at most 600 (the largest class of shapes; 0 = all), got 601"),
+    (["--set", "real_per_class=596"], "real_per_class: at most 595 (the largest class of shapes outside the "
+                                      "validation split; 0 = all), got 596"),
+    (["--set", "validation_per_class=600"], "validation_per_class: at most 599 (it must leave training images"),
     (["--set", "test_per_class=5000"], "test_per_class: at most 100 (the largest class of shapes"),
     (["--set", "recipe=fancy"], "recipe: one of study, strong, custom"),
     (["--set", "train.momentum=0.5"], "train.momentum: set by recipe strong"),

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from synthaug.classifier import (
     PAD,
@@ -287,6 +288,32 @@ def test_confusion_and_per_class_accuracy_agree_with_predictions(trained):
         assert result.per_class_accuracy[c] == pytest.approx((result.predictions[in_c] == c).mean())
     assert np.isnan(result.per_class_accuracy[4])
     assert result.accuracy == pytest.approx(np.trace(result.confusion) / len(y))
+
+
+class Scripted(nn.Module):
+    """Answers each batch with the next rows of fixed logits, whatever the images."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits, self.seen = logits, 0
+
+    def forward(self, x):
+        out = self.logits[self.seen:self.seen + len(x)]
+        self.seen += len(x)
+        return out
+
+
+def test_per_class_precision_and_f1_come_from_the_confusion_matrix_nan_where_undefined():
+    y = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    predicted = np.array([0, 0, 1, 1, 1, 0, 0, 0])     # class 2 never predicted, class 3 neither present nor predicted
+    logits = 5.0 * F.one_hot(torch.tensor(predicted), 4).float()
+    result = evaluate(Scripted(logits), np.zeros((8, 32, 32, 3), np.uint8), y, num_classes=4, device="cpu")
+    np.testing.assert_array_equal(result.predictions, predicted)
+    np.testing.assert_allclose(result.per_class_accuracy, [2 / 3, 1, 0, np.nan])                # recall
+    np.testing.assert_allclose(result.per_class_precision, [2 / 5, 2 / 3, np.nan, np.nan])      # tp / predicted
+    np.testing.assert_allclose(result.per_class_f1, [0.5, 0.8, 0, np.nan])          # 2 tp / (2 tp + fp + fn)
+    expected_loss = -F.log_softmax(logits, 1)[torch.arange(8), torch.tensor(y)].mean().item()
+    assert result.loss == pytest.approx(expected_loss, rel=1e-5)
 
 
 def test_each_recipe_builds_the_optimiser_schedule_augmentation_and_stem_it_names():

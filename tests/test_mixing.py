@@ -214,7 +214,7 @@ def test_withheld_adds_k_real_images_of_the_class_from_outside_the_trials_subset
     with pytest.raises(ConfigError) as info:                               # class c: 60 images, 10 in the subset
         check_counts([cfg, lt_config(augment_count=51, augment_source="withheld")], data)
     assert str(info.value) == ("augment_count: at most 50 with augment_source withheld (c has 50 real images "
-                               "outside the trial's long-tailed subset), got 51")
+                               "outside the trial's long-tailed subset and the validation split), got 51")
 
 
 def test_reweight_adds_no_image_and_weights_each_class_to_its_augmented_prior():

@@ -67,16 +67,26 @@ def test_tiny_sweep_logs_every_trial_resumes_and_reuses_pools(tmp_path, shapes_t
         assert run.data.params["train.lr"] and run.data.params["data"] == str(shapes_tar)
         history = client.get_metric_history(run.info.run_id, "train_loss")
         assert [m.step for m in history] == list(range(1, EPOCHS + 1))
-        assert {f"test_acc.{c}" for c in CLASSES} <= set(run.data.metrics)
-        assert 0 <= run.data.metrics["test_acc"] <= 1
+        # every epoch on the validation images; the test images once, after the last epoch
+        for name in ("val_acc", "val_loss"):
+            assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == list(range(1, EPOCHS + 1))
+        for name in ("test_acc", "test_loss", *(f"test_{m}.{c}" for m in ("acc", "precision", "f1") for c in CLASSES)):
+            assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [EPOCHS], name
+        assert 0 <= run.data.metrics["test_acc"] <= 1 and 0 <= run.data.metrics["val_acc"] <= 1
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        expected = {"manifest.json", "confusion_matrix.csv", "confusion_matrix.png", "predictions.csv"}
+        per_class = pd.read_csv(client.download_artifacts(run.info.run_id, "per_class.csv", str(tmp_path)))
+        assert list(per_class.columns) == ["class", "support", "recall", "precision", "f1"]
+        assert list(per_class["class"]) == list(CLASSES) and list(per_class["support"]) == [20, 20, 20]
+        for column, metric in (("recall", "test_acc"), ("precision", "test_precision"), ("f1", "test_f1")):
+            np.testing.assert_allclose(per_class[column], [run.data.metrics[f"{metric}.{c}"] for c in CLASSES])
+        expected = {"manifest.json", "confusion_matrix.csv", "confusion_matrix.png", "predictions.csv", "per_class.csv"}
         if run.data.params["replace_pct"] == "20":
             expected.add("synthetic_grid.png")
             manifest = json.loads(Path(client.download_artifacts(run.info.run_id, "manifest.json", str(tmp_path)))
                                   .read_text())
             assert [c["real"] for c in manifest["classes"]] == [16, 16, 16]     # round(20 * 0.8)
             assert [c["synthetic"] for c in manifest["classes"]] == [4, 4, 4]
+            assert manifest["validation"]["per_class"] == 5                     # the tiny preset's
         assert expected <= artifacts
     assert "test accuracy (%) across seeds" in out and "mlflow ui --host 127.0.0.1 --backend-store-uri" in out
     # what the MLflow UI shows: a model-training experiment with a description, a saved view of the sweep's trials
@@ -390,11 +400,11 @@ def test_every_sweep_script_runs_on_a_node_declaring_one_gpu(tmp_path, shapes_ta
         client, trials = runs(tmp_path, "long_tail", "trial")
         _, (parent,) = runs(tmp_path, "long_tail", "sweep")
         weights = {k: v for k, v in parent.data.tags.items() if k.endswith(".weights")}
-        assert sorted(weights) == [f"synthaug.generator.ddpm-cond:seed{s}-lt0.1-n20.weights" for s in (0, 1)]
+        assert sorted(weights) == [f"synthaug.generator.ddpm-cond:seed{s}-lt0.1-n20-v5.weights" for s in (0, 1)]
         assert len(set(weights.values())) == 2
         served = {(r.data.params["seed"], r.data.params.get("generator_instance")) for r in trials
                   if r.data.params["augment_classes"]}
-        assert served == {(str(s), f"ddpm-cond:seed{s}-lt0.1-n20") for s in (0, 1)}
+        assert served == {(str(s), f"ddpm-cond:seed{s}-lt0.1-n20-v5") for s in (0, 1)}
         generators = client.get_experiment_by_name("generators")
         learned = [r.data.params for r in client.search_runs([generators.experiment_id],
                                                               "tags.`synthaug.role` = 'generator'")]
