@@ -25,7 +25,7 @@ class Experiment:
     """What a sweep script declares: its grid and the TrialConfig fields it fixes."""
 
     name: str                                   # MLflow experiment and Tune run prefix
-    grid: Mapping[str, Sequence[Any]]           # TrialConfig field -> values, one Tune grid axis each
+    grid: Mapping[str, Sequence[Any]]           # TrialConfig field -> values, crossed with each other and the arms
     # named variants that set several TrialConfig fields together (E3: none, conditional,
     # unconditional): one more axis, "arm", crossed with the grid; applied over fixed and over the grid axes
     # they set, so an arm that sets every axis (the baseline "none") is one configuration, run once
@@ -60,7 +60,8 @@ class SweepPlan:
     experiment: Experiment
     preset: Preset
     seeds: tuple[int, ...]
-    grid: Mapping[str, list]                    # the experiment's grid (arm first), class names resolved
+    # the configuration columns (arm first, then the grid's axes) and their values, class names resolved
+    grid: Mapping[str, list]
     arms: Mapping[str, dict]                    # arm -> its TrialConfig fields, class names resolved
     # the configurations before the seed (plan_cells): arm and grid values, each once; Tune's "cell" axis
     cells: tuple[dict, ...]
