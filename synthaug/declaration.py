@@ -10,7 +10,8 @@ stands for every value of that column.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from synthaug.config import ConfigError
 from synthaug.data import Dataset

@@ -107,11 +107,11 @@ def test_declarations_name_configurations_as_the_data_does_and_a_bad_one_is_one_
     assert "  arm=synthetic,augment_classes=frame,plus vs the baseline\n" in out
     assert "  exchange rate: arm=synthetic against arm=synthetic-full-split, each against the baseline" in out
     for declared, says in [
-        ({"primary": (("arm=synthetic,generator=ddpm-cond", ""),)}, "'arm=synthetic,generator=ddpm-cond' names "
-         "'generator', not one of the sweep's configuration columns (arm, augment_classes)"),
+        ({"primary": (("arm=synthetic,generator=ddpm-cond", ""),)}, ("'arm=synthetic,generator=ddpm-cond' names "
+         "'generator', not one of the sweep's configuration columns (arm, augment_classes)")),
         ({"primary": (("arm=synthetics", ""),)}, "no configuration of this sweep has 'arm=synthetics'"),
-        ({"exchange": (("arm=synthetic", "augment_classes=truck,dog"),)}, "no configuration of this sweep has "
-         "'augment_classes=truck,dog'"),
+        ({"exchange": (("arm=synthetic", "augment_classes=truck,dog"),)}, ("no configuration of this sweep has "
+         "'augment_classes=truck,dog'")),
         ({"trend": "augment_count"}, "trend: 'augment_count' is not one of the sweep's configuration columns"),
         ({"primary": (("arm", ""),)}, "primary: key=value[,key=value]"),
     ]:
@@ -121,9 +121,9 @@ def test_declarations_name_configurations_as_the_data_does_and_a_bad_one_is_one_
     # a --grid that removes the primary configuration: one line saying so, nothing planned
     assert main(MECHANICS, ["--dry-run", "--grid", "augment_classes=truck"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: Experiment arms_mechanics primary: no configuration of this sweep has "
-                   "'arm=synthetic,augment_classes=truck,ship' (a --grid removed it?); its arm in none, synthetic, "
-                   "synthetic-full-split, stream; augment_classes in frame"]
+    assert err == [("error: Experiment arms_mechanics primary: no configuration of this sweep has "
+                    "'arm=synthetic,augment_classes=truck,ship' (a --grid removed it?); its arm in none, synthetic, "
+                    "synthetic-full-split, stream; augment_classes in frame")]
     assert os.listdir(tmp_path) == []
 
 
