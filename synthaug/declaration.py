@@ -3,7 +3,7 @@ plan and written as it will be read: each configuration text with the data's cla
 tag synthaug.primary, so the analysis (which leads with it) names configurations exactly as it labels them.
 
 A text is key=value pairs joined by ',' in the form --baseline takes ("arm=synthetic,augment_classes=truck,ship":
-an item without '=' continues the previous value, a list). A text may leave a configuration column out; it then
+an item without '=' continues the previous value, a list; configurations.parse_baseline reads it). A text may leave a configuration column out; it then
 stands for every value of that column.
 """
 
@@ -16,25 +16,6 @@ from typing import Any
 from synthaug.config import ConfigError
 from synthaug.data import Dataset
 from synthaug.sweep_inputs import resolve_value
-
-TAG = "synthaug.primary"            # the parent run's tag: json of declaration()
-
-
-def parse_configuration(text: str) -> dict[str, str]:
-    """'arm=synthetic,augment_classes=truck,ship' -> {"arm": "synthetic", "augment_classes": "truck,ship"};
-    ValueError naming the text when it is not key=value pairs."""
-    spec: dict[str, str] = {}
-    key = None
-    for item in text.split(","):
-        name, equals, value = (part.strip() for part in item.partition("="))
-        if equals and name and name not in spec:
-            key, spec[name] = name, value
-        elif key is not None and not equals:
-            spec[key] += "," + name
-        else:
-            raise ValueError(f"key=value[,key=value] with each key once, got {text!r}")
-    return spec
-
 
 def logged(value: Any) -> str:
     """A cell's value as its trial's MLflow param reads: a list as 'a,b' (empty: ''), 2.0 as '2'."""
@@ -50,6 +31,9 @@ def declaration(experiment, grid: Mapping[str, list], cells: Sequence[Mapping[st
     """The experiment's declaration as the tag's JSON object ({} when it declares nothing), class names resolved
     to the data's; ConfigError in one line when a text names a column the sweep does not vary, or a
     configuration its cells (after --grid) do not have."""
+    from synthaug.configurations import parse_baseline      # the analysis's reading of the same texts
+    from synthaug.results import InputError
+
     where = f"Experiment {experiment.name}"
     columns = list(grid)
 
@@ -57,15 +41,15 @@ def declaration(experiment, grid: Mapping[str, list], cells: Sequence[Mapping[st
         if text == "" and empty_ok:
             return ""
         try:
-            spec = parse_configuration(text)
-        except ValueError as err:
-            raise ConfigError(f"{where} {field}: {err}") from None
+            spec = parse_baseline(text, f"{where} {field}")
+        except InputError as err:
+            raise ConfigError(str(err)) from None
         unknown = [k for k in spec if k not in columns]
         if unknown:
             raise ConfigError(f"{where} {field}: {text!r} names {unknown[0]!r}, not one of the sweep's configuration "
                               f"columns ({', '.join(columns) or 'none'})")
         spec = {k: _resolve(k, v, dataset, aliases) for k, v in spec.items()}
-        if not any(all((logged(cell[k]) or "none") == v for k, v in spec.items()) for cell in cells):
+        if not any(all(_same(cell[k], v) for k, v in spec.items()) for cell in cells):
             values = "; ".join(f"{k} in {', '.join(logged(v) or 'none' for v in vs)}" for k, vs in grid.items())
             raise ConfigError(f"{where} {field}: no configuration of this sweep has {text!r} (a --grid removed "
                               f"it?); its {values}")
@@ -83,20 +67,33 @@ def declaration(experiment, grid: Mapping[str, list], cells: Sequence[Mapping[st
 
 
 def tag_value(declared: Mapping[str, Any]) -> str:
+    """The parent run's tag tracking.PRIMARY (results.Declaration.from_tag reads it back)."""
     return json.dumps(dict(declared))
 
 
 def describe(declared: Mapping[str, Any]) -> list[str]:
     """The dry run's lines for the declared primary analysis."""
+    from synthaug.tracking import PRIMARY
+
     if not declared:
         return ["primary analysis: none declared (every comparison with the baseline is one of a family)"]
-    lines = [f"primary analysis (declared, tag {TAG}):"]
+    lines = [f"primary analysis (declared, tag {PRIMARY}):"]
     lines += [f"  {t} vs {b or 'the baseline'}" for t, b in declared["primary"]]
     if declared["trend"]:
         lines.append(f"  trend in {declared['trend']}" + (f" within {declared['trend_within']}"
                                                            if declared["trend_within"] else ""))
     lines += [f"  exchange rate: {s} against {r}, each against the baseline" for s, r in declared["exchange"]]
     return lines
+
+
+def _same(value: Any, text: str) -> bool:
+    """A cell's value is the one a text names: as its MLflow param reads ('' is none), or the same number."""
+    if (logged(value) or "none") == text:
+        return True
+    try:
+        return not isinstance(value, (list, tuple, str)) and float(value) == float(text)
+    except ValueError:
+        return False
 
 
 def _resolve(key: str, text: str, dataset: Dataset, aliases: Mapping[str, str]) -> str:

@@ -77,8 +77,8 @@ def parent_run(plan: SweepPlan, experiment_id: str, data_digest: str, reuse: boo
     synthaug.sweep = its name), else a new one. Found in MLflow, so storage can be any URI."""
     from mlflow.tracking import MlflowClient
 
-    from synthaug.declaration import TAG as PRIMARY, tag_value
-    from synthaug.tracking import NOTE, ROLE, SWEEP, RunLogger, save_runs_view
+    from synthaug.declaration import tag_value
+    from synthaug.tracking import NOTE, PRIMARY, ROLE, SWEEP, RunLogger, save_runs_view
 
     save_runs_view(plan.tracking_uri, experiment_id, plan.name, f"sweep {plan.name}: trials by configuration",
                    runs_view(plan))     # a parent from before views existed gains one too

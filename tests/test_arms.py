@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from synthaug.config import TrainConfig, TrialConfig, to_flat
-from synthaug.declaration import TAG, tag_value
+from synthaug.declaration import tag_value
+from synthaug.results import Declaration
 from synthaug.sweep import Experiment, main
 from synthaug.sweep_plan import parse_args, plan_sweep, trial_values
 from synthaug.trial import _run_name, trial_config, trial_key
@@ -100,7 +101,8 @@ def test_declarations_name_configurations_as_the_data_does_and_a_bad_one_is_one_
         "primary": [["arm=synthetic,augment_classes=frame,plus", ""],
                     ["arm=synthetic,augment_classes=frame,plus", "arm=synthetic-full-split,augment_classes=frame,plus"]],
         "trend": "", "trend_within": "", "exchange": [["arm=synthetic", "arm=synthetic-full-split"]]}
-    assert json.loads(tag_value(made.declared)) == made.declared and TAG == "synthaug.primary"
+    assert json.loads(tag_value(made.declared)) == made.declared
+    assert Declaration.from_tag(tag_value(made.declared)).primary[1] == tuple(made.declared["primary"][1])
     assert main(MECHANICS, ["--dry-run", "--seeds", "1"]) == 0
     out = capsys.readouterr().out
     assert "  none: augment_classes=none, augment_count=0; run once\n" in out
@@ -113,7 +115,7 @@ def test_declarations_name_configurations_as_the_data_does_and_a_bad_one_is_one_
         ({"exchange": (("arm=synthetic", "augment_classes=truck,dog"),)}, ("no configuration of this sweep has "
          "'augment_classes=truck,dog'")),
         ({"trend": "augment_count"}, "trend: 'augment_count' is not one of the sweep's configuration columns"),
-        ({"primary": (("arm", ""),)}, "primary: key=value[,key=value]"),
+        ({"primary": (("arm", ""),)}, "primary: expected key=value[,key=value], got 'arm'"),
     ]:
         assert main(dataclasses.replace(MECHANICS, **declared), ["--dry-run"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
