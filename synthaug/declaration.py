@@ -17,6 +17,7 @@ from synthaug.config import ConfigError
 from synthaug.data import Dataset
 from synthaug.sweep_inputs import resolve_value
 
+
 def logged(value: Any) -> str:
     """A cell's value as its trial's MLflow param reads: a list as 'a,b' (empty: ''), 2.0 as '2'."""
     if isinstance(value, (list, tuple)):
@@ -31,7 +32,8 @@ def declaration(experiment, grid: Mapping[str, list], cells: Sequence[Mapping[st
     """The experiment's declaration as the tag's JSON object ({} when it declares nothing), class names resolved
     to the data's; ConfigError in one line when a text names a column the sweep does not vary, or a
     configuration its cells (after --grid) do not have."""
-    from synthaug.configurations import parse_baseline      # the analysis's reading of the same texts
+    # the analysis's own reading of the same texts
+    from synthaug.configurations import parse_baseline
     from synthaug.results import InputError
 
     where = f"Experiment {experiment.name}"
