@@ -206,7 +206,8 @@ def test_sweeps_target_classes_by_name_and_a_mismatched_data_set_is_refused(tmp_
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: augment_classes: 'dog' is not a class of cifar3 (cat, ship, truck); name one of them, or map it "
         "with --class-map dog=<class>"]
-    assert main(cond_vs_uncond, [*cifar3, "--class-map", "dog=cat"]) == 0
+    # n_max 10, not the tiny 20: its withheld-real arm takes K = 10 cats from outside the subset and the validation split
+    assert main(cond_vs_uncond, [*cifar3, "--class-map", "dog=cat", "--set", "real_per_class=10"]) == 0
     assert main(cond_vs_uncond, [*cifar3, "--class-map", "dog=wolf"]) == 2
     assert "--class-map: NAME=CLASS pairs with CLASS one of cat, ship, truck; got 'dog=wolf'" in capsys.readouterr().err
     by_index = Experiment(name="by_index", grid={}, fixed={"augment_classes": [9], "augment_count": 3})
