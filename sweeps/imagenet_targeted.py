@@ -3,14 +3,18 @@
     python sweeps/imagenet_targeted.py --preset paper --seeds 5 --data cifar10      # a GPU
     python sweeps/imagenet_targeted.py --preset smoke --seeds 2 --data cifar10
 
-As sweeps/long_tail.py (CIFAR-LT, + K images for each class of {truck}, {ship}, {truck, ship}),
-but the images come from DiT-XL/2 (ImageNet 256x256, class-conditional), asked for one of the
+As sweeps/long_tail.py (CIFAR-LT, + K images for each class of {truck}, {ship}, {truck, ship},
+with the arms none, synthetic, equal-steps, oversample, reweight and withheld-real), but the
+synthetic images come from DiT-XL/2 (ImageNet 256x256, class-conditional), asked for one of the
 CIFAR class's ImageNet fine classes in the study's Table 3 (truck: fire engine, garbage truck,
 pickup, tow truck, trailer truck; ship: container ship, pirate ship) and resized to 32x32;
 `--set generators.imagenet-dit.label_map=cifar10-wide` takes a wider map of every class.
 The model must be on this machine: `huggingface-cli download facebook/DiT-XL-2-256` once, or
 the sweep stops before it starts, in one line. The data must have CIFAR-10's class names.
-On a CPU this is slow (DiT-XL/2 has 675M parameters): run it on a GPU.
+On a CPU this is slow (DiT-XL/2 has 675M parameters): run it on a GPU. The pretrained model
+cannot learn the trial's subset, so there is no subset or full-split arm: it never saw CIFAR-10.
+Declared before it runs (tag synthaug.primary): the primary contrast is synthetic on {truck, ship}
+against the baseline; the exchange rate is synthetic against withheld-real.
 """
 
 import sys
@@ -21,9 +25,19 @@ TRUCK, SHIP = "truck", "ship"
 
 EXPERIMENT = Experiment(
     name="imagenet_targeted",
-    grid={"augment_classes": [[], [TRUCK], [SHIP], [TRUCK, SHIP]]},
+    grid={"augment_classes": [[TRUCK], [SHIP], [TRUCK, SHIP]]},
+    arms={
+        "none": {"augment_classes": [], "augment_count": 0},
+        "synthetic": {"generator": "imagenet-dit"},
+        "equal-steps": {"generator": "imagenet-dit", "train.budget": "steps"},
+        "oversample": {"augment_source": "oversample"},
+        "reweight": {"augment_source": "reweight"},
+        "withheld-real": {"augment_source": "withheld"},
+    },
     fixed={"imbalance": 0.1, "generator": "imagenet-dit", "augment_count": 10},
     paper_fixed={"augment_count": 500, "train.epochs": 30},
+    primary=((f"arm=synthetic,augment_classes={TRUCK},{SHIP}", ""),),
+    exchange=(("arm=synthetic", "arm=withheld-real"),),
     description=__doc__.splitlines()[0],
 )
 

@@ -39,8 +39,10 @@ def print_caveat(plan, rows: list[dict], parent_run_id: str, num_classes: int) -
     from synthaug.trial import trial_config
 
     base, keys = to_flat(plan.base), [*plan.grid, "seed"]
-    baseline = [r["test_acc"] for r in rows if r.get("done") and "test_acc" in r
-                and not trial_config({k: r[k] for k in keys}, base, plan.arms).uses_synthetic]
+    configs = [(r, trial_config({k: r[k] for k in keys}, base, plan.arms)) for r in rows]
+    # the baseline adds nothing: no synthetic images, and none of the control arms' real ones either
+    baseline = [r["test_acc"] for r, cfg in configs if r.get("done") and "test_acc" in r
+                and not cfg.uses_synthetic and cfg.augmented_total == 0]
     client = MlflowClient(plan.tracking_uri)
     tags = client.get_run(parent_run_id).data.tags
     agreements = {}

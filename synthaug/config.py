@@ -224,7 +224,9 @@ class Preset:
     # a trial checkpoints at its last epoch and once this many seconds have passed since its last checkpoint
     # (0: every epoch); Tune keeps the newest one. A crash loses at most this much of a trial's work.
     trial_checkpoint_s: float = 0.0
-    alternatives: tuple[str, ...] = ()  # generators train_generators.py trains only when named
+    # generators train_generators.py trains only when named (one that learns a trial's subset, train_on "trial",
+    # it never trains: its sweep does, one a subset)
+    alternatives: tuple[str, ...] = ()
     evaluation_per_class: int = 1000    # samples a class behind a trained generator's FID/KID (FID-10k)
     # the seed sd of a paired accuracy difference (treatment - baseline, a fraction) the dry run's power table
     # plans with when no pilot's is given (--paired-sd), and where that figure comes from
@@ -303,13 +305,17 @@ PRESETS: dict[str, Preset] = {
             GeneratorSpec(name="ddpm-uncond-top-half", ddpm=SMOKE_DDPM, sampler=SMOKE_SAMPLER,
                           labeller=SMOKE_LABELLER, labeller_per_class=200, sample_batch_size=64,
                           shard_size=128, top_fraction=0.5),
-            # ddpm-cond's recipe, learning only from the real images each trial may use (its long-tailed subset)
+            # ddpm-cond's and ddpm-uncond's recipes, each (and its labeller) learning only from the real images
+            # each trial may use (its long-tailed subset): the long-tail sweeps' primary arms, trained by the sweep
             GeneratorSpec(name="ddpm-cond-subset", ddpm=dataclasses.replace(SMOKE_DDPM, conditional=True),
                           sampler=SMOKE_SAMPLER, labeller=SMOKE_LABELLER, labeller_per_class=200,
                           sample_batch_size=64, shard_size=128, train_on="trial"),
+            GeneratorSpec(name="ddpm-uncond-subset", ddpm=SMOKE_DDPM, sampler=SMOKE_SAMPLER,
+                          labeller=SMOKE_LABELLER, labeller_per_class=200, sample_batch_size=64,
+                          shard_size=128, train_on="trial"),
             IMAGENET_DIT,
         ),
-        alternatives=("ddpm-uncond-confident", "ddpm-uncond-top-half", "ddpm-cond-subset"),
+        alternatives=("ddpm-uncond-confident", "ddpm-uncond-top-half"),
     ),
     # Seconds: the tests' end-to-end scale and a quick check that everything is wired.
     "tiny": Preset(
@@ -322,6 +328,12 @@ PRESETS: dict[str, Preset] = {
             GeneratorSpec(name="ddpm-cond", ddpm=dataclasses.replace(TINY_DDPM, conditional=True),
                           sampler=SamplerConfig(steps=4), labeller=TINY_TRAIN, labeller_per_class=40,
                           sample_batch_size=64, shard_size=64),
+            GeneratorSpec(name="ddpm-cond-subset", ddpm=dataclasses.replace(TINY_DDPM, conditional=True),
+                          sampler=SamplerConfig(steps=4), labeller=TINY_TRAIN, labeller_per_class=40,
+                          sample_batch_size=64, shard_size=64, train_on="trial"),
+            GeneratorSpec(name="ddpm-uncond-subset", ddpm=TINY_DDPM, sampler=SamplerConfig(steps=4),
+                          labeller=TINY_TRAIN, labeller_per_class=40, sample_batch_size=64, shard_size=64,
+                          train_on="trial"),
             dataclasses.replace(IMAGENET_DIT, sampler=SamplerConfig(name="ddim", steps=2)),
         ),
     ),
@@ -356,13 +368,14 @@ PRESETS: dict[str, Preset] = {
                           top_fraction=0.5, calibration_samples=10_000),
             GeneratorSpec(name="ho-ddpm-uncond", labeller=PAPER_LABELLER),
             GeneratorSpec(name="ho-ddpm-cond", ddpm=DDPMConfig(conditional=True), labeller=PAPER_LABELLER),
-            # not in the study: the honest long-tail setting, a generator (and labeller) a trial's real subset
+            # not in the study: the honest long-tail setting, a generator (and labeller) a trial's real subset,
+            # the long-tail sweeps' primary arms (trained by the sweep, one a subset; not by train_generators.py)
             GeneratorSpec(name="ddpm-cond-subset", ddpm=dataclasses.replace(IMPROVED_DDPM, conditional=True),
                           labeller=PAPER_LABELLER, train_on="trial"),
+            GeneratorSpec(name="ddpm-uncond-subset", ddpm=IMPROVED_DDPM, labeller=PAPER_LABELLER, train_on="trial"),
             IMAGENET_DIT,
         ),
-        alternatives=("ddpm-uncond-confident", "ddpm-uncond-top-half", "ho-ddpm-uncond", "ho-ddpm-cond",
-                      "ddpm-cond-subset"),
+        alternatives=("ddpm-uncond-confident", "ddpm-uncond-top-half", "ho-ddpm-uncond", "ho-ddpm-cond"),
     ),
 }
 

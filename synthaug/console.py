@@ -24,6 +24,7 @@ from ray import tune
 from ray.tune.progress_reporter import ProgressReporter
 
 from synthaug.overrides import grid_value
+from synthaug.sweep_plan import trial_values
 
 REPORT_EVERY_S = 30     # the status line, at most this often (and once at the end)
 VERBOSE = 1             # Tune's classic verbosity 1: the progress reporter, not a box or a line a trial result
@@ -128,10 +129,11 @@ class TrialLines(tune.Callback):
     """One line when a trial starts, one when it finishes (with its test accuracy) or fails."""
 
     def __init__(self, keys: Sequence[str]):
-        self.keys = list(keys)          # the grid's keys and "seed", as the trial's config holds them
+        self.keys = list(keys)          # the grid's keys and "seed", as the trial's values hold them
 
     def where(self, trial) -> str:
-        return ", ".join(f"{k}={grid_value(trial.config.get(k), empty='none')}" for k in self.keys)
+        values = trial_values(trial.config)
+        return ", ".join(f"{k}={grid_value(values.get(k), empty='none')}" for k in self.keys)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         print(f"trial {_short(trial)} started: {self.where(trial)}", flush=True)

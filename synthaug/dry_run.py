@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from synthaug.benchmarks import Throughput, cpu_row
 from synthaug.data import Dataset
+from synthaug.declaration import describe
 from synthaug.overrides import grid_value
 from synthaug.pricing import trial_cost
 
@@ -48,6 +49,13 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput, measured: tupl
                      *([] if "generator" in plan.grid else [cfg.generator if cfg.uses_synthetic else "-"])])
     _table([*axes, "seeds", "epochs", "train images", "synthetic", *([] if "generator" in plan.grid else ["generator"])],
            rows)
+    if plan.arms:
+        print("\narms (crossed with the grid; an arm's own fields win over an axis it sets):")
+        for arm, fields in plan.arms.items():
+            once = sum(c.get("arm") == arm for c in plan.cells) == 1 and len(plan.cells) > len(plan.arms)
+            print(f"  {arm}: " + (", ".join(f"{k}={grid_value(v)}" for k, v in fields.items()) or "the base")
+                  + ("; run once" if once else ""))
+    print("\n" + "\n".join(describe(plan.declared)))
     _print_power(plan)
 
     found = instances(preset, configs)

@@ -5,7 +5,7 @@
     --set generators.ddpm-cond.train_on=trial   a field of one of the preset's generators
     --grid replace_pct=0,2,4                    replace (or add) a grid axis: a TrialConfig field
     --grid arm=none,conditional                 keep some of the experiment's arms
-    --grid generator=ddpm-cond,ddpm-cond-subset
+    --grid recipe=study,strong
 
 A value keeps its field's type (an int field refuses 1.5; a bool is true or false); a tuple's
 items are joined with '+' (augment_classes=truck+ship; the empty tuple is 'none' or nothing), and

@@ -20,7 +20,7 @@ from typing import Sequence
 from synthaug.config import ConfigError, to_flat
 from synthaug.data import DataError, Dataset, load_dataset
 from synthaug.sweep_inputs import UsageError
-from synthaug.sweep_plan import Experiment, SweepPlan, parse_args, plan_sweep
+from synthaug.sweep_plan import Experiment, SweepPlan, parse_args, plan_sweep, trial_values
 from synthaug.sweep_runs import (Session, close_runs, experiment_description, log_results, mark_restarted,
                                  parent_run, print_summary, result_table)
 
@@ -206,8 +206,9 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float,
                            per_trial_generators(plan.preset),
                            {g: to_flat(plan.preset.generator(g)) for g in plan.generators},
                            plan.preset.trial_checkpoint_s)
-    param_space = {**{k: tune.grid_search(list(v)) for k, v in plan.grid.items()},
-                   "seed": tune.grid_search(list(plan.seeds))}       # the grid only: constants go with the trainable
+    # the configurations only, each once (an arm crossed with the grid, its baseline once): constants go with the
+    # trainable
+    param_space = {"cell": tune.grid_search([dict(c) for c in plan.cells]), "seed": tune.grid_search(list(plan.seeds))}
     gpus = plan.preset.gpus_per_trial if use_gpus else 0
     # the data set travels through the object store: --data need exist on the driver's machine only
     constants = SweepConstants(to_flat(plan.base), {k: dict(v) for k, v in plan.arms.items()}, context)
@@ -254,7 +255,7 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float,
     parent.log_metrics({f"pool_acceptance.{g}": c["acceptance"] for g, c in counters.items() if "acceptance" in c})
     parent.log_metrics({"pool_images_generated": sum(c["generated"] for c in counters.values()),
                         "pool_images_served": sum(c["served"] for c in counters.values())})
-    rows = [{**{k: (r.config or {}).get(k) for k in [*plan.grid, "seed"]}, **r.metrics}
+    rows = [{**{k: trial_values(r.config or {}).get(k) for k in [*plan.grid, "seed"]}, **r.metrics}
             for r in results if r.metrics]
     finished = sum(1 for r in rows if r.get("done"))
     table = result_table(plan, rows)
@@ -262,7 +263,7 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float,
     log_results(plan, parent, table, finished)
     for r in results:
         if r.error:                     # after its retries (max_failures); its MLflow run is FAILED with the error
-            where = ", ".join(f"{k}={(r.config or {}).get(k)}" for k in [*plan.grid, "seed"])
+            where = ", ".join(f"{k}={trial_values(r.config or {}).get(k)}" for k in [*plan.grid, "seed"])
             print(f"failed: {where}: {str(r.error).strip().splitlines()[-1][:300]}")
     if finished == len(plan.configs):
         parent.finish("FINISHED")

@@ -15,6 +15,7 @@ from synthaug.cli import OneLineParser, add_gpu_flags, add_run_flags
 from synthaug.config import (PRESETS, Preset, ConfigError, TrialConfig, digest, from_flat, preset, recipe_conflict,
                              to_flat, with_recipe)
 from synthaug.data import Dataset, data_outline, resolve_source
+from synthaug.declaration import declaration
 from synthaug.sweep_inputs import (UsageError, check_counts, check_generators, class_aliases, resolve_value,
                                    with_checkpoints, with_resources)
 
@@ -24,15 +25,17 @@ class Experiment:
     """What a sweep script declares: its grid and the TrialConfig fields it fixes."""
 
     name: str                                   # MLflow experiment and Tune run prefix
-    grid: Mapping[str, Sequence[Any]]           # TrialConfig field -> values, one Tune grid axis each
+    grid: Mapping[str, Sequence[Any]]           # TrialConfig field -> values, crossed with each other and the arms
     # named variants that set several TrialConfig fields together (E3: none, conditional,
-    # unconditional): one more grid axis, "arm", crossed with the grid; applied over fixed
+    # unconditional): one more axis, "arm", crossed with the grid; applied over fixed and over the grid axes
+    # they set, so an arm that sets every axis (the baseline "none") is one configuration, run once
     arms: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     fixed: Mapping[str, Any] = field(default_factory=dict)         # TrialConfig fields, every preset
     paper_fixed: Mapping[str, Any] = field(default_factory=dict)   # TrialConfig fields, paper preset only
     paper_grid: Mapping[str, Sequence[Any]] = field(default_factory=dict)  # grid axes the paper preset replaces
-    # grid cells with these values are one configuration, run once instead of once a value of the other axes
-    # (sample_count's K = 0 adds no samples, whatever the class set): the grid becomes an "arm" axis of its cells
+    # cells with these values are one configuration, run once instead of once a value of the other axes and
+    # arms (sample_count's K = 0 adds no samples, whatever the class set or arm): the arm whose own fields hold
+    # these values (the baseline, "none"), or without one a cell of these values an arm (plan_cells)
     run_once: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     analysis: str = "analysis/significance.py"  # the script the sweep's closing "Analyse:" line names
@@ -57,8 +60,11 @@ class SweepPlan:
     experiment: Experiment
     preset: Preset
     seeds: tuple[int, ...]
-    grid: Mapping[str, list]                    # the experiment's grid (arm first), class names resolved
+    # the configuration columns (arm first, then the grid's axes) and their values, class names resolved
+    grid: Mapping[str, list]
     arms: Mapping[str, dict]                    # arm -> its TrialConfig fields, class names resolved
+    # the configurations before the seed (plan_cells): arm and grid values, each once; Tune's "cell" axis
+    cells: tuple[dict, ...]
     base: TrialConfig
     configs: tuple[TrialConfig, ...]
     cache_dir: Path
@@ -66,6 +72,8 @@ class SweepPlan:
     tracking_uri: str
     address: str | None
     name: str                                   # the Tune run and the MLflow parent run's name
+    # the declared primary analysis, its class names the data's (synthaug.declaration): the parent run's tag
+    declared: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def generators(self) -> tuple[str, ...]:
@@ -165,18 +173,15 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     arms = {arm: {key: resolve_value(key, v, dataset, aliases) for key, v in fields.items()}
             for arm, fields in experiment.arms.items()}
     axes = {**experiment.grid, **(experiment.paper_grid if chosen.name == "paper" else {})}
-    grid = {**({"arm": list(arms)} if arms else {}),
-            **{key: [resolve_value(key, v, dataset, aliases) for v in values] for key, values in axes.items()}}
-    if experiment.run_once:
-        if arms:
-            raise ConfigError(f"Experiment {experiment.name}: run_once or arms, not both (run_once makes its arms)")
-        grid, arms = cells_as_arms(grid, {k: resolve_value(k, v, dataset, aliases)
-                                          for k, v in experiment.run_once.items()})
+    axes = {key: [resolve_value(key, v, dataset, aliases) for v in values] for key, values in axes.items()}
+    grid = {**({"arm": list(arms)} if arms else {}), **axes}
+    once = {k: resolve_value(k, v, dataset, aliases) for k, v in experiment.run_once.items()}
+    cells = plan_cells(axes, arms, once, to_flat(base))
+    declared = declaration(experiment, grid, cells, dataset, aliases)
     explicit = {*fixed, *grid, *(key for fields in arms.values() for key in fields)}   # not the preset's train
     configs = []
-    for values in itertools.product(*grid.values(), seeds):
-        axes = dict(zip([*grid, "seed"], values))
-        cfg = from_flat(TrialConfig, {**to_flat(base), **arms.get(axes.get("arm"), {}), **axes})
+    for cell, seed in itertools.product(cells, seeds):
+        cfg = from_flat(TrialConfig, {**to_flat(base), **arms.get(cell.get("arm"), {}), **cell, "seed": seed})
         conflict = recipe_conflict(cfg, explicit)
         if conflict:
             raise ConfigError(conflict)
@@ -187,27 +192,45 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     check_counts(configs, dataset)
     check_generators(chosen, used, configs, dataset)
     name = f"{experiment.name}-{chosen.name}-" + digest({
-        "base": to_flat(base), "grid": grid, **({"arms": arms} if arms else {}), "seeds": seeds,
+        "base": to_flat(base), "grid": grid, **({"arms": arms} if arms else {}), "cells": cells, "seeds": seeds,
         "data": dataset.digest, "generators": [to_flat(chosen.generator(g)) for g in used]})[:8]
-    plan = SweepPlan(experiment, chosen, seeds, grid, arms, base, tuple(configs), cache_dir,
-                     storage_location(args.storage), resolve_tracking_uri(args.mlflow_uri), args.address, name)
+    plan = SweepPlan(experiment, chosen, seeds, grid, arms, cells, base, tuple(configs), cache_dir,
+                     storage_location(args.storage), resolve_tracking_uri(args.mlflow_uri), args.address, name, declared)
     return plan, dataset
 
 
-def cells_as_arms(grid: Mapping[str, list], once: Mapping[str, Any]) -> tuple[dict, dict]:
-    """The grid as one "arm" axis of its cells, each named by its values ("augment_classes:truck augment_count:2",
-    a tuple's items joined by '.': an arm's name is an MLflow param key, which takes no '=' or '+'), every cell
-    with the values of `once` made one arm of those values alone, run once (its other fields the base's); the
-    order of the grid's cells, that arm where its first cell was."""
-    from synthaug.overrides import grid_value
+def plan_cells(axes: Mapping[str, list], arms: Mapping[str, dict], once: Mapping[str, Any],
+               base: Mapping[str, Any]) -> tuple[dict, ...]:
+    """The sweep's configurations before the seed, each once, in order: every arm crossed with the grid axes, an
+    arm's own fields winning over an axis it sets (the baseline "none", which sets them all, is one configuration,
+    not one a grid value). A cell with the values of `once` adds nothing whatever its other values (sample_count's
+    K = 0): it becomes the arm whose own fields hold those values (the baseline), or without one its own arm's
+    cell of those values, the other axes the `base`'s (flat TrialConfig) values. Each cell holds the arm (with
+    arms) and every axis, which is what the trial's params and the analysis's configuration columns show."""
+    columns = [*(["arm"] if arms else []), *axes]
+    baseline = next((arm for arm, fields in arms.items()
+                     if once and all(fields.get(k) == v for k, v in once.items())), None)
 
-    arms: dict[str, dict] = {}
-    for values in itertools.product(*grid.values()):
-        cell = dict(zip(grid, values))
-        if all(cell.get(key) == value for key, value in once.items()):
-            cell = dict(once)
-        arms.setdefault(" ".join(f"{k}:{grid_value(v).replace('+', '.')}" for k, v in cell.items()), cell)
-    return {"arm": list(arms)}, arms
+    def cell_of(arm: str | None, values: Mapping[str, Any]) -> dict:
+        own = {k: v for k, v in arms.get(arm, {}).items() if k in axes}
+        cell = {**({"arm": arm} if arms else {}), **values, **own}
+        return {k: cell[k] for k in columns}
+
+    cells: list[dict] = []
+    for arm in arms or [None]:
+        for values in itertools.product(*axes.values()):
+            cell = cell_of(arm, dict(zip(axes, values)))
+            if once and all(cell.get(k) == v for k, v in once.items()):
+                cell = cell_of(baseline if baseline is not None else arm, {k: list(v) if isinstance(v, tuple) else v
+                                     for k, v in {**{a: base[a] for a in axes}, **once}.items()})
+            if cell not in cells:
+                cells.append(cell)
+    return tuple(cells)
+
+
+def trial_values(config: Mapping[str, Any]) -> dict:
+    """Tune's config of a trial ({"cell": {arm, grid values}, "seed": s}) as one flat dict of its values."""
+    return {**config.get("cell", {}), **{k: v for k, v in config.items() if k != "cell"}}
 
 
 def storage_location(flag: str) -> str:

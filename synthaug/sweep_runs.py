@@ -77,7 +77,8 @@ def parent_run(plan: SweepPlan, experiment_id: str, data_digest: str, reuse: boo
     synthaug.sweep = its name), else a new one. Found in MLflow, so storage can be any URI."""
     from mlflow.tracking import MlflowClient
 
-    from synthaug.tracking import NOTE, ROLE, SWEEP, RunLogger, save_runs_view
+    from synthaug.declaration import tag_value
+    from synthaug.tracking import NOTE, PRIMARY, ROLE, SWEEP, RunLogger, save_runs_view
 
     save_runs_view(plan.tracking_uri, experiment_id, plan.name, f"sweep {plan.name}: trials by configuration",
                    runs_view(plan))     # a parent from before views existed gains one too
@@ -86,9 +87,11 @@ def parent_run(plan: SweepPlan, experiment_id: str, data_digest: str, reuse: boo
         if found:
             MlflowClient(plan.tracking_uri).update_run(found, status="RUNNING")     # reopened: this command's now
             return RunLogger(plan.tracking_uri, found)
+    # the declared primary analysis goes on with the run, before any trial: the analysis leads with it
     parent = RunLogger.create(plan.tracking_uri, experiment_id, parent_run_name(plan),
                               {ROLE: "sweep", SWEEP: plan.name, "synthaug.data_digest": data_digest,
-                               NOTE: describe_sweep(plan, None, 0)})
+                               NOTE: describe_sweep(plan, None, 0),
+                               **({PRIMARY: tag_value(plan.declared)} if plan.declared else {})})
     parent.log_params({"preset": plan.preset.name, "seeds": list(plan.seeds), "trials": len(plan.configs),
                        **{f"grid.{k}": v for k, v in plan.grid.items()},
                        **{f"arm.{k}": v for k, v in plan.arms.items()},

@@ -35,6 +35,7 @@ from synthaug.instances import instance_name
 from synthaug.mixing import TrainingSet, compose, select_test
 from synthaug.server import get_server
 from synthaug.splits import validation_index
+from synthaug.sweep_plan import trial_values
 from synthaug.tracking import CELL, SWEEP, TRIAL_ID, RunLogger
 
 ERROR_TAG = "synthaug.error"        # a failed trial's run: the exception that ended its last attempt
@@ -70,10 +71,11 @@ class SweepConstants:
 
 
 def trial_config(params: dict, base: dict, arms: dict) -> TrialConfig:
-    """The TrialConfig behind Tune's params (the grid values and the seed): the base, then the trial's arm,
-    then its grid values, then its recipe's train fields (as plan_sweep built it)."""
-    arm = arms.get(params.get("arm"), {})
-    return with_recipe(from_flat(TrialConfig, {**base, **arm, **params}))
+    """The TrialConfig behind Tune's params (its cell, SweepPlan.cells, and its seed; or those values flat): the
+    base, then the trial's arm, then its cell's values, then its recipe's train fields (as plan_sweep built it)."""
+    values = trial_values(params)
+    arm = arms.get(values.get("arm"), {})
+    return with_recipe(from_flat(TrialConfig, {**base, **arm, **values}))
 
 
 def trial_key(cfg: TrialConfig) -> str:
@@ -208,8 +210,8 @@ def _assigned_cpus() -> int:
 
 
 def _run_name(params: dict) -> str:
-    """The trial's grid values, then its seed (Tune's params hold just those): short, and distinct within its
-    sweep, e.g. 'replace_pct=2 seed=0', 'arm=conditional seed=1'."""
+    """The trial's cell (arm and grid values), then its seed (Tune's params hold just those): short, and distinct
+    within its sweep, e.g. 'replace_pct=2 seed=0', 'arm=oversample augment_classes=truck seed=1'."""
     values = [f"{key}={'+'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
-              for key, v in params.items() if key != "seed"]
+              for key, v in trial_values(params).items() if key != "seed"]
     return " ".join([*values, f"seed={params.get('seed')}"])

@@ -16,6 +16,7 @@ from synthaug.instances import instance_name, instances, restricted, training_in
 from synthaug.mixing import real_index
 from synthaug.overrides import apply_grids, apply_sets
 from synthaug.sweep import Experiment, main
+from test_arms import needs_controls
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = Experiment(name="arms", grid={}, arms={"none": {"augment_count": 0}, "conditional": {"generator": "ddpm-cond"}},
@@ -86,6 +87,7 @@ def test_from_flat_refuses_a_key_it_does_not_know():
         from_flat(TrialConfig, {**flat, "train.epoch": 3})
 
 
+@needs_controls                 # the long-tail sweeps' control arms
 def test_paper_dry_run_prints_42_trials_and_the_plan_and_writes_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     replace_pct = sweep_script("replace_pct")
@@ -179,31 +181,33 @@ def test_a_generator_a_seed_puts_the_generators_variance_in_the_intervals_at_a_c
     assert [spec.train_seed for spec, _ in found.values()] == [0, 4]
     assert [subset for _, subset in found.values()] == [None, None]             # each learns from the whole split
     monkeypatch.chdir(tmp_path)
-    long_tail = sweep_script("long_tail")
-    assert main(long_tail, ["--preset", "paper", "--seeds", "3", "--dry-run"]) == 0
+    on_cond = ["--preset", "paper", "--seeds", "3", "--dry-run", "--set", "generator=ddpm-cond"]
+    replace_pct = sweep_script("replace_pct")
+    assert main(replace_pct, on_cond) == 0
     assert capsys.readouterr().out.count("train 100000 steps") == 1
-    assert main(long_tail, ["--preset", "paper", "--seeds", "3", "--dry-run",
-                            "--set", "generators.ddpm-cond.seed_per_trial=true"]) == 0
+    assert main(replace_pct, [*on_cond, "--set", "generators.ddpm-cond.seed_per_trial=true"]) == 0
     out = capsys.readouterr().out
     assert out.count("train 100000 steps") == 3 and "ddpm-cond:train-seed2: ddpm" in out
     assert os.listdir(tmp_path) == []
 
 
+@needs_controls
 def test_sweeps_target_classes_by_name_and_a_mismatched_data_set_is_refused(tmp_path, cifar_named_tar, capsys,
                                                                             monkeypatch):
     monkeypatch.chdir(tmp_path)
     long_tail, cond_vs_uncond = sweep_script("long_tail"), sweep_script("cond_vs_uncond")
     assert main(long_tail, ["--dry-run"]) == 0                      # shapes: CIFAR-10's names by the explicit alias
     out = capsys.readouterr().out
-    assert "\nframe " in out and "\nplus " in out and "frame+plus" in out     # truck, ship, truck+ship
+    assert all(re.search(rf"^synthetic +{c} ", out, re.M) for c in ("frame", "plus", "frame\\+plus")), out
     cifar3 = ["--preset", "tiny", "--data", str(cifar_named_tar), "--dry-run"]
     assert main(long_tail, cifar3) == 0                             # the data's own names
-    assert "\ntruck+ship " in capsys.readouterr().out
+    assert re.search(r"^synthetic +truck\+ship ", capsys.readouterr().out, re.M)
     assert main(cond_vs_uncond, cifar3) == 2                        # this data set has no dog
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: augment_classes: 'dog' is not a class of cifar3 (cat, ship, truck); name one of them, or map it "
         "with --class-map dog=<class>"]
-    assert main(cond_vs_uncond, [*cifar3, "--class-map", "dog=cat"]) == 0
+    # n_max 10, not the tiny 20: its withheld-real arm takes K = 10 cats from outside the subset and the validation split
+    assert main(cond_vs_uncond, [*cifar3, "--class-map", "dog=cat", "--set", "real_per_class=10"]) == 0
     assert main(cond_vs_uncond, [*cifar3, "--class-map", "dog=wolf"]) == 2
     assert "--class-map: NAME=CLASS pairs with CLASS one of cat, ship, truck; got 'dog=wolf'" in capsys.readouterr().err
     by_index = Experiment(name="by_index", grid={}, fixed={"augment_classes": [9], "augment_count": 3})
@@ -255,9 +259,10 @@ def test_a_dry_run_on_cpus_prints_the_cpu_rows_estimate_and_the_paper_preset_wit
         assert os.listdir(tmp_path) == []       # nothing decoded, no store, no Ray results
 
 
+@needs_controls
 def test_sample_count_runs_its_k0_baseline_once_and_names_its_own_analysis(tmp_path, capsys, monkeypatch):
-    """K = 0 adds no samples whatever the class set: one configuration (13, not 14), the first arm; every other
-    cell is crossed as before. An empty tuple is 'none' in every output and on the command line."""
+    """K = 0 adds nothing whatever the class set and arm: one configuration, the arm none (73, not 84); every
+    other cell is crossed with the arms. An empty tuple is 'none' in every output and on the command line."""
     from synthaug.overrides import grid_value, parse_value
     from synthaug.sweep_plan import Experiment as Declared
 
@@ -267,12 +272,13 @@ def test_sample_count_runs_its_k0_baseline_once_and_names_its_own_analysis(tmp_p
         "analysis/significance.py"
     assert main(sample_count, ["--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "39 trials = 13 configurations x 3 seeds" in out
-    rows = [line.split()[0] for line in out.splitlines() if line.startswith(("augment_count:", "augment_classes:"))]
-    assert rows[0] == "augment_count:0" and rows.count("augment_count:0") == 1 and len(rows) == 13
-    assert "augment_classes:frame augment_count:2 " in out         # an arm's name is an MLflow param key's
+    assert "219 trials = 73 configurations x 3 seeds" in out
+    rows = [line.split()[:3] for line in out.splitlines()
+            if line.split()[:1] and line.split()[0] in sample_count.arms and len(line.split()) > 3]
+    assert rows[0] == ["none", "none", "0"] and sum(r[2] == "0" for r in rows) == 1 and len(rows) == 73
+    assert ["synthetic", "frame", "2"] in rows and ["withheld-real", "plus", "100"] in rows
     assert main(sample_count, ["--dry-run", "--grid", "augment_count=2,5"]) == 0     # no K = 0: the full cross
-    assert "12 trials = 4 configurations x 3 seeds" in capsys.readouterr().out
+    assert "75 trials = 25 configurations x 3 seeds" in capsys.readouterr().out
     assert grid_value(()) == "none" and grid_value(("truck", "ship")) == "truck+ship"
     assert parse_value("augment_classes", "none", tuple[str, ...], "--grid") == () == \
         parse_value("augment_classes", "", tuple[str, ...], "--grid")

@@ -40,7 +40,6 @@ COMMANDS: dict[str, str] = {
     "python sweeps/replace_pct.py --preset paper --seeds 6 --dry-run --gpus 32": DRY_RUN,
     "python sweeps/replace_pct.py --preset paper --gpus 32 --dry-run": DRY_RUN,
     "python sweeps/replace_pct.py --preset paper --grid recipe=study,strong": DRY_RUN,
-    "python sweeps/long_tail.py --grid generator=ddpm-cond,ddpm-cond-subset": DRY_RUN,
     "python sweeps/train_generators.py --preset tiny":
         "tests/test_generator_training.py::test_the_job_trains_data_parallel_and_alone_then_a_sweep_trains_nothing",
     "python sweeps/train_generators.py --preset paper --data cifar10": REFUSED,

@@ -1,5 +1,6 @@
 """End to end on a real local Ray and a real SQLite MLflow store: a tiny sweep, its resume, its reuse of pools."""
 
+import dataclasses
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from synthaug.sweep import Experiment, main
 from synthaug.gates import TRIAL_GATE
 
 from processes import kill_ray_instance, processes_of_ray_instance, short_ray_tmpdir, wait_for
+from test_arms import needs_controls
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 2          # the tiny preset's
@@ -311,7 +313,8 @@ ARMS = Experiment(
     arms={"none": {"augment_classes": [], "augment_count": 0},
           "conditional": {"generator": "ddpm-cond"},
           "unconditional": {"generator": "ddpm-uncond", "augment_mode": "stream"}},
-    fixed={"imbalance": 0.5, "augment_classes": ["square", "triangle"], "augment_count": 3})
+    fixed={"imbalance": 0.5, "augment_classes": ["square", "triangle"], "augment_count": 3},
+    primary=(("arm=conditional", ""), ("arm=conditional", "arm=unconditional")))
 
 
 def test_arms_set_several_fields_and_the_stream_arm_adds_the_same_total(tmp_path, shapes_tar):
@@ -332,8 +335,14 @@ def test_arms_set_several_fields_and_the_stream_arm_adds_the_same_total(tmp_path
             assert manifest["stream"]["count"] == 6
             assert sum(c["stream"] for c in manifest["classes"]) == 6
     assert synthetic == {"none": 0, "conditional": 6, "unconditional": 6}
+    assert sorted(r.info.run_name for r in trials) == ["arm=conditional seed=0", "arm=none seed=0",
+                                                       "arm=unconditional seed=0"]
     loaded = load_trials(f"sqlite:///{tmp_path / 'mlflow.db'}", "tiny_arms")
     assert loaded.config_columns == ("arm",)        # generator, counts and mode are the arm's
+    _, (parent,) = runs(tmp_path, "tiny_arms", "sweep")     # the declared primary analysis, before any trial ran
+    assert json.loads(parent.data.tags["synthaug.primary"]) == {
+        "primary": [["arm=conditional", ""], ["arm=conditional", "arm=unconditional"]], "trend": "",
+        "trend_within": "", "exchange": []}
 
 
 def test_a_stream_arm_on_a_conditional_generator_is_refused_before_anything_starts(tmp_path, shapes_tar, capsys):
@@ -356,15 +365,20 @@ def sweep_script(name: str) -> Experiment:
     return module.EXPERIMENT
 
 
+@needs_controls                 # the long-tail sweeps' control arms
 def test_every_sweep_script_runs_on_a_node_declaring_one_gpu(tmp_path, shapes_tar, cifar_named_tar, tiny_dit, capsys,
                                                              monkeypatch):
     """Each script's plan (preparation: a whole GPU; servers: a share each, split among a generator's
     instances; trials: a share each) on one GPU: nothing waits forever. The GPU is only declared: without
     SYNTHAUG_DEVICE=cpu a process given it stops (CUDA unusable), with it every process runs on the CPU.
-    The grids are cut down (--grid, --set) to what the small data can give;
-    long_tail runs with a generator a trial's real subset (train_on trial): one instance a seed."""
+    The grids are cut down (--grid, --set) to what the small data can give, so the scripts' declared primary
+    analyses (which name configurations cut out) are left out; long_tail's synthetic arm learns a trial's real
+    subset (ddpm-cond-subset, train_on trial): one instance a seed."""
     import ray
     from ray.cluster_utils import Cluster
+
+    def undeclared(script: str) -> Experiment:
+        return dataclasses.replace(sweep_script(script), primary=(), trend="", trend_within="", exchange=())
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     cluster.add_node(num_cpus=2, num_gpus=1)
@@ -372,7 +386,7 @@ def test_every_sweep_script_runs_on_a_node_declaring_one_gpu(tmp_path, shapes_ta
     cifar = ("--data", str(cifar_named_tar))
     try:
         # a GPU node without a driver CUDA can use: refused in one line once it joined, before anything trains
-        assert main(sweep_script("replace_pct"), sweep_args(tmp_path / "unusable", shapes_tar, *one_gpu,
+        assert main(undeclared("replace_pct"), sweep_args(tmp_path / "unusable", shapes_tar, *one_gpu,
                                                             "--grid", "replace_pct=0,12",
                                                             "--set", "generator=ddpm-cond")) == 2
         err = capsys.readouterr().err
@@ -384,15 +398,15 @@ def test_every_sweep_script_runs_on_a_node_declaring_one_gpu(tmp_path, shapes_ta
             # unconditional path on one GPU is cond_vs_uncond's stream arm
             "replace_pct": ("--grid", "replace_pct=0,12", "--set", "generator=ddpm-cond"),
             "cond_vs_uncond": (*cifar, "--set", "augment_classes=ship+truck", "--grid", "arm=conditional,unconditional"),
-            "long_tail": (*cifar, "--grid", "augment_classes=,truck", "--set", "generators.ddpm-cond.train_on=trial",
-                          "--seeds", "2"),
-            "imagenet_targeted": (*cifar, "--grid", "augment_classes=,truck",
+            "long_tail": (*cifar, "--grid", "augment_classes=truck", "--grid", "arm=none,synthetic", "--seeds", "2"),
+            "imagenet_targeted": (*cifar, "--grid", "augment_classes=truck", "--grid", "arm=none,synthetic",
                                   "--set", f"generators.imagenet-dit.pretrained={tiny_dit}"),
-            "sample_count": (*cifar, "--grid", "augment_classes=truck", "--grid", "augment_count=0,2"),
+            "sample_count": (*cifar, "--grid", "augment_classes=truck", "--grid", "augment_count=0,2",
+                             "--grid", "arm=none,synthetic"),
         }
         assert set(plans) == {p.stem for p in (ROOT / "sweeps").glob("*.py")} - {"train_generators"}   # every one
         for script, extra in plans.items():
-            assert main(sweep_script(script), sweep_args(tmp_path, shapes_tar, *one_gpu, *extra)) == 0, script
+            assert main(undeclared(script), sweep_args(tmp_path, shapes_tar, *one_gpu, *extra)) == 0, script
             _, trials = runs(tmp_path, script, "trial")
             assert len(trials) == (4 if script == "long_tail" else 2), script
             assert {r.info.status for r in trials} == {"FINISHED"}, script
@@ -400,15 +414,15 @@ def test_every_sweep_script_runs_on_a_node_declaring_one_gpu(tmp_path, shapes_ta
         client, trials = runs(tmp_path, "long_tail", "trial")
         _, (parent,) = runs(tmp_path, "long_tail", "sweep")
         weights = {k: v for k, v in parent.data.tags.items() if k.endswith(".weights")}
-        assert sorted(weights) == [f"synthaug.generator.ddpm-cond:seed{s}-lt0.1-n20-v5.weights" for s in (0, 1)]
+        assert sorted(weights) == [f"synthaug.generator.ddpm-cond-subset:seed{s}-lt0.1-n20-v5.weights" for s in (0, 1)]
         assert len(set(weights.values())) == 2
         served = {(r.data.params["seed"], r.data.params.get("generator_instance")) for r in trials
                   if r.data.params["augment_classes"]}
-        assert served == {(str(s), f"ddpm-cond:seed{s}-lt0.1-n20-v5") for s in (0, 1)}
+        assert served == {(str(s), f"ddpm-cond-subset:seed{s}-lt0.1-n20-v5") for s in (0, 1)}
         generators = client.get_experiment_by_name("generators")
         learned = [r.data.params for r in client.search_runs([generators.experiment_id],
                                                               "tags.`synthaug.role` = 'generator'")]
-        subsets = sorted(int(p["train_images"]) for p in learned if p["generator"].startswith("ddpm-cond:"))
+        subsets = sorted(int(p["train_images"]) for p in learned if p["generator"].startswith("ddpm-cond-subset:"))
         assert subsets == [20 + 6 + 2] * 2          # n_i = floor(20 * 0.1 ** (i / 2)) of the three classes
         # Without --address a sweep starts a Ray of its own, even with this cluster running beside it
         # (it once joined the cluster and crashed: "num_cpus ... must not be provided"); a sweep of one
