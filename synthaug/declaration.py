@@ -10,6 +10,7 @@ stands for every value of that column.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,14 +31,15 @@ def logged(value: Any) -> str:
 def declaration(experiment, grid: Mapping[str, list], cells: Sequence[Mapping[str, Any]], dataset: Dataset,
                 aliases: Mapping[str, str]) -> dict:
     """The experiment's declaration as the tag's JSON object ({} when it declares nothing), class names resolved
-    to the data's; ConfigError in one line when a text names a column the sweep does not vary, or a
-    configuration its cells (after --grid) do not have."""
+    to the data's; ConfigError in one line when a text names a column the sweep does not vary; a note when it
+    names a configuration its cells (after --grid) do not have."""
     # the analysis's own reading of the same texts
     from synthaug.configurations import parse_baseline
     from synthaug.results import InputError
 
     where = f"Experiment {experiment.name}"
     columns = list(grid)
+    noted: set[str] = set()         # each text missing from the cells is noted once
 
     def resolved(text: str, field: str, empty_ok: bool = False) -> str:
         if text == "" and empty_ok:
@@ -51,10 +53,12 @@ def declaration(experiment, grid: Mapping[str, list], cells: Sequence[Mapping[st
             raise ConfigError(f"{where} {field}: {text!r} names {unknown[0]!r}, not one of the sweep's configuration "
                               f"columns ({', '.join(columns) or 'none'})")
         spec = {k: _resolve(k, v, dataset, aliases) for k, v in spec.items()}
-        if not any(all(_same(cell[k], v) for k, v in spec.items()) for cell in cells):
+        if not any(all(_same(cell[k], v) for k, v in spec.items()) for cell in cells) and text not in noted:
+            noted.add(text)
+            # a cut-down run (--grid) still runs: the text stays declared, and the analysis says it was not tested
             values = "; ".join(f"{k} in {', '.join(logged(v) or 'none' for v in vs)}" for k, vs in grid.items())
-            raise ConfigError(f"{where} {field}: no configuration of this sweep has {text!r} (a --grid removed "
-                              f"it?); its {values}")
+            print(f"note: {where} {field}: no configuration of this sweep has {text!r} (a --grid removed it?); its "
+                  f"{values}; the analysis will report it as not tested", file=sys.stderr, flush=True)
         return ",".join(f"{k}={v}" for k, v in spec.items())
 
     if experiment.trend and experiment.trend not in columns:
