@@ -20,6 +20,18 @@ from synthaug.sweep_inputs import (UsageError, check_counts, check_generators, c
                                    with_checkpoints, with_resources)
 
 
+# The arms every augmentation sweep shares: the baseline that adds nothing (run once), and the controls for
+# "more images" beside a synthetic arm of K images a class: the same K as copies of the trial's own real images
+# of the class, as loss weights giving the same class prior, or as real images the trial's subset withheld
+# (synthaug.mixing). A sweep adds its synthetic arm(s) and their equal-steps twin (train.budget=steps).
+NO_AUGMENTATION = {"none": {"augment_classes": [], "augment_count": 0}}
+CONTROL_ARMS = {
+    "oversample": {"augment_source": "oversample"},
+    "reweight": {"augment_source": "reweight"},
+    "withheld-real": {"augment_source": "withheld"},
+}
+
+
 @dataclass(frozen=True)
 class Experiment:
     """What a sweep script declares: its grid and the TrialConfig fields it fixes."""
