@@ -26,7 +26,7 @@ conditional against withheld-real.
 
 import sys
 
-from synthaug.sweep import Experiment, main
+from synthaug.sweep import CONTROL_ARMS, NO_AUGMENTATION, Experiment, main
 
 DOG, SHIP, TRUCK = "dog", "ship", "truck"
 SUBSET = "ddpm-cond-subset"
@@ -35,15 +35,13 @@ EXPERIMENT = Experiment(
     name="cond_vs_uncond",
     grid={},
     arms={
-        "none": {"augment_classes": [], "augment_count": 0},
+        **NO_AUGMENTATION,
         "conditional": {"generator": SUBSET},
         "conditional-full-split": {"generator": "ddpm-cond"},
         "unconditional": {"generator": "ddpm-uncond-subset", "augment_mode": "stream"},
         "unconditional-targeted": {"generator": "ddpm-uncond-subset"},
         "equal-steps": {"generator": SUBSET, "train.budget": "steps"},
-        "oversample": {"augment_source": "oversample"},
-        "reweight": {"augment_source": "reweight"},
-        "withheld-real": {"augment_source": "withheld"},
+        **CONTROL_ARMS,
     },
     fixed={"imbalance": 0.1, "generator": SUBSET, "augment_classes": [DOG, SHIP, TRUCK], "augment_count": 10},
     paper_fixed={"augment_count": 500, "train.epochs": 30},

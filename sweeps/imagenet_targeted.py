@@ -19,21 +19,15 @@ against the baseline; the exchange rate is synthetic against withheld-real.
 
 import sys
 
-from synthaug.sweep import Experiment, main
+from synthaug.sweep import CONTROL_ARMS, NO_AUGMENTATION, Experiment, main
 
 TRUCK, SHIP = "truck", "ship"
 
 EXPERIMENT = Experiment(
     name="imagenet_targeted",
     grid={"augment_classes": [[TRUCK], [SHIP], [TRUCK, SHIP]]},
-    arms={
-        "none": {"augment_classes": [], "augment_count": 0},
-        "synthetic": {"generator": "imagenet-dit"},
-        "equal-steps": {"generator": "imagenet-dit", "train.budget": "steps"},
-        "oversample": {"augment_source": "oversample"},
-        "reweight": {"augment_source": "reweight"},
-        "withheld-real": {"augment_source": "withheld"},
-    },
+    arms={**NO_AUGMENTATION, "synthetic": {"generator": "imagenet-dit"},
+          "equal-steps": {"generator": "imagenet-dit", "train.budget": "steps"}, **CONTROL_ARMS},
     fixed={"imbalance": 0.1, "generator": "imagenet-dit", "augment_count": 10},
     paper_fixed={"augment_count": 500, "train.epochs": 30},
     primary=((f"arm=synthetic,augment_classes={TRUCK},{SHIP}", ""),),

@@ -25,7 +25,7 @@ rate is synthetic against withheld-real.
 
 import sys
 
-from synthaug.sweep import Experiment, main
+from synthaug.sweep import CONTROL_ARMS, NO_AUGMENTATION, Experiment, main
 
 TRUCK, SHIP = "truck", "ship"
 SUBSET = "ddpm-cond-subset"         # learns the trial's real subset only: the primary, honest arm
@@ -33,15 +33,8 @@ SUBSET = "ddpm-cond-subset"         # learns the trial's real subset only: the p
 EXPERIMENT = Experiment(
     name="long_tail",
     grid={"augment_classes": [[TRUCK], [SHIP], [TRUCK, SHIP]]},
-    arms={
-        "none": {"augment_classes": [], "augment_count": 0},
-        "synthetic": {"generator": SUBSET},
-        "synthetic-full-split": {"generator": "ddpm-cond"},
-        "equal-steps": {"generator": SUBSET, "train.budget": "steps"},
-        "oversample": {"augment_source": "oversample"},
-        "reweight": {"augment_source": "reweight"},
-        "withheld-real": {"augment_source": "withheld"},
-    },
+    arms={**NO_AUGMENTATION, "synthetic": {"generator": SUBSET}, "synthetic-full-split": {"generator": "ddpm-cond"},
+          "equal-steps": {"generator": SUBSET, "train.budget": "steps"}, **CONTROL_ARMS},
     fixed={"imbalance": 0.1, "generator": SUBSET, "augment_count": 10},
     paper_fixed={"augment_count": 500, "train.epochs": 30},
     primary=((f"arm=synthetic,augment_classes={TRUCK},{SHIP}", ""),

@@ -20,22 +20,15 @@ targeted class, against K with seed intervals and says by which K more samples s
 
 import sys
 
-from synthaug.sweep import Experiment, main
+from synthaug.sweep import CONTROL_ARMS, NO_AUGMENTATION, Experiment, main
 
 SUBSET = "ddpm-cond-subset"
 
 EXPERIMENT = Experiment(
     name="sample_count",
     grid={"augment_classes": [["truck"], ["ship"]], "augment_count": [0, 2, 5, 10, 20, 40, 100]},
-    arms={
-        "none": {"augment_classes": [], "augment_count": 0},
-        "synthetic": {"generator": SUBSET},
-        "synthetic-full-split": {"generator": "ddpm-cond"},
-        "equal-steps": {"generator": SUBSET, "train.budget": "steps"},
-        "oversample": {"augment_source": "oversample"},
-        "reweight": {"augment_source": "reweight"},
-        "withheld-real": {"augment_source": "withheld"},
-    },
+    arms={**NO_AUGMENTATION, "synthetic": {"generator": SUBSET}, "synthetic-full-split": {"generator": "ddpm-cond"},
+          "equal-steps": {"generator": SUBSET, "train.budget": "steps"}, **CONTROL_ARMS},
     fixed={"imbalance": 0.1, "generator": SUBSET},
     paper_grid={"augment_count": [0, 100, 250, 500, 1000, 2000, 4000]},
     paper_fixed={"train.epochs": 30},

@@ -10,7 +10,6 @@ stands for every value of that column.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,10 +28,10 @@ def logged(value: Any) -> str:
 
 
 def declaration(experiment, grid: Mapping[str, list], cells: Sequence[Mapping[str, Any]], dataset: Dataset,
-                aliases: Mapping[str, str]) -> dict:
+                aliases: Mapping[str, str], notes: list[str]) -> dict:
     """The experiment's declaration as the tag's JSON object ({} when it declares nothing), class names resolved
-    to the data's; ConfigError in one line when a text names a column the sweep does not vary; a note when it
-    names a configuration its cells (after --grid) do not have."""
+    to the data's; ConfigError in one line when a text names a column the sweep does not vary; a line added to
+    `notes` when it names a configuration its cells (after --grid) do not have."""
     # the analysis's own reading of the same texts
     from synthaug.configurations import parse_baseline
     from synthaug.results import InputError
@@ -57,8 +56,8 @@ def declaration(experiment, grid: Mapping[str, list], cells: Sequence[Mapping[st
             noted.add(text)
             # a cut-down run (--grid) still runs: the text stays declared, and the analysis says it was not tested
             values = "; ".join(f"{k} in {', '.join(logged(v) or 'none' for v in vs)}" for k, vs in grid.items())
-            print(f"note: {where} {field}: no configuration of this sweep has {text!r} (a --grid removed it?); its "
-                  f"{values}; the analysis will report it as not tested", file=sys.stderr, flush=True)
+            notes.append(f"note: {where} {field}: no configuration of this sweep has {text!r} (a --grid removed it?); "
+                         f"its {values}; the analysis will report it as not tested")
         return ",".join(f"{k}={v}" for k, v in spec.items())
 
     if experiment.trend and experiment.trend not in columns:

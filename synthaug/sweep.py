@@ -20,11 +20,12 @@ from typing import Sequence
 from synthaug.config import ConfigError, to_flat
 from synthaug.data import DataError, Dataset, load_dataset
 from synthaug.sweep_inputs import UsageError
-from synthaug.sweep_plan import Experiment, SweepPlan, parse_args, plan_sweep, trial_values
+from synthaug.sweep_plan import (CONTROL_ARMS, NO_AUGMENTATION, Experiment, SweepPlan, parse_args, plan_sweep,
+                                 trial_values)
 from synthaug.sweep_runs import (Session, close_runs, experiment_description, log_results, mark_restarted,
                                  parent_run, print_summary, result_table)
 
-__all__ = ["Experiment", "main", "run_sweep"]       # a sweep script's imports
+__all__ = ["CONTROL_ARMS", "NO_AUGMENTATION", "Experiment", "main", "run_sweep"]       # a sweep script's imports
 
 LOST_CHECKPOINT = "does not exist on storage anymore"     # Ray Tune's words for a checkpoint gone (Trainable.restore)
 

@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import itertools
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,6 +19,18 @@ from synthaug.data import Dataset, data_outline, resolve_source
 from synthaug.declaration import declaration
 from synthaug.sweep_inputs import (UsageError, check_counts, check_generators, class_aliases, resolve_value,
                                    with_checkpoints, with_resources)
+
+
+# The arms every augmentation sweep shares: the baseline that adds nothing (run once), and the controls for
+# "more images" beside a synthetic arm of K images a class: the same K as copies of the trial's own real images
+# of the class, as loss weights giving the same class prior, or as real images the trial's subset withheld
+# (synthaug.mixing). A sweep adds its synthetic arm(s) and their equal-steps twin (train.budget=steps).
+NO_AUGMENTATION = {"none": {"augment_classes": [], "augment_count": 0}}
+CONTROL_ARMS = {
+    "oversample": {"augment_source": "oversample"},
+    "reweight": {"augment_source": "reweight"},
+    "withheld-real": {"augment_source": "withheld"},
+}
 
 
 @dataclass(frozen=True)
@@ -177,7 +190,8 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
     grid = {**({"arm": list(arms)} if arms else {}), **axes}
     once = {k: resolve_value(k, v, dataset, aliases) for k, v in experiment.run_once.items()}
     cells = plan_cells(axes, arms, once, to_flat(base))
-    declared = declaration(experiment, grid, cells, dataset, aliases)
+    notes: list[str] = []          # printed once the whole plan is valid
+    declared = declaration(experiment, grid, cells, dataset, aliases, notes)
     explicit = {*fixed, *grid, *(key for fields in arms.values() for key in fields)}   # not the preset's train
     configs = []
     for cell, seed in itertools.product(cells, seeds):
@@ -196,6 +210,8 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
         "data": dataset.digest, "generators": [to_flat(chosen.generator(g)) for g in used]})[:8]
     plan = SweepPlan(experiment, chosen, seeds, grid, arms, cells, base, tuple(configs), cache_dir,
                      storage_location(args.storage), resolve_tracking_uri(args.mlflow_uri), args.address, name, declared)
+    for note in notes:
+        print(note, file=sys.stderr, flush=True)
     return plan, dataset
 
 

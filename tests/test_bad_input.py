@@ -72,9 +72,10 @@ CASES = [   # (flags, what the one line must say)
     (["--set", "augment_mode=weird"], "augment_mode: one of per_class, stream"),
     (["--set", "augment_source=copies"], "augment_source: one of synthetic, oversample, withheld, reweight"),
     (["--set", "augment_source=withheld", "--set", "augment_classes=circle", "--set", "augment_count=581"],
-     "augment_count: at most 580 with augment_source withheld (circle has 580 real images outside"),
+     "augment_count: at most 575 with augment_source withheld (circle has 575 real images outside"),
     (["--set", "train.budget=time"], "train.budget: one of epochs, steps, got 'time'"),
-    (["--set", "generator=nope"], "generator: one of ddpm-cond, ddpm-uncond, imagenet-dit, got 'nope'"),
+    (["--set", "generator=nope"], ("generator: one of ddpm-cond, ddpm-cond-subset, ddpm-uncond, ddpm-uncond-subset, "
+                                   "imagenet-dit, got 'nope'")),
     (["--set", "real_per_class=596"], "real_per_class: at most 595 (the largest class of shapes outside the "
                                       "validation split; 0 = all), got 596"),
     (["--set", "validation_per_class=600"], "validation_per_class: at most 599 (it must leave training images"),

@@ -113,7 +113,8 @@ def test_an_e2a_sweep_runs_on_the_pretrained_server(tiny_dit, cifar_named_tar, t
     experiment = Experiment(name="tiny_imagenet", grid={"augment_classes": [[], ["truck"]]},
                             fixed={"generator": "imagenet-dit", "augment_count": 4, "imbalance": 0.5})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert main(experiment, ["--preset", "tiny", "--seeds", "1", "--set", "test_per_class=10", "--data",
+    assert main(experiment, ["--preset", "tiny", "--seeds", "1", "--set", "test_per_class=10",
+                             "--set", "real_per_class=15", "--data",     # 20 a class, 5 held out for validation
                              str(cifar_named_tar), "--cache",
                              str(tmp_path / "cache"), "--storage", str(tmp_path / "rr"), "--mlflow-uri", uri]) == 0
     client = MlflowClient(uri)
