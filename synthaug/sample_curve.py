@@ -10,7 +10,7 @@ K gets a t interval, and two models are fitted by least squares to the means (sy
     saturating  acc(K) = a + b (1 - exp(-K / tau))
     peaked      acc(K) = a + b (1 - exp(-K / tau)) - c K
 
-The rule: the peaked model is reported when its c's interval lies above 0 and its peak K* = tau ln(b / (c tau))
+The rule: with 5 or more values of K, the peaked model is reported when its c's interval lies above 0 and its peak K* = tau ln(b / (c tau))
 lies inside the K tried; then the curve "peaks at K = ..." with a gain (its height above K = 0) and both
 intervals. Otherwise the saturating one: b is the gain more samples approach and K90 = tau ln 10 the K by which
 90% of it is reached ("saturates: 90% of the gain by K = ..."). Intervals come from seed-bootstrap refits (a
@@ -40,6 +40,7 @@ UNIT = ("fraction (0-1); gain and its interval in fraction points, c in fraction
         "in samples a class")   # the CSVs' unit
 BOOTSTRAPS = 400
 SATURATING, PEAKED = "saturating", "peaked"
+PEAKED_MIN_KS = 5                   # values of K the peaked model (a, b, tau, c) needs before it is considered
 GRID_POINTS = 200           # the fitted band's K values, from 0 to the largest K
 
 
@@ -118,7 +119,8 @@ def fit_curve(class_set: str, metric: str, table: pd.DataFrame, seed: int = 0) -
     peaked, peaked_draws = fit_peaked(ks, means), fit_peaked(ks, draws)
     c_low, c_high = interval(peaked.c, peaked_draws.c)
     peak = float(peaked.peak())
-    if c_low > 0 and 0 < peak < ks.max():
+    # the peaked model has 4 parameters: it is considered only with at least one K to spare (5 or more)
+    if len(ks) >= PEAKED_MIN_KS and c_low > 0 and 0 < peak < ks.max():
         fit, drawn = peaked, peaked_draws
         curves = drawn.at(grid)
         gain = float(peaked.at(np.array([peak]))[0] - peaked.a)
