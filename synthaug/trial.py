@@ -124,6 +124,7 @@ def _train(cfg: TrialConfig, dataset: Dataset, training: TrainingSet, test_index
     metrics) and the test metrics once, at the last; a checkpoint at the last epoch and once checkpoint_every_s
     seconds have passed since the last one (0: every epoch)."""
     held_out = validation_index(dataset.train_y, dataset.num_classes, cfg.validation_per_class)
+    val_x, val_y = dataset.train_x[held_out], dataset.train_y[held_out]      # copied once, evaluated every epoch
     trainer = Trainer(cfg.train, training.x, training.y, dataset.num_classes, seed=cfg.seed,
                       device=device, progress=False, class_weights=training.class_weights,
                       reference_images=training.reference_images)
@@ -135,8 +136,7 @@ def _train(cfg: TrialConfig, dataset: Dataset, training: TrainingSet, test_index
     while trainer.epoch < cfg.train.epochs:
         metrics = trainer.train_epoch()
         if len(held_out):
-            validation = evaluate(trainer.model, dataset.train_x[held_out], dataset.train_y[held_out],
-                                  dataset.num_classes, device)
+            validation = evaluate(trainer.model, val_x, val_y, dataset.num_classes, device)
             metrics |= {"val_acc": validation.accuracy, "val_loss": validation.loss}
         run.log_metrics(metrics, step=trainer.epoch)
         last = trainer.epoch == cfg.train.epochs
