@@ -38,42 +38,42 @@ DECLARED_EFFECTS = (0.003, 0.005, 0.010)                # accuracy differences (
 
 
 @dataclass(frozen=True)
-class TwoWayResult:
-    """Mean of d over seeds and test images with its two-way cluster-robust t: `se` from the variance
-    V = V_seed + V_image - V_seed_x_image (max(V_seed, V_image) where that is not positive), t on n_seeds - 1
-    df. `se_seeds` = sqrt(V_seed), the seed-paired t's standard error of the same mean (the test set fixed)."""
+class TTested:
+    """What every t-tested estimate here carries: its interval and two-sided test on `df` degrees of freedom,
+    the standard error they come from, and the seeds behind it."""
 
-    mean_diff: float | np.ndarray
     ci_low: float | np.ndarray
     ci_high: float | np.ndarray
     t_stat: float | np.ndarray
     pvalue: float | np.ndarray
     df: float
     se: float | np.ndarray
-    se_seeds: float | np.ndarray
     n_seeds: int
-    n_images: int
+
+
+@dataclass(frozen=True)
+class TwoWayResult(TTested):
+    """Mean of d over seeds and test images with its two-way cluster-robust t: `se` from the variance
+    V = V_seed + V_image - V_seed_x_image (max(V_seed, V_image) where that is not positive), t on n_seeds - 1
+    df. `se_seeds` = sqrt(V_seed), the seed-paired t's standard error of the same mean (the test set fixed)."""
+
+    mean_diff: float | np.ndarray = np.nan
+    se_seeds: float | np.ndarray = np.nan
+    n_images: int = 0
     covers: str = COVERS_SEEDS_AND_IMAGES
 
 
 @dataclass(frozen=True)
-class TrendResult:
+class TrendResult(TTested):
     """A least-squares slope of a metric on a numeric field, per unit of that field (accuracy a replace_pct
     point: a fraction a point), its interval and two-sided t-test on n_seeds - 1 df. n_images is 0 where
     the slope comes from a per-seed metric (seed_trend: the interval covers seeds), the test set's size where
     it comes from per-image correctness (two_way_trend: it covers seeds and test images)."""
 
-    slope: float | np.ndarray
-    ci_low: float | np.ndarray
-    ci_high: float | np.ndarray
-    t_stat: float | np.ndarray
-    pvalue: float | np.ndarray
-    df: float
-    se: float | np.ndarray
-    n_seeds: int
-    n_levels: int
-    n_images: int
-    covers: str
+    slope: float | np.ndarray = np.nan
+    n_levels: int = 0
+    n_images: int = 0
+    covers: str = COVERS_SEEDS
 
 
 BOUNDED = "bounded"
@@ -182,7 +182,8 @@ def two_way_cluster_t(d, confidence: float = 0.95) -> TwoWayResult:
     mean = arr.mean(axis=(-2, -1))
     if n_seeds < 2 or n_images < 2:
         nan = _plain(np.full(mean.shape, np.nan))
-        return TwoWayResult(_plain(mean), nan, nan, nan, nan, float("nan"), nan, nan, n_seeds, n_images)
+        return TwoWayResult(nan, nan, nan, nan, float("nan"), nan, n_seeds, mean_diff=_plain(mean), se_seeds=nan,
+                            n_images=n_images)
     v_seed = arr.mean(axis=-1).var(axis=-1, ddof=1) / n_seeds
     v_image = arr.mean(axis=-2).var(axis=-1, ddof=1) / n_images
     v_cell = arr.var(axis=(-2, -1), ddof=1) / (n_seeds * n_images)
@@ -191,8 +192,8 @@ def two_way_cluster_t(d, confidence: float = 0.95) -> TwoWayResult:
     se = np.sqrt(v)
     df = float(n_seeds - 1)
     lo, hi, t, p = _t_test(mean, se, df, confidence)
-    return TwoWayResult(_plain(mean), _plain(lo), _plain(hi), _plain(t), _plain(p), df, _plain(se),
-                        _plain(np.sqrt(v_seed)), n_seeds, n_images)
+    return TwoWayResult(_plain(lo), _plain(hi), _plain(t), _plain(p), df, _plain(se), n_seeds, mean_diff=_plain(mean),
+                        se_seeds=_plain(np.sqrt(v_seed)), n_images=n_images)
 
 
 # --------------------------------------------------------------------------- trends
@@ -209,12 +210,12 @@ def seed_trend(values, x, confidence: float = 0.95) -> TrendResult:
     slope = slopes.mean(axis=-1)
     if n_seeds < 2:
         nan = _plain(np.full(slope.shape, np.nan))
-        return TrendResult(_plain(slope), nan, nan, nan, nan, float("nan"), nan, n_seeds, n_levels, 0, COVERS_SEEDS)
+        return TrendResult(nan, nan, nan, nan, float("nan"), nan, n_seeds, slope=_plain(slope), n_levels=n_levels)
     se = slopes.std(axis=-1, ddof=1) / np.sqrt(n_seeds)
     df = float(n_seeds - 1)
     lo, hi, t, p = _t_test(slope, se, df, confidence)
-    return TrendResult(_plain(slope), _plain(lo), _plain(hi), _plain(t), _plain(p), df, _plain(se), n_seeds,
-                       n_levels, 0, COVERS_SEEDS)
+    return TrendResult(_plain(lo), _plain(hi), _plain(t), _plain(p), df, _plain(se), n_seeds, slope=_plain(slope),
+                       n_levels=n_levels)
 
 
 def two_way_trend(correct, x, confidence: float = 0.95) -> TrendResult:
@@ -226,8 +227,8 @@ def two_way_trend(correct, x, confidence: float = 0.95) -> TrendResult:
     weights = _trend_weights(x, arr.shape[-2])
     contributions = sum(w * arr[..., k, :] for k, w in enumerate(weights))      # (..., seed, image)
     r = two_way_cluster_t(contributions, confidence)
-    return TrendResult(r.mean_diff, r.ci_low, r.ci_high, r.t_stat, r.pvalue, r.df, r.se, r.n_seeds,
-                       arr.shape[-2], r.n_images, COVERS_SEEDS_AND_IMAGES)
+    return TrendResult(r.ci_low, r.ci_high, r.t_stat, r.pvalue, r.df, r.se, r.n_seeds, slope=r.mean_diff,
+                       n_levels=arr.shape[-2], n_images=r.n_images, covers=COVERS_SEEDS_AND_IMAGES)
 
 
 # --------------------------------------------------------------------------- synthetic vs real
