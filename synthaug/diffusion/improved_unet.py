@@ -167,8 +167,10 @@ class UNetModel(nn.Module):
         self.model_channels, self.num_classes = mc, shape.num_classes
         emb = mc * 4
         self.time_embed = nn.Sequential(nn.Linear(mc, emb), nn.SiLU(), nn.Linear(emb, emb))
-        if shape.num_classes is not None:
-            self.label_emb = nn.Embedding(shape.num_classes, emb)
+        if shape.num_classes is not None:       # nn.Embedding's own init costs seconds on the meta device, once
+            self.label_emb = nn.Embedding(shape.num_classes, emb, _weight=torch.empty(shape.num_classes, emb))
+            if self.label_emb.weight.device.type != "meta":
+                nn.init.normal_(self.label_emb.weight)
         self.input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(in_channels, mc, 3, padding=1))])
         chans, ch, ds = [mc], mc, 1
         for level, mult in enumerate(shape.channel_mult):
