@@ -43,7 +43,7 @@ RECIPES: dict[str, dict[str, typing.Any]] = {
 CUSTOM_RECIPE = "custom"
 RECIPE_RULE = Rule("recipe", lambda v: v in (*RECIPES, CUSTOM_RECIPE), f"one of {', '.join([*RECIPES, CUSTOM_RECIPE])}")
 TRAIN_ON = ("all", "trial")     # GeneratorSpec.train_on (synthaug.instances)
-RELEASED_SUFFIX = ".pt"         # a checkpoint ending so is an improved-diffusion file (synthaug.diffusion.improved_unet)
+RELEASED_SUFFIX = ".pt"         # a checkpoint ending so is an improved-diffusion file (diffusion.improved_unet)
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,8 @@ class GeneratorSpec:
             Rule("label_map", lambda v: not v or (imagenet and v in LABEL_MAPS),
                  f"'' unless the generator is an ImageNet model (pretrained, or a {RELEASED_SUFFIX} file), then one "
                  f"of {', '.join(LABEL_MAPS)}"),
-            Rule("checkpoint", lambda v: not (v and self.pretrained), "'' for a pretrained generator (one source each)"),
+            Rule("checkpoint", lambda v: not (v and self.pretrained),
+                 "'' for a pretrained generator (one source each)"),
             Rule("guidance_scale", lambda v: not self.pretrained or v >= 1, "a number >= 1 (1 = no guidance)"),
             Rule("train_on", lambda v: v in TRAIN_ON, f"one of {', '.join(TRAIN_ON)}"),
             Rule("seed_per_trial", lambda v: trained_here or not v,

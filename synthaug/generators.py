@@ -262,8 +262,8 @@ class ReleasedImprovedDiffusion(GeneratorKind):
 
     def source(self, spec):
         flags = spec.released
-        return (f"improved-diffusion's file {spec.checkpoint} (assumed trained with {flags.diffusion_steps} steps, "
-                f"the {flags.noise_schedule} schedule, rescale_timesteps {flags.rescale_timesteps})")
+        return (f"the file {spec.checkpoint}, assumed trained with {flags.diffusion_steps} steps, the "
+                f"{flags.noise_schedule} schedule, rescale_timesteps {flags.rescale_timesteps}")
 
     def sampling_measured(self, spec):
         """A 32x32 file (the CIFAR-10 model's size); not a 64x64 one (the ImageNet model: 270M parameters)."""

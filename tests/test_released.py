@@ -6,6 +6,7 @@ meta device, and written at width 32 (same levels, blocks, attention and 1000 cl
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,7 +63,8 @@ def test_a_released_cifar10_file_serves_ddpm_uncond_and_samples_32x32(files, tmp
     tiny = with_checkpoints(preset("tiny"), [f"ddpm-uncond={files['cifar10']}"], dataset)
     spec = tiny.generator("ddpm-uncond")
     assert spec.kind == "improved-diffusion" and spec.checkpoint == str(files["cifar10"])
-    assert "4000 steps, the cosine schedule, rescale_timesteps True" in generator_kind(spec).source(spec)
+    assert generator_kind(spec).source(spec) == (f"the file {files['cifar10']}, assumed trained with 4000 steps, "
+                                                 f"the cosine schedule, rescale_timesteps True")
     # sampling at width 32: the full-size model takes seconds a step on one CPU thread
     narrow = dataclasses.replace(spec, checkpoint=str(files["cifar10-narrow"]))
     kind = generator_kind(narrow)
@@ -138,3 +140,37 @@ def test_a_sweep_refuses_a_file_of_another_architecture_in_one_line_before_ray(t
     assert lines == [f"error: --checkpoint ddpm-uncond: {str(bad)!r} is not improved-diffusion's UNetModel: no key "
                      f"'time_embed.0.weight' (improved-diffusion's UNetModel has one)"], proc.stderr
     assert not (tmp_path / "r").exists() and not (tmp_path / "m.db").exists()
+
+
+def test_the_paper_dry_run_says_which_generator_serves_e2a(files, tmp_path, monkeypatch, capsys):
+    """README's `--checkpoint imagenet=...` in the paper preset's plan: the generator line names the file and
+    the flags it is assumed to have been trained with, and leaves the 64x64 model's sampling unpriced."""
+    from synthaug.sweep import main
+
+    from test_overrides import sweep_script
+
+    monkeypatch.chdir(tmp_path)
+    assert main(sweep_script("imagenet_targeted"), ["--preset", "paper", "--data", "cifar10", "--dry-run",
+                                                    "--checkpoint", f"imagenet={files['imagenet64-narrow']}"]) == 0
+    out = capsys.readouterr().out
+    assert (f"  imagenet: improved-diffusion (the file {files['imagenet64-narrow']}, assumed trained with 4000 steps, "
+            f"the cosine schedule, rescale_timesteps False); pools: 16 (class, seed) prefixes, about 8000 images at "
+            f"50 steps (no throughput assumed for this model: not in the estimate)") in out, out[-3000:]
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_flags_a_file_does_not_hold_are_checked_and_set_by_name():
+    from synthaug.config import ConfigError, GeneratorSpec
+    from synthaug.diffusion.improved_sampling import ReleasedFlags
+    from synthaug.overrides import apply_sets
+
+    with pytest.raises(ConfigError, match=r"^generator.released.noise_schedule: one of cosine, linear, got 'quad'$"):
+        GeneratorSpec(released=ReleasedFlags(noise_schedule="quad")).validate()
+    _, paper = apply_sets(sweep_experiment(), preset("paper"), ["generators.imagenet.released.noise_schedule=linear"])
+    assert paper.generator("imagenet").released == ReleasedFlags(noise_schedule="linear", rescale_timesteps=False)
+
+
+def sweep_experiment():
+    from test_overrides import sweep_script
+
+    return sweep_script("imagenet_targeted")

@@ -140,7 +140,7 @@ def sample_released(model: torch.nn.Module, image_size: int, learned_variance: b
         y = None if labels is None else torch.as_tensor(list(labels[start:start + batch_size]), device=device)
         shape = (3, image_size, image_size)
 
-        def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        def predict(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = y) -> torch.Tensor:
             with bf16_autocast(device, autocast):
                 return model(x, chain.model_timesteps(t.expand(len(x))), y).float()
 
