@@ -121,6 +121,9 @@ def test_an_e2a_sweep_runs_on_the_pretrained_server(tiny_dit, cifar_named_tar, t
     exp = client.get_experiment_by_name("tiny_imagenet")
     runs = client.search_runs([exp.experiment_id], "tags.`synthaug.role` = 'trial'")
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    (parent,) = client.search_runs([exp.experiment_id], "tags.`synthaug.role` = 'sweep'")
+    assert parent.data.tags["synthaug.generator.imagenet.kind"] == "pretrained-dit"     # which model served E2a
+    assert parent.data.tags["synthaug.generator.imagenet.source"].startswith(f"the pretrained {tiny_dit}, a substitute")
     augmented = next(r for r in runs if "truck" in r.data.params["augment_classes"])
     manifest = json.loads(Path(client.download_artifacts(augmented.info.run_id, "manifest.json", str(tmp_path)))
                           .read_text())
