@@ -174,8 +174,7 @@ def _generator_work(spec, subset, mine: dict, dataset: Dataset, row: Throughput,
 
     kind = generator_kind(spec)
     images = _pool_images(mine, spec.conditional, dataset.num_classes)
-    steps = spec.sampler.resolved(spec.released.diffusion_steps if kind.name == "improved-diffusion"
-                                  else spec.ddpm.num_train_timesteps).steps
+    steps = spec.sampler.resolved(kind.timesteps(spec)).steps
     unet = kind.sampling_measured(spec)         # the throughput measured is the CIFAR UNet's
     pool_h = images * steps / row.unet_image_evals / 3600 if unet else 0.0
     train_h = label_h = 0.0

@@ -58,7 +58,7 @@ class GeneratorKind(ABC):
 
     name: ClassVar[str]
     trains: ClassVar[bool] = False          # prepare trains it (the generator job's work)
-    takes_checkpoint: ClassVar[bool] = False  # --checkpoint NAME=FOLDER can replace it
+    takes_checkpoint: ClassVar[bool] = False  # --checkpoint NAME=FOLDER can replace it (NAME=FILE.pt: any kind)
 
     @abstractmethod
     def prepare(self, spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, device: str, tracking, policy,
@@ -80,6 +80,10 @@ class GeneratorKind(ABC):
     def sampling_measured(self, spec: GeneratorSpec) -> bool:
         """Whether BENCHMARKS.md's CIFAR UNet throughput prices its sampling (the dry run's estimate)."""
         return True
+
+    def timesteps(self, spec: GeneratorSpec) -> int:
+        """Its noise schedule's steps, as the dry run resolves a sampler's default steps against."""
+        return spec.ddpm.num_train_timesteps
 
 
 class _UNet(LoadedGenerator):
@@ -270,6 +274,9 @@ class ReleasedImprovedDiffusion(GeneratorKind):
         from synthaug.diffusion.improved_unet import released_shape
 
         return released_shape(spec.checkpoint, spec.released.num_heads).image_size == 32
+
+    def timesteps(self, spec):
+        return spec.released.diffusion_steps
 
 
 KINDS: dict[str, GeneratorKind] = {kind.name: kind for kind in (TrainedDDPM(), DDPMCheckpoint(), PretrainedDiT(),
