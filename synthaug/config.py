@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from synthaug.classifier import TrainConfig
 from synthaug.diffusion.ddpm import IMPROVED_DDPM, DDPMConfig
 from synthaug.diffusion.imagenet import LABEL_MAPS
+from synthaug.diffusion.improved_sampling import ReleasedFlags
 from synthaug.diffusion.sampling import SamplerConfig
 from synthaug.diffusion.training import Checkpointing
 
@@ -42,6 +43,7 @@ RECIPES: dict[str, dict[str, typing.Any]] = {
 CUSTOM_RECIPE = "custom"
 RECIPE_RULE = Rule("recipe", lambda v: v in (*RECIPES, CUSTOM_RECIPE), f"one of {', '.join([*RECIPES, CUSTOM_RECIPE])}")
 TRAIN_ON = ("all", "trial")     # GeneratorSpec.train_on (synthaug.instances)
+RELEASED_SUFFIX = ".pt"         # a checkpoint ending so is an improved-diffusion file (diffusion.improved_unet)
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,16 @@ class GeneratorSpec:
     name: str = "ddpm-uncond"           # what trials refer to (TrialConfig.generator)
     ddpm: DDPMConfig = DDPMConfig()     # architecture and training recipe when trained here
     sampler: SamplerConfig = SamplerConfig()
-    checkpoint: str = ""                # a diffusers UNet2DModel folder; "" = train on the real train split
+    # a diffusers UNet2DModel folder, or an improved-diffusion .pt file (the study's released models, read with
+    # `released`); "" = train on the real train split (or the pretrained model)
+    checkpoint: str = ""
+    released: ReleasedFlags = ReleasedFlags()   # with a .pt checkpoint: what the file was trained with
     # A pretrained ImageNet class-conditional diffusers DiTPipeline (folder or hub id), used as it is
     # through label_map (E2a); its images are resized to 32x32. "" = a DDPM of our own.
     pretrained: str = ""
-    label_map: str = ""                 # with pretrained: CIFAR class -> ImageNet classes (diffusion.imagenet)
+    # an ImageNet class-conditional model (pretrained, or a released .pt file): CIFAR class -> ImageNet classes
+    # (diffusion.imagenet); "" for any other generator
+    label_map: str = ""
     guidance_scale: float = 1.5         # with pretrained: classifier-free guidance (DiT's best-FID setting)
     train_seed: int = 0                 # one generator per data source, shared by every trial seed
     # What it and its labeller learn from: "all" = the whole training split (the study), validation images
@@ -80,12 +87,16 @@ class GeneratorSpec:
 
     @property
     def conditional(self) -> bool:
-        return self.ddpm.conditional or bool(self.pretrained)
+        return self.ddpm.conditional or bool(self.pretrained or self.label_map)
 
     @property
     def kind(self) -> str:
         """Its kind in synthaug.generators.KINDS: how it is obtained, checked, loaded and sampled."""
-        return "pretrained-dit" if self.pretrained else "checkpoint" if self.checkpoint else "ddpm"
+        if self.pretrained:
+            return "pretrained-dit"
+        if self.checkpoint:
+            return "improved-diffusion" if self.checkpoint.endswith(RELEASED_SUFFIX) else "checkpoint"
+        return "ddpm"
 
     def validate(self, prefix: str = "generator") -> None:
         """Raise ConfigError("<prefix>.<field>: <what is allowed>, got <value>") on the first bad field."""
@@ -94,10 +105,17 @@ class GeneratorSpec:
         self.ddpm.validate(f"{prefix}.ddpm")
         self.sampler.validate(f"{prefix}.sampler")
         self.labeller.validate(f"{prefix}.labeller")
+        self.released.validate(f"{prefix}.released")
         trained_here = self.kind == "ddpm"
+        imagenet = self.kind in ("pretrained-dit", "improved-diffusion")
         check(self, prefix, [
             Rule("label_map", lambda v: not self.pretrained or v in LABEL_MAPS,
                  f"one of {', '.join(LABEL_MAPS)} with a pretrained generator"),
+            Rule("label_map", lambda v: not v or (imagenet and v in LABEL_MAPS),
+                 f"'' unless the generator is an ImageNet model (pretrained, or a {RELEASED_SUFFIX} file), then one "
+                 f"of {', '.join(LABEL_MAPS)}"),
+            Rule("checkpoint", lambda v: not (v and self.pretrained),
+                 "'' for a pretrained generator (one source each)"),
             Rule("guidance_scale", lambda v: not self.pretrained or v >= 1, "a number >= 1 (1 = no guidance)"),
             Rule("train_on", lambda v: v in TRAIN_ON, f"one of {', '.join(TRAIN_ON)}"),
             Rule("seed_per_trial", lambda v: trained_here or not v,
@@ -279,9 +297,13 @@ TINY_DDPM = DDPMConfig(block_out_channels=(16, 32), layers_per_block=1, attentio
                        beta_schedule="squaredcos_cap_v2", train_steps=30, batch_size=16, lr=2e-3)
 TINY_TRAIN = TrainConfig(epochs=2, batch_size=32, lr=0.05, width=8)
 
-# E2a: the study took ImageNet class-conditional samples; DiT-XL/2 at 256x256 is the class-conditional
-# ImageNet model diffusers ships. Offline it must already be in the local hub cache (or give a folder).
-IMAGENET_DIT = GeneratorSpec(name="imagenet-dit", pretrained="facebook/DiT-XL-2-256", label_map="study-table3",
+# E2a: the study took ImageNet class-conditional samples, most likely from improved-diffusion's released
+# 64x64 model (imagenet64_cond_270M_250K.pt): `--checkpoint imagenet=FILE.pt` serves that file, through the
+# same label map, downsampled to 32x32, with its README's flags (4000 steps, cosine, --rescale_timesteps
+# False). Without it, a substitute: DiT-XL/2 at 256x256, the class-conditional ImageNet model diffusers
+# ships. Offline it must already be in the local hub cache (or give a folder).
+IMAGENET_DIT = GeneratorSpec(name="imagenet", pretrained="facebook/DiT-XL-2-256", label_map="study-table3",
+                             released=ReleasedFlags(rescale_timesteps=False),
                              sampler=SamplerConfig(name="ddim", steps=50), sample_batch_size=64)
 
 PRESETS: dict[str, Preset] = {
@@ -355,7 +377,8 @@ PRESETS: dict[str, Preset] = {
         # a 43 MiB trial checkpoint every 2 minutes, not every 2-s epoch; an 840 MB generator one every 10 minutes
         trial_checkpoint_s=120.0, checkpointing=Checkpointing(every_steps=20_000, every_seconds=600.0),
         generators=(
-            # the study's generator: Nichol & Dhariwal's improved DDPM
+            # the study's generator: Nichol & Dhariwal's improved DDPM, retrained here; `--checkpoint
+            # ddpm-uncond=cifar10_uncond_50M_500K.pt` serves their released file instead (ReleasedFlags' defaults)
             GeneratorSpec(name="ddpm-uncond", ddpm=IMPROVED_DDPM, labeller=PAPER_LABELLER),
             GeneratorSpec(name="ddpm-cond", ddpm=dataclasses.replace(IMPROVED_DDPM, conditional=True),
                           labeller=PAPER_LABELLER),

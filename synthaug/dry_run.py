@@ -69,7 +69,7 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput, measured: tupl
         work = _generator_work(spec, subset, mine, dataset, throughput, labellers)
         pool_hours += work.pool_h
         gen_hours += work.train_h + work.label_h
-        line = f"  {name}: {kind.name}"
+        line = f"  {name}: {kind.name}" + (f" ({kind.source(spec)})" if kind.source(spec) else "")
         if kind.trains:
             line += (f", train {spec.ddpm.train_steps} steps at batch {spec.ddpm.batch_size} (~{work.train_h:.2f} GPU-h) "
                      + (f"+ labeller {spec.labeller.epochs} epochs (~{work.label_h:.2f} GPU-h)" if work.label_h
@@ -174,8 +174,8 @@ def _generator_work(spec, subset, mine: dict, dataset: Dataset, row: Throughput,
 
     kind = generator_kind(spec)
     images = _pool_images(mine, spec.conditional, dataset.num_classes)
-    steps = spec.sampler.resolved(spec.ddpm.num_train_timesteps).steps
-    unet = kind.name != "pretrained-dit"        # the throughput measured is the CIFAR UNet's
+    steps = spec.sampler.resolved(kind.timesteps(spec)).steps
+    unet = kind.sampling_measured(spec)         # the throughput measured is the CIFAR UNet's
     pool_h = images * steps / row.unet_image_evals / 3600 if unet else 0.0
     train_h = label_h = 0.0
     if kind.trains:

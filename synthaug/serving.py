@@ -69,6 +69,7 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool, session: str =
 
     from synthaug.devices import device_task
     from synthaug.generator_training import GENERATORS_EXPERIMENT
+    from synthaug.generators import generator_kind
     from synthaug.prepare import prepare_generator
     from synthaug.server import make_server_actor
 
@@ -79,6 +80,10 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool, session: str =
     specs = [spec for spec, _ in found.values()]
     print(f"preparing generators {', '.join(found)} (trained once, then cached under {plan.cache_dir}; "
           f"training runs in the MLflow experiment '{GENERATORS_EXPERIMENT}')")
+    sources = {spec.name: generator_kind(spec).source(spec) for spec, _ in found.values()}
+    for name, source in sources.items():
+        if source:
+            print(f"  {name}: {source}")
     shipped = ray.put(dataset)      # loaded once on the driver; workers need no --data of their own
     prepared_all = ray.get([prepare.remote(spec, plan.base.data, str(plan.cache_dir), dataset=shipped,
                                            tracking_uri=plan.tracking_uri,
@@ -94,6 +99,8 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool, session: str =
         if not prepared.conditional:
             parent.log_metrics({f"labeller_test_acc.{name}": prepared.labeller_test_acc})
         parent.set_tags({f"synthaug.generator.{name}.weights": prepared.weights_digest,
+                         f"synthaug.generator.{name}.kind": spec.kind,
+                         **({f"synthaug.generator.{name}.source": sources[name]} if sources[name] else {}),
                          **({f"synthaug.generator.{name}.run_id": prepared.run_id} if prepared.run_id else {})})
         share = plan.preset.server_gpus / shares[base_name(name)]
         servers[name] = make_server_actor(prepared, spec, str(plan.cache_dir / "pools"), dataset.classes,

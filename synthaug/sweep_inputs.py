@@ -1,5 +1,5 @@
 """What a sweep's flags and declared values become, each checked: the preset with the resource flags
-and --checkpoint folders applied, class names resolved, counts and generators the data can serve.
+and --checkpoint folders or files applied, class names resolved, counts and generators the data can serve.
 
 Used by synthaug.sweep's plan_sweep; every problem is one line (UsageError for a flag, ConfigError
 for a value) before anything starts.
@@ -67,22 +67,33 @@ def local_gpus() -> int:
 
 
 def with_checkpoints(chosen: Preset, flags: Sequence[str], dataset: Dataset) -> Preset:
-    """The preset with each --checkpoint NAME=FOLDER generator served from FOLDER, each folder checked."""
+    """The preset with each --checkpoint NAME=FOLDER generator served from FOLDER (a diffusers UNet2DModel), or
+    NAME=FILE.pt from an improved-diffusion file (the study's released models) in place of what it would train
+    or load; each checked for the generator's role (unconditional, or conditional on the data's or ImageNet's
+    classes)."""
+    from synthaug.config import RELEASED_SUFFIX
     from synthaug.diffusion.ddpm import checkpoint_problem
     from synthaug.generators import generator_kind
 
     specs = {g.name: g for g in chosen.generators}
     for flag in flags:
-        name, _, folder = flag.partition("=")
+        name, _, given = flag.partition("=")
         spec = specs.get(name)
-        if not folder or spec is None or not generator_kind(spec).takes_checkpoint:
+        released = given.endswith(RELEASED_SUFFIX)
+        if not given or spec is None or not (released or generator_kind(spec).takes_checkpoint):
             own = ", ".join(n for n, g in specs.items() if generator_kind(g).takes_checkpoint)
-            raise UsageError(f"--checkpoint: NAME=FOLDER with NAME one of {own}; got {flag!r}")
-        folder = str(Path(folder).resolve())
-        problem = checkpoint_problem(folder, spec.conditional, dataset.num_classes)
+            raise UsageError(f"--checkpoint: NAME=FOLDER with NAME one of {own}, or NAME=FILE{RELEASED_SUFFIX} (an "
+                             f"improved-diffusion file) with NAME one of {', '.join(specs)}; got {flag!r}")
+        given = str(Path(given).resolve())
+        if released:
+            spec = dataclasses.replace(spec, checkpoint=given, pretrained="")
+            problem = generator_kind(spec).problem(spec, dataset.classes, ())
+        else:
+            problem = checkpoint_problem(given, spec.conditional, dataset.num_classes)
+            spec = dataclasses.replace(spec, checkpoint=given)
         if problem:
             raise UsageError(f"--checkpoint {name}: {problem}")
-        specs[name] = dataclasses.replace(spec, checkpoint=folder)
+        specs[name] = spec
     return dataclasses.replace(chosen, generators=tuple(specs.values()))
 
 

@@ -100,9 +100,11 @@ def parse_args(experiment: Experiment, argv: Sequence[str] | None) -> argparse.N
                                                       "3; paper 8)")
     add_run_flags(parser)
     parser.add_argument("--storage", default="ray_results", help="Tune results folder (default ./ray_results)")
-    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=FOLDER",
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=FOLDER|FILE.pt",
                         help="serve generator NAME from a local diffusers UNet2DModel folder (e.g. a copy of "
-                             "google/ddpm-cifar10-32 for ddpm-uncond) instead of training it; repeatable")
+                             "google/ddpm-cifar10-32 for ddpm-uncond), or from an improved-diffusion .pt file (the "
+                             "study's: cifar10_uncond_50M_500K.pt for ddpm-uncond, imagenet64_cond_270M_250K.pt for "
+                             "imagenet), instead of training or downloading it; repeatable")
     add_gpu_flags(parser, "sweep")
     parser.add_argument("--gpus-per-trial", default=None, help="a trial's GPU share (default: the preset's)")
     parser.add_argument("--cpus-per-trial", default=None, help="a trial's CPUs (default: the preset's)")

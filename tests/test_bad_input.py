@@ -75,7 +75,7 @@ CASES = [   # (flags, what the one line must say)
      "augment_count: at most 575 with augment_source withheld (circle has 575 real images outside"),
     (["--set", "train.budget=time"], "train.budget: one of epochs, steps, got 'time'"),
     (["--set", "generator=nope"], ("generator: one of ddpm-cond, ddpm-cond-subset, ddpm-uncond, ddpm-uncond-subset, "
-                                   "imagenet-dit, got 'nope'")),
+                                   "imagenet, got 'nope'")),
     (["--set", "real_per_class=596"], "real_per_class: at most 595 (the largest class of shapes outside the "
                                       "validation split; 0 = all), got 596"),
     (["--set", "validation_per_class=600"], "validation_per_class: at most 599 (it must leave training images"),

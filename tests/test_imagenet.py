@@ -111,7 +111,7 @@ def test_an_e2a_sweep_runs_on_the_pretrained_server(tiny_dit, cifar_named_tar, t
     spec = dataclasses.replace(IMAGENET_DIT, pretrained=tiny_dit, sampler=SamplerConfig(name="ddim", steps=3))
     monkeypatch.setitem(PRESETS, "tiny", dataclasses.replace(PRESETS["tiny"], generators=(spec,)))
     experiment = Experiment(name="tiny_imagenet", grid={"augment_classes": [[], ["truck"]]},
-                            fixed={"generator": "imagenet-dit", "augment_count": 4, "imbalance": 0.5})
+                            fixed={"generator": "imagenet", "augment_count": 4, "imbalance": 0.5})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(experiment, ["--preset", "tiny", "--seeds", "1", "--set", "test_per_class=10",
                              "--set", "real_per_class=15", "--data",     # 20 a class, 5 held out for validation
@@ -121,6 +121,9 @@ def test_an_e2a_sweep_runs_on_the_pretrained_server(tiny_dit, cifar_named_tar, t
     exp = client.get_experiment_by_name("tiny_imagenet")
     runs = client.search_runs([exp.experiment_id], "tags.`synthaug.role` = 'trial'")
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    (parent,) = client.search_runs([exp.experiment_id], "tags.`synthaug.role` = 'sweep'")
+    assert parent.data.tags["synthaug.generator.imagenet.kind"] == "pretrained-dit"     # which model served E2a
+    assert parent.data.tags["synthaug.generator.imagenet.source"].startswith(f"the pretrained {tiny_dit}, a substitute")
     augmented = next(r for r in runs if "truck" in r.data.params["augment_classes"])
     manifest = json.loads(Path(client.download_artifacts(augmented.info.run_id, "manifest.json", str(tmp_path)))
                           .read_text())
@@ -142,5 +145,5 @@ def test_an_e2a_sweep_without_the_model_stops_in_one_line(tmp_path):
                           cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: generator imagenet-dit:"), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: generator imagenet:"), proc.stderr
     assert not (tmp_path / "r").exists() and not (tmp_path / "m.db").exists()

@@ -40,6 +40,10 @@ COMMANDS: dict[str, str] = {
     "python sweeps/replace_pct.py --preset paper --seeds 6 --dry-run --gpus 32": DRY_RUN,
     "python sweeps/replace_pct.py --preset paper --gpus 32 --dry-run": DRY_RUN,
     "python sweeps/replace_pct.py --preset paper --grid recipe=study,strong": DRY_RUN,
+    "python sweeps/replace_pct.py --preset paper --data cifar10 --checkpoint ddpm-uncond=cifar10_uncond_50M_500K.pt":
+        "tests/test_released.py::test_a_released_cifar10_file_serves_ddpm_uncond_and_samples_32x32",
+    "python sweeps/imagenet_targeted.py --preset paper --data cifar10 --checkpoint imagenet=imagenet64_cond_270M_250K.pt":
+        "tests/test_released.py::test_the_paper_dry_run_says_which_generator_serves_e2a",
     "python sweeps/train_generators.py --preset tiny":
         "tests/test_generator_training.py::test_the_job_trains_data_parallel_and_alone_then_a_sweep_trains_nothing",
     "python sweeps/train_generators.py --preset paper --data cifar10": REFUSED,

@@ -400,7 +400,7 @@ def test_every_sweep_script_runs_on_a_node_declaring_one_gpu(tmp_path, shapes_ta
             "cond_vs_uncond": (*cifar, "--set", "augment_classes=ship+truck", "--grid", "arm=conditional,unconditional"),
             "long_tail": (*cifar, "--grid", "augment_classes=truck", "--grid", "arm=none,synthetic", "--seeds", "2"),
             "imagenet_targeted": (*cifar, "--grid", "augment_classes=truck", "--grid", "arm=none,synthetic",
-                                  "--set", f"generators.imagenet-dit.pretrained={tiny_dit}"),
+                                  "--set", f"generators.imagenet.pretrained={tiny_dit}"),
             "sample_count": (*cifar, "--grid", "augment_classes=truck", "--grid", "augment_count=0,2",
                              "--grid", "arm=none,synthetic"),
         }
