@@ -10,8 +10,11 @@ For every generator of the preset: prepare it (trained once, cached under --cach
 tiny, 1,000 for paper, the study's scale) from its pools (pool seed --seed; generated once, shared
 with the sweeps), and compare them with the test split: brightness, background (border)
 luminance and saturation per class with Welch and Mann-Whitney tests, FID and KID, precision
-and recall (k = 3), the pseudo-labeller's confidence and agreement, and each sample's distance
-to its nearest training image beside the test images' (memorisation). Writes report.md,
+and recall (k = 3), the pseudo-labeller's confidence and agreement, each sample's distance
+to its nearest training image beside the test images' (memorisation), and CAS: the preset's
+classifier recipe trained on --cas-per-class of the generator's pool images a class alone (default:
+the preset's real_per_class), tested on the real test images, beside the same recipe trained once
+on as many real images a class (synthaug.cas). Writes report.md,
 CSVs and PNGs to --out (default analysis_out/fidelity/<preset>) and logs them as an
 "analysis" run in MLflow experiment "fidelity" unless --no-log. Bad input: one line, exit 2.
 """
@@ -37,6 +40,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cache", default=".synthaug", help="data, generators and pools (default ./.synthaug)")
     parser.add_argument("--samples-per-class", type=int,
                         help="samples a class a generator (default: the preset's fidelity_per_class)")
+    parser.add_argument("--cas-per-class", type=int, metavar="K",
+                        help="CAS: pool images a class a generator's classifier trains on, and real images a class "
+                             "the reference trains on (default: the preset's real_per_class; 0: all a class has)")
     parser.add_argument("--seed", type=int, default=0, help="pool seed (default 0: the pools trials of seed 0 use)")
     parser.add_argument("--mlflow-uri", help="tracking URI; default $MLFLOW_TRACKING_URI, else ./mlflow.db")
     parser.add_argument("--out", help="output folder; default analysis_out/fidelity/<preset>")
@@ -51,6 +57,8 @@ def settings_from(args: argparse.Namespace):
 
     if args.samples_per_class is not None and args.samples_per_class < 2:
         raise ConfigError(f"--samples-per-class: an integer >= 2, got {args.samples_per_class}")
+    if args.cas_per_class is not None and args.cas_per_class < 0:
+        raise ConfigError(f"--cas-per-class: an integer >= 0 (0: all a class has), got {args.cas_per_class}")
     if args.seed < 0:
         raise ConfigError(f"--seed: an integer >= 0, got {args.seed}")
     cache = Path(args.cache).resolve()
@@ -62,7 +70,8 @@ def settings_from(args: argparse.Namespace):
 
     chosen = preset(args.preset)
     return Settings(chosen, resolve_source(args.data or chosen.data), cache,
-                    args.samples_per_class or chosen.fidelity_per_class, args.seed, progress=True)
+                    args.samples_per_class or chosen.fidelity_per_class, args.seed, progress=True,
+                    cas_per_class=args.cas_per_class)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

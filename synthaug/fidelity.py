@@ -26,7 +26,11 @@ What it measures, per generator of the preset, against the real test split:
   conditional generator the share of class-c samples it labels c;
 - memorisation (synthaug.memorisation): each sample's distance to its nearest training image (per-pixel RMS on
   [0, 1]) beside the same for the real test images, and how many samples come closer than the test images'
-  1st percentile, with the closest sample/training pairs as a figure.
+  1st percentile, with the closest sample/training pairs as a figure;
+- CAS (synthaug.cas): the preset's classifier recipe trained on each generator's pool images alone (the
+  class conditioned on, or the labeller's class for an unconditional generator), as many a class as the
+  preset's real set (or Settings.cas_per_class), tested on the trials' real test images, overall and per
+  class, beside the same recipe trained once on that many real images a class.
 
 The metric functions are pure (arrays in, numbers out) in synthaug.image_metrics, tested on fixed inputs.
 """
@@ -42,6 +46,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from synthaug.cas import (cas_setup, cas_table, class_counts, classification_accuracy, empty_table, real_reference,
+                          recipe_text)
 from synthaug.classifier import predict
 from synthaug.config import GeneratorSpec, Preset
 from synthaug.data import Dataset, load_dataset
@@ -80,6 +86,7 @@ class Settings:
     device: str | None = None           # default: cuda when available; a pool's id names its device type and
                                         # precision, so trials' pools are read where their servers ran
     progress: bool = False              # a line a step (which generator, which stage), with n/N and an ETA
+    cas_per_class: int | None = None    # CAS's images a class (synthaug.cas); None: the preset's real_per_class
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,6 +124,8 @@ class FidelityResult:
     real_images: np.ndarray     # up to 8 test images a class, for the sample grid
     real_labels: np.ndarray
     notes: tuple[str, ...]
+    cas: pd.DataFrame = field(default_factory=empty_table)   # synthaug.cas.cas_table: a row a source x class
+    cas_setup: str = ""         # how every CAS classifier was trained (cas.recipe_text) and on how many a class
 
 
 def run_fidelity(settings: Settings) -> FidelityResult:
@@ -130,7 +139,20 @@ def run_fidelity(settings: Settings) -> FidelityResult:
                        f"{settings.cache_dir}) or loaded")
         prepared.append(prepare_generator(spec, settings.data, settings.cache_dir, device, progress=settings.progress,
                                           dataset=dataset))
-    samples = tuple(draw_samples(p, spec, settings, dataset.classes, device) for p, spec in zip(prepared, specs))
+    setup = cas_setup(settings.preset, settings.data, settings.seed, settings.cas_per_class)
+    counts = class_counts(dataset, setup)
+    _say(settings, f"CAS: the real-data reference, {recipe_text(setup)}, on {sum(counts)} real training images")
+    reference = real_reference(dataset, setup, device)
+    samples, scores, cas_short = [], [], []
+    for p, spec in zip(prepared, specs):
+        server = DDPMServer(p, spec, str(settings.cache_dir / "pools"), dataset.classes, device, progress=False)
+        samples.append(draw_samples(server, spec, settings, dataset.classes))
+        _say(settings, f"CAS: {spec.name}: {sum(counts)} of its pool images (seed {settings.seed}; made once, "
+                       f"then read), the same recipe")
+        images, labels, short = take_per_class(server, counts, settings.seed, dataset.classes)
+        scores.append(classification_accuracy(spec.name, images, labels, dataset, setup, device))
+        cas_short += [f"{spec.name}: CAS trained on fewer than {counts[dataset.classes.index(c)]} images of {c} "
+                      f"(the labeller gave too few of its samples that class)" for c in short]
     labeller_path, labeller_acc = reference_labeller(prepared, settings, dataset, device)
     labeller = load_labeller(labeller_path, device)
     samples = tuple(_with_predictions(s, labeller, device) for s in samples)
@@ -139,7 +161,7 @@ def run_fidelity(settings: Settings) -> FidelityResult:
                    f"{sum(len(s.images) for s in samples)} sampled images, distances, image statistics")
     real_features = space.extract(dataset.test_x)
     notes = left_out + [f"{s.name}: the labeller gave fewer than {settings.samples_per_class} samples to "
-                        f"{', '.join(s.short_classes)}" for s in samples if s.short_classes]
+                        f"{', '.join(s.short_classes)}" for s in samples if s.short_classes] + cas_short
     notes += [f"{spec.name}: pretrained elsewhere, so its nearest-training-image distances are to this data's "
               f"training split, not to what it learned from" for spec in specs if not _trains(spec)]
     _say(settings, f"memorisation: the nearest of {len(dataset.train_x)} training images to each of "
@@ -167,7 +189,8 @@ def run_fidelity(settings: Settings) -> FidelityResult:
                              for s in samples if s.conditional] or [_empty_agreement()], ignore_index=True),
         memorisation=copies, samples=samples, real_images=dataset.test_x[grid_index],
         real_labels=dataset.test_y[grid_index],
-        notes=tuple(notes))
+        notes=tuple(notes), cas=cas_table(scores, reference, dataset.classes),
+        cas_setup=f"{recipe_text(setup)}; {_count_text(counts)} a class")
 
 
 def _trains(spec: GeneratorSpec) -> bool:
@@ -203,34 +226,46 @@ def usable_generators(specs: Sequence[GeneratorSpec], classes: Sequence[str]) ->
     return usable, notes
 
 
-def draw_samples(prepared: PreparedGenerator, spec: GeneratorSpec, settings: Settings, classes: Sequence[str],
-                 device: str) -> GeneratorSamples:
+def draw_samples(server: DDPMServer, spec: GeneratorSpec, settings: Settings,
+                 classes: Sequence[str]) -> GeneratorSamples:
     """samples_per_class images a class from the generator's pools (generated once, then read from disk).
     An unconditional pool gives a class what the labeller assigned it, up to the server's stream limit."""
-    server = DDPMServer(prepared, spec, str(settings.cache_dir / "pools"), classes, device, progress=False)
     shown = Progress(f"fidelity: {spec.name}: {settings.samples_per_class} samples a class from its pools (seed "
                      f"{settings.seed}; made once, then read)", len(classes), "classes") if settings.progress else None
+    images, labels, short = take_per_class(server, [settings.samples_per_class] * len(classes), settings.seed,
+                                           classes, shown)
+    stream = np.zeros(0, np.float32)
+    if not server.prepared.conditional:
+        stream = server.pool(UNCONDITIONAL, settings.seed).confidence
+    return GeneratorSamples(spec.name, server.prepared.conditional, images, labels, settings.seed, predicted=labels,
+                            stream_confidence=stream, short_classes=tuple(short))
+
+
+def take_per_class(server: DDPMServer, counts: Sequence[int], seed: int, classes: Sequence[str],
+                   shown: Progress | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(images, int64 labels, classes short): the first counts[c] images of each class c's pool of `seed`, as
+    trials take them. Where the labeller (almost) never names a class of an unconditional generator, that class
+    gets what its pool has (the classes short)."""
     parts, short = [], []
     for c, name in enumerate(classes):
         if shown is not None:
             shown.update(c, f"next: {name}")
         try:
-            part = server.take(c, settings.samples_per_class, settings.seed)
+            part = server.take(c, counts[c], seed)
             parts.append((part.images, part.labels))
-        except ShortPoolError:                      # the labeller (almost) never says this class
-            pool = server.pool(c, settings.seed)
-            where = np.flatnonzero(pool.labels == c)[:settings.samples_per_class]
+        except ShortPoolError:
+            pool = server.pool(c, seed)
+            where = np.flatnonzero(pool.labels == c)[:counts[c]]
             parts.append((pool.images[where], pool.labels[where]))
             short.append(name)
     if shown is not None:
         shown.update(len(classes))
-    images = np.concatenate([p[0] for p in parts])
-    labels = np.concatenate([p[1] for p in parts]).astype(np.int64)
-    stream = np.zeros(0, np.float32)
-    if not prepared.conditional:
-        stream = server.pool(UNCONDITIONAL, settings.seed).confidence
-    return GeneratorSamples(spec.name, prepared.conditional, images, labels, settings.seed, predicted=labels,
-                            stream_confidence=stream, short_classes=tuple(short))
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]).astype(np.int64), short)
+
+
+def _count_text(counts: Sequence[int]) -> str:
+    """'20' when every class has the same count, else '12 to 20'."""
+    return str(max(counts)) if min(counts) == max(counts) else f"{min(counts)} to {max(counts)}"
 
 
 def reference_labeller(prepared: Sequence[PreparedGenerator], settings: Settings, dataset: Dataset,

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from synthaug.cas import OVERALL, REAL
 from synthaug.fidelity import EXPERIMENT, STATISTICS, FidelityResult, distance_columns
 from synthaug.image_metrics import BORDER, KNN_K
 from synthaug.memorisation import DISTANCE, REFERENCE, REFERENCE_PERCENTILE, Memorisation
@@ -127,6 +128,8 @@ def markdown_report(result: FidelityResult, figures: Sequence[str] = ()) -> str:
         f"- feature extractor: {result.feature_space}",
         f"- pseudo-labeller test accuracy: {result.labeller_test_acc:.1%}", "",
         "## Distribution distances", "", distance_table(result), "",
+        "## Classification accuracy score (CAS): trained on samples only, tested on real images", "",
+        cas_text(result), "", cas_overview(result), "", cas_per_class(result), "",
         "## Image statistics, all classes pooled", "", headline(result), "", pooled_table(result), "",
         "## Image statistics per class (sample vs real of the same class)", "", per_class_table(result), "",
         "## Pseudo-labeller", "", labeller_section(result), "",
@@ -152,7 +155,71 @@ HOW_TO_READ = (
     "one value and no sd. "
     "Precision (k={k}) is the share of samples inside the real images' k-NN manifold (quality), recall the share of "
     "real images inside the samples' manifold (coverage). Unconditional samples are assigned to classes by the "
-    "pseudo-labeller, so their per-class rows mix generator and labeller errors.")
+    "pseudo-labeller, so their per-class rows mix generator and labeller errors. CAS (Ravuri & Vinyals 2019) is "
+    "the test accuracy of a classifier trained on a generator's samples alone; the gap to the real-data reference "
+    "(the same recipe, seed and count of real images) is what the samples lack as training data, whatever FID "
+    "says. Per class, a class's CAS is the share of its test images that classifier gets right (its recall).")
+
+
+def cas_text(result: FidelityResult) -> str:
+    """How the CAS classifiers were trained, and the reference's accuracy."""
+    if result.cas.empty:
+        return "not measured"
+    real = _cas_row(result, REAL, OVERALL)
+    return (f"Each generator's pool images (pool seed {result.seed}: the class conditioned on, or for an unconditional "
+            f"generator the pseudo-labeller's class, as trials take them) train the preset's classifier alone, "
+            f"{result.cas_setup}; it is tested on {real['test_images']} real test images. The real-data reference is "
+            f"the same recipe and seed trained on as many real training images a class (a balanced real-only "
+            f"trial's; {real['train_images']} in all), trained once for this run: {_pct(real['cas'])}. "
+            f"Gap: CAS - reference, in percentage points (cas.csv).")
+
+
+def cas_overview(result: FidelityResult) -> str:
+    """A row a generator: its CAS and gap beside its FID, KID and labeller agreement."""
+    if result.cas.empty:
+        return ""
+    fid_name, kid_name, _ = distance_columns(result.feature_key)
+    distances = result.distances.set_index("generator")
+    rows = []
+    for s in result.samples:
+        row = _cas_row(result, s.name, OVERALL)
+        far = distances.loc[s.name] if s.name in distances.index else None
+        rows.append([s.name, "conditioned" if s.conditional else "pseudo-labelled", row["train_images"],
+                     _pct(row["cas"]), _pct(row["real_acc"]), _pp(row["gap"]),
+                     "-" if far is None else _fmt(far[fid_name]), "-" if far is None else f"{far[kid_name]:.4g}",
+                     _agreement(result, s.name) if s.conditional else "-"])
+    return markdown_table(["generator", "labels", "train images", "CAS", "real-data accuracy", "gap (pp)",
+                           result.fid_label, f"KID ({result.feature_space})", "labeller agreement"], rows)
+
+
+def cas_per_class(result: FidelityResult) -> str:
+    """A row a class: the reference's accuracy, then each generator's CAS with its gap."""
+    if result.cas.empty:
+        return ""
+    generators = [s.name for s in result.samples]
+    rows = [[name, _pct(_cas_row(result, REAL, name)["cas"]),
+             *[f"{_pct(r['cas'])} ({_pp(r['gap'])})" for r in (_cas_row(result, g, name) for g in generators)]]
+            for name in result.classes]
+    return markdown_table(["class", "real-data accuracy", *[f"{g} CAS (gap pp)" for g in generators]], rows)
+
+
+def _cas_row(result: FidelityResult, source: str, cls: str) -> dict:
+    table = result.cas
+    return table[(table["generator"] == source) & (table["class"] == cls)].iloc[0].to_dict()
+
+
+def _agreement(result: FidelityResult, generator: str) -> str:
+    part = result.agreement[result.agreement["generator"] == generator]
+    total = part["n"].sum()
+    return _pct(part["agree"].sum() / total) if total else "-"
+
+
+def _pct(x: float) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"{x:.1%}"
+
+
+def _pp(x: float) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"{100 * x:+.1f}"
 
 
 def memorisation_text(found: Memorisation) -> str:
@@ -240,6 +307,12 @@ def summary_lines(result: FidelityResult) -> list[str]:
         lines.append(f"  {r['generator']}: {fid_name} {_fmt(r[fid_name])}, {kid_name} {kid_text(result, r)}, "
                      f"precision {_fmt(r['precision'])}, recall {_fmt(r['recall'])} ({r['samples']} samples vs "
                      f"{r['real']} real)")
+    if not result.cas.empty:
+        lines.append(f"  CAS ({result.cas_setup}): real-data reference {_pct(_cas_row(result, REAL, OVERALL)['cas'])}")
+        for s in result.samples:
+            row = _cas_row(result, s.name, OVERALL)
+            per = ", ".join(f"{c} {_pct(_cas_row(result, s.name, c)['cas'])}" for c in result.classes)
+            lines.append(f"  CAS {s.name}: {_pct(row['cas'])}, gap {_pp(row['gap'])} pp ({per})")
     for r in result.memorisation.table.itertuples():
         lines.append(f"  nearest training image, {r.source}: median {_fmt(r.median)}, min {_fmt(r.min)} ({DISTANCE}); "
                      f"{r.flagged} of {r.n} closer than the reference's p{REFERENCE_PERCENTILE:g}")
@@ -259,7 +332,7 @@ def write_outputs(result: FidelityResult, folder: str | Path) -> list[Path]:
     written = []
     tables = {"distances": result.distances, "statistics": result.statistics, "pooled": result.pooled,
               "image_values": result.values, "confidence": result.confidence, "agreement": result.agreement,
-              "memorisation": result.memorisation.table}
+              "memorisation": result.memorisation.table, "cas": result.cas}
     for name, table in tables.items():
         table.to_csv(folder / f"{name}.csv", index=False)
         written.append(folder / f"{name}.csv")
@@ -281,7 +354,9 @@ def write_outputs(result: FidelityResult, folder: str | Path) -> list[Path]:
 def fidelity_metrics(result: FidelityResult) -> dict[str, float]:
     """fid_<features>.<gen>, kid_<features>.<gen> (named by their feature space: fid_labeller_features,
     fid_inception), precision.<gen>, recall.<gen>, background_diff.<gen> (vs real), nearest_train_median.<gen>
-    (memorisation.DISTANCE), memorised_share.<gen> (the share flagged, 0-1), labeller_test_acc (a fraction, 0-1)."""
+    (memorisation.DISTANCE), memorised_share.<gen> (the share flagged, 0-1), labeller_test_acc (a fraction, 0-1);
+    cas.<gen> and cas.<gen>.<class> (synthaug.cas, fractions), cas_gap.<gen> (CAS - the reference), and the
+    real-data reference's cas_real_reference and cas_real_reference.<class>."""
     metrics = {"labeller_test_acc": result.labeller_test_acc}
     fid_name, kid_name, _ = distance_columns(result.feature_key)
     for r in result.distances.to_dict("records"):
@@ -291,6 +366,12 @@ def fidelity_metrics(result: FidelityResult) -> dict[str, float]:
     for r in result.memorisation.table.itertuples():
         if r.source != REFERENCE:
             metrics |= {f"nearest_train_median.{r.source}": r.median, f"memorised_share.{r.source}": r.flagged_share}
+    for r in result.cas.to_dict("records"):
+        real = r["generator"] == REAL
+        name = "cas_real_reference" if real else f"cas.{r['generator']}"
+        metrics[name if r["class"] == OVERALL else f"{name}.{r['class']}"] = r["cas"]
+        if r["class"] == OVERALL and not real:
+            metrics[f"cas_gap.{r['generator']}"] = r["gap"]
     vs_real = result.pooled[result.pooled["b"] == "real"]
     for r in vs_real.itertuples():
         metrics[f"{r.statistic}_diff.{r.a}"] = r.mean_diff
@@ -299,14 +380,15 @@ def fidelity_metrics(result: FidelityResult) -> dict[str, float]:
 
 DESCRIPTION = ("E5 fidelity runs (analysis/fidelity.py): how each generator's samples differ from the real test "
                "images, one run a preset and data set. Metrics name their feature space (FID/KID, precision, "
-               "recall) and statistic; report.md, the CSVs and figures are its artifacts.")
+               "recall) and statistic; cas.<generator> is the accuracy on real test images of a classifier trained "
+               "on its samples alone; report.md, the CSVs and figures are its artifacts.")
 
 
 def log_fidelity(uri: str, result: FidelityResult, folder: str | Path) -> str:
     """An 'analysis' run (synthaug.analysis=fidelity) in experiment 'fidelity' with `folder` as artifacts."""
     params = {"preset": result.preset, "data": result.data, "samples_per_class": result.samples_per_class,
               "seed": result.seed, "feature_space": result.feature_space,
-              "generators": [s.name for s in result.samples]}
+              "generators": [s.name for s in result.samples], "cas_setup": result.cas_setup}
     return log_folder_run(uri, ensure_experiment(uri, EXPERIMENT, DESCRIPTION), f"fidelity {result.preset} "
                           f"{result.data}", {ROLE: "analysis", ANALYSIS: "fidelity"}, params, fidelity_metrics(result),
                           folder)

@@ -115,6 +115,7 @@ def test_kid_has_no_sd_when_its_one_subset_is_both_whole_sets():
 
 def test_fid_and_kid_are_named_by_their_feature_space_in_the_csv_and_the_metrics(tmp_path):
     """... and the memorisation table, metrics and figure of a generator that copies its training images."""
+    from synthaug.cas import REAL, Score, cas_table
     from synthaug.fidelity import FidelityResult, distances
     from synthaug.fidelity_report import (distance_table, fidelity_metrics, memorisation_table, plot_closest_pairs,
                                           summary_lines)
@@ -138,8 +139,12 @@ def test_fid_and_kid_are_named_by_their_feature_space_in_the_csv_and_the_metrics
         confidence=empty, agreement=empty,
         memorisation=memorisation({"ddpm-cond": images[:5]}, images[15:], images[:15]),     # a copier
         samples=(), real_images=np.zeros((0, 32, 32, 3), np.uint8),
-        real_labels=np.zeros(0, np.int64), notes=())
+        real_labels=np.zeros(0, np.int64), notes=(),
+        cas=cas_table([Score("ddpm-cond", 0.5, np.array([0.5]), np.array([20]), np.array([10]))],
+                      Score(REAL, 0.75, np.array([0.75]), np.array([20]), np.array([10])), ("a",)))
     metrics = fidelity_metrics(result)
+    assert (metrics["cas.ddpm-cond"], metrics["cas.ddpm-cond.a"], metrics["cas_gap.ddpm-cond"],
+            metrics["cas_real_reference"], metrics["cas_real_reference.a"]) == (0.5, 0.5, -0.25, 0.75, 0.75)
     assert {"fid_labeller_features.ddpm-cond", "kid_labeller_features.ddpm-uncond"} <= set(metrics)
     assert not [k for k in metrics if k.split(".")[0] in ("fid", "kid")]
     assert metrics["memorised_share.ddpm-cond"] == 1 and metrics["nearest_train_median.ddpm-cond"] == 0
@@ -194,6 +199,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     spec.loader.exec_module(cli)
     for args, start in [(["--preset", "huge"], "error: --preset: one of"),
                         (["--samples-per-class", "1"], "error: --samples-per-class: "),
+                        (["--cas-per-class", "-1"], "error: --cas-per-class: "),
                         (["--data", str(tmp_path / "missing")], "error: --data ")]:
         assert cli.main([*args, "--cache", str(tmp_path), "--no-log"]) == 2
         err = capsys.readouterr().err
@@ -239,7 +245,7 @@ def test_tiny_cli_run_writes_the_report(tmp_path):
                      done.stdout, re.M)
     assert "\r" not in done.stdout + done.stderr and "\x1b[" not in done.stdout + done.stderr
     assert {"report.md", "distances.csv", "statistics.csv", "pooled.csv", "confidence.csv", "agreement.csv",
-            "memorisation.csv", "statistics.png", "samples.png", "confidence.png", "agreement.png",
+            "memorisation.csv", "cas.csv", "statistics.png", "samples.png", "confidence.png", "agreement.png",
             "closest_pairs.png"} <= {p.name for p in out.iterdir()}
     copies = pd.read_csv(out / "memorisation.csv")
     assert list(copies["source"]) == ["real test images", "ddpm-uncond", "ddpm-cond"] and copies.loc[2, "n"] == 40
@@ -254,3 +260,17 @@ def test_tiny_cli_run_writes_the_report(tmp_path):
     pooled = pd.read_csv(out / "pooled.csv")
     assert {("ddpm-uncond", "ddpm-cond", "background")} <= set(zip(pooled["a"], pooled["b"], pooled["statistic"]))
     assert "background ddpm-uncond - ddpm-cond" in done.stdout and not (tmp_path / "m.db").exists()
+    # CAS (synthaug.cas): the tiny recipe on each generator's pool images alone, 20 a class (the tiny preset's
+    # real_per_class), beside the same recipe on 20 real images a class, tested on its 200 test images
+    cas = pd.read_csv(out / "cas.csv")
+    overall = cas[cas["class"] == "all"].set_index("generator")
+    assert list(overall.index) == ["real", "ddpm-uncond", "ddpm-cond"] and len(cas) == 3 * 11
+    assert overall.loc["real", "train_images"] == 200 == overall.loc["ddpm-cond", "train_images"]
+    assert overall["cas"].between(0, 1).all() and (overall["test_images"] == 200).all()
+    assert (overall["gap"] == overall["cas"] - overall.loc["real", "cas"]).all()
+    report = (out / "report.md").read_text()
+    assert "## Classification accuracy score (CAS): trained on samples only, tested on real images" in report
+    for name, labels in (("ddpm-uncond", "pseudo-labelled"), ("ddpm-cond", "conditioned")):
+        assert re.search(rf"^\| {name} \| {labels} \| \d+ \| \d+\.\d% \| \d+\.\d% \| [+-]\d+\.\d \| ", report,
+                         re.M), report
+        assert re.search(rf"^  CAS {name}: \d+\.\d%, gap [+-]\d+\.\d pp \(circle ", done.stdout, re.M), done.stdout
