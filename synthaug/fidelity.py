@@ -46,10 +46,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from synthaug.cas import (cas_setup, cas_table, class_counts, classification_accuracy, empty_table, real_reference,
-                          recipe_text)
+from synthaug.cas import (Score, cas_setup, cas_table, class_counts, classification_accuracy, empty_table,
+                          real_reference, recipe_text)
 from synthaug.classifier import predict
-from synthaug.config import GeneratorSpec, Preset
+from synthaug.config import GeneratorSpec, Preset, TrialConfig
 from synthaug.data import Dataset, load_dataset
 from synthaug.devices import default_device
 from synthaug.feature_spaces import feature_space, metric_name
@@ -149,10 +149,9 @@ def run_fidelity(settings: Settings) -> FidelityResult:
         samples.append(draw_samples(server, spec, settings, dataset.classes))
         _say(settings, f"CAS: {spec.name}: {sum(counts)} of its pool images (seed {settings.seed}; made once, "
                        f"then read), the same recipe")
-        images, labels, short = take_per_class(server, counts, settings.seed, dataset.classes)
-        scores.append(classification_accuracy(spec.name, images, labels, dataset, setup, device))
-        cas_short += [f"{spec.name}: CAS trained on fewer than {counts[dataset.classes.index(c)]} images of {c} "
-                      f"(the labeller gave too few of its samples that class)" for c in short]
+        score, note = generator_cas(server, counts, dataset, setup, device)
+        scores.append(score)
+        cas_short += [note] if note else []
     labeller_path, labeller_acc = reference_labeller(prepared, settings, dataset, device)
     labeller = load_labeller(labeller_path, device)
     samples = tuple(_with_predictions(s, labeller, device) for s in samples)
@@ -241,11 +240,24 @@ def draw_samples(server: DDPMServer, spec: GeneratorSpec, settings: Settings,
                             stream_confidence=stream, short_classes=tuple(short))
 
 
+def generator_cas(server: DDPMServer, counts: Sequence[int], dataset: Dataset, setup: TrialConfig,
+                  device: str) -> tuple[Score, str | None]:
+    """The generator's CAS (synthaug.cas) on counts[c] of its class-c pool images (pool seed setup.seed), and a
+    note when the labeller gave a class too few of an unconditional generator's samples (None otherwise)."""
+    images, labels, short = take_per_class(server, counts, setup.seed, dataset.classes)
+    score = classification_accuracy(server.spec.name, images, labels, dataset, setup, device)
+    if not short:
+        return score, None
+    found = dict(zip(dataset.classes, score.train_counts))
+    return score, (f"{server.spec.name}: CAS trained on {len(labels)} images, not {sum(counts)}: the labeller gave "
+                   f"too few of its samples to {', '.join(f'{c} ({found[c]})' for c in short)}")
+
+
 def take_per_class(server: DDPMServer, counts: Sequence[int], seed: int, classes: Sequence[str],
                    shown: Progress | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(images, int64 labels, classes short): the first counts[c] images of each class c's pool of `seed`, as
     trials take them. Where the labeller (almost) never names a class of an unconditional generator, that class
-    gets what its pool has (the classes short)."""
+    gets what its pool has made so far (the classes short; a later, larger take may have made more)."""
     parts, short = [], []
     for c, name in enumerate(classes):
         if shown is not None:
@@ -253,7 +265,7 @@ def take_per_class(server: DDPMServer, counts: Sequence[int], seed: int, classes
         try:
             part = server.take(c, counts[c], seed)
             parts.append((part.images, part.labels))
-        except ShortPoolError:
+        except ShortPoolError:                      # the labeller (almost) never says this class
             pool = server.pool(c, seed)
             where = np.flatnonzero(pool.labels == c)[:counts[c]]
             parts.append((pool.images[where], pool.labels[where]))

@@ -189,7 +189,7 @@ def cas_overview(result: FidelityResult) -> str:
                      "-" if far is None else _fmt(far[fid_name]), "-" if far is None else f"{far[kid_name]:.4g}",
                      _agreement(result, s.name) if s.conditional else "-"])
     return markdown_table(["generator", "labels", "train images", "CAS", "real-data accuracy", "gap (pp)",
-                           result.fid_label, f"KID ({result.feature_space})", "labeller agreement"], rows)
+                           fid_name, kid_name, "labeller agreement"], rows)
 
 
 def cas_per_class(result: FidelityResult) -> str:
