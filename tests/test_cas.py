@@ -48,6 +48,16 @@ def setting():
     return dataset, setup, real_reference(dataset, setup, "cpu")
 
 
+def test_cas_trains_the_presets_recipe_on_its_real_set_count_unless_told_a_count():
+    tiny, paper = preset("tiny"), preset("paper")
+    assert cas_setup(tiny, "shapes", seed=0).real_per_class == tiny.real_per_class == 20
+    assert cas_setup(tiny, "shapes", seed=0, per_class=7).real_per_class == 7
+    setup = cas_setup(paper, "cifar10", seed=3)            # the study recipe: plain SGD, no augmentation
+    assert (setup.seed, setup.recipe, setup.train.epochs, setup.train.momentum, setup.train.augment) == (
+        3, "study", paper.train.epochs, 0.0, False)
+    assert (setup.imbalance, setup.replace_pct, setup.augment_count) == (1.0, 0.0, 0)     # a real-only trial
+
+
 def test_a_generator_whose_samples_are_real_images_scores_the_real_data_accuracy(setting):
     """The planted pool holds the real training images that follow the reference's in each class's seeded order
     (none of them the reference's, none a validation image). The two classifiers then share the recipe, the seed

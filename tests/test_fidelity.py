@@ -232,7 +232,7 @@ def test_tiny_cli_run_writes_the_report(tmp_path):
            "OMP_NUM_THREADS": "1"}     # as conftest's one_torch_thread: small models stall on 2 shared threads
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, str(REPO / "analysis" / "fidelity.py"), "--preset", "tiny", "--data",
-                           "shapes", "--samples-per-class", "4", "--cache", str(tmp_path / "cache"), "--out", str(out),
+                           "shapes", "--samples-per-class", "4", "--cas-per-class", "4", "--cache", str(tmp_path / "cache"), "--out", str(out),
                            "--no-log"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     # a line a step, naming the generator and the stage, with n/N where there is one
@@ -260,12 +260,13 @@ def test_tiny_cli_run_writes_the_report(tmp_path):
     pooled = pd.read_csv(out / "pooled.csv")
     assert {("ddpm-uncond", "ddpm-cond", "background")} <= set(zip(pooled["a"], pooled["b"], pooled["statistic"]))
     assert "background ddpm-uncond - ddpm-cond" in done.stdout and not (tmp_path / "m.db").exists()
-    # CAS (synthaug.cas): the tiny recipe on each generator's pool images alone, 20 a class (the tiny preset's
-    # real_per_class), beside the same recipe on 20 real images a class, tested on its 200 test images
+    # CAS (synthaug.cas): the tiny recipe on each generator's pool images alone, 4 a class (--cas-per-class: the
+    # samples already drawn, so the unconditional pool grows no further), beside the same recipe on 4 real images a
+    # class, tested on the tiny preset's 200 test images
     cas = pd.read_csv(out / "cas.csv")
     overall = cas[cas["class"] == "all"].set_index("generator")
     assert list(overall.index) == ["real", "ddpm-uncond", "ddpm-cond"] and len(cas) == 3 * 11
-    assert overall.loc["real", "train_images"] == 200 == overall.loc["ddpm-cond", "train_images"]
+    assert overall.loc["real", "train_images"] == 40 == overall.loc["ddpm-cond", "train_images"]
     assert overall["cas"].between(0, 1).all() and (overall["test_images"] == 200).all()
     assert (overall["gap"] == overall["cas"] - overall.loc["real", "cas"]).all()
     report = (out / "report.md").read_text()
