@@ -53,6 +53,7 @@ class StudyClaim:
     source: str         # where in the study
     direction: int      # RISES, FALLS, NO_CLEAR_INCREASE, MIXED
     value: float = math.nan     # the study's number, where it gives one (in the row's unit)
+    unit: str = "pp"    # how the report shows ours: pp (a fraction x 100), "pp / pp", "rate", "luma", "classes"
 
 
 STUDY = (
@@ -69,7 +70,7 @@ STUDY = (
     StudyClaim("E2 equal steps", "E1+E2", "the gain survives training for the baseline's optimizer steps",
                "not tested by the study (a control)", "-", RISES),
     StudyClaim("E2 exchange rate", "E1+E2", "a synthetic image is worth more than 0 real ones (withheld-real)",
-               "not measured by the study", "-", RISES),
+               "not measured by the study", "-", RISES, unit="rate"),
     StudyClaim("E2a truck+ship", "E2a", "+K ImageNet-model trucks and ships raise accuracy on CIFAR-LT",
                "accuracy rises", "Figs. 2-3", RISES),
     StudyClaim("E2a vs E2", "E2a", "the ImageNet model's gain is no larger than the CIFAR-10 DDPM's",
@@ -79,11 +80,11 @@ STUDY = (
     StudyClaim("E4 2% replacement", "E4", "replacing 2% of each class with synthetic images raises accuracy",
                "+0.74 pp (77.37% against 76.63%)", "Table 4", RISES, 0.0074),
     StudyClaim("E4 trend", "E4", "accuracy falls as the replaced share grows",
-               "falls from 2% to 12%", "Table 4", FALLS),
+               "falls from 2% to 12%", "Table 4", FALLS, unit="pp / pp"),
     StudyClaim("E4 per class", "E4", "replacement's impact differs by class", "mixed: some classes gain, "
-               "others lose", "Figs. 7-9", MIXED),
+               "others lose", "Figs. 7-9", MIXED, unit="classes"),
     StudyClaim("E5 darker backgrounds", "E5", "unconditional samples have darker backgrounds (border luminance) "
-               "than class-conditional ones", "darker (over 9,000 samples)", "E5", FALLS),
+               "than class-conditional ones", "darker (over 9,000 samples)", "E5", FALLS, unit="luma"),
 )
 
 
@@ -91,10 +92,9 @@ STUDY = (
 class ClaimRow:
     claim: StudyClaim
     verdict: str = NOT_RUN
-    estimate: float = math.nan      # a fraction (accuracies), a slope per point of p, a rate, or luma
+    estimate: float = math.nan      # in the claim's unit: a fraction (accuracies), a slope a point of p, a rate, luma
     ci_low: float = math.nan
     ci_high: float = math.nan
-    unit: str = "pp"                # how the report shows estimate: pp (x100), "pp / pp", "rate", "luma", "classes"
     covers: str = ""                # what the interval covers
     test: str = ""                  # the test and its family
     p_adjusted: float = math.nan
@@ -102,6 +102,10 @@ class ClaimRow:
     detectable: float = math.nan    # the smallest effect these seeds detect (80% power), in the row's unit
     ours: str = ""                  # a word where the numbers need one (counts, absolute accuracy)
     source: str = ""                # which sweep or run
+
+    @property
+    def unit(self) -> str:
+        return self.claim.unit
 
 
 # ---------------------------------------------------------------------------- the rule
@@ -184,9 +188,9 @@ def _claim(key: str) -> StudyClaim:
     return next(c for c in STUDY if c.key == key)
 
 
-def untested(claim: StudyClaim, source: str, why: str, unit: str = "pp") -> ClaimRow:
+def untested(claim: StudyClaim, source: str, why: str) -> ClaimRow:
     """A claim whose experiment ran without the configurations it needs: NOT_RUN, and why."""
-    return ClaimRow(claim, verdict=NOT_RUN, unit=unit, ours=f"not tested: {why}", source=source)
+    return ClaimRow(claim, verdict=NOT_RUN, ours=f"not tested: {why}", source=source)
 
 
 def _only(row: ClaimRow | None) -> dict[str, ClaimRow]:
@@ -286,9 +290,9 @@ def exchange_row(claim: StudyClaim, a: Analysed, synthetic: Mapping[str, str]) -
     table = a.result.primary.exchange
     hit = table[table["synthetic"] == label]
     if hit.empty:
-        return untested(claim, a.trials.sweep, f"no declared exchange rate for {_name(synthetic)}", "rate")
+        return untested(claim, a.trials.sweep, f"no declared exchange rate for {_name(synthetic)}")
     r = hit.iloc[0]
-    row = ClaimRow(claim, estimate=r.rate, ci_low=r.ci_low, ci_high=r.ci_high, unit="rate",
+    row = ClaimRow(claim, estimate=r.rate, ci_low=r.ci_low, ci_high=r.ci_high,
                    covers="seeds (Fieller)", test=f"Fieller's interval of (synthetic - baseline) / (withheld-real - "
                    f"baseline){'' if r.bounded else '; ' + str(r.note)}", n=int(r.n_seeds), source=a.trials.sweep)
     return replace(row, verdict=verdict(claim.direction, row.estimate, row.ci_low, row.ci_high, math.nan))
@@ -361,9 +365,9 @@ def trend_row(claim: StudyClaim, a: Analysed) -> ClaimRow:
     """The declared trend (synthaug.primary.trend_row): the seed slope, Holm with the primary contrasts."""
     table = a.result.primary.trends
     if table.empty:
-        return untested(claim, a.trials.sweep, "no declared trend with 2 or more values", "pp / pp")
+        return untested(claim, a.trials.sweep, "no declared trend with 2 or more values")
     r = table.iloc[0]
-    row = ClaimRow(claim, estimate=r.slope, ci_low=r.ci_low, ci_high=r.ci_high, unit="pp / pp", covers="seeds",
+    row = ClaimRow(claim, estimate=r.slope, ci_low=r.ci_low, ci_high=r.ci_high, covers="seeds",
                    test=f"least-squares slope a seed at a time, t over seeds, Holm over the primary family "
                         f"(m={a.result.primary.family_size}); over {r.x}", p_adjusted=r.t_holm, n=int(r.n_seeds),
                    source=a.trials.sweep)
@@ -375,7 +379,7 @@ def mixed_row(claim: StudyClaim, a: Analysed) -> ClaimRow:
     table = a.result.per_class.dropna(subset=["q_bh"])
     up = int(((table["q_bh"] < ALPHA) & (table["mean_diff"] > 0)).sum())
     down = int(((table["q_bh"] < ALPHA) & (table["mean_diff"] < 0)).sum())
-    return ClaimRow(claim, verdict=mixed_verdict(up, down, len(table)), estimate=float(up - down), unit="classes",
+    return ClaimRow(claim, verdict=mixed_verdict(up, down, len(table)), estimate=float(up - down),
                     test=f"seed-paired t a class x configuration, BH q over {len(table)} (secondary)",
                     ours=f"{up} up, {down} down of {len(table)} class x configuration differences (q < {ALPHA:g})",
                     n=len(a.result.seeds), source=a.trials.sweep)
@@ -389,11 +393,11 @@ def background_row(f: Fidelity) -> ClaimRow | None:
     cond = next((s for s in sources if "uncond" not in s), None) or "real"
     claim = _claim("E5 darker backgrounds")
     if uncond is None:
-        return untested(claim, f.run_id, "no unconditional generator", "luma")
+        return untested(claim, f.run_id, "no unconditional generator")
     a = f.values.loc[f.values["source"] == uncond, "background"].to_numpy(float)
     b = f.values.loc[f.values["source"] == cond, "background"].to_numpy(float)
     w = stats.welch_comparison(a, b, CONFIDENCE)
-    row = ClaimRow(claim, estimate=w.mean_diff, ci_low=w.ci_low, ci_high=w.ci_high, unit="luma",
+    row = ClaimRow(claim, estimate=w.mean_diff, ci_low=w.ci_low, ci_high=w.ci_high,
                    covers="the samples drawn (images)", test=f"Welch's t, {uncond} - {cond} (one test)",
                    p_adjusted=w.pvalue, n=min(len(a), len(b)),
                    ours=f"{uncond} {a.mean():.1f} vs {cond} {b.mean():.1f} luma (0-255)", source=f.run_id)

@@ -152,20 +152,23 @@ def plot_claims(rows: Sequence[ClaimRow]):
 
     shown = [r for r in rows if r.unit == "pp"]
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(shown) + 1.2))
+    labels = {"ours (95% CI)", "the study"}      # each labelled once
     for i, r in enumerate(shown):
         y = len(shown) - 1 - i
         if np.isfinite(r.estimate):
             lo, hi = (r.ci_low, r.ci_high) if np.isfinite(r.ci_low) else (r.estimate, r.estimate)
             ax.errorbar(r.estimate * 100, y, xerr=[[(r.estimate - lo) * 100], [(hi - r.estimate) * 100]], fmt="o",
-                        color="C0", capsize=3, label="ours (95% CI)" if i == 0 else None)
+                        color="C0", capsize=3, label=_once(labels, "ours (95% CI)"))
         else:
             ax.text(0, y, r.verdict, va="center", ha="center", fontsize=8, color="grey")
+            continue
         if np.isfinite(r.claim.value):
-            ax.plot(r.claim.value * 100, y, "D", color="C3", label="the study")
+            ax.plot(r.claim.value * 100, y, "D", color="C3", label=_once(labels, "the study"))
         else:
             marker = {claims.RISES: ">", claims.FALLS: "<"}.get(r.claim.direction, "|")
             ax.plot(0, y, marker, color="C3", alpha=0.5, markersize=9)
     ax.axvline(0, color="black", lw=0.6)
+    ax.set_ylim(-0.6, len(shown) - 0.4)
     ax.set_yticks(range(len(shown)), [r.claim.key for r in reversed(shown)], fontsize=8)
     ax.set_xlabel("difference (percentage points); red: the study's number, or the direction it claims")
     ax.set_title("the study's claims: ours against the study's")
@@ -174,6 +177,14 @@ def plot_claims(rows: Sequence[ClaimRow]):
         ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
+
+
+def _once(left: set[str], label: str) -> str | None:
+    """`label` the first time it is asked for, then None (a legend entry once)."""
+    if label in left:
+        left.discard(label)
+        return label
+    return None
 
 
 def plot_replacement(a: Analysed):
@@ -228,7 +239,8 @@ def ours_text(r: ClaimRow) -> str:
 
 def verdict_text(r: ClaimRow) -> str:
     if r.verdict == claims.INCONCLUSIVE and np.isfinite(r.detectable):
-        return f"inconclusive: these seeds detect {value_text(r, r.detectable).lstrip('+')}{_unit(r)} (80% power)"
+        return (f"inconclusive: these seeds detect only effects of {value_text(r, r.detectable).lstrip('+')}"
+                f"{_unit(r)} or more (80% power)")
     if r.verdict == claims.INCONCLUSIVE and math.isinf(r.detectable):
         return "inconclusive: these seeds detect no effect within 1,000 sd"
     return r.verdict
