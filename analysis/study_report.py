@@ -46,10 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from synthaug.results import InputError
     from synthaug.study_inputs import analyse_sweeps, load_fidelity, read_inputs
     from synthaug.study_report import build, log_report, markdown, write
-    from synthaug.tracking import resolve_tracking_uri
+    from synthaug.tracking import resolve_tracking_uri, sqlite_path
 
     uri = resolve_tracking_uri(args.mlflow_uri)
     try:
+        if sqlite_path(uri) is not None and not sqlite_path(uri).exists():
+            raise InputError(f"--mlflow-uri: no MLflow store at {sqlite_path(uri)}")
         inputs = read_inputs(uri, args.study, args.sweep, args.fidelity_run)
         analysed = analyse_sweeps(uri, inputs)
         fidelity = load_fidelity(uri, inputs.fidelity_run) if inputs.fidelity_run else None

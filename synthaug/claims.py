@@ -388,9 +388,9 @@ def mixed_row(claim: StudyClaim, a: Analysed) -> ClaimRow:
 def background_row(f: Fidelity) -> ClaimRow | None:
     """Border luminance of the unconditional generator's samples against the conditional one's (Welch's t over
     images, stats.welch_comparison); against the real test images when the run has no conditional one."""
-    sources = [s for s in f.values["source"].unique() if s != "real"]
+    sources = sorted(s for s in f.values["source"].unique() if s != "real")     # ddpm-cond before ddpm-cond-subset
     uncond = next((s for s in sources if "uncond" in s), None)
-    cond = next((s for s in sources if "uncond" not in s), None) or "real"
+    cond = next((s for s in sources if "uncond" not in s and "imagenet" not in s), None) or "real"
     claim = _claim("E5 darker backgrounds")
     if uncond is None:
         return untested(claim, f.run_id, "no unconditional generator")

@@ -58,6 +58,7 @@ class Fidelity:
     run_id: str
     values: pd.DataFrame        # its image_values.csv: source, class, brightness, background, saturation
     metrics: Mapping[str, float]
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 def read_inputs(uri: str, study: str | None = None, sweeps: Sequence[str] = (),
@@ -138,4 +139,4 @@ def load_fidelity(uri: str, run_id: str) -> Fidelity:
     except (MlflowException, OSError) as err:
         raise InputError(f"--fidelity-run: run {run_id!r} is not a fidelity run with image_values.csv at {uri} "
                          f"({str(err).splitlines()[0][:120]})") from None
-    return Fidelity(run_id, values, dict(run.data.metrics))
+    return Fidelity(run_id, values, dict(run.data.metrics), dict(run.data.tags))

@@ -93,8 +93,11 @@ def provenance(analysed: Mapping[str, Analysed], fidelity: Fidelity | None) -> p
                      "data digest": tags.get("synthaug.data_digest", "not recorded")[:16],
                      "throughput row": tags.get(THROUGHPUT_TAG, "not recorded on the run")})
     if fidelity is not None:
-        rows.append({"experiment": "E5", "sweep": f"fidelity run {fidelity.run_id[:12]}", "preset": "", "seeds": "",
-                     "commit": "", "data digest": "", "throughput row": ""})
+        tags = fidelity.tags
+        rows.append({"experiment": "E5", "sweep": f"fidelity run {fidelity.run_id[:12]}",
+                     "preset": tags.get("mlflow.runName", ""), "seeds": "-",
+                     "commit": tags.get("synthaug.git_commit", "unknown")[:12], "data digest": "-",
+                     "throughput row": "-"})
     return pd.DataFrame(rows, columns=["experiment", "sweep", "preset", "seeds", "commit", "data digest",
                                        "throughput row"])
 

@@ -185,11 +185,35 @@ def test_the_report_of_two_tiny_sweeps_has_every_claim_and_its_page_shows_every_
 
     study = client.create_run(ensure_experiment(uri, "study"), tags={"synthaug.study": "tiny",
                               "synthaug.study.sweeps": json.dumps({**sweeps, "E5": {"run_id": fidelity}})})
+    assert _script().main(["--mlflow-uri", uri, "--out", str(tmp_path / "study")]) == 0
+    logged = {a.path for a in client.list_artifacts(study.info.run_id, "report")}
+    assert {"report/report.md", "report/report.html", "report/claims.csv"} <= logged
+
+
+def _script():
     from importlib import util
 
     spec = util.spec_from_file_location("study_report_script", REPO / "analysis" / "study_report.py")
     script = util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    assert script.main(["--mlflow-uri", uri, "--out", str(tmp_path / "study")]) == 0
-    logged = {a.path for a in client.list_artifacts(study.info.run_id, "report")}
-    assert {"report/report.md", "report/report.html", "report/claims.csv"} <= logged
+    return script
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    from synthaug.tracking import ensure_store
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    script = _script()
+    assert script.main(["--mlflow-uri", uri, "--no-log"]) == 2
+    assert capsys.readouterr().err == f"error: --mlflow-uri: no MLflow store at {tmp_path / 'mlflow.db'}\n"
+    ensure_store(uri)
+    capsys.readouterr()
+    for args, start in [(["--sweep", "longtail:x"], "error: --sweep: experiment:sweep with experiment one of"),
+                        ([], "error: --study: no study run (experiment 'study', tag synthaug.study)"),
+                        (["--sweep", "long_tail"], "error: --experiment: no experiment 'long_tail'")]:
+        assert script.main([*args, "--mlflow-uri", uri, "--no-log"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(start) and err.count("\n") == 1, (args, err)
+    with pytest.raises(SystemExit) as stopped:
+        script.main(["--study", "a", "--sweep", "long_tail"])
+    assert stopped.value.code == 2 and capsys.readouterr().err == "error: --study: give a study run or --sweep, not both\n"
