@@ -91,7 +91,7 @@ def provenance(analysed: Mapping[str, Analysed], fidelity: Fidelity | None) -> p
         rows.append({"experiment": key, "sweep": a.trials.sweep, "preset": params.get("preset", "?"),
                      "seeds": " ".join(str(s) for s in a.result.seeds), "commit": commit,
                      "data digest": tags.get("synthaug.data_digest", "not recorded")[:16],
-                     "throughput row": tags.get(THROUGHPUT_TAG, "not recorded on the run")})
+                     "throughput row": tags.get(THROUGHPUT_TAG) or default_throughput(params.get("preset", ""))})
     if fidelity is not None:
         tags = fidelity.tags
         rows.append({"experiment": "E5", "sweep": f"fidelity run {fidelity.run_id[:12]}",
@@ -100,6 +100,21 @@ def provenance(analysed: Mapping[str, Analysed], fidelity: Fidelity | None) -> p
                      "throughput row": "-"})
     return pd.DataFrame(rows, columns=["experiment", "sweep", "preset", "seeds", "commit", "data digest",
                                        "throughput row"])
+
+
+def default_throughput(preset: str) -> str:
+    """Where a sweep run records no throughput row: the BENCHMARKS.md row a dry run of its preset divides by
+    when given no --gpu-model (the paper preset: sweep_plan.GPU_MODEL's; the others: their CPU row)."""
+    from synthaug.benchmarks import cpu_row, default_path, find_throughput
+    from synthaug.sweep_plan import GPU_MODEL
+
+    try:
+        row = find_throughput(default_path(), GPU_MODEL) if preset == "paper" else cpu_row(preset)
+    except Exception:  # noqa: BLE001 - no BENCHMARKS.md or no such row: say so, the report goes on
+        row = None
+    if row is None:
+        return "not recorded on the run"
+    return f"not recorded on the run; a dry run's default: {row.device} ({row.size}), {row.source}"
 
 
 def deviations(analysed: Mapping[str, Analysed]) -> pd.DataFrame:
