@@ -205,6 +205,12 @@ def augmented_classes(a: Analysed) -> tuple[str, ...]:
     return tuple(parse_baseline(declaration.primary[0][0]).get("augment_classes", "").split(","))
 
 
+def _undeclared(a: Analysed, experiment: str) -> dict[str, ClaimRow]:
+    """Every claim of `experiment` untested: its sweep declared no primary contrast on two augmented classes."""
+    why = "the sweep declared no primary contrast on two augmented classes (tag synthaug.primary)"
+    return {c.key: untested(c, a.trials.sweep, why) for c in STUDY if c.experiment == experiment}
+
+
 def label_of(a: Analysed, spec: Mapping[str, str]) -> str | None:
     """The one finished configuration whose params match `spec` (configurations.matching), or None."""
     runs = a.result.values.merge(a.trials.frame, on="run_id")
@@ -256,7 +262,7 @@ def class_row(claim: StudyClaim, a: Analysed, treatment: Mapping[str, str], cls:
 def long_tail_rows(a: Analysed, extra: list) -> dict[str, ClaimRow]:
     names = augmented_classes(a)
     if len(names) != 2:
-        return {}
+        return _undeclared(a, "E1+E2")
     truck, ship = names
     both = {"arm": "synthetic", "augment_classes": f"{truck},{ship}"}
     rows = [class_row(_claim("E2 truck"), a, {"arm": "synthetic", "augment_classes": truck}, truck),
@@ -301,7 +307,7 @@ def exchange_row(claim: StudyClaim, a: Analysed, synthetic: Mapping[str, str]) -
 def imagenet_rows(a: Analysed, cifar: Analysed | None, extra: list) -> dict[str, ClaimRow]:
     names = augmented_classes(a)
     if len(names) != 2:
-        return {}
+        return _undeclared(a, "E2a")
     both = {"arm": "synthetic", "augment_classes": ",".join(names)}
     rows = {"E2a truck+ship": primary_row(_claim("E2a truck+ship"), a, both, None)}
     if cifar is not None:
