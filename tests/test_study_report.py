@@ -61,11 +61,13 @@ def test_a_row_without_a_p_decides_by_its_interval_and_mixed_impact_by_counts():
 
 
 def test_the_smallest_detectable_effect_is_where_power_table_first_reaches_80_percent():
+    from scipy import stats as st
+
     n, sd, family = 8, 0.004, 2
-    half = sd / math.sqrt(n) * 2.3646      # t(0.975, 7) times the standard error
+    half = sd / math.sqrt(n) * st.t.ppf(0.975, n - 1)      # the 95% interval's half-width
     found = detectable(-half, half, n, family)
     at, below = power_table(sd, n, family, (found, found * 0.98), ALPHA, POWER)
-    assert at.power >= POWER > below.power
+    assert at.power == pytest.approx(POWER, abs=1e-6) and below.power < POWER - 0.01
     assert 0.004 < found < 0.007           # about 1.3 sd at 8 seeds and alpha / 2
     assert math.isnan(detectable(0.0, 0.01, 1, 1))
 
