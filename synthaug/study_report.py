@@ -45,8 +45,10 @@ DEVIATIONS = (
      "sweeps/long_tail.py and cond_vs_uncond.py (ddpm-*-subset: the trial's own subset)",
      ("generator", "generator_spec.train_on"), CIFAR_GENERATED),
     ("ImageNet model (E2a)", "improved DDPM ImageNet 64x64 class-conditional (270M parameters)",
-     "GeneratorSpec.pretrained, .guidance_scale, .label_map (sweeps/imagenet_targeted.py: DiT-XL/2 256x256)",
-     ("generator_spec.pretrained", "generator_spec.guidance_scale", "generator_spec.label_map"), ("E2a",)),
+     "GeneratorSpec.checkpoint (--checkpoint imagenet=FILE.pt), else .pretrained (DiT-XL/2 256x256, a substitute), "
+     ".guidance_scale, .label_map (config.py, sweeps/imagenet_targeted.py)",
+     ("generator_spec.checkpoint", "generator_spec.pretrained", "generator_spec.guidance_scale",
+      "generator_spec.label_map"), ("E2a",)),
     ("classifier recipe", "SGD, lr 0.01, batch 256; nothing else stated", "TrialConfig.recipe (config.RECIPES)",
      ("recipe", "train.momentum", "train.weight_decay", "train.schedule", "train.augment"), ()),
     ("architecture", "\"standard ResNet18\"", "TrainConfig.stem, .width (synthaug/classifier.py)",
@@ -80,12 +82,9 @@ def build(analysed: Mapping[str, Analysed], fidelity: Fidelity | None, inputs: I
 
 
 def provenance(analysed: Mapping[str, Analysed], fidelity: Fidelity | None) -> pd.DataFrame:
-    from mlflow.tracking import MlflowClient
-
     rows = []
     for key, a in analysed.items():
-        parent = MlflowClient(a.trials.tracking_uri).get_run(a.trials.sweep_run_id) if a.trials.sweep_run_id else None
-        tags, params = (parent.data.tags, parent.data.params) if parent else ({}, {})
+        tags, params = _parent(a)
         commit = tags.get("synthaug.git_commit", "unknown")[:12] + (" (dirty)" if tags.get("synthaug.git_dirty") ==
                                                                     "true" else "")
         rows.append({"experiment": key, "sweep": a.trials.sweep, "preset": params.get("preset", "?"),
@@ -100,6 +99,16 @@ def provenance(analysed: Mapping[str, Analysed], fidelity: Fidelity | None) -> p
                      "throughput row": "-"})
     return pd.DataFrame(rows, columns=["experiment", "sweep", "preset", "seeds", "commit", "data digest",
                                        "throughput row"])
+
+
+def _parent(a: Analysed) -> tuple[Mapping[str, str], Mapping[str, str]]:
+    """The sweep's parent run's tags and params (empty when it is gone)."""
+    from mlflow.tracking import MlflowClient
+
+    if not a.trials.sweep_run_id:
+        return {}, {}
+    run = MlflowClient(a.trials.tracking_uri).get_run(a.trials.sweep_run_id)
+    return run.data.tags, run.data.params
 
 
 def default_throughput(preset: str) -> str:
@@ -120,6 +129,15 @@ def default_throughput(preset: str) -> str:
 def deviations(analysed: Mapping[str, Analysed]) -> pd.DataFrame:
     """A row a deviation and experiment: the study's, ours (from a finished trial's params), where it is set."""
     rows = []
+    for key, a in analysed.items():        # what served each generator, as the sweep's run names it (serving.py)
+        tags = _parent(a)[0]
+        served = "; ".join(f"{name.split('.')[2]}: {tags[name]}" + (f" ({tags[name[:-5] + '.source']})" if
+                           name[:-5] + ".source" in tags else "") for name in sorted(tags)
+                           if name.startswith("synthaug.generator.") and name.endswith(".kind"))
+        if served:
+            rows.append({"what": "generator kind and source", "the study": "improved-diffusion's models", "experiment":
+                         key, "ours": served, "set in": "--checkpoint NAME=FILE.pt, the preset's generators "
+                         "(synthaug/config.py); tags synthaug.generator.<name>.kind/.source of the sweep's run"})
     for what, study, where, keys, concerns in DEVIATIONS:
         for key, a in analysed.items():
             if concerns and key not in concerns:
