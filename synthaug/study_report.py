@@ -101,6 +101,18 @@ def provenance(analysed: Mapping[str, Analysed], fidelity: Fidelity | None) -> p
                                        "throughput row"])
 
 
+def served_kinds(tags: Mapping[str, str]) -> dict[str, str]:
+    """generator -> "kind (source)" from a sweep run's synthaug.generator.<instance>.kind/.source tags; the
+    instances of one generator (ddpm-cond-subset:seed0-..., one a trial seed) once, by the generator's name."""
+    prefix, found = "synthaug.generator.", {}
+    for tag in sorted(tags):
+        if tag.startswith(prefix) and tag.endswith(".kind"):
+            instance = tag[len(prefix):-len(".kind")]
+            source = tags.get(f"{prefix}{instance}.source")
+            found.setdefault(instance.split(":")[0], tags[tag] + (f" ({source})" if source else ""))
+    return found
+
+
 def _parent(a: Analysed) -> tuple[Mapping[str, str], Mapping[str, str]]:
     """The sweep's parent run's tags and params (empty when it is gone)."""
     from mlflow.tracking import MlflowClient
@@ -130,10 +142,7 @@ def deviations(analysed: Mapping[str, Analysed]) -> pd.DataFrame:
     """A row a deviation and experiment: the study's, ours (from a finished trial's params), where it is set."""
     rows = []
     for key, a in analysed.items():        # what served each generator, as the sweep's run names it (serving.py)
-        tags = _parent(a)[0]
-        served = "; ".join(f"{name.split('.')[2]}: {tags[name]}" + (f" ({tags[name[:-5] + '.source']})" if
-                           name[:-5] + ".source" in tags else "") for name in sorted(tags)
-                           if name.startswith("synthaug.generator.") and name.endswith(".kind"))
+        served = "; ".join(f"{name}: {kind}" for name, kind in served_kinds(_parent(a)[0]).items())
         if served:
             rows.append({"what": "generator kind and source", "the study": "improved-diffusion's models", "experiment":
                          key, "ours": served, "set in": "--checkpoint NAME=FILE.pt, the preset's generators "

@@ -221,3 +221,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         script.main(["--study", "a", "--sweep", "long_tail"])
     assert stopped.value.code == 2 and capsys.readouterr().err == "error: --study: give a study run or --sweep, not both\n"
+
+
+def test_each_generator_is_named_once_with_its_kind_and_source_from_the_sweep_runs_tags():
+    from synthaug.study_report import served_kinds
+
+    tags = {"synthaug.generator.ddpm-cond-subset:seed0-lt0.1-n20-v5.kind": "ddpm",
+            "synthaug.generator.ddpm-cond-subset:seed1-lt0.1-n20-v5.kind": "ddpm",
+            "synthaug.generator.imagenet.kind": "pretrained-dit", "synthaug.generator.imagenet.source": "DiT-XL/2",
+            "synthaug.generator.imagenet.weights": "abc"}
+    assert served_kinds(tags) == {"ddpm-cond-subset": "ddpm", "imagenet": "pretrained-dit (DiT-XL/2)"}
