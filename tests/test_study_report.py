@@ -2,8 +2,8 @@
 end: two tiny sweeps on shapes with CIFAR-10's names (long_tail: the baseline, synthetic and oversample arms on
 {truck, ship}; replace_pct: p in 0, 2, 4), 2 seeds each, a planted fidelity run, then the report from --sweep and
 from a study run, and report.html read back from a headless chromium's DOM (every claim row, every figure decoded
-with a non-zero size). The end-to-end test took 549 s on 2 CPU cores shared with other sweeps and tests
-(load 11-12), most of it the two sweeps.
+with a non-zero size). The end-to-end test took 549 s and 647 s on 2 CPU cores shared with other
+sweeps and tests (load 10-12), most of it the two sweeps.
 """
 
 from __future__ import annotations
