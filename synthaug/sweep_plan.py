@@ -20,6 +20,8 @@ from synthaug.declaration import declaration
 from synthaug.sweep_inputs import (UsageError, check_counts, check_generators, class_aliases, resolve_value,
                                    with_checkpoints, with_resources)
 
+GPU_MODEL = "H100"          # --gpu-model's default: the BENCHMARKS.md row a dry run divides by
+
 
 # The arms every augmentation sweep shares: the baseline that adds nothing (run once), and the controls for
 # "more images" beside a synthetic arm of K images a class: the same K as copies of the trial's own real images
@@ -119,8 +121,8 @@ def parse_args(experiment: Experiment, argv: Sequence[str] | None) -> argparse.N
                              "truck+ship); repeatable")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the trials, the resource plan and a GPU-hour estimate; start and write nothing")
-    parser.add_argument("--gpu-model", default="H100", help="with --dry-run: the device of BENCHMARKS.md's "
-                        "throughput table the estimate divides by (default H100)")
+    parser.add_argument("--gpu-model", default=GPU_MODEL, help="with --dry-run: the device of BENCHMARKS.md's "
+                        f"throughput table the estimate divides by (default {GPU_MODEL})")
     parser.add_argument("--benchmarks", default=None, metavar="FILE",
                         help="with --dry-run: the file holding that table (default: the repository's BENCHMARKS.md)")
     parser.add_argument("--paired-sd", default=None, metavar="SD",

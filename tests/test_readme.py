@@ -57,6 +57,8 @@ COMMANDS: dict[str, str] = {
         "tests/test_figures.py::test_cli_draws_every_figure_and_logs_an_analysis_run",
     "python analysis/fidelity.py --preset smoke": "tests/test_fidelity.py::test_tiny_cli_run_writes_the_report",
     "python analysis/sample_count.py --experiment sample_count": HELP,
+    "python analysis/study_report.py --sweep long_tail --sweep replace_pct":
+        "tests/test_study_report.py::test_the_report_of_two_tiny_sweeps_has_every_claim_and_its_page_shows_every_row_and_figure",
     "python bench/gpu_suite.py": "tests/test_bench.py::test_on_device_runs_every_stage_tiny_on_a_cpu_and_the_dry_run_reads_its_figures",
     "OUT=/tmp/b bash bench/on_device.sh":
         "tests/test_bench.py::test_on_device_runs_every_stage_tiny_on_a_cpu_and_the_dry_run_reads_its_figures",
