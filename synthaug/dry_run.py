@@ -37,6 +37,8 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput, measured: tupl
     print(f"data {dataset.name}: {len(dataset.train_y)} train / {len(dataset.test_y)} test images, "
           f"{dataset.num_classes} classes; preset {preset.name}, recipe {plan.base.recipe}")
     print(f"{len(configs)} trials = {cells} configurations x {len(plan.seeds)} seeds; {epochs} trial-epochs\n")
+    for problem in plan.unavailable:
+        print(f"note: the sweep would stop before it starts: {problem}\n")
 
     axes = [*plan.grid] or ["configuration"]
     rows = []
@@ -133,6 +135,68 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput, measured: tupl
                   f"(bench/gpu_suite.py --size {preset.name} --device cpu measures one)")
         else:
             _print_cpu_estimate(plan, dataset, found, needed, cpu, class_plan)
+
+
+@dataclass(frozen=True)
+class PlanHours:
+    """A plan's work in hours of one throughput row's device (sweeps/study.py adds plans up)."""
+
+    # what a generator instance trains (its DDPM, its labeller; keyed as the cache keys them, so two instances
+    # or experiments that share weights share a key) -> hours: a study adds the keys up once
+    trainings: dict
+    pools_h: float
+    # the trials' device-hours: on a GPU row k sharing a GPU as the preset asks; on a CPU row the wall time of
+    # this machine's CPUs, as many trials at once as they take
+    trials_h: float
+
+
+def plan_hours(plan, dataset: Dataset, row: Throughput) -> PlanHours:
+    """plan's generators, pools and trials on `row`'s device, as print_dry_run estimates them."""
+    from synthaug.instances import instances
+    from synthaug.mixing import plan as class_plan
+    from synthaug.pricing import sharing_speedup, trials_per_gpu
+    from synthaug.serving import pool_requests
+
+    preset, needed = plan.preset, pool_requests(plan, dataset)
+    found = instances(preset, plan.configs)
+    works = {name: _generator_work(spec, subset, {k: n for k, n in needed.items() if k[0] == name}, dataset, row,
+                                   set()) for name, (spec, subset) in found.items()}
+    if row.on_cpu:
+        at_once = max(1, min(len(plan.configs), int((os.cpu_count() or 1) // preset.cpus_per_trial)))
+    else:
+        at_once = trials_per_gpu(preset.gpus_per_trial) if preset.gpus else 1
+    speedup = sharing_speedup(at_once, row)
+    seconds = sum(_trial_cost(cfg, dataset, row, preset.trial_checkpoint_s, at_once / speedup, class_plan).seconds
+                  for cfg in plan.configs)
+    trials_h = seconds / speedup / 3600
+    return PlanHours(_trainings(found, works, dataset), sum(w.pool_h for w in works.values()), trials_h)
+
+
+def _trainings(found: dict, works: dict, dataset: Dataset) -> dict:
+    """PlanHours.trainings of the instances `found` (name -> (spec, subset)) with their GeneratorWork."""
+    from synthaug.generator_training import generator_key, labeller_key
+    from synthaug.instances import subset_tag
+
+    keys: dict[str, float] = {}
+    for name, (spec, subset) in found.items():
+        where = f"@{subset_tag(subset)}" if subset is not None else ""
+        if works[name].train_h or works[name].label_h:
+            keys[f"generator {generator_key(spec, dataset)}{where}"] = works[name].train_h
+            keys[f"labeller {labeller_key(spec, dataset)}{where}"] = works[name].label_h
+    return keys
+
+
+def fidelity_hours(preset, dataset: Dataset, row: Throughput, per_class: int) -> PlanHours:
+    """E5 (synthaug.fidelity): the preset's generators it can use here, trained (as a sweep would), and
+    per_class samples a class of each (pool seed 0); its feature scores are not counted."""
+    from synthaug.fidelity import usable_generators
+
+    specs, _ = usable_generators(preset.generators, dataset.classes)
+    wanted = {(spec.name, c, 0): per_class for spec in specs for c in range(dataset.num_classes)}
+    works = {spec.name: _generator_work(spec, None, {k: n for k, n in wanted.items() if k[0] == spec.name}, dataset,
+                                        row, set()) for spec in specs}
+    return PlanHours(_trainings({s.name: (s, None) for s in specs}, works, dataset),
+                     sum(w.pool_h for w in works.values()), 0.0)
 
 
 def _print_power(plan) -> None:

@@ -59,10 +59,11 @@ def wait_until_placed(actors: dict[str, Any], remedy: str, timeout_s: float = PL
                   f"{more} to be placed and loaded", flush=True)
 
 
-def start_servers(plan, dataset: Dataset, parent, use_gpus: bool, session: str = ""
+def start_servers(plan, dataset: Dataset, parent, use_gpus: bool, session: str = "", scope: str = ""
                   ) -> tuple[dict[str, Any], dict[str, int]]:
     """Prepare each generator the grid uses, start its named server, generate every pool up front.
-    `session`: the sweep command's (synthaug.interrupt), tagged on the training runs it (re)opens.
+    `session`: the sweep command's (synthaug.interrupt), tagged on the training runs it (re)opens. `scope`: the
+    servers' names' (default the sweep's own); a server of that name already alive is used as it is.
     Returns the serving actors and the images each generator's warm-up replicas (gone by now, beside the
     serving ones) generated."""
     import ray
@@ -104,7 +105,7 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool, session: str =
                          **({f"synthaug.generator.{name}.run_id": prepared.run_id} if prepared.run_id else {})})
         share = plan.preset.server_gpus / shares[base_name(name)]
         servers[name] = make_server_actor(prepared, spec, str(plan.cache_dir / "pools"), dataset.classes,
-                                          num_gpus=share if gpus else 0, sweep=plan.name)
+                                          num_gpus=share if gpus else 0, sweep=scope or plan.name)
         prepared_by_name[name] = prepared
     wait_until_placed({f"the {name} server": server for name, server in servers.items()},
                       "lower preset.server_gpus, or free GPUs")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +26,16 @@ from synthaug.sweep_plan import (CONTROL_ARMS, NO_AUGMENTATION, Experiment, Swee
 from synthaug.sweep_runs import (Session, close_runs, experiment_description, log_results, mark_restarted,
                                  parent_run, print_summary, result_table)
 
-__all__ = ["CONTROL_ARMS", "NO_AUGMENTATION", "Experiment", "main", "run_sweep"]       # a sweep script's imports
+__all__ = ["CONTROL_ARMS", "NO_AUGMENTATION", "Experiment", "main", "run_sweep", "sweep_on_ray"]       # a sweep script's imports
+
+@dataclass
+class SharedServers:
+    """The generator servers of one Ray session shared by several sweeps (sweeps/study.py): named in `scope`
+    (synthaug.server.server_name), their handles held in `servers` (instance name -> actor) until Ray goes down."""
+
+    scope: str
+    servers: dict = field(default_factory=dict)
+
 
 LOST_CHECKPOINT = "does not exist on storage anymore"     # Ray Tune's words for a checkpoint gone (Trainable.restore)
 
@@ -99,7 +109,7 @@ def _main(experiment: Experiment, argv: Sequence[str] | None) -> int:
     except SystemExit as stop:              # --help, or a bad flag: OneLineParser printed its one line
         return stop.code if isinstance(stop.code, int) else 2
     try:
-        plan, outline = plan_sweep(experiment, args)
+        plan, outline = plan_sweep(experiment, args, allow_unavailable=args.dry_run)
         if args.dry_run:
             from synthaug.benchmarks import default_path, find_throughput, read_throughputs
             from synthaug.dry_run import print_dry_run
@@ -155,7 +165,7 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
     with Interrupts() as interrupts:
         session = Session(new_session(), interrupts)
         try:
-            code = interrupts.on_ray(plan.address, NAMESPACE, plan.preset.gpus or 0, lambda: _sweep_on_ray(
+            code = interrupts.on_ray(plan.address, NAMESPACE, plan.preset.gpus or 0, lambda: sweep_on_ray(
                 plan, dataset, fresh, wait_s if plan.address else 0, session))
         except Exception as err:        # a bug: its traceback, and no run left RUNNING
             interrupts.shield()
@@ -165,8 +175,12 @@ def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) ->
         return close_runs(plan, session, INTERRUPTED if interrupts.received and code else code, fresh)
 
 
-def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float, session: Session) -> int:
-    """With Ray up: the GPUs first, then the checks on the nodes that joined, the servers, the trials."""
+def sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float, session: Session,
+                 shared: SharedServers | None = None) -> int:
+    """With Ray up: the GPUs first, then the checks on the nodes that joined, the servers, the trials. The caller
+    ends the runs it leaves (close_runs) and takes Ray down. `shared`: servers kept alive across the sweeps of
+    one Ray session (sweeps/study.py): a generator instance another sweep already serves is served by the same
+    actor (found by its name in shared.scope), not started again."""
     import ray
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -194,7 +208,10 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float,
     parent = session.parent = parent_run(plan, experiment_id, dataset.digest, reuse=not fresh)
 
     try:
-        servers, warmed = start_servers(plan, dataset, parent, use_gpus, session.id)
+        servers, warmed = start_servers(plan, dataset, parent, use_gpus, session.id,
+                                        scope=shared.scope if shared else plan.name)
+        if shared:
+            shared.servers.update(servers)      # a handle held: a named actor without one is garbage-collected
     except ray.exceptions.RayTaskError as err:      # a generator that cannot make a pool the grid needs
         session.error = str(err.cause).splitlines()[0] if err.cause else str(err)
         print(f"error: {session.error}", file=sys.stderr)
@@ -206,7 +223,7 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float,
     context = TrialContext(str(plan.cache_dir), plan.tracking_uri, experiment_id, parent.run_id, plan.name,
                            per_trial_generators(plan.preset),
                            {g: to_flat(plan.preset.generator(g)) for g in plan.generators},
-                           plan.preset.trial_checkpoint_s)
+                           plan.preset.trial_checkpoint_s, shared.scope if shared else "")
     # the configurations only, each once (an arm crossed with the grid, its baseline once): constants go with the
     # trainable
     param_space = {"cell": tune.grid_search([dict(c) for c in plan.cells]), "seed": tune.grid_search(list(plan.seeds))}
@@ -247,11 +264,12 @@ def _sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float,
             results = tuner.fit()
 
     counters = {g: ray.get(s.counters.remote()) for g, s in servers.items()}
+    since = "since it started (it serves other sweeps too)" if shared else "this sweep"
     for generator, count in counters.items():
         count["generated"] += warmed.get(generator, 0)     # by the warm-up replicas, gone by now
         kept = (f"; its confidence filter kept {count['acceptance']:.1%} of the samples it labelled"
                 if "acceptance" in count else "")
-        print(f"DDPM server {generator}: generated {count['generated']} images this sweep, "
+        print(f"DDPM server {generator}: generated {count['generated']} images {since}, "
               f"served {count['served']} to trials{kept}")
     parent.log_metrics({f"pool_acceptance.{g}": c["acceptance"] for g, c in counters.items() if "acceptance" in c})
     parent.log_metrics({"pool_images_generated": sum(c["generated"] for c in counters.values()),

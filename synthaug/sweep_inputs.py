@@ -127,18 +127,21 @@ def check_counts(configs: Sequence[TrialConfig], dataset: Dataset) -> None:
 
 
 def check_generators(chosen: Preset, used: Sequence[str], configs: Sequence[TrialConfig],
-                      dataset: Dataset) -> None:
-    """Every generator the sweep uses can serve every class it is asked for, on this machine."""
+                      dataset: Dataset) -> list[str]:
+    """Why a generator the sweep uses cannot serve every class it is asked for, on this machine: one line each
+    ("generator NAME: ..."); empty when all can."""
     from synthaug.generators import generator_kind
     from synthaug.mixing import synthetic_requests
 
+    problems = []
     for name in used:
         spec = chosen.generator(name)
         served = sorted({c for cfg in configs if cfg.generator == name for c in synthetic_requests(cfg, dataset)})
         problem = generator_kind(spec).problem(spec, dataset.classes, [dataset.classes[c] for c in served
                                                                        if c >= 0])
         if problem:
-            raise ConfigError(f"generator {name}: {problem}")
+            problems.append(f"generator {name}: {problem}")
+    return problems
 
 
 def class_aliases(flag: str | None, dataset: Dataset) -> dict[str, str]:

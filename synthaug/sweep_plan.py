@@ -89,6 +89,8 @@ class SweepPlan:
     name: str                                   # the Tune run and the MLflow parent run's name
     # the declared primary analysis, its class names the data's (synthaug.declaration): the parent run's tag
     declared: Mapping[str, Any] = field(default_factory=dict)
+    unavailable: tuple[str, ...] = ()           # why a generator cannot serve here (planned with allow_unavailable)
+    parent_tags: Mapping[str, str] = field(default_factory=dict)    # more tags on the parent run (the study's)
 
     @property
     def generators(self) -> tuple[str, ...]:
@@ -96,7 +98,12 @@ class SweepPlan:
 
 
 def parse_args(experiment: Experiment, argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = OneLineParser(prog=f"sweeps/{experiment.name}.py", description=experiment.description)
+    return sweep_parser(f"sweeps/{experiment.name}.py", experiment.description).parse_args(argv)
+
+
+def sweep_parser(prog: str, description: str, grids: bool = True) -> OneLineParser:
+    """The flags of a sweep script (and, without --grid, of sweeps/study.py, which adds its own)."""
+    parser = OneLineParser(prog=prog, description=description)
     parser.add_argument("--preset", default="smoke", help=f"one of {', '.join(PRESETS)} (default smoke)")
     parser.add_argument("--seeds", default=None, help="N (seeds 0..N-1) or a list like 0,3,7 (default: the preset's, "
                                                       "3; paper 8)")
@@ -116,9 +123,10 @@ def parse_args(experiment: Experiment, argv: Sequence[str] | None) -> argparse.N
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any trial field (train.epochs=1), preset field (preset.gpus_per_trial=0.25) or "
                              "generator field (generators.ddpm-cond.train_on=trial); repeatable")
-    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                        help="replace or add a grid axis (replace_pct=0,2,4; arm=none,conditional; tuples as "
-                             "truck+ship); repeatable")
+    if grids:
+        parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                            help="replace or add a grid axis (replace_pct=0,2,4; arm=none,conditional; tuples as "
+                                 "truck+ship); repeatable")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the trials, the resource plan and a GPU-hour estimate; start and write nothing")
     parser.add_argument("--gpu-model", default=GPU_MODEL, help="with --dry-run: the device of BENCHMARKS.md's "
@@ -129,7 +137,7 @@ def parse_args(experiment: Experiment, argv: Sequence[str] | None) -> argparse.N
                         help="with --dry-run: a pilot's seed sd of a paired accuracy difference, a fraction (0.004 = "
                              "0.4 pp), for the power table (default: the preset's)")
     parser.add_argument("--fresh", action="store_true", help="start over instead of resuming a matching sweep")
-    return parser.parse_args(argv)
+    return parser
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -155,10 +163,13 @@ def parse_paired_sd(text: str) -> float:
     return sd
 
 
-def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepPlan, Dataset]:
+def plan_sweep(experiment: Experiment, args: argparse.Namespace,
+               allow_unavailable: bool = False) -> tuple[SweepPlan, Dataset]:
     """Resolve and validate everything; touches no Ray, no GPU, no MLflow, and writes nothing: the data
     source is only outlined (classes and labels, blank images; synthaug.data.data_outline), so bad input
-    leaves no cache behind. Returns the plan and that outline."""
+    leaves no cache behind. Returns the plan and that outline. `allow_unavailable` (a dry run): a generator
+    that cannot serve on this machine (a pretrained model not downloaded) is kept in plan.unavailable, not
+    raised, so the plan can still be counted."""
     from synthaug.overrides import apply_grids, apply_sets, check_experiment
     from synthaug.storage import folder_problem
     from synthaug.tracking import resolve_tracking_uri
@@ -208,12 +219,15 @@ def plan_sweep(experiment: Experiment, args: argparse.Namespace) -> tuple[SweepP
         configs.append(cfg)
     used = sorted({c.generator for c in configs if c.uses_synthetic})   # a preset that gains one keeps its sweeps
     check_counts(configs, dataset)
-    check_generators(chosen, used, configs, dataset)
+    unavailable = check_generators(chosen, used, configs, dataset)
+    if unavailable and not allow_unavailable:
+        raise ConfigError(unavailable[0])
     name = f"{experiment.name}-{chosen.name}-" + digest({
         "base": to_flat(base), "grid": grid, **({"arms": arms} if arms else {}), "cells": cells, "seeds": seeds,
         "data": dataset.digest, "generators": [to_flat(chosen.generator(g)) for g in used]})[:8]
     plan = SweepPlan(experiment, chosen, seeds, grid, arms, cells, base, tuple(configs), cache_dir,
-                     storage_location(args.storage), resolve_tracking_uri(args.mlflow_uri), args.address, name, declared)
+                     storage_location(args.storage), resolve_tracking_uri(args.mlflow_uri), args.address, name, declared,
+                     tuple(unavailable))
     for note in notes:
         print(note, file=sys.stderr, flush=True)
     return plan, dataset

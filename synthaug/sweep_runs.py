@@ -86,11 +86,14 @@ def parent_run(plan: SweepPlan, experiment_id: str, data_digest: str, reuse: boo
         found = newest_parent_id(plan, experiment_id)
         if found:
             MlflowClient(plan.tracking_uri).update_run(found, status="RUNNING")     # reopened: this command's now
-            return RunLogger(plan.tracking_uri, found)
+            reopened = RunLogger(plan.tracking_uri, found)
+            if plan.parent_tags:
+                reopened.set_tags(dict(plan.parent_tags))
+            return reopened
     # the declared primary analysis goes on with the run, before any trial: the analysis leads with it
     parent = RunLogger.create(plan.tracking_uri, experiment_id, parent_run_name(plan),
                               {ROLE: "sweep", SWEEP: plan.name, "synthaug.data_digest": data_digest,
-                               NOTE: describe_sweep(plan, None, 0),
+                               NOTE: describe_sweep(plan, None, 0), **plan.parent_tags,
                                **({PRIMARY: tag_value(plan.declared)} if plan.declared else {})})
     parent.log_params({"preset": plan.preset.name, "seeds": list(plan.seeds), "trials": len(plan.configs),
                        **{f"grid.{k}": v for k, v in plan.grid.items()},

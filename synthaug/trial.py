@@ -58,6 +58,7 @@ class TrialContext:
     per_trial: dict = dataclasses.field(default_factory=dict)   # generator -> "subset" or "seed" (synthaug.instances)
     generators: dict = dataclasses.field(default_factory=dict)  # name -> its GeneratorSpec, flat: logged by its trials
     checkpoint_every_s: float = 0.0     # Preset.trial_checkpoint_s: 0 checkpoints every epoch
+    server_scope: str = ""              # the servers' names' scope (synthaug.server.server_name): "" = the sweep's
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ def _synthetic_source(cfg: TrialConfig, ctx: TrialContext):
     server = instance_name(cfg, ctx.per_trial)
 
     def take(class_index: int, n: int):
-        return ray.get(get_server(ctx.sweep, server).take.remote(class_index, n, cfg.seed))
+        return ray.get(get_server(ctx.server_scope or ctx.sweep, server).take.remote(class_index, n, cfg.seed))
     return take
 
 

@@ -34,6 +34,9 @@ COMMANDS: dict[str, str] = {
     "pytest": "tests/test_readme.py::test_every_readme_command_is_run_here_or_mapped_to_its_test",   # the suite
     "pip install torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cu126":
         "NOT_OFFLINE: the network (PyTorch's CUDA 12.6 index); constraints.txt pins the same versions",
+    "python sweeps/study.py --preset smoke --data shapes": DRY_RUN,
+    "python analysis/significance.py --experiment long_tail --sweep NAME":
+        "tests/test_study.py::test_tiny_study_runs_to_finished_then_a_rerun_retrains_nothing",
     "python sweeps/replace_pct.py --preset smoke --seeds 2": DRY_RUN,
     "python sweeps/replace_pct.py --preset smoke --seeds 2 --data cifar10": DRY_RUN,
     "python sweeps/replace_pct.py --preset paper --data cifar10": DRY_RUN,
