@@ -15,13 +15,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # the sweep scripts beside it (also under runpy)
 
-import cond_vs_uncond  # noqa: E402
-import imagenet_targeted  # noqa: E402
-import long_tail  # noqa: E402
-import replace_pct  # noqa: E402
-import sample_count  # noqa: E402
+import cond_vs_uncond
+import imagenet_targeted
+import long_tail
+import replace_pct
+import sample_count
 
-from synthaug.study_job import main  # noqa: E402
+from synthaug.study_job import main
 
 EXPERIMENTS = {module.EXPERIMENT.name: module.EXPERIMENT
                for module in (long_tail, imagenet_targeted, cond_vs_uncond, replace_pct, sample_count)}

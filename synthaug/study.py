@@ -36,13 +36,11 @@ MLflow (what analysis/study_report.py reads):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from synthaug.sweep_inputs import UsageError
 
@@ -139,7 +137,7 @@ def plan_study(experiments: Mapping[str, Any], args) -> StudyPlan:
     from synthaug.config import digest, preset
     from synthaug.data import data_outline, resolve_source
     from synthaug.overrides import apply_sets
-    from synthaug.sweep_plan import parse_seeds, plan_sweep
+    from synthaug.sweep_plan import Experiment, parse_seeds, plan_sweep
 
     items = chosen_items(args.only, args.extended)
     chosen = preset(args.preset)
@@ -155,8 +153,9 @@ def plan_study(experiments: Mapping[str, Any], args) -> StudyPlan:
                 raise UsageError(f"--only {item.id}: {plan.unavailable[0]}")
             left_out[item.id] = plan.unavailable[0]
         plans[item.id] = plan
-    # the preset as the sweeps see it (--set applied); E5 samples from it
-    effective = apply_sets(experiments["long_tail"], chosen, args.set)[1]
+    # the preset as the sweeps see it (--set, --checkpoint applied); E5 samples from it
+    effective = (next(iter(plans.values())).preset if plans else
+                 apply_sets(Experiment(name=FIDELITY, grid={}), chosen, args.set)[1])
     data = resolve_source(args.data or effective.data)
     cache_dir = Path(os.path.abspath(args.cache))
     outline = outline if outline is not None else data_outline(data, cache_dir)

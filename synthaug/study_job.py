@@ -78,13 +78,12 @@ class Progress:
 
 
 def run_study(study: StudyPlan, dataset, fresh: bool, wait_s: float) -> int:
-    """Ray up once, each sweep in turn, E5, Ray down; the study run ended FINISHED, KILLED or FAILED."""
-    from synthaug.console import CONSOLE, QUIET, plain_when_redirected, quiet_restore_advice
-    from synthaug.interrupt import INTERRUPTED, Interrupts
-    from synthaug.server import NAMESPACE
-    from synthaug.sweep_runs import close_runs
-
+    """Ray up once, each sweep in turn, E5, Ray down; the study run ended FINISHED, KILLED or FAILED. One process
+    at a time for a study over a cache (a lock in it, as a sweep's)."""
     import logging
+
+    from synthaug.console import CONSOLE, QUIET, plain_when_redirected, quiet_restore_advice
+    from synthaug.sweep import sweep_lock
 
     for item in study.items:
         if item.id in study.left_out:
@@ -95,6 +94,21 @@ def run_study(study: StudyPlan, dataset, fresh: bool, wait_s: float) -> int:
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     plain_when_redirected()
     quiet_restore_advice()
+    cache_dir = study.fidelity.cache_dir if study.fidelity else running_plans(study)[0][1].cache_dir
+    lock = sweep_lock(cache_dir, study.id, "study")
+    if lock is None:
+        return 1
+    try:
+        return _run_study(study, dataset, fresh, wait_s)
+    finally:
+        lock.release()
+
+
+def _run_study(study: StudyPlan, dataset, fresh: bool, wait_s: float) -> int:
+    from synthaug.interrupt import INTERRUPTED, Interrupts
+    from synthaug.server import NAMESPACE
+    from synthaug.sweep_runs import close_runs
+
     progress = Progress(codes={})
     run = study_run(study, fresh)
     gpus = study.preset.gpus or 0
@@ -118,7 +132,7 @@ def run_study(study: StudyPlan, dataset, fresh: bool, wait_s: float) -> int:
 
 def _study_on_ray(study: StudyPlan, dataset, fresh: bool, wait_s: float, interrupts, run, progress: Progress) -> int:
     from synthaug.interrupt import INTERRUPTED, new_session
-    from synthaug.sweep import SharedServers, sweep_on_ray
+    from synthaug.sweep import SharedServers, sweep_lock, sweep_on_ray
     from synthaug.sweep_runs import Session, close_runs, newest_parent_id
     from synthaug.tracking import PARENT
 
@@ -137,9 +151,16 @@ def _study_on_ray(study: StudyPlan, dataset, fresh: bool, wait_s: float, interru
             progress.codes[plan.name] = 0
             continue
         print(f"\n{item.id} {item.script}: sweep {plan.name}")
+        lock = sweep_lock(plan.cache_dir, plan.name, "sweep")     # not beside the same sweep run by its script
+        if lock is None:
+            progress.codes[plan.name] = 1
+            continue
         progress.current, progress.session = plan, Session(new_session(), interrupts)
         tagged = _with_tags(plan, tags)
-        code = sweep_on_ray(tagged, dataset, fresh, wait_s, progress.session, shared)
+        try:
+            code = sweep_on_ray(tagged, dataset, fresh, wait_s, progress.session, shared)
+        finally:
+            lock.release()
         if code == INTERRUPTED or interrupts.received:
             return INTERRUPTED                      # its runs are ended once Ray is down (run_study)
         progress.codes[plan.name] = close_runs(tagged, progress.session, code, fresh)

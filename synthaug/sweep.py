@@ -131,20 +131,29 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False, wait_s: fl
     """Run the plan, one process at a time for a given sweep over a given cache (a lock in it): a second
     copy of the same sweep started meanwhile stops in one line instead of training the same trials into
     the same runs. Different sweeps over one cache run side by side (a pool is written by one at a time)."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(plan.cache_dir / "sweeps" / f"{plan.name}.lock"))
-    Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        print(f"error: sweep {plan.name} is already running over the cache {plan.cache_dir} (lock {lock.lock_file}); "
-              f"let it finish (rerun afterwards to resume), or give this one other seeds or settings", file=sys.stderr)
+    lock = sweep_lock(plan.cache_dir, plan.name, "sweep")
+    if lock is None:
         return 1
     try:
         return _run_sweep(plan, dataset, fresh, wait_s)
     finally:
         lock.release()
+
+
+def sweep_lock(cache_dir: Path, name: str, what: str):
+    """The held lock of sweep (or study) `name` over `cache_dir`, or None after printing the one line saying that
+    another process holds it."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(cache_dir / "sweeps" / f"{name}.lock"))
+    Path(lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"error: {what} {name} is already running over the cache {cache_dir} (lock {lock.lock_file}); "
+              f"let it finish (rerun afterwards to resume), or give this one other seeds or settings", file=sys.stderr)
+        return None
+    return lock
 
 
 def _run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float) -> int:

@@ -23,7 +23,7 @@ def test_only_takes_ids_aliases_and_script_names():
     from synthaug.study import chosen_items
     from synthaug.sweep_inputs import UsageError
 
-    ids = lambda only, extended=False: [i.id for i in chosen_items(only, extended)]    # noqa: E731
+    ids = lambda only, extended=False: [i.id for i in chosen_items(only, extended)]
     assert ids(None) == ["E1+E2b", "E2a", "E3", "E4", "E5"]         # sample_count goes past the study
     assert ids(None, extended=True)[-1] == "sample_count"
     assert ids("E4,E2") == ["E1+E2b", "E2a", "E4"]                  # E2: both of its sweeps, in the study's order
@@ -66,7 +66,8 @@ def test_paper_dry_run_counts_every_experiment_and_the_totals(tmp_path):
 
 
 def test_tiny_study_runs_to_finished_then_a_rerun_retrains_nothing(tmp_path):
-    """Two cheap experiments (E4, and E5 at 4 samples a class) at the tiny preset, 2 seeds, on one Ray session: the
+    """Two cheap experiments (E4 from the conditional DDPM: tiny's unconditional one labels too few images of some
+    classes; and E5 at 4 samples a class) at the tiny preset, 2 seeds, on one Ray session: the
     study run FINISHED with its tags, E4's parent run and E5's fidelity run under it in their own experiments; the
     same command again skips both, trains nothing and reopens the study run; the analysis script reads the study's
     sweep as any sweep's."""
@@ -74,7 +75,8 @@ def test_tiny_study_runs_to_finished_then_a_rerun_retrains_nothing(tmp_path):
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     argv = ["--preset", "tiny", "--data", "shapes", "--seeds", "2", "--only", "E4,E5", "--mlflow-uri", uri,
-            "--set", "preset.fidelity_per_class=4", "--cache", str(tmp_path / "cache"),
+            "--set", "preset.fidelity_per_class=4", "--set", "generator=ddpm-cond",   # tiny's unconditional DDPM
+            "--cache", str(tmp_path / "cache"),
             "--storage", str(tmp_path / "ray")]
     first = _run(argv, tmp_path, timeout=1500)
     assert first.returncode == 0, (first.stdout[-3000:], first.stderr[-3000:])
