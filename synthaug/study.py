@@ -112,8 +112,8 @@ class StudyPlan:
     def run_name(self) -> str:
         ids = [i.id for i in self.items]
         default = [i.id for i in ITEMS if not i.extended]
-        shown = "E1-E5" if ids[:len(default)] == default else ",".join(ids)
-        shown += "" if ids[:len(default)] != default or len(ids) == len(default) else " + " + ",".join(ids[len(default):])
+        whole = ids[:len(default)] == default           # the study, perhaps with sample_count (--extended)
+        shown = " + ".join(["E1-E5", *ids[len(default):]]) if whole else ",".join(ids)
         return f"study {self.preset.name}: {shown}, {len(self.seeds)} seed{'s' * (len(self.seeds) > 1)}"
 
     def sweeps_tag(self, fidelity_run: str | None = None) -> str:

@@ -75,7 +75,8 @@ def print_study_dry_run(study: StudyPlan, gpu_model: str, benchmarks: str | None
     gpus = max(study.preset.gpus or 1, 1)
     wall = total_gen / min(gpus, max(len(gens), 1)) + gpu_h["pools"] + gpu_h["trials"] / gpus
     print(f"\ntotal: {trials} trials; {total:.2f} GPU-h (generators and labellers {total_gen:.2f} GPU-h, {len(gens)} "
-          f"trainings, each counted once however many experiments use it; pools and samples {gpu_h['pools']:.2f}; trials {gpu_h['trials']:.2f})")
+          f"trainings, each counted once however many experiments use it; pools and samples {gpu_h['pools']:.2f}; "
+          f"trials {gpu_h['trials']:.2f})")
     print(f"wall time on {row.device}: about {_duration(wall)} on {gpus} GPU{'s' * (gpus > 1)} "
           f"(one experiment after another)")
     if cpu is None:
@@ -83,9 +84,10 @@ def print_study_dry_run(study: StudyPlan, gpu_model: str, benchmarks: str | None
               f"BENCHMARKS.md; bench/gpu_suite.py --size {study.preset.name} --device cpu measures one)")
     else:
         cpus = os.cpu_count() or 1
-        before = sum(cpu_gens.values()) / min(cpus, max(len(cpu_gens), 1)) + cpu_h["pools"]
+        generators = sum(cpu_gens.values()) / min(cpus, max(len(cpu_gens), 1))     # side by side, a CPU each
         out = [i.id for i in study.items if i.id in study.plans and study.plans[i.id].unavailable]
-        print(f"wall time on this machine's {cpus} CPUs{' (without ' + ', '.join(out) + ', which cannot run here)' if out else ''} ({cpu.describe()}): about "
-              f"{_duration(before + cpu_h['trials'])} (generators {_duration(sum(cpu_gens.values()) / min(cpus, max(len(cpu_gens), 1)))}, "
+        without = f" (without {', '.join(out)}, which cannot run here)" if out else ""
+        print(f"wall time on this machine's {cpus} CPUs{without} ({cpu.describe()}): about "
+              f"{_duration(generators + cpu_h['pools'] + cpu_h['trials'])} (generators {_duration(generators)}, "
               f"pools and samples {_duration(cpu_h['pools'])}, trials {_duration(cpu_h['trials'])})")
     print("each sweep's own plan in detail: python sweeps/<script>.py --dry-run with the same flags")
