@@ -1,4 +1,4 @@
-"""The whole study as one job: E1+E2b, E2a, E3, E4 (each sweep with its control arms) and E5, on one Ray session.
+"""The whole study as one job: E1+E2, E2a, E3, E4 (each sweep with its control arms) and E5, on one Ray session.
 
     python sweeps/study.py --preset smoke --data shapes      # every experiment, 2 seeds, offline; resumable
     python sweeps/study.py --preset paper --dry-run          # every experiment's trials, the GPU-hours in all

@@ -3,7 +3,7 @@
 The experiments are the sweep scripts' own Experiment declarations (sweeps/study.py imports them and hands
 them here by script name); this module only says which study id each is and runs them in order:
 
-    E1+E2b  long_tail            (also chosen by E1, E2b or E2)
+    E1+E2   long_tail            (E1 and E2b, the CIFAR-10 DDPM's E2; also chosen by E1, E2b, E1+E2b or E2)
     E2a     imagenet_targeted    (also chosen by E2)
     E3      cond_vs_uncond
     E4      replace_pct
@@ -24,11 +24,13 @@ MLflow (what analysis/study_report.py reads):
                              digest of its preset, data, seeds and settings), the experiments chosen (--only,
                              --extended), and E5's preset, data digest and samples a class
     synthaug.study.sweeps  = JSON, one key a study id:
-                             {"E1+E2b": {"experiment": "long_tail", "sweep": "long_tail-smoke-646e9fc8"},
-                              "E2a":    {"experiment": "imagenet_targeted", "left_out": "<why, one line>"},
-                              "E5":     {"experiment": "fidelity", "run_id": "<the fidelity run's id>"}, ...}
-                             ("left_out": an experiment the study chose but this machine cannot run; E5's
-                             "run_id" appears once its run has finished)
+                             {"E1+E2": {"experiment": "long_tail", "sweep": "long_tail-smoke-646e9fc8"},
+                              "E3":    {"experiment": "cond_vs_uncond", "sweep": "cond_vs_uncond-smoke-..."},
+                              "E5":    {"experiment": "fidelity", "run_id": "<the fidelity run's id>"}, ...}
+                             (ids E1+E2, E2a, E3, E4, E5, sample_count; E5's "run_id" appears once its run has
+                             finished; synthaug.study_inputs reads it)
+    synthaug.study.left_out = JSON {id: why}: the experiments chosen that this machine cannot run (E2a without
+                             its model), not in synthaug.study.sweeps; "{}" when none
   Each sweep's parent run stays in its own experiment (long_tail, ...), so every analysis script reads it as
   before (--experiment long_tail --sweep NAME); it gains the tags mlflow.parentRunId = the study run's id and
   synthaug.study = the study id. E5's run (experiment `fidelity`) gains the same two tags.
@@ -45,7 +47,7 @@ from typing import Any, Mapping
 from synthaug.sweep_inputs import UsageError
 
 STUDY_EXPERIMENT = "study"
-STUDY_TAG, SWEEPS_TAG = "synthaug.study", "synthaug.study.sweeps"
+STUDY_TAG, SWEEPS_TAG, LEFT_OUT_TAG = "synthaug.study", "synthaug.study.sweeps", "synthaug.study.left_out"
 FIDELITY = "fidelity"
 EXTENDED = "sample_count"
 
@@ -61,7 +63,7 @@ class StudyItem:
 
 
 ITEMS = (
-    StudyItem("E1+E2b", "long_tail", ("E1", "E2b", "E2")),
+    StudyItem("E1+E2", "long_tail", ("E1", "E2b", "E1+E2b", "E2")),   # E2b: the CIFAR-10 DDPM's E2
     StudyItem("E2a", "imagenet_targeted", ("E2",)),
     StudyItem("E3", "cond_vs_uncond"),
     StudyItem("E4", "replace_pct"),
@@ -121,8 +123,8 @@ class StudyPlan:
         for item in self.items:
             entry: dict[str, str] = {"experiment": item.script}
             if item.id in self.left_out:
-                entry["left_out"] = self.left_out[item.id]
-            elif item.script == FIDELITY:
+                continue                        # in LEFT_OUT_TAG
+            if item.script == FIDELITY:
                 entry.update({"run_id": fidelity_run} if fidelity_run else {})
             else:
                 entry["sweep"] = self.plans[item.id].name
@@ -223,7 +225,7 @@ def study_run(study: StudyPlan, fresh: bool):
             print(f"study {study.id}: reopened its MLflow run {found[0].info.run_id}")
             return RunLogger(study.tracking_uri, found[0].info.run_id)
     run = RunLogger.create(study.tracking_uri, experiment_id, study.run_name, {
-        ROLE: "study", STUDY_TAG: study.id, SWEEPS_TAG: study.sweeps_tag(),
+        ROLE: "study", STUDY_TAG: study.id, SWEEPS_TAG: study.sweeps_tag(), LEFT_OUT_TAG: json.dumps(dict(study.left_out)),
         NOTE: f"**{study.run_name}** (`{study.id}`): " + "; ".join(
             f"{i.id} `{i.script}`" + (" (left out: " + study.left_out[i.id] + ")" if i.id in study.left_out else "")
             for i in study.items)})

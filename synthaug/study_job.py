@@ -22,7 +22,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"runs only with --extended or --only {EXTENDED}. At the smoke preset the study runs "
         f"{STUDY_SEEDS['smoke']} seeds unless --seeds says otherwise. Rerun the same command to resume."), grids=False)
     parser.add_argument("--only", default=None, metavar="E2,E4",
-                        help="run only these experiments: ids (E1+E2b, E2a, E3, E4, E5; E1, E2b and E2 choose "
+                        help="run only these experiments: ids (E1+E2, E2a, E3, E4, E5; E1, E2b and E2 choose "
                              f"theirs) or script names (long_tail, ..., fidelity, {EXTENDED})")
     parser.add_argument("--extended", action="store_true", help=f"add {EXTENDED} (K = 0 .. 4000) to the study")
     return parser.parse_args(argv)
@@ -224,7 +224,8 @@ def _finish(study: StudyPlan, run, progress: Progress, code: int) -> int:
               f"--mlflow-uri {plan.tracking_uri}")
     if progress.fidelity_run:
         print(f"  E5      fidelity: run {progress.fidelity_run} (experiment fidelity)")
-    print("The report of the study's claims: analysis/study_report.py (see README).")
+    print(f"The report of the study's claims: python analysis/study_report.py --study {run.run_id} "
+          f"--mlflow-uri {study.tracking_uri}")
     if not complete and code != INTERRUPTED:
         print("rerun the same command to resume: finished sweeps are skipped")
     return code if code else (0 if complete else 1)

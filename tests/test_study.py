@@ -24,9 +24,9 @@ def test_only_takes_ids_aliases_and_script_names():
     from synthaug.sweep_inputs import UsageError
 
     ids = lambda only, extended=False: [i.id for i in chosen_items(only, extended)]
-    assert ids(None) == ["E1+E2b", "E2a", "E3", "E4", "E5"]         # sample_count goes past the study
+    assert ids(None) == ["E1+E2", "E2a", "E3", "E4", "E5"]         # sample_count goes past the study
     assert ids(None, extended=True)[-1] == "sample_count"
-    assert ids("E4,E2") == ["E1+E2b", "E2a", "E4"]                  # E2: both of its sweeps, in the study's order
+    assert ids("E4,E2") == ["E1+E2", "E2a", "E4"]                  # E2: both of its sweeps, in the study's order
     assert ids("replace_pct,e3,fidelity") == ["E3", "E4", "E5"]
     assert ids("sample_count") == ["sample_count"]
     for bad in ("E9", "", "E4,,long_tails"):
@@ -51,7 +51,7 @@ def test_paper_dry_run_counts_every_experiment_and_the_totals(tmp_path):
     proc = _run(["--preset", "paper", "--dry-run"], tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
-    for item, script in (("E1+E2b", "long_tail"), ("E2a", "imagenet_targeted"), ("E3", "cond_vs_uncond"),
+    for item, script in (("E1+E2", "long_tail"), ("E2a", "imagenet_targeted"), ("E3", "cond_vs_uncond"),
                          ("E4", "replace_pct")):
         line = next(line for line in out.splitlines() if line.strip().startswith(item))
         assert script in line and " trials = " in line and "x 8 seeds" in line, line
@@ -59,7 +59,7 @@ def test_paper_dry_run_counts_every_experiment_and_the_totals(tmp_path):
     assert any(line.strip().startswith("E5") and "fidelity" in line for line in out.splitlines())
     total = next(line for line in out.splitlines() if line.startswith("total: "))
     trials = sum(int(line.split()[2]) for line in out.splitlines()
-                 if line.strip().startswith(("E1+E2b", "E2a", "E3", "E4")))
+                 if line.strip().startswith(("E1+E2", "E2a", "E3", "E4")))
     assert total.startswith(f"total: {trials} trials; ") and "GPU-h" in total, total
     assert "wall time on" in out
     assert os.listdir(tmp_path) == []
@@ -92,6 +92,11 @@ def test_tiny_study_runs_to_finished_then_a_rerun_retrains_nothing(tmp_path):
     [parent] = client.search_runs([replace_pct], f"tags.`synthaug.sweep` = '{sweeps['E4']['sweep']}' "
                                                  "and tags.`synthaug.role` = 'sweep'")
     fidelity = client.get_run(sweeps["E5"]["run_id"])
+    from synthaug.study_inputs import parse_sweeps_tag      # what analysis/study_report.py reads of it
+
+    refs, fidelity_run = parse_sweeps_tag(run.data.tags["synthaug.study.sweeps"])
+    assert {k: (r.experiment, r.sweep) for k, r in refs.items()} == {"E4": ("replace_pct", sweeps["E4"]["sweep"])}
+    assert fidelity_run == fidelity.info.run_id and run.data.tags["synthaug.study.left_out"] == "{}"
     for child in (parent, fidelity):
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == run.info.run_id
