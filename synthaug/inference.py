@@ -77,8 +77,7 @@ class TrendResult(TTested):
 
 
 BOUNDED = "bounded"
-ALL_BUT_GAP = ("unbounded both ways: every rate but a gap (gap_low, gap_high); the real arm's gain is not "
-               "distinguishable from 0")
+ALL_BUT_GAP = "unbounded both ways: every rate outside a gap; the real arm's gain is not distinguishable from 0"
 ANY_RATE = "unbounded: any rate; neither arm's gain is distinguishable from 0"
 FEW_SEEDS = "not estimable: fewer than 2 seeds or no spread"
 

@@ -44,6 +44,9 @@ PEAKED_MIN_KS = 5                   # values of K the peaked model (a, b, tau, c
 GRID_POINTS = 200           # the fitted band's K values, from 0 to the largest K
 
 
+RANGE_SLACK = 0.005         # how far (a fraction) a fitted accuracy may stray outside [0, 1] before the fit is refused
+
+
 @dataclass(frozen=True)
 class SampleCurve:
     """One class set, one metric: the points, the chosen model's fit and their intervals."""
@@ -69,8 +72,20 @@ class SampleCurve:
     seeds: int
 
     @property
+    def fitted_range(self) -> tuple[float, float]:
+        """The lowest and highest value the chosen model's curve takes from K = 0 to the largest K."""
+        return float(self.band["fitted"].min()), float(self.band["fitted"].max())
+
+    @property
+    def leaves_range(self) -> bool:
+        """Whether that curve leaves what an accuracy can be (0 to 100%, half a point of slack): a fit whose
+        curve does so (a steep rise between two K, overshot) does not describe the points."""
+        low, high = self.fitted_range
+        return low < -RANGE_SLACK or high > 1 + RANGE_SLACK
+
+    @property
     def helps(self) -> bool:
-        return bool(np.isfinite(self.gain_low) and self.gain_low > 0)
+        return bool(not self.leaves_range and np.isfinite(self.gain_low) and self.gain_low > 0)
 
     def verdict(self) -> str:
         few = (f" (only {self.seeds} seeds: their bootstrap has {math.comb(2 * self.seeds - 1, self.seeds)} distinct "
@@ -79,6 +94,11 @@ class SampleCurve:
 
     def _verdict(self) -> str:
         pct = lambda x: f"{x * 100:+.2f} pp"  # noqa: E731
+        if self.leaves_range:
+            low, high = self.fitted_range
+            return (f"not described by the {self.model} model: its fitted curve runs from {low:.1%} to {high:.1%} "
+                    f"between K = 0 and {self.points['K'].max()}, outside what an accuracy can be; read the points, "
+                    f"not the fit")
         gain = f"{pct(self.gain)} [{pct(self.gain_low)}, {pct(self.gain_high)}]"
         if self.model == PEAKED:
             return (f"peaks at K = {self.peak:.0f} [{self.peak_low:.0f}, {self.peak_high:.0f}] with a gain of {gain}; "

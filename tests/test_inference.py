@@ -131,7 +131,7 @@ def test_exchange_rate_is_fiellers_set_in_each_of_its_three_shapes():
             assert inside[(probes > r.ci_low + 1e-9) & (probes < r.ci_high - 1e-9)].all()
             assert not inside[(probes < r.ci_low - 1e-9) | (probes > r.ci_high + 1e-9)].any()
         elif shape == "gap":
-            assert not r.bounded and (r.ci_low, r.ci_high) == (-np.inf, np.inf) and "gap_low" in r.note
+            assert not r.bounded and (r.ci_low, r.ci_high) == (-np.inf, np.inf) and "outside a gap" in r.note
             assert r.gap_low < r.gap_high
             assert not inside[(probes > r.gap_low + 1e-9) & (probes < r.gap_high - 1e-9)].any()
             assert inside[(probes < r.gap_low - 1e-9) | (probes > r.gap_high + 1e-9)].all()

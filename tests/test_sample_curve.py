@@ -141,3 +141,18 @@ def test_the_gain_and_k90_intervals_cover_at_8_seeds_over_1000_simulated_sweeps(
             print(f"{regime} {name}: coverage of the {CONFIDENCE:.0%} interval over {sweeps} sweeps of {seeds} seeds: "
                   f"percentile bootstrap {before:.3f}, widened {after:.3f}")
             assert 0.92 <= after <= 0.98 and before < after
+
+
+def test_a_fit_whose_curve_leaves_0_to_100_percent_is_refused_and_a_fit_inside_is_not():
+    """The smoke sample_count sweep's tail class (2 seeds): 0% until K = 10, then a jump to about 60%. Least
+    squares overshoots below 0% at K = 0; the report says the model does not describe the points instead of
+    giving a gain measured from an impossible accuracy."""
+    jump = pd.DataFrame({0: [0.02, 0.0], 2: [0, 0], 5: [0, 0], 10: [0.25, 0.0], 20: [0.6, 0.74], 40: [0.5, 0.64],
+                         100: [0.5, 0.54]})
+    refused = fit_curve("frame", "test_acc.frame", jump)
+    assert refused.leaves_range and not refused.helps and refused.fitted_range[0] < 0
+    assert refused.verdict().startswith("not described by the")
+    smooth = pd.DataFrame({k: [0.5 + 0.2 * (1 - np.exp(-k / 20)) + d for d in (0.0, 0.01, -0.01)]
+                           for k in (0, 2, 5, 10, 20, 40, 100)})
+    kept = fit_curve("frame", "test_acc", smooth)
+    assert not kept.leaves_range and kept.helps and kept.verdict().startswith("saturates")
