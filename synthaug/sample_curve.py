@@ -104,6 +104,8 @@ class SampleCurve:
             return (f"peaks at K = {self.peak:.0f} [{self.peak_low:.0f}, {self.peak_high:.0f}] with a gain of {gain}; "
                     f"past it more samples lower accuracy (c = {self.c * 1000 * 100:.3f} pp a 1,000 samples "
                     f"[{self.c_low * 1000 * 100:.3f}, {self.c_high * 1000 * 100:.3f}])")
+        if np.isfinite(self.gain_high) and self.gain_high < 0:
+            return f"more samples lower it: the fitted change {gain} has an interval below 0"
         if not self.helps:
             return f"no gain detected: the fitted gain {gain} has an interval that includes 0"
         k90 = f"K = {self.k90:.0f} [{self.k90_low:.0f}, {self.k90_high:.0f}]"

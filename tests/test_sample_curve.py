@@ -156,3 +156,11 @@ def test_a_fit_whose_curve_leaves_0_to_100_percent_is_refused_and_a_fit_inside_i
                            for k in (0, 2, 5, 10, 20, 40, 100)})
     kept = fit_curve("frame", "test_acc", smooth)
     assert not kept.leaves_range and kept.helps and kept.verdict().startswith("saturates")
+
+
+def test_a_fall_whose_interval_lies_below_0_is_called_a_fall_not_no_gain():
+    falling = pd.DataFrame({k: [0.6 - 0.1 * (1 - np.exp(-k / 20)) + d for d in (0.0, 0.01, -0.01)]
+                            for k in (0, 2, 5, 10, 20, 40, 100)})
+    curve = fit_curve("frame", "test_acc", falling)
+    assert curve.gain_high < 0 and not curve.helps
+    assert curve.verdict().startswith("more samples lower it")
