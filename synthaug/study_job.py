@@ -83,7 +83,7 @@ def run_study(study: StudyPlan, dataset, fresh: bool, wait_s: float) -> int:
     import logging
 
     from synthaug.console import CONSOLE, QUIET, plain_when_redirected, quiet_restore_advice
-    from synthaug.sweep import sweep_lock
+    from synthaug.sweep import run_locked
 
     for item in study.items:
         if item.id in study.left_out:
@@ -95,13 +95,7 @@ def run_study(study: StudyPlan, dataset, fresh: bool, wait_s: float) -> int:
     plain_when_redirected()
     quiet_restore_advice()
     cache_dir = study.fidelity.cache_dir if study.fidelity else running_plans(study)[0][1].cache_dir
-    lock = sweep_lock(cache_dir, study.id, "study")
-    if lock is None:
-        return 1
-    try:
-        return _run_study(study, dataset, fresh, wait_s)
-    finally:
-        lock.release()
+    return run_locked(cache_dir, study.id, "study", lambda: _run_study(study, dataset, fresh, wait_s))
 
 
 def _run_study(study: StudyPlan, dataset, fresh: bool, wait_s: float) -> int:

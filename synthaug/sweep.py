@@ -131,11 +131,17 @@ def run_sweep(plan: SweepPlan, dataset: Dataset, fresh: bool = False, wait_s: fl
     """Run the plan, one process at a time for a given sweep over a given cache (a lock in it): a second
     copy of the same sweep started meanwhile stops in one line instead of training the same trials into
     the same runs. Different sweeps over one cache run side by side (a pool is written by one at a time)."""
-    lock = sweep_lock(plan.cache_dir, plan.name, "sweep")
+    return run_locked(plan.cache_dir, plan.name, "sweep", lambda: _run_sweep(plan, dataset, fresh, wait_s))
+
+
+def run_locked(cache_dir: Path, name: str, what: str, work) -> int:
+    """work()'s exit code while holding the lock of sweep (or study) `name` over `cache_dir`; 1 after one line
+    where another process holds it."""
+    lock = sweep_lock(cache_dir, name, what)
     if lock is None:
         return 1
     try:
-        return _run_sweep(plan, dataset, fresh, wait_s)
+        return work()
     finally:
         lock.release()
 
