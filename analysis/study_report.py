@@ -53,12 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sqlite_path(uri) is not None and not sqlite_path(uri).exists():
             raise InputError(f"--mlflow-uri: no MLflow store at {sqlite_path(uri)}")
         inputs = read_inputs(uri, args.study, args.sweep, args.fidelity_run)
-        analysed = analyse_sweeps(uri, inputs)
+        analysed, not_run = analyse_sweeps(uri, inputs)
         fidelity = load_fidelity(uri, inputs.fidelity_run) if inputs.fidelity_run else None
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    report = build(analysed, fidelity, inputs)
+    report = build(analysed, fidelity, inputs, not_run)
     out = Path(args.out or Path("analysis_out") / "study" / (inputs.study_run or "sweeps"))
     write(report, out)
     print(markdown(report).split("\n## What was run")[0])

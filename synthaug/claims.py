@@ -165,8 +165,10 @@ def judged(row: ClaimRow, family_size: int) -> ClaimRow:
 # ---------------------------------------------------------------------------- the claims
 
 
-def evaluate(analysed: Mapping[str, Analysed], fidelity: Fidelity | None) -> list[ClaimRow]:
-    """A row for every claim of STUDY, in its order; what the inputs lack is NOT_RUN."""
+def evaluate(analysed: Mapping[str, Analysed], fidelity: Fidelity | None,
+             not_run: Mapping[str, str] | None = None) -> list[ClaimRow]:
+    """A row for every claim of STUDY, in its order; what the inputs lack is NOT_RUN, saying why where
+    `not_run` (experiment id -> why) does."""
     extra: list[tuple[StudyClaim, np.ndarray, np.ndarray, str]] = []    # the report's own family
     found: dict[str, ClaimRow] = {}
     if "E1+E2" in analysed:
@@ -181,7 +183,9 @@ def evaluate(analysed: Mapping[str, Analysed], fidelity: Fidelity | None) -> lis
     if fidelity is not None:
         found |= _only(background_row(fidelity))
     found |= report_family(extra)
-    return [found.get(claim.key, ClaimRow(claim, ours=f"no {claim.experiment} run given")) for claim in STUDY]
+    why = not_run or {}
+    return [found.get(claim.key, ClaimRow(claim, ours=why.get(claim.experiment, f"no {claim.experiment} run given")))
+            for claim in STUDY]
 
 
 def _claim(key: str) -> StudyClaim:
@@ -359,8 +363,9 @@ def replace_rows(a: Analysed) -> dict[str, ClaimRow]:
     summary = a.result.summary.set_index(LABEL)
     if label in summary.index:
         s = summary.loc[label]
-        two = replace(two, ours=f"{s['mean'] * 100:.2f}% at 2% (95% CI {s.ci_low * 100:.2f}-{s.ci_high * 100:.2f}; "
-                                f"study 77.37%)")
+        interval = (f"95% CI {s.ci_low * 100:.2f}-{s.ci_high * 100:.2f}; " if np.isfinite([s.ci_low, s.ci_high]).all()
+                    else "")
+        two = replace(two, ours=f"{s['mean'] * 100:.2f}% at 2% ({interval}study 77.37%)")
     rows[two.claim.key] = two
     rows["E4 trend"] = trend_row(_claim("E4 trend"), a)
     rows["E4 per class"] = mixed_row(_claim("E4 per class"), a)

@@ -74,7 +74,7 @@ def print_dry_run(plan, dataset: Dataset, throughput: Throughput, measured: tupl
         line = f"  {name}: {kind.name}" + (f" ({kind.source(spec)})" if kind.source(spec) else "")
         if kind.trains:
             line += (f", train {spec.ddpm.train_steps} steps at batch {spec.ddpm.batch_size} (~{work.train_h:.2f} GPU-h) "
-                     + (f"+ labeller {spec.labeller.epochs} epochs (~{work.label_h:.2f} GPU-h)" if work.label_h
+                     + (f"+ labeller (~{work.label_h:.2f} GPU-h)" if work.label_h
                         else "+ the labeller above"))
         line += (f"; pools: {len(mine)} (class, seed) prefixes, about {work.images} images at {work.steps} steps "
                  + (f"(~{work.pool_h:.2f} GPU-h)" if work.unet else
@@ -233,8 +233,9 @@ class GeneratorWork:
 
 def _generator_work(spec, subset, mine: dict, dataset: Dataset, row: Throughput, labellers: set) -> GeneratorWork:
     """What one generator instance costs on `row`'s device; `labellers` (updated) holds the labellers counted."""
+    from synthaug.generator_training import labeller_recipe
     from synthaug.generators import generator_kind
-    from synthaug.instances import subset_tag
+    from synthaug.instances import subset_tag, training_index
 
     kind = generator_kind(spec)
     images = _pool_images(mine, spec.conditional, dataset.num_classes)
@@ -246,8 +247,9 @@ def _generator_work(spec, subset, mine: dict, dataset: Dataset, row: Throughput,
         train_h = spec.ddpm.train_steps / row.ddpm_steps / 3600
         labeller = (spec.labeller, spec.labeller_per_class, spec.train_seed, subset and subset_tag(subset))
         if labeller not in labellers:
-            images = min(spec.labeller_per_class * dataset.num_classes or len(dataset.train_y), len(dataset.train_y))
-            label_h = spec.labeller.epochs * images / row.train_images(spec.labeller.stem) / 3600
+            labels = dataset.train_y if subset is None else dataset.train_y[training_index(subset, dataset)]
+            recipe, index = labeller_recipe(spec, labels, dataset.num_classes)
+            label_h = recipe.epochs * len(index) / row.train_images(spec.labeller.stem) / 3600
         labellers.add(labeller)
     return GeneratorWork(train_h, label_h, images, steps, pool_h, unet)
 

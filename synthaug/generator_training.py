@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import tempfile
 from contextlib import contextmanager
+import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -30,7 +32,7 @@ import torch
 from filelock import FileLock
 
 from synthaug.classifier import Trainer, evaluate, predict
-from synthaug.config import GeneratorSpec, digest, to_flat
+from synthaug.config import GeneratorSpec, TrainConfig, digest, to_flat
 from synthaug.data import Dataset, class_permutations
 from synthaug.diffusion.ddpm import load_generator, load_scheduler_config, save_generator, weights_digest
 from synthaug.diffusion.sampling import image_seed, sample
@@ -97,8 +99,30 @@ def generator_dir(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path) -> Pat
 
 
 def labeller_key(spec: GeneratorSpec, dataset: Dataset) -> str:
-    return digest({"data": dataset.digest, "train": spec.labeller, "per_class": spec.labeller_per_class,
-                   "seed": spec.train_seed})[:16]
+    recipe, index = labeller_recipe(spec, dataset.train_y, dataset.num_classes)
+    balanced = len(index) > len(np.unique(index))
+    return digest({"data": dataset.digest, "train": recipe, "per_class": spec.labeller_per_class,
+                   "seed": spec.train_seed, **({"classes": "balanced by repetition"} if balanced else {})})[:16]
+
+
+def labeller_recipe(spec: GeneratorSpec, labels: np.ndarray, num_classes: int) -> tuple[TrainConfig, np.ndarray]:
+    """The labeller's recipe and the training images it learns from (indices into the training split whose
+    labels are `labels`).
+
+    On balanced classes: spec.labeller on labeller_per_class images a class (all when 0). When they are
+    unequal across classes (a long-tailed subset, train_on "trial"), every class is repeated (cycled in its
+    seeded order) up to the largest class's count, so the labeller sees each class equally often and names
+    tail classes instead of calling every sample a head class; and it takes as many optimizer steps as on a
+    balanced set of labeller_per_class a class (else the largest class's count), its epochs scaled to match."""
+    index = _per_class_subset(labels, num_classes, spec.labeller_per_class, spec.train_seed)
+    counts = np.bincount(labels[index], minlength=num_classes)
+    present = counts[counts > 0]
+    if np.all(present == present[0]):
+        return spec.labeller, index
+    largest = int(present.max())
+    balanced = np.concatenate([np.resize(index[labels[index] == c], largest) for c in range(num_classes) if counts[c]])
+    epochs = math.ceil(spec.labeller.epochs * max(spec.labeller_per_class, largest) / largest)
+    return dataclasses.replace(spec.labeller, epochs=epochs), np.sort(balanced)
 
 
 def labeller_path(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path) -> Path:
@@ -228,22 +252,24 @@ def train_labeller(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, devic
 def _train_labeller(spec: GeneratorSpec, dataset: Dataset, path: Path, device: str, tracking: Tracking | None,
                     progress: bool) -> tuple[Path, str, float]:
     checkpoint = path.with_name("checkpoint.pt")
-    index = _per_class_subset(dataset.train_y, dataset.num_classes, spec.labeller_per_class, spec.train_seed)
-    trainer = Trainer(spec.labeller, dataset.train_x[index], dataset.train_y[index], dataset.num_classes,
+    recipe, index = labeller_recipe(spec, dataset.train_y, dataset.num_classes)
+    repeated = len(index) > len(np.unique(index))
+    trainer = Trainer(recipe, dataset.train_x[index], dataset.train_y[index], dataset.num_classes,
                       seed=spec.train_seed, device=device, progress=False)
     shown = Progress(f"training the labeller of {spec.name} ({path.parent.name}, {len(index)} images)",
-                     spec.labeller.epochs, "epochs") if progress else None
+                     recipe.epochs, "epochs") if progress else None
     if checkpoint.exists():
         trainer.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-        print(f"labeller {path.parent.name}: resuming at epoch {trainer.epoch} of {spec.labeller.epochs}", flush=True)
+        print(f"labeller {path.parent.name}: resuming at epoch {trainer.epoch} of {recipe.epochs}", flush=True)
     run = tracking.open(f"labeller-{path.parent.name}", "labeller", f"labeller {path.parent.name}") if tracking else None
     if run is not None:
-        run.log_params({**{f"train.{k}": v for k, v in to_flat(spec.labeller).items()},
+        run.log_params({**{f"train.{k}": v for k, v in to_flat(recipe).items()},
                         "data": dataset.name, "train_images": len(index), "per_class": spec.labeller_per_class,
-                        "train_seed": spec.train_seed, "device": str(device)})
+                        "train_seed": spec.train_seed, "device": str(device),
+                        "classes": "balanced by repetition" if repeated else "as they are"})
     if shown is not None:
         shown.update(trainer.epoch)
-    while trainer.epoch < spec.labeller.epochs:
+    while trainer.epoch < recipe.epochs:
         metrics = trainer.train_epoch()
         if run is not None:
             run.log_metrics(metrics, step=trainer.epoch)
@@ -253,14 +279,14 @@ def _train_labeller(spec: GeneratorSpec, dataset: Dataset, path: Path, device: s
     result = evaluate(trainer.model, dataset.test_x, dataset.test_y, dataset.num_classes, device)
     state = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
     labeller_digest = weights_digest(trainer.model)
-    atomic_torch_save({"state_dict": state, "width": spec.labeller.width, "stem": spec.labeller.stem,
+    atomic_torch_save({"state_dict": state, "width": recipe.width, "stem": recipe.stem,
                        "num_classes": dataset.num_classes,
                        "classes": list(dataset.classes), "test_acc": result.accuracy, "digest": labeller_digest}, path)
     checkpoint.unlink(missing_ok=True)
     if run is not None:
         run.log_metrics({"test_acc": result.accuracy, **{f"test_acc.{c}": float(a) for c, a in
                                                         zip(dataset.classes, result.per_class_accuracy)}},
-                        step=spec.labeller.epochs)
+                        step=recipe.epochs)
         run.set_tags({"synthaug.weights_digest": labeller_digest})
         run.finish("FINISHED")
     return path, labeller_digest, result.accuracy

@@ -45,6 +45,10 @@ class InputError(ValueError):
     """Input the user can fix; the message is one line that names the flag and what is allowed."""
 
 
+class NoTrialRuns(InputError):
+    """The sweep named has no trial runs (it never started a trial)."""
+
+
 Pairs = tuple[tuple[str, str], ...]
 
 
@@ -107,7 +111,7 @@ def load_trials(uri: str, experiment: str, sweep: str | None = None, metric: str
                       f"tags.`{ROLE}` = 'trial' and tags.`{SWEEP}` = '{_quoted(sweep, '--sweep')}'")
     if not runs:
         known = sorted({r.data.tags.get(SWEEP, "?") for r in parents})
-        raise InputError(f"--sweep: no trial runs for sweep {sweep!r} in experiment {experiment!r}; "
+        raise NoTrialRuns(f"--sweep: no trial runs for sweep {sweep!r} in experiment {experiment!r}; "
                          f"sweeps there: {', '.join(known) or 'none'}")
     declared = {k[len("base."):]: v for k, v in parent.data.params.items() if k.startswith("base.")} if parent else {}
     frame = trial_frame(runs, declared)

@@ -3,12 +3,13 @@
     inputs = read_inputs(uri, study="RUN_ID" | None, sweeps=["long_tail:NAME", "replace_pct"], fidelity_run=None)
     inputs.sweeps           # {"E1+E2": SweepRef("long_tail", "long_tail-tiny-1a2b3c4d"), "E4": ...}
     inputs.fidelity_run     # the E5 fidelity run's id, or None
-    analysed = analyse_sweeps(uri, inputs)      # {"E1+E2": Analysed(trials, result), ...}
+    analysed, not_run = analyse_sweeps(uri, inputs)  # {"E1+E2": Analysed(trials, result), ...}, {"E3": why}
 
 A study run (experiment `study`, tag `synthaug.study`) names its sweeps in its tag `synthaug.study.sweeps`:
 JSON {experiment id: {"experiment": MLflow experiment, "sweep": sweep name}, ..., "E5": {"run_id": fidelity run}}.
 read_inputs is the one place that reads that format. An experiment the inputs do not name is "not run" in the
-report, not an error; a name that points at nothing is bad input (results.InputError, one line naming the flag).
+report, not an error, and so is a sweep the study run names that never started a trial (the study stopped in it
+or before); a name the user gives that points at nothing is bad input (results.InputError, one line naming the flag).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from synthaug.results import InputError, Trials, load_predictions, load_trials, search_all
+from synthaug.results import InputError, NoTrialRuns, Trials, load_predictions, load_trials, search_all
 
 STUDY_EXPERIMENT = "study"                  # the MLflow experiment of study runs
 STUDY_TAG = "synthaug.study"                # marks a study run
@@ -113,15 +114,22 @@ def _study_run(uri: str, study: str | None):
     return runs[0]
 
 
-def analyse_sweeps(uri: str, inputs: Inputs) -> dict[str, Analysed]:
-    """Each named sweep loaded and analysed (synthaug.significance.analyse, with per-image predictions)."""
+def analyse_sweeps(uri: str, inputs: Inputs) -> tuple[dict[str, Analysed], dict[str, str]]:
+    """Each named sweep loaded and analysed (synthaug.significance.analyse, with per-image predictions), and
+    for a sweep the study run names that has no trial runs, why it is not run."""
     from synthaug.significance import analyse
 
-    found = {}
+    found, not_run = {}, {}
     for key, ref in inputs.sweeps.items():
-        trials = load_trials(uri, ref.experiment, ref.sweep)
+        try:
+            trials = load_trials(uri, ref.experiment, ref.sweep)
+        except NoTrialRuns:
+            if inputs.study_run is None:        # the user named it: bad input
+                raise
+            not_run[key] = f"sweep {ref.sweep} of study run {inputs.study_run} has no trial runs (it stopped before any)"
+            continue
         found[key] = Analysed(trials, analyse(trials, predictions=functools.partial(load_predictions, uri)))
-    return found
+    return found, not_run
 
 
 def load_fidelity(uri: str, run_id: str) -> Fidelity:

@@ -1,7 +1,7 @@
 """The study report: the claims table (synthaug.claims) with what was run, how it differs from the study, and
 its figures, as report.md and a self-contained report.html (figures inline as base64 PNG).
 
-    report = build(analysed, fidelity, inputs)      # study_inputs.analyse_sweeps, claims.Fidelity, study_inputs.Inputs
+    report = build(analysed, fidelity, inputs, not_run)   # study_inputs.analyse_sweeps, claims.Fidelity, study_inputs.Inputs
     write(report, folder)                           # report.md, report.html, claims.csv, *.png
     log_report(uri, report, folder)                 # artifacts of the study run, else an analysis run in study-analysis
 
@@ -69,9 +69,11 @@ class Report:
     notes: list[str]
 
 
-def build(analysed: Mapping[str, Analysed], fidelity: Fidelity | None, inputs: Inputs) -> Report:
-    rows = claims.evaluate(analysed, fidelity)
+def build(analysed: Mapping[str, Analysed], fidelity: Fidelity | None, inputs: Inputs,
+          not_run: Mapping[str, str] | None = None) -> Report:
+    rows = claims.evaluate(analysed, fidelity, not_run)
     notes = [f"{key} ({a.trials.sweep}): {w}" for key, a in analysed.items() for w in a.result.warnings]
+    notes += [f"{key}: not run: {why}" for key, why in (not_run or {}).items()]
     title = f"study {inputs.study_run}" if inputs.study_run else "sweeps " + ", ".join(
         a.trials.sweep for a in analysed.values())
     return Report(title, rows, provenance(analysed, fidelity), deviations(analysed), claims.cas_table(fidelity),

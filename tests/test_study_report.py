@@ -223,6 +223,34 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert stopped.value.code == 2 and capsys.readouterr().err == "error: --study: give a study run or --sweep, not both\n"
 
 
+def test_a_study_sweep_that_never_started_a_trial_is_not_run_but_naming_it_yourself_is_bad_input(tmp_path, capsys):
+    """A study stopped in E3's pool warm-up: its study run names a sweep with a parent run and no trials. The
+    report still comes out, every E3 claim "not run" with why; the same sweep given with --sweep is exit 2."""
+    from synthaug.study_inputs import STUDY_EXPERIMENT, STUDY_TAG, SWEEPS_TAG
+    from synthaug.tracking import ROLE, SWEEP, ensure_store
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ensure_store(uri)
+    client = MlflowClient(uri)
+    sweep = "cond_vs_uncond-smoke-4c3ce548"
+    parent = client.create_run(client.create_experiment("cond_vs_uncond"), tags={ROLE: "sweep", SWEEP: sweep})
+    client.set_terminated(parent.info.run_id, "FAILED")
+    study = client.create_run(client.create_experiment(STUDY_EXPERIMENT), tags={
+        STUDY_TAG: "study-smoke-1", SWEEPS_TAG: json.dumps({"E3": {"experiment": "cond_vs_uncond", "sweep": sweep}})})
+    script = _script()
+    out = tmp_path / "report"
+    assert script.main(["--study", study.info.run_id, "--mlflow-uri", uri, "--no-log", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "claims.csv")
+    e3 = table[table["claim"].str.startswith("E3 ")]
+    assert len(e3) == 1 and (e3["verdict"] == NOT_RUN).all()
+    assert f"sweep {sweep} of study run {study.info.run_id} has no trial runs" in e3["note"].iloc[0]
+    assert f"E3: not run: sweep {sweep}" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert script.main(["--sweep", f"cond_vs_uncond:{sweep}", "--mlflow-uri", uri, "--no-log"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --sweep: no trial runs for sweep {sweep!r}") and err.count("\n") == 1
+
+
 def test_each_generator_is_named_once_with_its_kind_and_source_from_the_sweep_runs_tags():
     from synthaug.study_report import served_kinds
 
