@@ -14,7 +14,7 @@ and recall (k = 3), the pseudo-labeller's confidence and agreement, each sample'
 to its nearest training image beside the test images' (memorisation), and CAS: the preset's
 classifier recipe trained on --cas-per-class of the generator's pool images a class alone (default:
 the preset's real_per_class), tested on the real test images, beside the same recipe trained once
-on as many real images a class (synthaug.cas). Writes report.md,
+on as many real images a class (synthaug.analysis.cas). Writes report.md,
 CSVs and PNGs to --out (default analysis_out/fidelity/<preset>) and logs them as an
 "analysis" run in MLflow experiment "fidelity" unless --no-log. Bad input: one line, exit 2.
 """
@@ -29,7 +29,7 @@ from typing import Sequence
 
 # Only what parsing needs is imported here: --help and bad flags answer at once. The presets (torch), the
 # samplers, MLflow and the reports come after the flags are read.
-from synthaug.cli import OneLineParser
+from synthaug.sweep.cli import OneLineParser
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -51,9 +51,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def settings_from(args: argparse.Namespace):
-    """Validated settings (synthaug.fidelity.Settings); ConfigError or DataError (one line naming the flag) when
+    """Validated settings (synthaug.analysis.fidelity.Settings); ConfigError or DataError (one line naming the flag) when
     a value is bad. The flags that need no import are checked before the presets are imported."""
-    from synthaug.rules import ConfigError
+    from synthaug.core.rules import ConfigError
 
     if args.samples_per_class is not None and args.samples_per_class < 2:
         raise ConfigError(f"--samples-per-class: an integer >= 2, got {args.samples_per_class}")
@@ -64,9 +64,9 @@ def settings_from(args: argparse.Namespace):
     cache = Path(args.cache).resolve()
     if cache.exists() and not cache.is_dir():
         raise ConfigError(f"--cache: {args.cache!r} is not a folder")
+    from synthaug.analysis.fidelity import Settings
     from synthaug.config import preset
-    from synthaug.data import resolve_source
-    from synthaug.fidelity import Settings
+    from synthaug.data.sources import resolve_source
 
     chosen = preset(args.preset)
     return Settings(chosen, resolve_source(args.data or chosen.data), cache,
@@ -77,17 +77,17 @@ def settings_from(args: argparse.Namespace):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")    # keeps stderr to errors
-    from synthaug.data import DataError
-    from synthaug.rules import ConfigError
+    from synthaug.core.rules import ConfigError
+    from synthaug.data.sources import DataError
 
     try:
         settings = settings_from(args)
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from synthaug.fidelity import run_fidelity
-    from synthaug.fidelity_report import log_fidelity, summary_lines, write_outputs
-    from synthaug.tracking import resolve_tracking_uri
+    from synthaug.analysis.fidelity import run_fidelity
+    from synthaug.analysis.fidelity_report import log_fidelity, summary_lines, write_outputs
+    from synthaug.core.tracking import resolve_tracking_uri
 
     result = run_fidelity(settings)
     out = Path(args.out or Path("analysis_out") / "fidelity" / settings.preset.name)

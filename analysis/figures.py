@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from synthaug.figures import log_figures, write_figures
-from synthaug.cli import load_sweep, sweep_parser
+from synthaug.analysis.figures import log_figures, write_figures
+from synthaug.sweep.cli import load_sweep, sweep_parser
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -6,7 +6,7 @@
 For each class set of a sweeps/sample_count.py sweep, and for overall accuracy and the targeted
 class's, prints either the fitted gain and K90 (the K by which 90% of it is reached) or, where the
 curve rises then falls, the K of its peak, with seed-bootstrap intervals widened to cover at a few
-seeds (synthaug.sample_curve), writes report.md, CSVs and a figure to --out (default
+seeds (synthaug.analysis.sample_curve), writes report.md, CSVs and a figure to --out (default
 analysis_out/<experiment>/<sweep>), and logs that folder as an "analysis" run in the MLflow
 experiment <experiment>-analysis. Bad input: one line on stderr, exit 2.
 """
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from synthaug.cli import sweep_parser
+from synthaug.sweep.cli import sweep_parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,9 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="output folder; default analysis_out/<experiment>/<sweep>")
     args = parser.parse_args(argv)
 
-    from synthaug.results import InputError, load_trials
-    from synthaug.sample_curve import sample_curves, write_outputs
-    from synthaug.tracking import ROLE, SWEEP, analysis_experiment, log_folder_run, resolve_tracking_uri
+    from synthaug.analysis.results import InputError, load_trials
+    from synthaug.analysis.sample_curve import sample_curves, write_outputs
+    from synthaug.core.tracking import ROLE, SWEEP, analysis_experiment, log_folder_run, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.mlflow_uri)
     try:

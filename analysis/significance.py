@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from synthaug.cli import load_sweep, sweep_parser
-from synthaug.significance import log_analysis
-from synthaug.significance_report import format_table, write_outputs
+from synthaug.analysis.significance import log_analysis
+from synthaug.analysis.significance_report import format_table, write_outputs
+from synthaug.sweep.cli import load_sweep, sweep_parser
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

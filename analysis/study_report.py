@@ -5,7 +5,7 @@
     python analysis/study_report.py --sweep long_tail --sweep replace_pct:replace_pct-smoke-1a2b3c4d \\
         --fidelity-run RUN_ID --no-log
 
-One row a claim of the study (synthaug.claims.STUDY): the study's own figure, ours with its 95% interval and
+One row a claim of the study (synthaug.study.claims.STUDY): the study's own figure, ours with its 95% interval and
 what it covers, the primary test and its adjusted p, and a verdict (reproduced, contradicted, or inconclusive
 with the smallest effect these seeds detect); then what was run (commit, seeds, data digest, throughput row)
 and every deviation from the study, read from the runs. An experiment not given is "not run". Writes
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from synthaug.cli import OneLineParser
+from synthaug.sweep.cli import OneLineParser
 
 
 def parse_args(argv: Sequence[str] | None):
@@ -43,10 +43,10 @@ def parse_args(argv: Sequence[str] | None):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from synthaug.results import InputError
-    from synthaug.study_inputs import analyse_sweeps, load_fidelity, read_inputs
-    from synthaug.study_report import build, log_report, markdown, write
-    from synthaug.tracking import resolve_tracking_uri, sqlite_path
+    from synthaug.analysis.results import InputError
+    from synthaug.core.tracking import resolve_tracking_uri, sqlite_path
+    from synthaug.study.study_inputs import analyse_sweeps, load_fidelity, read_inputs
+    from synthaug.study.study_report import build, log_report, markdown, write
 
     uri = resolve_tracking_uri(args.mlflow_uri)
     try:

@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from torchvision.transforms import v2
 
-from synthaug.classifier import CIFAR_MEAN, CIFAR_STD, PAD, TrainConfig, Trainer, _crop, _memory_format, resnet18
-from synthaug.devices import bf16_autocast
+from synthaug.core.devices import bf16_autocast
+from synthaug.models.classifier import CIFAR_MEAN, CIFAR_STD, PAD, TrainConfig, Trainer, _crop, _memory_format, resnet18
 
 from measure import synchronize
 

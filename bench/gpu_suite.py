@@ -49,11 +49,11 @@ import plan_parts
 from measure import device_name, device_type, idle_share, median_time, peak, random_images, reset_peak, synchronize
 from plan_parts import FLOAT32, ddpm_rate, paper_unet
 from suite import SIZES, Row, Suite, render, side_by_side
-from synthaug.cli import OneLineParser
-from synthaug.benchmarks import COLUMNS, Throughput, default_path, write_run, write_throughput
-from synthaug.classifier import TrainConfig, Trainer, evaluate
 from synthaug.diffusion.ddpm import build_unet
 from synthaug.diffusion.sampling import SamplerConfig, image_seed, sample
+from synthaug.models.classifier import TrainConfig, Trainer, evaluate
+from synthaug.sweep.cli import OneLineParser
+from synthaug.training.benchmarks import COLUMNS, Throughput, default_path, write_run, write_throughput
 
 PAPER_EPOCHS, PAPER_TRAIN, PAPER_TEST = 50, 50_000, 10_000     # one E4 trial of the paper preset
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -161,8 +161,8 @@ def sampling(suite: Suite) -> None:
 def warmup(suite: Suite) -> None:
     from synthaug.config import GeneratorSpec
     from synthaug.diffusion.ddpm import save_generator
-    from synthaug.generators import PreparedGenerator
-    from synthaug.serving import replica_for
+    from synthaug.generation.generators import PreparedGenerator
+    from synthaug.generation.serving import replica_for
 
     size, cuda = suite.size, device_type(suite.device) == "cuda"
     cfg = dataclasses.replace(size.unet, conditional=True, num_classes=len(CLASSES))
@@ -184,7 +184,7 @@ def warmup(suite: Suite) -> None:
                             f"DDIM {size.warmup_steps})", rates[1], "images/s", "baseline"),
               Row("warmup", f"pool warm-up, {n} DDPM servers side by side on one {'GPU' if cuda else 'machine'}",
                   rates[n], "images/s", f"{rates[n] / rates[1]:.2f}x 1 server", None,
-                  "synthaug.server.DDPMServer, the class of the sweep's server actors, one a process; one timing "
+                  "synthaug.generation.server.DDPMServer, the class of the sweep's server actors, one a process; one timing "
                   "each (a pool is written once), shards written included"))
 
 
@@ -202,7 +202,7 @@ def sharing(suite: Suite) -> None:
 
 def _serve_pools(prepared, spec, store: str, classes: list[int], n: int, device: str, barrier):
     """In a process: one DDPM server makes its classes' pools; (images made, start, end)."""
-    from synthaug.server import DDPMServer
+    from synthaug.generation.server import DDPMServer
 
     server = DDPMServer(prepared, spec, store, CLASSES, device=device, progress=False)
     barrier.wait()
@@ -299,7 +299,7 @@ def main(argv=None) -> int:
                      "here in about a minute")
     size = SIZES[args.size]
     started = args.started or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    from synthaug.provenance import code_commit
+    from synthaug.core.provenance import code_commit
 
     commit, key = code_commit(), f"{device_name(args.device)} --size {size.name} {started}"
     rows_file = Path(args.rows) if args.rows else Path(tempfile.mkdtemp()) / "rows.jsonl"

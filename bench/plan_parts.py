@@ -11,7 +11,7 @@
 - evals: sampling throughput (UNet evaluations of one image a second) at two batch sizes.
 - labeller: the pseudo-labeller's recipe (config.PAPER_LABELLER), cudnn.benchmark off and on.
 
-Each sets the figures of the device's throughput row (synthaug.benchmarks.Throughput) it measures.
+Each sets the figures of the device's throughput row (synthaug.training.benchmarks.Throughput) it measures.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import torch
 
 from measure import device_type, median_time, peak, random_images, reset_peak
 from suite import Row, Suite, side_by_side
-from synthaug.classifier import TrainConfig, Trainer, evaluate
 from synthaug.config import PAPER_LABELLER, RECIPES
 from synthaug.diffusion.ddpm import build_unet
 from synthaug.diffusion.sampling import SamplerConfig, image_seed, sample
+from synthaug.models.classifier import TrainConfig, Trainer, evaluate
 
 
 # ------------------------------------------------------------------------------------------------ cuda
@@ -56,7 +56,7 @@ def cuda(suite: Suite) -> None:
     for (label, (chosen, count, name)) in zip(("CUDA_VISIBLE_DEVICES='' (a zero GPU share)", "the GPU left visible"),
                                              seen):
         suite.add(Row("cuda", f"a process under {label}: devices it sees", count, "GPUs", "", None,
-                      f"synthaug.devices.default_device() = {chosen}; {name}"))
+                      f"synthaug.core.devices.default_device() = {chosen}; {name}"))
 
 
 def _ddp_rank(size, device: str, backend: str, barrier):
@@ -105,7 +105,7 @@ def _nccl_only_refuses_cpu(barrier) -> str:
 
 
 def _device_seen(barrier):
-    from synthaug.devices import default_device
+    from synthaug.core.devices import default_device
 
     chosen = default_device()
     count = torch.cuda.device_count()

@@ -12,7 +12,7 @@ after one warm-up:
    generator for the whole batch, as a diffusers pipeline draws it. Same UNet, same DDIM
    schedule, same batch. A ratio near 1 means the invariant is free.
 2. generate / read. A trial that asks the DDPM server for a pool prefix already on disk
-   reads it (synthaug.pools.PoolStore) instead of sampling it again. Baseline: sampling the
+   reads it (synthaug.pools.store.PoolStore) instead of sampling it again. Baseline: sampling the
    same images. The ratio is how much a second trial or a second sweep saves per image.
 
 Weights are untrained (the speed of a forward pass does not depend on them).
@@ -38,12 +38,12 @@ import numpy as np
 import torch
 
 from measure import median_time
-from synthaug.cli import OneLineParser
 from synthaug.config import SMOKE_DDPM
-from synthaug.devices import made_on, numerics
+from synthaug.core.devices import made_on, numerics
 from synthaug.diffusion.ddpm import DDPMConfig, build_unet
 from synthaug.diffusion.sampling import SamplerConfig, build_scheduler, image_seed, sample, to_uint8
-from synthaug.pools import PoolKey, PoolStore
+from synthaug.pools.store import PoolKey, PoolStore
+from synthaug.sweep.cli import OneLineParser
 
 ARCHS = {"smoke": SMOKE_DDPM, "paper": DDPMConfig()}
 

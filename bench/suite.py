@@ -18,8 +18,8 @@ from pathlib import Path
 
 from measure import device_name, versions
 from synthaug.config import SMOKE_DDPM, TINY_DDPM
+from synthaug.core.report import markdown_table
 from synthaug.diffusion.ddpm import IMPROVED_DDPM, DDPMConfig
-from synthaug.report import markdown_table
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import torch
 
-from synthaug.cli import OneLineParser
-from synthaug.console import QUIET     # the settings a synthaug sweep runs Tune with
+from synthaug.sweep.cli import OneLineParser
+from synthaug.sweep.console import QUIET  # the settings a synthaug sweep runs Tune with
 
 for _key, _value in QUIET.items():
     os.environ.setdefault(_key, _value)
@@ -42,7 +42,7 @@ for _key, _value in QUIET.items():
 
 def trial_work(params: dict, uri: str, experiment_id: str, parent: str, epochs: int, report) -> None:
     """The bookkeeping of one trial: its run, params, per-epoch metrics and checkpoints."""
-    from synthaug.tracking import RunLogger
+    from synthaug.core.tracking import RunLogger
 
     key = f"{params['repetition']}-{params['index']}"
     run = RunLogger.for_trial(uri, experiment_id, parent, key, run_name=key, tags={})
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    from synthaug.tracking import RunLogger, ensure_experiment
+    from synthaug.core.tracking import RunLogger, ensure_experiment
 
     root = Path(tempfile.mkdtemp(prefix="sweep-overhead-"))
     uri = f"sqlite:///{root / 'mlflow.db'}"

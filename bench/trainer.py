@@ -3,7 +3,7 @@
     python bench/trainer.py                         # width 16, CPU (or CUDA when present)
     python bench/trainer.py --width 64 --images 512 --runs 5     # the study's full-width ResNet18
 
-synthaug.classifier.Trainer keeps the training set on the device as padded uint8 and does
+synthaug.models.classifier.Trainer keeps the training set on the device as padded uint8 and does
 shuffling, random crop and flip batched on the tensor (after KellerJordan/cifar10-airbench).
 Baselines (bench/baselines.py), timed in the same run: torchvision's CIFAR recipe, a Dataset of
 PIL images with per-image RandomCrop(32, padding=4, reflect) + RandomHorizontalFlip + ToTensor +
@@ -42,8 +42,8 @@ import torch
 
 from baselines import LoaderTraining, PILImages, UInt8Images
 from measure import random_images
-from synthaug.cli import OneLineParser
-from synthaug.classifier import TrainConfig, Trainer
+from synthaug.models.classifier import TrainConfig, Trainer
+from synthaug.sweep.cli import OneLineParser
 
 
 def main(argv=None) -> int:

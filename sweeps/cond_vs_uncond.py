@@ -26,7 +26,7 @@ conditional against withheld-real.
 
 import sys
 
-from synthaug.sweep import CONTROL_ARMS, NO_AUGMENTATION, Experiment, main
+from synthaug.sweep.runner import CONTROL_ARMS, NO_AUGMENTATION, Experiment, main
 
 DOG, SHIP, TRUCK = "dog", "ship", "truck"
 SUBSET = "ddpm-cond-subset"

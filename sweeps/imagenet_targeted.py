@@ -23,7 +23,7 @@ against the baseline; the exchange rate is synthetic against withheld-real.
 
 import sys
 
-from synthaug.sweep import CONTROL_ARMS, NO_AUGMENTATION, Experiment, main
+from synthaug.sweep.runner import CONTROL_ARMS, NO_AUGMENTATION, Experiment, main
 
 TRUCK, SHIP = "truck", "ship"
 

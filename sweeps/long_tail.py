@@ -25,7 +25,7 @@ rate is synthetic against withheld-real.
 
 import sys
 
-from synthaug.sweep import CONTROL_ARMS, NO_AUGMENTATION, Experiment, main
+from synthaug.sweep.runner import CONTROL_ARMS, NO_AUGMENTATION, Experiment, main
 
 TRUCK, SHIP = "truck", "ship"
 SUBSET = "ddpm-cond-subset"         # learns the trial's real subset only: the primary, honest arm

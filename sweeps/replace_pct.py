@@ -12,7 +12,7 @@ Rerunning the same command resumes an interrupted sweep.
 
 import sys
 
-from synthaug.sweep import Experiment, main
+from synthaug.sweep.runner import Experiment, main
 
 EXPERIMENT = Experiment(
     name="replace_pct",

@@ -20,7 +20,7 @@ targeted class, against K with seed intervals and says by which K more samples s
 
 import sys
 
-from synthaug.sweep import CONTROL_ARMS, NO_AUGMENTATION, Experiment, main
+from synthaug.sweep.runner import CONTROL_ARMS, NO_AUGMENTATION, Experiment, main
 
 SUBSET = "ddpm-cond-subset"
 

@@ -5,7 +5,7 @@
     python sweeps/study.py --only E3,E4 --preset tiny        # some of them (ids or script names)
 
 The experiments are the sweep scripts' own declarations (their EXPERIMENT), imported from this folder;
-synthaug.study says which study id each is, what the study run in MLflow holds (experiment "study",
+synthaug.study.experiments says which study id each is, what the study run in MLflow holds (experiment "study",
 tag synthaug.study.sweeps) and how a rerun resumes. sample_count goes past the study: --extended
 or --only sample_count adds it.
 """
@@ -21,7 +21,7 @@ import long_tail
 import replace_pct
 import sample_count
 
-from synthaug.study_job import main
+from synthaug.study.study_job import main
 
 EXPERIMENTS = {module.EXPERIMENT.name: module.EXPERIMENT
                for module in (long_tail, imagenet_targeted, cond_vs_uncond, replace_pct, sample_count)}

@@ -11,7 +11,7 @@ checkpoint; a sweep afterwards finds everything cached and trains nothing.
 
 import sys
 
-from synthaug.generator_job import main
+from synthaug.sweep.generator_job import main
 
 if __name__ == "__main__":
     sys.exit(main())

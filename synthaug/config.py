@@ -14,18 +14,18 @@ import json
 import typing
 from dataclasses import dataclass
 
-from synthaug.classifier import TrainConfig
 from synthaug.diffusion.ddpm import IMPROVED_DDPM, DDPMConfig
 from synthaug.diffusion.imagenet import LABEL_MAPS
 from synthaug.diffusion.improved_sampling import ReleasedFlags
 from synthaug.diffusion.sampling import SamplerConfig
 from synthaug.diffusion.training import Checkpointing
+from synthaug.models.classifier import TrainConfig
 
-# ConfigError lives in the leaf synthaug.rules (every config module validates through it); import it from here
-from synthaug.rules import ConfigError, Rule, check, is_int, is_number
+# ConfigError lives in the leaf synthaug.core.rules (every config module validates through it); import it from here
+from synthaug.core.rules import ConfigError, Rule, check, is_int, is_number
 
 AUGMENT_MODES = ("per_class", "stream")
-# How a trial realises its augment_count images a class (synthaug.mixing): from the generator, or one of the
+# How a trial realises its augment_count images a class (synthaug.data.mixing): from the generator, or one of the
 # control arms that add the same K without it: the class's own kept real images drawn again, K of its real
 # images outside the trial's long-tailed subset, or no image and the loss weighted to the same class prior
 AUGMENT_SOURCES = ("synthetic", "oversample", "withheld", "reweight")
@@ -42,7 +42,7 @@ RECIPES: dict[str, dict[str, typing.Any]] = {
 }
 CUSTOM_RECIPE = "custom"
 RECIPE_RULE = Rule("recipe", lambda v: v in (*RECIPES, CUSTOM_RECIPE), f"one of {', '.join([*RECIPES, CUSTOM_RECIPE])}")
-TRAIN_ON = ("all", "trial")     # GeneratorSpec.train_on (synthaug.instances)
+TRAIN_ON = ("all", "trial")     # GeneratorSpec.train_on (synthaug.data.instances)
 RELEASED_SUFFIX = ".pt"         # a checkpoint ending so is an improved-diffusion file (diffusion.improved_unet)
 
 
@@ -68,7 +68,7 @@ class GeneratorSpec:
     # What it and its labeller learn from: "all" = the whole training split (the study), validation images
     # included (its val_acc may read high: the upper-bound arm, not one to choose among by val_acc); "trial" =
     # exactly the real images the trial's classifier may use, no validation image (one generator a seed's
-    # subset; synthaug.instances)
+    # subset; synthaug.data.instances)
     train_on: str = "all"
     # True: each trial seed gets its own generator and labeller, trained from that seed, so intervals across
     # seeds include the generator's variance (a training a seed: see --dry-run); False: one for all seeds
@@ -91,7 +91,7 @@ class GeneratorSpec:
 
     @property
     def kind(self) -> str:
-        """Its kind in synthaug.generators.KINDS: how it is obtained, checked, loaded and sampled."""
+        """Its kind in synthaug.generation.generators.KINDS: how it is obtained, checked, loaded and sampled."""
         if self.pretrained:
             return "pretrained-dit"
         if self.checkpoint:
@@ -138,11 +138,11 @@ class TrialConfig:
 
     experiment: str = "replace_pct"     # the sweep script that made it
     seed: int = 0                       # fixes the real subset, the weights, the data order, the synthetic images
-    data: str = "shapes"                # resolved data source (synthaug.data.resolve_source)
+    data: str = "shapes"                # resolved data source (synthaug.data.sources.resolve_source)
     imbalance: float = 1.0              # long-tail ratio n_last / n_first; 1.0 = balanced, 0.1 = CIFAR-LT
     real_per_class: int = 0             # n_max: real images of the largest class; 0 = all there are
     test_per_class: int = 0             # test images a class; 0 = the whole test split
-    # training images a class held out as the validation split (synthaug.splits): the same for every seed,
+    # training images a class held out as the validation split (synthaug.data.splits): the same for every seed,
     # never trained on, evaluated every epoch (val_acc); the test split only after the last; 0 = none
     validation_per_class: int = 0
     replace_pct: float = 0.0            # % of each class's real images replaced by synthetic ones
@@ -464,3 +464,8 @@ def digest(obj) -> str:
         obj = to_flat(obj)
     text = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def trial_values(config: typing.Mapping[str, typing.Any]) -> dict:
+    """Tune's config of a trial ({"cell": {arm, grid values}, "seed": s}) as one flat dict of its values."""
+    return {**config.get("cell", {}), **{k: v for k, v in config.items() if k != "cell"}}

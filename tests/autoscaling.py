@@ -102,12 +102,12 @@ def pending_gpu_request(address: str) -> list:
 
 @contextmanager
 def connected(address: str) -> Iterator[None]:
-    """This process connected to the cluster as the commands connect (synthaug.cli.start_ray: token mode for
+    """This process connected to the cluster as the commands connect (synthaug.sweep.cli.start_ray: token mode for
     a head started with `ray start`), and afterwards as it was."""
     import ray
     from ray._raylet import Config
 
-    from synthaug.cli import start_ray
+    from synthaug.sweep.cli import start_ray
 
     mode = os.environ.get("RAY_AUTH_MODE")
     start_ray(address)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from synthaug.config import TrainConfig, TrialConfig, to_flat
-from synthaug.declaration import tag_value
-from synthaug.results import Declaration
-from synthaug.sweep import Experiment, main
-from synthaug.sweep_plan import parse_args, plan_sweep, trial_values
-from synthaug.trial import _run_name, trial_config, trial_key
+from synthaug.analysis.results import Declaration
+from synthaug.config import TrainConfig, TrialConfig, to_flat, trial_values
+from synthaug.sweep.declaration import tag_value
+from synthaug.sweep.runner import Experiment, main
+from synthaug.sweep.sweep_plan import parse_args, plan_sweep
+from synthaug.training.trial import _run_name, trial_config, trial_key
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTROLS = "augment_source" in {f.name for f in dataclasses.fields(TrialConfig)} and \

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from synthaug.devices import DEVICE_ENV
+from synthaug.core.devices import DEVICE_ENV
 
 from autoscaling import autoscaling_cluster, connected, pending_gpu_request
 
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = '''
 import sys
-from synthaug.sweep import Experiment, main
+from synthaug.sweep.runner import Experiment, main
 sys.exit(main(Experiment(name="tiny_autoscaled", grid={"replace_pct": [0, 20]}, fixed={"generator": "ddpm-cond"})))
 '''
 

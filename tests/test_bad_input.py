@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthaug.sweep import main
+from synthaug.sweep.runner import main
 
 from processes import free_port
 from test_overrides import sweep_script

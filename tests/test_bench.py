@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from synthaug.benchmarks import find_throughput, read_throughputs, write_throughput
+from synthaug.training.benchmarks import find_throughput, read_throughputs, write_throughput
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("cuda", "trials", "ddpm", "evals", "idle", "classifier", "sampling", "warmup", "sharing")
@@ -96,8 +96,8 @@ def test_the_repository_benchmarks_file_names_its_rows_sources():
 
 def test_the_data_plane_and_the_benchmarks_import_no_ray_or_mlflow():
     """bench/gpu_suite.py runs where neither is installed (a lent GPU's image): what it imports must not need them."""
-    code = ("import sys; import synthaug.server, synthaug.pools, synthaug.classifier, synthaug.diffusion.sampling, "
-            "synthaug.diffusion.training, synthaug.generators, synthaug.labeller, synthaug.benchmarks; "
+    code = ("import sys; import synthaug.generation.server, synthaug.pools.store, synthaug.models.classifier, synthaug.diffusion.sampling, "
+            "synthaug.diffusion.training, synthaug.generation.generators, synthaug.models.labeller, synthaug.training.benchmarks; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'mlflow'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

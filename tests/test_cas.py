@@ -1,7 +1,7 @@
-"""CAS (synthaug.cas) against planted generators: one whose pool holds real training images (CAS must be the
+"""CAS (synthaug.analysis.cas) against planted generators: one whose pool holds real training images (CAS must be the
 real-data reference's accuracy, within noise) and one whose pool holds noise (CAS must be near chance).
 
-The planted pools go where a generator's pools go (synthaug.fidelity.take_per_class reads them as it reads a
+The planted pools go where a generator's pools go (synthaug.analysis.fidelity.take_per_class reads them as it reads a
 DDPMServer's), then through the same function that scores every generator. A small shapes set, 10 classes, the
 tiny preset's recipe at 6 epochs (2 learn little from 300 images): three classifiers, 15 s each on this shared 2-core
 machine at load average 3 (96 s for the module at load 11-17).
@@ -15,12 +15,13 @@ import math
 import numpy as np
 import pytest
 
-from synthaug.cas import OVERALL, REAL, cas_setup, cas_table, class_counts, classification_accuracy, real_reference
+from synthaug.analysis.cas import (OVERALL, REAL, cas_setup, cas_table, class_counts, classification_accuracy,
+                                   real_reference)
+from synthaug.analysis.fidelity import take_per_class
 from synthaug.config import preset
-from synthaug.data import SHAPE_CLASSES, Dataset, make_shapes
-from synthaug.fidelity import take_per_class
-from synthaug.pools import PoolSlice
-from synthaug.splits import training_orders
+from synthaug.data.sources import SHAPE_CLASSES, Dataset, make_shapes
+from synthaug.data.splits import training_orders
+from synthaug.pools.store import PoolSlice
 
 PER_CLASS = 30          # CAS's images a class, and the reference's
 TEST_PER_CLASS = 40     # 400 test images: a binomial sd of about 2 pp at 80%

@@ -2,7 +2,7 @@
 one line saying its differences test the wiring; a sweep with room to gain and a generator that knows its
 classes says nothing."""
 
-from synthaug.caveats import caveat
+from synthaug.training.caveats import caveat
 
 
 def test_a_baseline_at_the_ceiling_or_samples_near_chance_is_one_line_and_room_to_gain_is_none():

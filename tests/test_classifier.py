@@ -1,4 +1,4 @@
-"""Tests for synthaug.classifier: the CIFAR ResNet18, the trainer and evaluation.
+"""Tests for synthaug.models.classifier: the CIFAR ResNet18, the trainer and evaluation.
 
 All on CPU with tiny widths and data sets; real training, no mocks.
 """
@@ -13,18 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from synthaug.classifier import (
-    PAD,
-    Evaluation,
-    TrainConfig,
-    Trainer,
-    augment_with,
-    draw_augmentation,
-    evaluate,
-    learning_rate,
-    predict,
-    resnet18,
-)
+from synthaug.models.classifier import (PAD, Evaluation, TrainConfig, Trainer, augment_with, draw_augmentation,
+                                        evaluate, learning_rate, predict, resnet18)
 
 COLOURS = np.array([[220, 30, 30], [30, 200, 40], [40, 60, 230], [230, 230, 40]], np.uint8)
 
@@ -319,8 +309,8 @@ def test_per_class_precision_and_f1_come_from_the_confusion_matrix_nan_where_und
 def test_each_recipe_builds_the_optimiser_schedule_augmentation_and_stem_it_names():
     import torchvision
 
-    from synthaug.classifier import learning_rate
     from synthaug.config import TrialConfig, with_recipe
+    from synthaug.models.classifier import learning_rate
 
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 64)
@@ -366,8 +356,8 @@ def counted_steps(trainer: Trainer) -> int:
 
 def test_step_budget_trains_the_same_steps_at_every_added_count():
     from synthaug.config import TrialConfig
-    from synthaug.data import Dataset
-    from synthaug.mixing import compose
+    from synthaug.data.mixing import compose
+    from synthaug.data.sources import Dataset
 
     x, y = colour_task(40, seed=3)
     data = Dataset("colours", ("r", "g", "b", "y"), x, y, x[:8], y[:8], digest="0" * 64)
@@ -386,7 +376,7 @@ def test_step_budget_trains_the_same_steps_at_every_added_count():
 
 
 def test_epoch_order_draws_every_image_at_the_same_rate_across_epochs():
-    from synthaug.epoch_order import EpochOrder
+    from synthaug.models.epoch_order import EpochOrder
 
     order, gen = EpochOrder(10, per_epoch=4), torch.Generator().manual_seed(0)
     drawn = torch.cat([order.next_epoch(gen) for _ in range(5)])             # 20 images: exactly two passes
@@ -416,7 +406,7 @@ def test_step_budget_resumes_mid_pass_to_the_same_weights():
 
 
 def test_class_weights_multiply_each_images_whole_smoothed_loss():
-    from synthaug.classifier import training_loss
+    from synthaug.models.classifier import training_loss
 
     logits = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
     y = torch.tensor([0, 1, 2, 2, 1, 0])

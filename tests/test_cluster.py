@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from synthaug.preflight import address_problem, shared_store_problem, tracking_problem
-from synthaug.storage import storage_problem
-from synthaug.sweep_plan import storage_location
-from synthaug.gates import TRIAL_GATE
+from synthaug.core.gates import TRIAL_GATE
+from synthaug.core.storage import storage_problem
+from synthaug.sweep.preflight import address_problem, shared_store_problem, tracking_problem
+from synthaug.sweep.sweep_plan import storage_location
 
 from processes import free_port, wait_for
 
@@ -61,7 +61,7 @@ def test_a_folder_on_one_nodes_own_disk_is_refused_in_one_line(tmp_path):
     import ray
     from ray.cluster_utils import Cluster
 
-    from synthaug.preflight import cluster_problem
+    from synthaug.sweep.preflight import cluster_problem
 
     here = os.getcwd()
     (tmp_path / "a").mkdir()
@@ -129,7 +129,7 @@ def mlflow_server(tmp_path):
 
 KILL_A_NODE = '''
 import sys
-from synthaug.sweep import Experiment, main
+from synthaug.sweep.runner import Experiment, main
 sys.exit(main(Experiment(name="tiny_nodes", grid={"replace_pct": [0, 20]}, fixed={"generator": "ddpm-cond"})))
 '''
 
@@ -213,7 +213,7 @@ def test_a_killed_server_comes_back_and_every_trial_finishes_without_regeneratin
     import ray
     from ray.cluster_utils import Cluster
 
-    from synthaug.server import NAMESPACE
+    from synthaug.generation.server import NAMESPACE
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     cluster.add_node(num_cpus=2)
@@ -293,8 +293,8 @@ def test_cluster_yaml_passes_rays_own_validation_and_is_safe_as_shipped():
 
 
 def test_a_gpu_nodes_driver_too_old_for_torchs_cuda_build_is_one_line(monkeypatch):
-    from synthaug.devices import DEVICE_ENV
-    from synthaug.gpu_nodes import driver_problem
+    from synthaug.core.devices import DEVICE_ENV
+    from synthaug.sweep.gpu_nodes import driver_problem
 
     monkeypatch.delenv(DEVICE_ENV, raising=False)
     found = {"host": "gpu-1", "model": "NVIDIA A10G", "torch": "2.14.1+cu130", "cuda": "13.0"}

@@ -1,4 +1,4 @@
-"""Tests for synthaug.data: class-folder sources (folder, .tar, .tar.gz), the npz cache,
+"""Tests for synthaug.data.sources: class-folder sources (folder, .tar, .tar.gz), the npz cache,
 source validation, the offline cifar10 failure, the procedural shapes set, the long-tail
 profile and nested per-class selection. All offline; the real CIFAR tar is loaded when
 ../shared/data/cifar10-jpeg.tar.gz exists (about 10-20 s)."""
@@ -14,16 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthaug.data import (
-    SHAPE_CLASSES,
-    DataError,
-    Dataset,
-    class_permutations,
-    load_dataset,
-    long_tail_counts,
-    make_shapes,
-    resolve_source,
-)
+from synthaug.data.sources import (SHAPE_CLASSES, DataError, Dataset, class_permutations, load_dataset,
+                                   long_tail_counts, make_shapes, resolve_source)
 
 CIFAR_TAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 CIFAR_TAR_SHA256 = "0493b9c94c62a5e8a6b98a28016b4eebed4fa9aac8154143eead5d26fc94fabb"

@@ -11,15 +11,15 @@ import ray
 import torch
 from ray import cloudpickle
 
-from synthaug.cli import worker_environment
 from synthaug.config import IMAGENET_DIT
-from synthaug.devices import (CUBLAS_WORKSPACE_ENV, DETERMINISTIC_ENV, DeviceError, apply_determinism,
-                              default_device, device_task, made_on)
+from synthaug.core.devices import (CUBLAS_WORKSPACE_ENV, DETERMINISTIC_ENV, DeviceError, apply_determinism,
+                                   default_device, device_task, made_on)
+from synthaug.core.provenance import COMMIT_ENV
 from synthaug.diffusion.sampling import SamplerConfig
-from synthaug.pools import PoolStore
-from synthaug.prepare import prepare_generator
-from synthaug.provenance import COMMIT_ENV
-from synthaug.server import NAMESPACE, make_server_actor
+from synthaug.generation.prepare import prepare_generator
+from synthaug.generation.server import NAMESPACE, make_server_actor
+from synthaug.pools.store import PoolStore
+from synthaug.sweep.cli import worker_environment
 
 
 def determinism_seen() -> dict:

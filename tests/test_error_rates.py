@@ -30,8 +30,8 @@ import numpy as np
 import pytest
 from scipy import optimize, stats as st
 
-from synthaug import stats
-from synthaug.inference import exchange_rate, power_table, seed_trend, two_way_cluster_t, two_way_trend
+from synthaug.stats import compare as stats
+from synthaug.stats.inference import exchange_rate, power_table, seed_trend, two_way_cluster_t, two_way_trend
 
 SWEEPS = 2_000
 SEEDS = 8

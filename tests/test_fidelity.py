@@ -1,4 +1,4 @@
-"""Tests for synthaug.image_metrics' pure functions on fixed inputs, and one tiny run of analysis/fidelity.py.
+"""Tests for synthaug.generation.image_metrics' pure functions on fixed inputs, and one tiny run of analysis/fidelity.py.
 
 The CLI run trains the tiny preset's two DDPMs and its labeller in a temporary cache, samples
 4 images a class from each, and writes the report (TORCH_HOME points at an empty folder, so
@@ -20,9 +20,9 @@ import pytest
 import scipy.linalg
 from scipy import stats as st
 
-from synthaug.image_metrics import (border_luminance, brightness, class_agreement, confidence_histogram, fid,
-                                    frechet_distance, kid, knn_radii, mmd2_unbiased, precision_recall, saturation,
-                                    two_sample)
+from synthaug.generation.image_metrics import (border_luminance, brightness, class_agreement, confidence_histogram, fid,
+                                               frechet_distance, kid, knn_radii, mmd2_unbiased, precision_recall,
+                                               saturation, two_sample)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,10 +115,10 @@ def test_kid_has_no_sd_when_its_one_subset_is_both_whole_sets():
 
 def test_fid_and_kid_are_named_by_their_feature_space_in_the_csv_and_the_metrics(tmp_path):
     """... and the memorisation table, metrics and figure of a generator that copies its training images."""
-    from synthaug.cas import REAL, Score, cas_table
-    from synthaug.fidelity import FidelityResult, distances
-    from synthaug.fidelity_report import (distance_table, fidelity_metrics, memorisation_table, plot_closest_pairs,
-                                          summary_lines)
+    from synthaug.analysis.cas import REAL, Score, cas_table
+    from synthaug.analysis.fidelity import FidelityResult, distances
+    from synthaug.analysis.fidelity_report import (distance_table, fidelity_metrics, memorisation_table,
+                                                   plot_closest_pairs, summary_lines)
 
     real, fake = gaussian(60, 4, 11), {"ddpm-cond": gaussian(60, 4, 12), "ddpm-uncond": gaussian(30, 4, 13)}
     table = distances(real, fake, key="labeller_features")
@@ -128,7 +128,7 @@ def test_fid_and_kid_are_named_by_their_feature_space_in_the_csv_and_the_metrics
     assert np.isnan(rows.loc["ddpm-cond", "kid_sd_labeller_features"]) and rows.loc["ddpm-cond", "kid_subsets"] == 1
     assert rows.loc["ddpm-uncond", "kid_sd_labeller_features"] > 0 and rows.loc["ddpm-uncond", "kid_subsets"] == 100
     empty = pd.DataFrame(columns=["a", "b", "statistic", "mean_diff"])
-    from synthaug.memorisation import memorisation
+    from synthaug.analysis.memorisation import memorisation
 
     images = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), np.uint8)
     result = FidelityResult(
@@ -158,8 +158,8 @@ def test_fid_and_kid_are_named_by_their_feature_space_in_the_csv_and_the_metrics
 
 
 def test_a_generator_that_learns_from_a_trials_subset_is_left_out_of_a_standalone_fidelity_run():
+    from synthaug.analysis.fidelity import usable_generators
     from synthaug.config import preset
-    from synthaug.fidelity import usable_generators
 
     specs = [g for g in preset("smoke").generators if g.name in ("ddpm-cond", "ddpm-cond-subset")]
     usable, notes = usable_generators(specs, ("a", "b"))
@@ -260,7 +260,7 @@ def test_tiny_cli_run_writes_the_report(tmp_path):
     pooled = pd.read_csv(out / "pooled.csv")
     assert {("ddpm-uncond", "ddpm-cond", "background")} <= set(zip(pooled["a"], pooled["b"], pooled["statistic"]))
     assert "background ddpm-uncond - ddpm-cond" in done.stdout and not (tmp_path / "m.db").exists()
-    # CAS (synthaug.cas): the tiny recipe on each generator's pool images alone, 4 a class (--cas-per-class: the
+    # CAS (synthaug.analysis.cas): the tiny recipe on each generator's pool images alone, 4 a class (--cas-per-class: the
     # samples already drawn, so the unconditional pool grows no further), beside the same recipe on 4 real images a
     # class, tested on the tiny preset's 200 test images
     cas = pd.read_csv(out / "cas.csv")

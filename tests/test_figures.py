@@ -1,4 +1,4 @@
-"""Tests for synthaug.figures and analysis/figures.py.
+"""Tests for synthaug.analysis.figures and analysis/figures.py.
 
 A real MLflow SQLite store in a temporary folder, written as sweep.py and trial.py write it
 (the approach of test_significance.py): a parent run, a child run per trial with string
@@ -21,12 +21,12 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from synthaug import report
+from synthaug.analysis.figures import ANALYSIS, paired_confusion_difference, row_normalise, slug
+from synthaug.analysis.sample_grids import class_rows
+from synthaug.core import report
+from synthaug.core.tracking import CELL, ROLE, SWEEP, RunLogger, ensure_experiment
 from synthaug.diffusion.sampling import SamplerConfig
-from synthaug.figures import ANALYSIS, paired_confusion_difference, row_normalise, slug
-from synthaug.sample_grids import class_rows
-from synthaug.pools import UNCONDITIONAL, PoolKey, PoolStore
-from synthaug.tracking import CELL, ROLE, SWEEP, RunLogger, ensure_experiment
+from synthaug.pools.store import UNCONDITIONAL, PoolKey, PoolStore
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT, SWEEP_NAME = "replace_pct", "replace_pct-smoke-figs0001"

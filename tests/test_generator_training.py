@@ -15,11 +15,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from synthaug.classifier import TrainConfig, Trainer, predict
 from synthaug.diffusion.ddpm import DDPMConfig, weights_digest
 from synthaug.diffusion.sampling import SamplerConfig, sample
 from synthaug.diffusion.training import Checkpointing, DDPMTraining
-from synthaug.sweep import Experiment, main
+from synthaug.models.classifier import TrainConfig, Trainer, predict
+from synthaug.sweep.runner import Experiment, main
 
 from processes import kill_ray_instance, short_ray_tmpdir, wait_for
 
@@ -144,7 +144,7 @@ LONG_TINY = '''
 import dataclasses, sys
 from synthaug.config import PRESETS
 from synthaug.diffusion.training import Checkpointing
-from synthaug.generator_job import main
+from synthaug.sweep.generator_job import main
 tiny = PRESETS["tiny"]
 spec = dataclasses.replace(tiny.generator("ddpm-cond"), ddpm=dataclasses.replace(tiny.generator("ddpm-cond").ddpm,
                                                                                   train_steps=150))
@@ -219,7 +219,7 @@ def test_a_checkpoint_folder_of_the_wrong_shape_or_role_is_one_line_and_exit_2(t
 
 
 def test_a_checkpoint_folder_of_the_right_role_replaces_training(tmp_path, shapes_tar):
-    from synthaug.sweep_plan import parse_args, plan_sweep
+    from synthaug.sweep.sweep_plan import parse_args, plan_sweep
 
     folder = unet_folder(tmp_path / "unet", num_class_embeds=3)
     experiment = Experiment(name="tiny_checkpoint", grid={"augment_count": [0, 2]},

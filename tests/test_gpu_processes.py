@@ -15,13 +15,13 @@ import pytest
 import ray
 from ray import cloudpickle, tune
 
-from synthaug.cli import worker_environment
 from synthaug.config import IMAGENET_DIT
-from synthaug.devices import DEVICE_ENV, VISIBLE_GPUS_ENV, DeviceError, default_device, device_task
+from synthaug.core.devices import DEVICE_ENV, VISIBLE_GPUS_ENV, DeviceError, default_device, device_task
+from synthaug.core.provenance import COMMIT_ENV
 from synthaug.diffusion.sampling import SamplerConfig
-from synthaug.prepare import prepare_generator
-from synthaug.provenance import COMMIT_ENV
-from synthaug.server import NAMESPACE, make_server_actor
+from synthaug.generation.prepare import prepare_generator
+from synthaug.generation.server import NAMESPACE, make_server_actor
+from synthaug.sweep.cli import worker_environment
 
 NODE_GPUS = "0,1,2,3"
 FIRST_VISIBLE = "TEST_FIRST_CUDA_VISIBLE_DEVICES"      # a process-wide note of its first task's GPUs
@@ -104,7 +104,7 @@ def test_a_zero_gpu_share_refuses_a_forced_cuda(four_gpu_node):
 
 def test_a_gpu_cuda_cannot_use_stops_the_process_in_one_line(four_gpu_node):
     """A process Ray gave a GPU that CUDA cannot use (no driver here) stops in one line unless told
-    SYNTHAUG_DEVICE=cpu; a sweep refuses such a node before (synthaug.gpu_nodes), this is the last guard."""
+    SYNTHAUG_DEVICE=cpu; a sweep refuses such a node before (synthaug.sweep.gpu_nodes), this is the last guard."""
     def unforced() -> str:
         os.environ.pop(DEVICE_ENV, None)        # in a process of its own (device_task): gone with it
         return default_device()

@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 
 from synthaug.config import IMAGENET_DIT, ConfigError
-from synthaug.diffusion.imagenet import (CIFAR10_TO_IMAGENET, load_pipeline, sample_pipeline, source_labels,
-                                         unavailable)
+from synthaug.diffusion.imagenet import CIFAR10_TO_IMAGENET, load_pipeline, sample_pipeline, source_labels, unavailable
 from synthaug.diffusion.sampling import SamplerConfig
-from synthaug.prepare import prepare_generator
-from synthaug.server import DDPMServer
+from synthaug.generation.prepare import prepare_generator
+from synthaug.generation.server import DDPMServer
 
 CIFAR = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -82,7 +81,7 @@ def cifar_named_tar(tmp_path_factory):
 
     from PIL import Image
 
-    from synthaug.data import make_shapes
+    from synthaug.data.sources import make_shapes
 
     root = tmp_path_factory.mktemp("cifar3")
     train_x, train_y, test_x, test_y = make_shapes(seed=2, train_per_class=20, test_per_class=10)
@@ -106,7 +105,7 @@ def test_an_e2a_sweep_runs_on_the_pretrained_server(tiny_dit, cifar_named_tar, t
     from mlflow.tracking import MlflowClient
 
     from synthaug.config import PRESETS
-    from synthaug.sweep import Experiment, main
+    from synthaug.sweep.runner import Experiment, main
 
     spec = dataclasses.replace(IMAGENET_DIT, pretrained=tiny_dit, sampler=SamplerConfig(name="ddim", steps=3))
     monkeypatch.setitem(PRESETS, "tiny", dataclasses.replace(PRESETS["tiny"], generators=(spec,)))

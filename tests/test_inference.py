@@ -1,4 +1,4 @@
-"""synthaug.inference against independent computations: statsmodels' two-way clustering, numpy's polyfit,
+"""synthaug.stats.inference against independent computations: statsmodels' two-way clustering, numpy's polyfit,
 scipy's one-sample t, Fieller's defining inequality, stats.paired_t_power."""
 
 import math
@@ -9,8 +9,8 @@ import statsmodels.api as sm
 from scipy import stats as st
 from statsmodels.stats.sandwich_covariance import cov_cluster_2groups
 
-from synthaug import inference as inf
-from synthaug import stats
+from synthaug.stats import inference as inf
+from synthaug.stats import compare as stats
 
 X = np.arange(0, 13, 2)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from synthaug.gates import TRIAL_GATE
+from synthaug.core.gates import TRIAL_GATE
 
 from processes import kill_ray_instance, short_ray_tmpdir, wait_for
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXIT_LIMIT_S = 30           # from the signal to the exit
 SCRIPT = '''
 import sys
-from synthaug.sweep import Experiment, main
+from synthaug.sweep.runner import Experiment, main
 sys.exit(main(Experiment(name="tiny_int", grid={"replace_pct": [0, 20]}, fixed={"generator": "ddpm-cond"})))
 '''
 RESUME = re.compile(r"^interrupted: (\d+) of (\d+) (trials finished|generators trained) and kept; "

@@ -1,4 +1,4 @@
-"""Nearest-training-image distances (synthaug.memorisation): a generator that hands back copies of training
+"""Nearest-training-image distances (synthaug.analysis.memorisation): a generator that hands back copies of training
 images is caught (every sample at distance 0, every one flagged), real unseen images are flagged at about the
 reference percentile, and the chunked float32 search agrees with a brute-force float64 one."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from synthaug.data import make_shapes
-from synthaug.memorisation import REFERENCE, memorisation, nearest_training
+from synthaug.analysis.memorisation import REFERENCE, memorisation, nearest_training
+from synthaug.data.sources import make_shapes
 
 
 def test_copies_of_training_images_are_at_distance_0_and_all_flagged_while_real_test_images_are_not():

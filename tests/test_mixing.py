@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from synthaug.config import ConfigError, TrialConfig
-from synthaug.data import Dataset
-from synthaug.mixing import compose, plan, synthetic_requests, select_test
-from synthaug.pools import UNCONDITIONAL, PoolSlice
+from synthaug.data.mixing import compose, plan, synthetic_requests, select_test
+from synthaug.data.sources import Dataset
+from synthaug.pools.store import UNCONDITIONAL, PoolSlice
 
 CLASSES = ("a", "b", "c")
 
@@ -190,9 +190,9 @@ def test_oversample_adds_exactly_k_copies_of_the_classs_own_real_images_and_noth
 
 
 def test_withheld_adds_k_real_images_of_the_class_from_outside_the_trials_subset():
-    from synthaug.data import class_permutations
-    from synthaug.mixing import real_index
-    from synthaug.sweep_inputs import check_counts
+    from synthaug.data.mixing import real_index
+    from synthaug.data.sources import class_permutations
+    from synthaug.sweep.sweep_inputs import check_counts
 
     data = toy_dataset((60, 60, 60))
     lookup = {data.train_x[i].tobytes(): i for i in range(len(data.train_y))}
@@ -249,8 +249,8 @@ def test_augment_source_is_validated_and_a_stream_needs_a_generator():
 def test_the_dry_run_prices_a_step_budget_trial_at_its_reference_images():
     import dataclasses
 
-    from synthaug.benchmarks import cpu_row
-    from synthaug.dry_run import _trial_cost
+    from synthaug.sweep.dry_run import _trial_cost
+    from synthaug.training.benchmarks import cpu_row
 
     data, row = toy_dataset((60, 60, 60)), cpu_row("smoke")
     def train_s(k, budget):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from synthaug.gates import TRIAL_GATE
-from synthaug.trial import RESTARTED_TAG
+from synthaug.core.gates import TRIAL_GATE
+from synthaug.training.trial import RESTARTED_TAG
 
 from processes import kill_ray_instance, processes_of_ray_instance, short_ray_tmpdir, wait_for
 from services import mlflow_server, s3_server
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = '''
 import sys
-from synthaug.sweep import Experiment, main
+from synthaug.sweep.runner import Experiment, main
 sys.exit(main(Experiment(name="tiny_s3", grid={"replace_pct": [0, 20]}, fixed={"generator": "ddpm-cond"})))
 '''
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from synthaug.config import ConfigError, TrialConfig, from_flat, preset, to_flat
-from synthaug.data import data_outline, load_dataset, long_tail_counts
-from synthaug.instances import instance_name, instances, restricted, training_index
-from synthaug.mixing import real_index
-from synthaug.overrides import apply_grids, apply_sets
-from synthaug.sweep import Experiment, main
+from synthaug.data.instances import instance_name, instances, restricted, training_index
+from synthaug.data.mixing import real_index
+from synthaug.data.sources import data_outline, load_dataset, long_tail_counts
+from synthaug.sweep.overrides import apply_grids, apply_sets
+from synthaug.sweep.runner import Experiment, main
 from test_arms import needs_controls
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,8 +131,8 @@ def test_a_subset_generator_learns_from_exactly_the_trials_real_images(tmp_path)
     index = real_index(cfg, dataset)
     assert np.array_equal(np.bincount(dataset.train_y[index]), long_tail_counts(100, 0.1, 10))
     # the classifier's real images (replacement keeps a prefix of these) are all inside the subset
-    from synthaug.mixing import compose
-    from synthaug.pools import PoolSlice
+    from synthaug.data.mixing import compose
+    from synthaug.pools.store import PoolSlice
 
     def take(c, n):
         return PoolSlice("p", np.arange(n), np.zeros((n, 32, 32, 3), np.uint8), np.full(n, c), np.ones(n, np.float32))
@@ -220,7 +220,7 @@ def test_a_dry_run_on_cpus_prints_the_cpu_rows_estimate_and_the_paper_preset_wit
         tmp_path, capsys, monkeypatch):
     """No GPU (the smoke preset, or --gpus 0): the estimate divides by the CPU row of the preset's size, named by
     --gpu-model or found in BENCHMARKS.md; twice the row's training images/s, half the trials' minutes."""
-    from synthaug.benchmarks import cpu_row, write_throughput
+    from synthaug.training.benchmarks import cpu_row, write_throughput
 
     monkeypatch.chdir(tmp_path)
     replace_pct = sweep_script("replace_pct")
@@ -263,8 +263,8 @@ def test_a_dry_run_on_cpus_prints_the_cpu_rows_estimate_and_the_paper_preset_wit
 def test_sample_count_runs_its_k0_baseline_once_and_names_its_own_analysis(tmp_path, capsys, monkeypatch):
     """K = 0 adds nothing whatever the class set and arm: one configuration, the arm none (73, not 84); every
     other cell is crossed with the arms. An empty tuple is 'none' in every output and on the command line."""
-    from synthaug.overrides import grid_value, parse_value
-    from synthaug.sweep_plan import Experiment as Declared
+    from synthaug.sweep.overrides import grid_value, parse_value
+    from synthaug.sweep.sweep_plan import Experiment as Declared
 
     monkeypatch.chdir(tmp_path)
     sample_count = sweep_script("sample_count")

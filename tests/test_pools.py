@@ -9,11 +9,11 @@ import pytest
 import ray
 
 from synthaug.config import ConfigError, preset
-from synthaug.devices import made_on
+from synthaug.core.devices import made_on
 from synthaug.diffusion.sampling import SamplerConfig
-from synthaug.pools import UNCONDITIONAL, PoolKey, PoolStore, class_slice, prefix
-from synthaug.prepare import prepare_generator
-from synthaug.server import CALIBRATION_SEED, SHARD_QUANTUM, DDPMServer, get_server, make_server_actor
+from synthaug.generation.prepare import prepare_generator
+from synthaug.generation.server import CALIBRATION_SEED, SHARD_QUANTUM, DDPMServer, get_server, make_server_actor
+from synthaug.pools.store import UNCONDITIONAL, PoolKey, PoolStore, class_slice, prefix
 
 TEN = tuple(f"c{i}" for i in range(10))      # the shapes' ten classes, as the server sees them: by index
 
@@ -176,7 +176,7 @@ def test_a_confidence_filter_serves_the_confident_samples_of_the_same_stream_und
 def test_a_generator_that_produces_nan_is_reported_and_never_stored_as_black_images(conditional, tmp_path):
     import torch
 
-    from synthaug.server import GeneratorOutputError
+    from synthaug.generation.server import GeneratorOutputError
 
     spec, gen = conditional
     server = DDPMServer(gen, spec, str(tmp_path), classes=TEN, device="cpu", progress=False)
@@ -269,8 +269,8 @@ def test_warm_up_replicas_do_not_change_a_pool_byte(tmp_path, shapes_tar, monkey
     import shutil
 
     from synthaug.config import PRESETS
-    from synthaug.pools import PoolStore
-    from synthaug.sweep import Experiment, main
+    from synthaug.pools.store import PoolStore
+    from synthaug.sweep.runner import Experiment, main
 
     monkeypatch.setitem(PRESETS, "tiny_warmers", dataclasses.replace(PRESETS["tiny"], name="tiny_warmers",
                                                                      warmup_replicas=2))

@@ -12,8 +12,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from synthaug.preflight import tracking_problem
-from synthaug.storage import folder_problem, object_store_problem
+from synthaug.core.storage import folder_problem, object_store_problem
+from synthaug.sweep.preflight import tracking_problem
 
 from services import mlflow_server, s3_server
 
@@ -113,7 +113,7 @@ def test_pseudo_file_systems_are_refused_as_root(tmp_path):
 PROBE_RO = """
 import sys
 from pathlib import Path
-from synthaug.storage import folder_problem
+from synthaug.core.storage import folder_problem
 problem = folder_problem(Path(sys.argv[1]) / "cache")
 print(problem)
 sys.exit(0 if problem and "Read-only file system" in problem else 1)
@@ -177,7 +177,7 @@ def test_a_host_the_server_does_not_allow_is_the_403_line_and_no_proxy_means_no_
 
 
 def test_the_generator_job_checks_cache_and_tracking_before_it_writes(tmp_path, shapes_tar, capsys):
-    from synthaug.generator_job import main
+    from synthaug.sweep.generator_job import main
 
     from processes import free_port
 

@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from synthaug.results import Declaration, InputError, load_trials
-from synthaug.tracking import CELL, PRIMARY, ROLE, SWEEP, RunLogger, ensure_experiment
+from synthaug.analysis.results import Declaration, InputError, load_trials
+from synthaug.core.tracking import CELL, PRIMARY, ROLE, SWEEP, RunLogger, ensure_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT, SWEEP_NAME, DUPLICATED = "long_tail", "long_tail-smoke-5678abcd", "long_tail-smoke-dup"

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from synthaug.config import preset
-from synthaug.data import CIFAR10_CLASSES, data_outline
+from synthaug.data.sources import CIFAR10_CLASSES, data_outline
 from synthaug.diffusion.improved_unet import UNetShape, build_unet, unet_shape
 from synthaug.diffusion.sampling import SamplerConfig
-from synthaug.generators import generator_kind
-from synthaug.sweep_inputs import UsageError, with_checkpoints
+from synthaug.generation.generators import generator_kind
+from synthaug.sweep.sweep_inputs import UsageError, with_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM = json.loads((ROOT / "tests" / "data" / "improved_diffusion_keys.json").read_text())
@@ -145,7 +145,7 @@ def test_a_sweep_refuses_a_file_of_another_architecture_in_one_line_before_ray(t
 def test_the_paper_dry_run_says_which_generator_serves_e2a(files, tmp_path, monkeypatch, capsys):
     """README's `--checkpoint imagenet=...` in the paper preset's plan: the generator line names the file and
     the flags it is assumed to have been trained with, and leaves the 64x64 model's sampling unpriced."""
-    from synthaug.sweep import main
+    from synthaug.sweep.runner import main
 
     from test_overrides import sweep_script
 
@@ -162,7 +162,7 @@ def test_the_paper_dry_run_says_which_generator_serves_e2a(files, tmp_path, monk
 def test_the_flags_a_file_does_not_hold_are_checked_and_set_by_name():
     from synthaug.config import ConfigError, GeneratorSpec
     from synthaug.diffusion.improved_sampling import ReleasedFlags
-    from synthaug.overrides import apply_sets
+    from synthaug.sweep.overrides import apply_sets
 
     with pytest.raises(ConfigError, match=r"^generator.released.noise_schedule: one of cosine, linear, got 'quad'$"):
         GeneratorSpec(released=ReleasedFlags(noise_schedule="quad")).validate()

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthaug.results import InputError
-from synthaug.sample_curve import PEAKED, SATURATING, fit_curve, write_outputs
+from synthaug.analysis.results import InputError
+from synthaug.analysis.sample_curve import PEAKED, SATURATING, fit_curve, write_outputs
 
 KS = [0, 100, 250, 500, 1000, 2000, 5000]
 
@@ -47,8 +47,8 @@ def test_flat_curves_rarely_show_a_gain_or_a_peak_over_500_simulated_sweeps():
     """The false-claim rates under no effect at all (seed sd 1 pp, cell noise 0.4 pp, 8 seeds): a gain whose
     interval lies above 0 (one side of a 95% interval: 2.5% nominal; tau is free, so measured higher), and a
     peak by the sample_curve rule (c's interval above 0, peak inside the K tried)."""
-    from synthaug.curve_fit import bootstrap_means, fit_peaked, fit_saturating, widened_interval
-    from synthaug.sample_curve import BOOTSTRAPS, CONFIDENCE
+    from synthaug.analysis.sample_curve import BOOTSTRAPS, CONFIDENCE
+    from synthaug.stats.curve_fit import bootstrap_means, fit_peaked, fit_saturating, widened_interval
 
     rng, ks, seeds = np.random.default_rng(21), np.array(KS, float), 8
     values = 0.7 + rng.normal(0, 0.01, (500, seeds, 1)) + rng.normal(0, 0.004, (500, seeds, len(ks)))
@@ -70,7 +70,7 @@ def test_too_few_seeds_or_ks_is_one_line():
 
 def _sample_count_trials(arms=("",), duplicate=False):
     """A finished sample_count sweep as Trials: K = 0 once (arm none), every other K a class set and an arm."""
-    from synthaug.results import Trials
+    from synthaug.analysis.results import Trials
 
     rng = np.random.default_rng(0)
     cells = [("none" if arms != ("",) else "", "", 0)] + [(arm, classes, k) for arm in arms
@@ -88,7 +88,7 @@ def _sample_count_trials(arms=("",), duplicate=False):
 
 
 def test_every_class_set_shares_the_one_k0_baseline_the_sweep_runs_once():
-    from synthaug.sample_curve import sample_curves
+    from synthaug.analysis.sample_curve import sample_curves
 
     curves = sample_curves(_sample_count_trials())
     assert sorted({c.class_set for c in curves}) == ["ship", "truck"]      # no curve of the baseline alone
@@ -96,7 +96,7 @@ def test_every_class_set_shares_the_one_k0_baseline_the_sweep_runs_once():
 
 
 def test_each_arm_gets_its_own_curves_and_a_duplicate_seed_is_refused():
-    from synthaug.sample_curve import sample_curves
+    from synthaug.analysis.sample_curve import sample_curves
 
     curves = sample_curves(_sample_count_trials(arms=("synthetic", "withheld-real")))
     assert sorted({c.class_set for c in curves}) == ["synthetic ship", "synthetic truck", "withheld-real ship",
@@ -123,8 +123,8 @@ def test_the_gain_and_k90_intervals_cover_at_8_seeds_over_1000_simulated_sweeps(
     0.2 pp) and a targeted class's (+12 pp, seed sd 2 pp, noise 1.5 pp: about 1,000 test images of the class),
     8 seeds, the study's K grid; the fit, bootstrap and intervals sample_curve uses. Prints the plain
     percentile bootstrap's coverage (before) beside the widened one's (after)."""
-    from synthaug.curve_fit import K90_PER_TAU, bootstrap_means, fit_saturating, widened_interval
-    from synthaug.sample_curve import BOOTSTRAPS, CONFIDENCE
+    from synthaug.analysis.sample_curve import BOOTSTRAPS, CONFIDENCE
+    from synthaug.stats.curve_fit import K90_PER_TAU, bootstrap_means, fit_saturating, widened_interval
 
     rng, ks, tau, seeds, sweeps = np.random.default_rng(20), np.array(KS, float), 400.0, 8, 1000
     for regime, gain, seed_sd, noise in (("overall", 0.01, 0.003, 0.002), ("class", 0.12, 0.02, 0.015)):

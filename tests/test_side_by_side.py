@@ -12,9 +12,9 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from synthaug.core.gates import TRIAL_GATE
 from synthaug.diffusion.sampling import SamplerConfig
-from synthaug.pools import PoolKey
-from synthaug.gates import TRIAL_GATE
+from synthaug.pools.store import PoolKey
 
 from processes import wait_for
 
@@ -24,7 +24,7 @@ WEIGHTS_TAG = f"synthaug.generator.{GENERATOR}.weights"
 
 SCRIPT = '''
 import sys
-from synthaug.sweep import Experiment, main
+from synthaug.sweep.runner import Experiment, main
 sys.exit(main(Experiment(name="{name}", grid={{"replace_pct": [20, 40]}}, fixed={{"generator": "{generator}"}})))
 '''
 

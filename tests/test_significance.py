@@ -1,4 +1,4 @@
-"""Tests for synthaug.results, synthaug.significance and analysis/significance.py.
+"""Tests for synthaug.analysis.results, synthaug.analysis.significance and analysis/significance.py.
 
 A real MLflow SQLite store in a temporary folder, written the way sweep.py and trial.py write
 it: a parent run per sweep, a child run per trial with string params, per-epoch and final
@@ -23,11 +23,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy import stats as st
 
-from synthaug import stats
-from synthaug.results import FINISHED, InputError, Trials, load_predictions, load_trials
-from synthaug.configurations import config_label, parse_baseline
-from synthaug.significance import analyse, compare, metric_key
-from synthaug.tracking import CELL, ROLE, SWEEP, RunLogger, ensure_experiment
+from synthaug.analysis.configurations import config_label, parse_baseline
+from synthaug.analysis.results import FINISHED, InputError, Trials, load_predictions, load_trials
+from synthaug.analysis.significance import analyse, compare, metric_key
+from synthaug.core.tracking import CELL, ROLE, SWEEP, RunLogger, ensure_experiment
+from synthaug.stats import compare as stats
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT, SWEEP_NAME = "replace_pct", "replace_pct-smoke-1234abcd"
@@ -273,7 +273,7 @@ def test_unreadable_predictions_are_warned_about_and_skipped(trials):
 
 
 def test_accuracy_intervals_stay_within_0_and_1_and_the_report_says_what_the_exact_tests_can_reach():
-    from synthaug.significance import LABEL, reach_warnings, summarise
+    from synthaug.analysis.significance import LABEL, reach_warnings, summarise
 
     configs = pd.DataFrame({LABEL: ["near-perfect"]})
     values = {"near-perfect": pd.Series([0.999, 1.0, 0.97], index=[0, 1, 2])}
@@ -291,7 +291,7 @@ def test_accuracy_intervals_stay_within_0_and_1_and_the_report_says_what_the_exa
 
 
 def test_the_comparison_columns_and_the_report_headers_come_from_paired_result(result):
-    from synthaug.significance_report import markdown_report
+    from synthaug.analysis.significance_report import markdown_report
 
     fields = dataclasses.fields(stats.PairedResult)
     names = [f.name for f in fields if f.name != "n"]           # n is n_pairs in a comparison row
@@ -325,8 +325,8 @@ def ceiling_trials() -> Trials:
 
 
 def test_at_the_ceiling_intervals_stay_in_0_100_pct_two_agreeing_seeds_give_none_and_power_needs_3():
-    from synthaug.figures import per_class_accuracy
-    from synthaug.significance_report import NO_INTERVAL, format_table, markdown_report
+    from synthaug.analysis.figures import per_class_accuracy
+    from synthaug.analysis.significance_report import NO_INTERVAL, format_table, markdown_report
 
     trials = ceiling_trials()
     result = analyse(trials)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from synthaug.config import TrialConfig
-from synthaug.data import load_dataset, long_tail_counts
-from synthaug.instances import restricted, training_index
-from synthaug.mixing import class_orders, compose, plan, real_index
-from synthaug.pools import PoolSlice
-from synthaug.splits import VALIDATION_SEED, training_orders, validation_index
+from synthaug.data.instances import restricted, training_index
+from synthaug.data.mixing import class_orders, compose, plan, real_index
+from synthaug.data.sources import load_dataset, long_tail_counts
+from synthaug.data.splits import VALIDATION_SEED, training_orders, validation_index
+from synthaug.pools.store import PoolSlice
 
 HELD = 20           # the smoke preset's validation_per_class
 WITHHELD = 50       # a "withheld" arm's K: the images after the trial's subset in its class orders
@@ -63,7 +63,7 @@ def test_real_per_class_zero_is_every_image_but_the_validation_ones_and_no_valid
     assert [p.real_target for p in balanced] == [600 - HELD] * 10
     assert [p.real_target for p in plan(TrialConfig(), shapes)] == [600] * 10
     assert len(validation_index(shapes.train_y, 10, 0)) == 0
-    from synthaug.data import class_permutations
+    from synthaug.data.sources import class_permutations
     unheld = training_orders(shapes.train_y, 10, 4, 0)
     assert all(np.array_equal(a, b) for a, b in zip(unheld, class_permutations(shapes.train_y, 10, 4)))
     # fixed by VALIDATION_SEED, not by the trial's seed: a trial seeded with it still takes no validation image
@@ -77,7 +77,7 @@ def test_a_long_tail_subsets_labeller_sees_every_class_equally_often_for_a_balan
     balanced set of labeller_per_class a class; on balanced data nothing changes. (Before, the smoke E3
     labellers named no tail class: "the labeller gave class plus to 0 of 2096 samples".)"""
     from synthaug.config import preset
-    from synthaug.generator_training import labeller_key, labeller_recipe
+    from synthaug.generation.generator_training import labeller_key, labeller_recipe
 
     spec = preset("smoke").generator("ddpm-uncond-subset")          # 4 epochs, 200 images a class
     recipe, index = labeller_recipe(spec, shapes.train_y, 10)

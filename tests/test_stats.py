@@ -1,4 +1,4 @@
-"""Tests for synthaug.stats: every statistic against scipy/statsmodels, plus simulations.
+"""Tests for synthaug.stats.compare: every statistic against scipy/statsmodels, plus simulations.
 
 Offline and fast (a few seconds). statsmodels is used only here, as the reference.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from synthaug import stats as S
+from synthaug.stats import compare as S
 
 sm_power = pytest.importorskip("statsmodels.stats.power")
 sm_multitest = pytest.importorskip("statsmodels.stats.multitest")
@@ -384,7 +384,7 @@ def test_planted_effect_detected_at_theoretical_power():
 
 def test_equal_differences_up_to_float_noise_have_no_t_test():
     """Two seeds both 40 points worse, as accuracies: sd is ~4e-17, not a real spread."""
-    from synthaug.stats import paired_comparison, paired_t_test
+    from synthaug.stats.compare import paired_comparison, paired_t_test
 
     treatment, baseline = np.array([0.3, 0.1]), np.array([0.7, 0.5])
     assert np.std(treatment - baseline) > 0              # the float noise this guards against

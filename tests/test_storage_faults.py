@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from synthaug.config import preset
-from synthaug.data import load_dataset
-from synthaug.files import DamagedFile
-from synthaug.pools import PoolStore
-from synthaug.prepare import prepare_generator
-from synthaug.server import DDPMServer
+from synthaug.core.files import DamagedFile
+from synthaug.data.sources import load_dataset
+from synthaug.generation.prepare import prepare_generator
+from synthaug.generation.server import DDPMServer
+from synthaug.pools.store import PoolStore
 
 TEN = tuple(f"c{i}" for i in range(10))
 
@@ -88,8 +88,8 @@ def test_damaged_generator_or_labeller_weights_are_one_line_never_used(prepared,
 FILL_UNDER_A_LIMIT = """
 import resource, signal, sys
 import numpy as np
-from synthaug.pools import PoolKey, PoolStore
 from synthaug.diffusion.sampling import SamplerConfig
+from synthaug.pools.store import PoolKey, PoolStore
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)           # a write past the limit fails with EFBIG
 store, key = PoolStore(sys.argv[1]), PoolKey("w", SamplerConfig(), 0, "", 0, "cpu/float32")
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
@@ -104,7 +104,7 @@ except OSError as err:
 
 def test_a_write_stopped_by_a_size_limit_leaves_the_previous_shards_readable_and_says_so(tmp_path):
     from synthaug.diffusion.sampling import SamplerConfig
-    from synthaug.pools import PoolKey
+    from synthaug.pools.store import PoolKey
 
     store, key = PoolStore(tmp_path), PoolKey("w", SamplerConfig(), 0, "", 0, "cpu/float32")
     images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
@@ -118,7 +118,7 @@ def test_a_write_stopped_by_a_size_limit_leaves_the_previous_shards_readable_and
 
 
 def test_a_folder_written_whole_is_the_old_one_or_the_new_one(tmp_path):
-    from synthaug.files import atomic_directory
+    from synthaug.core.files import atomic_directory
 
     target = tmp_path / "generator"
     with atomic_directory(target) as folder:

@@ -1,4 +1,4 @@
-"""sweeps/study.py: the study as one job (synthaug.study, synthaug.study_job): --only, the paper dry run, and one
+"""sweeps/study.py: the study as one job (synthaug.study.experiments, synthaug.study.study_job): --only, the paper dry run, and one
 tiny study run to FINISHED on real Ray and a real SQLite MLflow store, then rerun with nothing retrained."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ def _run(argv: list[str], cwd: Path, timeout: int = 600) -> subprocess.Completed
 
 
 def test_only_takes_ids_aliases_and_script_names():
-    from synthaug.study import chosen_items
-    from synthaug.sweep_inputs import UsageError
+    from synthaug.study.experiments import chosen_items
+    from synthaug.sweep.sweep_inputs import UsageError
 
     ids = lambda only, extended=False: [i.id for i in chosen_items(only, extended)]
     assert ids(None) == ["E1+E2", "E2a", "E3", "E4", "E5"]         # sample_count goes past the study
@@ -92,7 +92,7 @@ def test_tiny_study_runs_to_finished_then_a_rerun_retrains_nothing(tmp_path):
     [parent] = client.search_runs([replace_pct], f"tags.`synthaug.sweep` = '{sweeps['E4']['sweep']}' "
                                                  "and tags.`synthaug.role` = 'sweep'")
     fidelity = client.get_run(sweeps["E5"]["run_id"])
-    from synthaug.study_inputs import parse_sweeps_tag      # what analysis/study_report.py reads of it
+    from synthaug.study.study_inputs import parse_sweeps_tag  # what analysis/study_report.py reads of it
 
     refs, fidelity_run = parse_sweeps_tag(run.data.tags["synthaug.study.sweeps"])
     assert {k: (r.experiment, r.sweep) for k, r in refs.items()} == {"E4": ("replace_pct", sweeps["E4"]["sweep"])}
@@ -104,7 +104,7 @@ def test_tiny_study_runs_to_finished_then_a_rerun_retrains_nothing(tmp_path):
     trials = client.search_runs([replace_pct], "tags.`synthaug.role` = 'trial'", max_results=1000)
     assert len(trials) == 7 * 2 and all(r.info.status == "FINISHED" for r in trials)
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials)
-    # the servers are the study's, named in its scope and kept across its sweeps (synthaug.sweep.SharedServers)
+    # the servers are the study's, named in its scope and kept across its sweeps (synthaug.sweep.runner.SharedServers)
     assert "since it started (it serves other sweeps too)" in first.stdout
 
     again = _run(argv, tmp_path, timeout=900)

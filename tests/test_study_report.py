@@ -1,4 +1,4 @@
-"""Tests for synthaug.claims (the verdict rule, on planted numbers: seconds) and analysis/study_report.py end to
+"""Tests for synthaug.study.claims (the verdict rule, on planted numbers: seconds) and analysis/study_report.py end to
 end: two tiny sweeps on shapes with CIFAR-10's names (long_tail: the baseline, synthetic and oversample arms on
 {truck, ship}; replace_pct: p in 0, 2, 4), 2 seeds each, a planted fidelity run, then the report from --sweep and
 from a study run, and report.html read back from a headless chromium's DOM (every claim row, every figure decoded
@@ -22,13 +22,13 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from synthaug import claims
-from synthaug.claims import (CONTRADICTED, FALLS, INCONCLUSIVE, MIXED, NO_CLEAR_INCREASE, NOT_RUN, REPRODUCED, RISES,
-                             STUDY, background_row, detectable, mixed_verdict, verdict)
-from synthaug.inference import power_table
-from synthaug.primary import ALPHA, POWER
-from synthaug.results import load_trials
-from synthaug.study_inputs import Fidelity, InputError, SweepRef, parse_sweep, parse_sweeps_tag
+from synthaug.analysis.primary import ALPHA, POWER
+from synthaug.analysis.results import load_trials
+from synthaug.stats.inference import power_table
+from synthaug.study import claims
+from synthaug.study.claims import (CONTRADICTED, FALLS, INCONCLUSIVE, MIXED, NO_CLEAR_INCREASE, NOT_RUN, REPRODUCED,
+                                   RISES, STUDY, background_row, detectable, mixed_verdict, verdict)
+from synthaug.study.study_inputs import Fidelity, InputError, SweepRef, parse_sweep, parse_sweeps_tag
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,7 +117,7 @@ def _sweep(script: str, *args: str, cwd: Path, data: Path, uri: str) -> None:
 
 def _fidelity_run(uri: str, folder: Path) -> str:
     """A planted fidelity run: unconditional samples 20 luma darker than conditional ones, and a CAS metric."""
-    from synthaug.tracking import ANALYSIS, ROLE, ensure_experiment, log_folder_run
+    from synthaug.core.tracking import ANALYSIS, ROLE, ensure_experiment, log_folder_run
 
     rng = np.random.default_rng(1)
     folder.mkdir()
@@ -185,7 +185,7 @@ def test_the_report_of_two_tiny_sweeps_has_every_claim_and_its_page_shows_every_
     client = MlflowClient(uri)
     sweeps = {key: {"experiment": name, "sweep": load_trials(uri, name).sweep}
               for key, name in (("E1+E2", "long_tail"), ("E4", "replace_pct"))}
-    from synthaug.tracking import ensure_experiment
+    from synthaug.core.tracking import ensure_experiment
 
     study = client.create_run(ensure_experiment(uri, "study"), tags={"synthaug.study": "tiny",
                               "synthaug.study.sweeps": json.dumps({**sweeps, "E5": {"run_id": fidelity}})})
@@ -204,7 +204,7 @@ def _script():
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
-    from synthaug.tracking import ensure_store
+    from synthaug.core.tracking import ensure_store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     script = _script()
@@ -226,8 +226,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
 def test_a_study_sweep_that_never_started_a_trial_is_not_run_but_naming_it_yourself_is_bad_input(tmp_path, capsys):
     """A study stopped in E3's pool warm-up: its study run names a sweep with a parent run and no trials. The
     report still comes out, every E3 claim "not run" with why; the same sweep given with --sweep is exit 2."""
-    from synthaug.study_inputs import STUDY_EXPERIMENT, STUDY_TAG, SWEEPS_TAG
-    from synthaug.tracking import ROLE, SWEEP, ensure_store
+    from synthaug.core.tracking import ROLE, SWEEP, ensure_store
+    from synthaug.study.study_inputs import STUDY_EXPERIMENT, STUDY_TAG, SWEEPS_TAG
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ensure_store(uri)
@@ -252,7 +252,7 @@ def test_a_study_sweep_that_never_started_a_trial_is_not_run_but_naming_it_yours
 
 
 def test_each_generator_is_named_once_with_its_kind_and_source_from_the_sweep_runs_tags():
-    from synthaug.study_report import served_kinds
+    from synthaug.study.study_report import served_kinds
 
     tags = {"synthaug.generator.ddpm-cond-subset:seed0-lt0.1-n20-v5.kind": "ddpm",
             "synthaug.generator.ddpm-cond-subset:seed1-lt0.1-n20-v5.kind": "ddpm",

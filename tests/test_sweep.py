@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from synthaug.devices import DEVICE_ENV
-from synthaug.sweep import Experiment, main
-from synthaug.gates import TRIAL_GATE
+from synthaug.core.devices import DEVICE_ENV
+from synthaug.core.gates import TRIAL_GATE
+from synthaug.sweep.runner import Experiment, main
 
 from processes import kill_ray_instance, processes_of_ray_instance, short_ray_tmpdir, wait_for
 from test_arms import needs_controls
@@ -160,8 +160,8 @@ def test_bad_input_is_one_line_exit_2_and_starts_nothing(tmp_path, argv, field):
 
 def test_a_trial_that_keeps_failing_ends_failed_with_its_error_and_a_rerun_retries_only_it(tmp_path, shapes_tar,
                                                                                            capsys, monkeypatch):
-    from synthaug.sweep_plan import parse_args, plan_sweep
-    from synthaug.trial import ERROR_TAG, trial_key
+    from synthaug.sweep.sweep_plan import parse_args, plan_sweep
+    from synthaug.training.trial import ERROR_TAG, trial_key
 
     argv = sweep_args(tmp_path, shapes_tar)
     plan, _ = plan_sweep(TINY, parse_args(TINY, argv))
@@ -192,7 +192,7 @@ def test_a_trial_that_keeps_failing_ends_failed_with_its_error_and_a_rerun_retri
 
 KILLABLE = '''
 import sys
-from synthaug.sweep import Experiment, main
+from synthaug.sweep.runner import Experiment, main
 sys.exit(main(Experiment(name="tiny_kill", grid={"replace_pct": [0, 20]}, fixed={"generator": "ddpm-cond"})))
 '''
 
@@ -203,7 +203,7 @@ def test_two_sweeps_at_once_over_one_cache_and_one_store_both_finish_and_write_e
     once; and a second copy of a sweep already running over that cache is refused in one line."""
     from filelock import FileLock
 
-    from synthaug.sweep_plan import parse_args, plan_sweep
+    from synthaug.sweep.sweep_plan import parse_args, plan_sweep
 
     script = tmp_path / "tiny_kill.py"
     script.write_text(KILLABLE)
@@ -318,7 +318,7 @@ ARMS = Experiment(
 
 
 def test_arms_set_several_fields_and_the_stream_arm_adds_the_same_total(tmp_path, shapes_tar):
-    from synthaug.results import load_trials
+    from synthaug.analysis.results import load_trials
 
     assert main(ARMS, sweep_args(tmp_path, shapes_tar, "--seeds", "1")) == 0
     client, trials = runs(tmp_path, "tiny_arms", "trial")
@@ -439,7 +439,7 @@ def test_the_status_line_counts_trials_and_estimates_what_is_left_from_finished_
     """Tune's Trial objects as the reporter reads them: a status and the last result."""
     from types import SimpleNamespace as Trial
 
-    from synthaug.console import status_line
+    from synthaug.sweep.console import status_line
 
     trials = [Trial(status="TERMINATED", last_result={"test_acc": 0.6, "time_total_s": 100.0, "timestamp": 9}),
               Trial(status="TERMINATED", last_result={"test_acc": 0.7, "time_total_s": 140.0, "timestamp": 5}),
@@ -455,7 +455,7 @@ def test_the_status_line_counts_trials_and_estimates_what_is_left_from_finished_
 def test_the_result_table_keeps_numbers_in_numeric_order_and_writes_tuples_as_the_grid_flag_does():
     from types import SimpleNamespace
 
-    from synthaug.sweep_runs import result_table
+    from synthaug.sweep.sweep_runs import result_table
 
     plan = SimpleNamespace(grid={"replace_pct": [0, 2, 10]})
     rows = [{"replace_pct": p, "seed": s, "done": True, "test_acc": 0.9 + p / 1000 + s / 100}

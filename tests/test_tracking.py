@@ -6,7 +6,7 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from synthaug.tracking import ensure_experiment
+from synthaug.core.tracking import ensure_experiment
 
 CREATE_AT_ONCE = '''
 import sys, time
@@ -15,7 +15,7 @@ go = Path(sys.argv[2])
 Path(sys.argv[3]).touch()               # imported, waiting for the signal
 while not go.exists():
     time.sleep(0.01)
-from synthaug.tracking import ensure_experiment
+from synthaug.core.tracking import ensure_experiment
 print(ensure_experiment(sys.argv[1], "race"))
 '''
 
@@ -24,7 +24,7 @@ def test_processes_creating_one_store_at_once_share_one_experiment(tmp_path):
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     go = tmp_path / "go"
     ready = [tmp_path / f"ready-{i}" for i in range(4)]
-    procs = [subprocess.Popen([sys.executable, "-c", "import mlflow.tracking, synthaug.tracking\n" + CREATE_AT_ONCE,
+    procs = [subprocess.Popen([sys.executable, "-c", "import mlflow.tracking, synthaug.core.tracking\n" + CREATE_AT_ONCE,
                                uri, str(go), str(r)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for r in ready]
     while not all(r.exists() for r in ready):   # every process has imported MLflow and waits for the signal
@@ -48,7 +48,7 @@ def test_a_new_store_opens_complete_in_another_client(tmp_path):
 def test_no_credential_or_home_path_is_logged_as_a_param(tmp_path):
     from pathlib import Path
 
-    from synthaug.tracking import RunLogger, ensure_experiment
+    from synthaug.core.tracking import RunLogger, ensure_experiment
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = RunLogger.create(uri, ensure_experiment(uri, "params"), "r", {})

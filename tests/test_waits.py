@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from synthaug.devices import DEVICE_ENV
-from synthaug.placement import PlacementError, free_after_servers, trials_that_fit, whole_gpus_beside_servers
-from synthaug.sweep import main
+from synthaug.core.devices import DEVICE_ENV
+from synthaug.generation.placement import PlacementError, free_after_servers, trials_that_fit, whole_gpus_beside_servers
+from synthaug.sweep.runner import main
 
 from test_sweep import sweep_script
 
@@ -92,7 +92,7 @@ def test_an_actor_not_placed_in_time_ends_the_wait_in_one_line(one_gpu_node):
     """A warm-up replica asks for the whole GPU while something else holds a share of it."""
     import ray
 
-    from synthaug.serving import wait_until_placed
+    from synthaug.generation.serving import wait_until_placed
 
     class Idle:
         """An actor that only holds what it asked for (defined here: a worker cannot import a test module)."""

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from synthaug.files import atomic_directory
-from synthaug.rules import Rule, check, is_int, is_number
+from synthaug.core.files import atomic_directory
+from synthaug.core.rules import Rule, check, is_int, is_number
 
 if TYPE_CHECKING:       # diffusers takes seconds to import: only what builds, loads or checks a network needs it
     from diffusers import DDPMScheduler, UNet2DModel
@@ -177,7 +177,7 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 def save_generator(model: UNet2DModel, cfg: DDPMConfig, directory: str | os.PathLike) -> str:
-    """Write the generator to `directory` whole (synthaug.files.atomic_directory); a directory already
+    """Write the generator to `directory` whole (synthaug.core.files.atomic_directory); a directory already
     there is replaced. Returns the weights digest (also stored in ddpm_config.json)."""
     digest = weights_digest(model)
     with atomic_directory(directory) as tmp:

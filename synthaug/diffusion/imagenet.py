@@ -122,7 +122,7 @@ def sample_pipeline(pipe, sampler: SamplerConfig, seeds: Sequence[int], labels: 
                     device: str | torch.device, guidance_scale: float = 4.0, batch_size: int = 64,
                     autocast: bool | None = None) -> np.ndarray:
     """One 32x32 uint8 image per (seed, ImageNet label); autocast: the transformer's bf16 (None: on CUDA
-    only, synthaug.devices)."""
+    only, synthaug.core.devices)."""
     if len(seeds) != len(labels):
         raise ValueError(f"labels: one per seed ({len(seeds)}), got {len(labels)}")
     device = torch.device(device)

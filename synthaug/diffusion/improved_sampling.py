@@ -25,9 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synthaug.devices import bf16_autocast
+from synthaug.core.devices import bf16_autocast
+from synthaug.core.rules import Rule, check, is_int
 from synthaug.diffusion.sampling import SamplerConfig, build_scheduler, reverse_chain, to_uint8
-from synthaug.rules import Rule, check, is_int
 
 NOISE_SCHEDULES = ("cosine", "linear")     # gaussian_diffusion.get_named_beta_schedule's
 SIZE = 32

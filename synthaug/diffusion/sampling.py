@@ -8,7 +8,7 @@ not on the batch it was generated in or on the device, which is what lets a pool
 nested sequence (DESIGN.md, "Nested pools"). Its bytes depend on float rounding too: on the
 CPU a batch of another size may move a pixel by one level (tests/test_diffusion.py); on CUDA,
 kernels chosen per shape and GPU model and bf16 autocast round otherwise, so the device type and
-precision are part of a pool's identity (synthaug/pools.py).
+precision are part of a pool's identity (synthaug/pools/store.py).
 
 DDIM (eta = 0) is the default: deterministic given the initial noise and about ten times
 fewer network calls than the 1000-step DDPM chain for similar CIFAR sample quality.
@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from synthaug.devices import bf16_autocast
-from synthaug.rules import Rule, check, is_int, is_number
+from synthaug.core.devices import bf16_autocast
+from synthaug.core.rules import Rule, check, is_int, is_number
 
 if TYPE_CHECKING:       # diffusers takes seconds to import: only sampling needs it, not a configuration
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
@@ -119,7 +119,7 @@ def sample(
     class_labels (one per seed) are required for a class-conditional network and refused
     for an unconditional one. Images are generated batch_size at a time; the result does
     not depend on batch_size beyond float rounding. The noise schedule: see build_scheduler. autocast: bf16 autocast
-    (None: on CUDA only; synthaug.devices).
+    (None: on CUDA only; synthaug.core.devices).
     """
     device = torch.device(device)
     labels = _check_labels(unet, seeds, class_labels)

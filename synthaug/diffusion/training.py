@@ -16,7 +16,7 @@ new DDPMTraining that loads it continues at that step: on the CPU the final weig
 bitwise those of an uninterrupted run (tests/test_generator_training.py). On CUDA they are
 statistically equivalent: cuDNN and cuBLAS choose kernels per shape and GPU model and some
 backward kernels add in no fixed order (SYNTHAUG_DETERMINISTIC=1 asks for deterministic ones,
-synthaug/devices.py, "What is bitwise where").
+synthaug/core/devices.py, "What is bitwise where").
 
 Precision. float32 unless `autocast` is True (bf16 autocast, on the CPU too, so the tests run that
 path here). On an H200 the paper UNet trained 1.15x faster in float32 (TF32 convolutions, cuDNN's
@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
+from synthaug.core.devices import bf16_autocast, cpu_copy, host_tensor
+from synthaug.core.files import atomic_torch_save
+from synthaug.core.rules import Rule, check, is_int, is_number
 from synthaug.diffusion.ddpm import (ADAMW_WEIGHT_DECAY, GRAD_CLIP_NORM, IMAGE_SHAPE, DDPMConfig, build_unet,
                                      noise_scheduler)
-from synthaug.devices import bf16_autocast, cpu_copy, host_tensor
-from synthaug.files import atomic_torch_save
-from synthaug.rules import Rule, check, is_int, is_number
 
 if TYPE_CHECKING:
     from diffusers import UNet2DModel

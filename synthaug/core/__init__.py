@@ -1,0 +1,1 @@
+"""Shared leaves every stage reaches: rules, files, devices, progress, provenance, MLflow tracking, storage URIs, report helpers."""

@@ -1,0 +1,1 @@
+"""Generators: their kinds, training and cache, the DDPM servers that fill pools, their placement, fidelity features."""

@@ -1,0 +1,1 @@
+"""One trial: compose its images, train and evaluate its classifier; what a trial costs (throughput rows, pricing)."""
