@@ -3,6 +3,7 @@ under two numerics (device type and precision)."""
 
 import dataclasses
 import functools
+import time
 
 import numpy as np
 import pytest
@@ -262,6 +263,25 @@ def test_trials_asking_for_the_same_pool_get_identical_images(conditional, tmp_p
     counters = ray.get(server.counters.remote())
     assert counters["served"] == 6 and counters["generated"] > 0
     assert ray.get(server.ensure.remote(4, 3, 7)) == 0
+
+
+def test_a_server_shared_by_a_studys_sweeps_outlives_the_later_sweeps_handle(conditional, tmp_path, local_ray):
+    """sweeps/study.py: the first sweep creates a server, a later one finds it by name (get_if_exists). The later
+    handle is borrowed: it must not replace the first in SharedServers, or Ray ends the server as the later sweep
+    starts and its trials cannot find it (the smoke study's E3 failed so: 'Failed to look up actor')."""
+    import gc
+
+    from synthaug.sweep.runner import SharedServers
+
+    spec, gen = conditional
+    shared = SharedServers("study-x")
+    shared.keep({spec.name: make_server_actor(gen, spec, str(tmp_path), classes=TEN, sweep=shared.scope)})
+    later = {spec.name: make_server_actor(gen, spec, str(tmp_path), classes=TEN, sweep=shared.scope)}
+    shared.keep(later)
+    del later
+    gc.collect()
+    time.sleep(2)
+    assert ray.get(get_server(shared.scope, spec.name).take.remote(4, 2, 0)).images.shape == (2, 32, 32, 3)
 
 
 def test_warm_up_replicas_do_not_change_a_pool_byte(tmp_path, shapes_tar, monkeypatch, capsys):

@@ -35,6 +35,13 @@ class SharedServers:
     scope: str
     servers: dict = field(default_factory=dict)
 
+    def keep(self, servers: dict) -> None:
+        """Hold each server's first handle: the one its creating sweep got owns the actor. A later sweep's handle
+        to the same server (found by its name: get_if_exists) does not keep it alive; had it replaced the first,
+        Ray would have ended the server the moment the later sweep started."""
+        for name, handle in servers.items():
+            self.servers.setdefault(name, handle)
+
 
 LOST_CHECKPOINT = "does not exist on storage anymore"     # Ray Tune's words for a checkpoint gone (Trainable.restore)
 
@@ -225,7 +232,7 @@ def sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float, 
         servers, warmed = start_servers(plan, dataset, parent, use_gpus, session.id,
                                         scope=shared.scope if shared else plan.name)
         if shared:
-            shared.servers.update(servers)      # a handle held: a named actor without one is garbage-collected
+            shared.keep(servers)                # a handle held: a named actor without one is garbage-collected
     except ray.exceptions.RayTaskError as err:      # a generator that cannot make a pool the grid needs
         session.error = str(err.cause).splitlines()[0] if err.cause else str(err)
         print(f"error: {session.error}", file=sys.stderr)
