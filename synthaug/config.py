@@ -467,5 +467,7 @@ def digest(obj) -> str:
 
 
 def trial_values(config: typing.Mapping[str, typing.Any]) -> dict:
-    """Tune's config of a trial ({"cell": {arm, grid values}, "seed": s}) as one flat dict of its values."""
-    return {**config.get("cell", {}), **{k: v for k, v in config.items() if k != "cell"}}
+    """Tune's config of a trial ({"trial": {"cell": {arm, grid values}, "seed": s}}, or without "trial" as sweeps
+    made before seed-major order hold it) as one flat dict of its values."""
+    params = config.get("trial", config)
+    return {**params.get("cell", {}), **{k: v for k, v in params.items() if k != "cell"}}

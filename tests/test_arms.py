@@ -65,14 +65,39 @@ def test_arms_cross_the_grid_the_baseline_runs_once_and_an_arms_own_fields_win(t
     assert {(c.generator, c.augment_mode, c.augment_count) for c in stream} == {("ddpm-uncond-subset", "stream", 10)}
     assert made.grid == {"arm": ["none", "synthetic", "synthetic-full-split", "stream"],
                          "augment_classes": [["frame"], ["plus"], ["frame", "plus"]]}
-    # Tune's params: a cell and a seed; the trial's config and its MLflow run read them as plan_sweep did
-    params = {"cell": made.cells[-1], "seed": 1}
-    assert trial_values(params) == {"arm": "stream", "augment_classes": ["frame", "plus"], "seed": 1}
+    # Tune's params: a cell and a seed; the trial's config and its MLflow run read them as plan_sweep did (and as a
+    # sweep made before seed-major order holds them, without "trial")
+    params = {"trial": {"cell": made.cells[-1], "seed": 1}}
+    assert trial_values(params) == trial_values(params["trial"]) == {"arm": "stream", "augment_classes": ["frame", "plus"],
+                                                                     "seed": 1}
     assert trial_config(params, to_flat(made.base), made.arms) == made.configs[-1]
     assert _run_name(params) == "arm=stream augment_classes=frame+plus seed=1"
     # --grid arm=... keeps some arms; the crossing and the baseline stay as they were
     assert labels(plan(MECHANICS, "--grid", "arm=none,synthetic,synthetic-full-split")) == labels(made)[:7]
     assert os.listdir(tmp_path) == []
+
+
+def test_tune_starts_every_configuration_of_a_seed_before_any_configurations_next_seed(tmp_path, monkeypatch):
+    """The trials in the order Tune's default search algorithm makes (and its FIFO scheduler starts) them, Ray not
+    started: seed-major, each of the plan's trials once."""
+    from ray.tune.experiment import Experiment as TuneExperiment
+    from ray.tune.search import BasicVariantGenerator
+
+    from synthaug.sweep.runner import tune_param_space
+
+    monkeypatch.chdir(tmp_path)
+    made = plan(MECHANICS, "--seeds", "3")
+    generator = BasicVariantGenerator()
+    generator.add_configurations([TuneExperiment("order", lambda config: None, config=tune_param_space(made),
+                                                 storage_path=str(tmp_path))])
+    params = []
+    while (trial := generator.next_trial()) is not None:
+        params.append(trial.config)
+    assert [trial_values(p)["seed"] for p in params] == [seed for seed in (0, 1, 2) for _ in made.cells]
+    assert [{k: v for k, v in trial_values(p).items() if k != "seed"} for p in params[:len(made.cells)]] == \
+        list(made.cells)
+    made_keys = sorted(trial_key(trial_config(p, to_flat(made.base), made.arms)) for p in params)
+    assert made_keys == sorted(trial_key(c) for c in made.configs)          # each trial once, none other
 
 
 def test_a_run_once_cell_is_the_baseline_arm_whatever_its_other_values(tmp_path, monkeypatch):

@@ -17,7 +17,8 @@ from __future__ import annotations
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 from ray import tune
@@ -73,17 +74,34 @@ def status_line(trials, elapsed_s: float) -> str:
     line = f"status {_clock(elapsed_s)}: {', '.join(parts)}"
     if scored:
         line += f"; test_acc best {max(acc for _, acc in scored):.2%}, last {scored[-1][1]:.2%}"
-    durations = [t.last_result["time_total_s"] for t in finished if (t.last_result or {}).get("time_total_s")]
     if running or pending:
-        if durations:
-            mean = sum(durations) / len(durations)
-            left = sum(max(mean - (t.last_result or {}).get("time_total_s", 0.0), 0.0) for t in running)
-            left += mean * len(pending)
-            eta = left / max(len(running), 1)
-            line += f"; ETA {_clock(eta)} ({mean:.0f} s a trial, {max(len(running), 1)} at a time)"
-        else:
-            line += "; ETA once a trial has finished"
+        eta = estimate_eta(running, pending, finished)
+        line += f"; {eta}" if eta else "; ETA once a trial has finished"
     return line
+
+
+@dataclass(frozen=True)
+class Eta:
+    """When the trials left should be done, from the finished trials' measured times."""
+
+    seconds: float          # 0 when none is left
+    per_trial_s: float      # the finished trials' mean time
+    at_a_time: int          # the trials running now (at least 1)
+
+    def __str__(self) -> str:
+        return f"ETA {_clock(self.seconds)} ({self.per_trial_s:.0f} s a trial, {self.at_a_time} at a time)"
+
+
+def estimate_eta(running: Sequence, pending: Sequence, finished: Sequence) -> Eta | None:
+    """The trials left (Tune's Trial objects: last_result) at the finished ones' mean time, those running less
+    what they have run, spread over as many at a time as run now; None before a trial has finished."""
+    durations = [t.last_result["time_total_s"] for t in finished if (t.last_result or {}).get("time_total_s")]
+    if not durations:
+        return None
+    mean = sum(durations) / len(durations)
+    left = sum(max(mean - (t.last_result or {}).get("time_total_s", 0.0), 0.0) for t in running)
+    left += mean * len(pending)
+    return Eta(left / max(len(running), 1), mean, max(len(running), 1))
 
 
 def _clock(seconds: float) -> str:
@@ -132,8 +150,7 @@ class TrialLines(tune.Callback):
         self.keys = list(keys)          # the grid's keys and "seed", as the trial's values hold them
 
     def where(self, trial) -> str:
-        values = trial_values(trial.config)
-        return ", ".join(f"{k}={grid_value(values.get(k), empty='none')}" for k in self.keys)
+        return values_label(trial_values(trial.config), self.keys)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         print(f"trial {_short(trial)} started: {self.where(trial)}", flush=True)
@@ -149,6 +166,11 @@ class TrialLines(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         print(f"trial {_short(trial)} failed: {self.where(trial)} (error file {trial.error_file})", flush=True)
+
+
+def values_label(values: Mapping, keys: Sequence[str]) -> str:
+    """A trial's (or a configuration's) values as the console writes them: 'arm=none, augment_classes=none'."""
+    return ", ".join(f"{k}={grid_value(values.get(k), empty='none')}" for k in keys)
 
 
 def _short(trial) -> str:

@@ -21,7 +21,8 @@ from typing import Sequence
 from synthaug.config import ConfigError, to_flat, trial_values
 from synthaug.data.sources import DataError, Dataset, load_dataset
 from synthaug.sweep.sweep_inputs import UsageError
-from synthaug.sweep.sweep_plan import CONTROL_ARMS, NO_AUGMENTATION, Experiment, SweepPlan, parse_args, plan_sweep
+from synthaug.sweep.sweep_plan import (CONTROL_ARMS, NO_AUGMENTATION, Experiment, SweepPlan, parse_args, plan_sweep,
+                                       seed_major)
 from synthaug.sweep.sweep_runs import (Session, close_runs, experiment_description, log_results, mark_restarted,
                                        parent_run, print_summary, result_table)
 
@@ -82,6 +83,16 @@ def cluster_preflight(plan: SweepPlan) -> str | None:
           f"{resources.get('GPU', 0):g} GPUs; tracking {plan.tracking_uri}; storage {plan.storage}; "
           f"cache {plan.cache_dir}{' (each seen by every node)' if len(addresses) > 1 else ''}")
     return None
+
+
+def tune_param_space(plan: SweepPlan) -> dict:
+    """Tune's param space: one grid axis of every trial's configuration (arm and grid values, each once: an arm
+    crossed with the grid, its baseline once) and seed, seed-major (sweep_plan.seed_major). One axis, so the
+    order is the list's: Tune crosses several axes with the first in sorted key order varying fastest. What
+    every trial shares goes with the trainable (SweepConstants), not here."""
+    from ray import tune
+
+    return {"trial": tune.grid_search(seed_major(plan.cells, plan.seeds))}
 
 
 def placement_problem(plan: SweepPlan, use_gpus: bool) -> str | None:
@@ -213,6 +224,7 @@ def sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float, 
     from synthaug.sweep.console import VERBOSE, StatusLine, TrialLines
     from synthaug.sweep.gpu_nodes import gpu_node_problem, wait_for_gpus
     from synthaug.sweep.interrupt import INTERRUPTED
+    from synthaug.sweep.live_comparison import LiveComparison, baseline_cell
     from synthaug.training.caveats import print_caveat
     from synthaug.training.trial import SweepConstants, TrialContext, run_trial
 
@@ -245,9 +257,6 @@ def sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float, 
                            per_trial_generators(plan.preset),
                            {g: to_flat(plan.preset.generator(g)) for g in plan.generators},
                            plan.preset.trial_checkpoint_s, shared.scope if shared else "")
-    # the configurations only, each once (an arm crossed with the grid, its baseline once): constants go with the
-    # trainable
-    param_space = {"cell": tune.grid_search([dict(c) for c in plan.cells]), "seed": tune.grid_search(list(plan.seeds))}
     gpus = plan.preset.gpus_per_trial if use_gpus else 0
     # the data set travels through the object store: --data need exist on the driver's machine only
     constants = SweepConstants(to_flat(plan.base), {k: dict(v) for k, v in plan.arms.items()}, context)
@@ -255,17 +264,22 @@ def sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float, 
                                     {"cpu": plan.preset.cpus_per_trial, "gpu": gpus})
     if restoring:
         print(f"resuming {sweep_dir} (rerun with --fresh to start over)")
-        tuner = tune.Tuner.restore(sweep_dir, trainable, resume_unfinished=True, resume_errored=True,
-                                   param_space=param_space)
+        # its own trials, as first made (a param space re-specified here must match the first one's keys: a sweep
+        # made before seed-major order restores as it was; trial_values reads both)
+        tuner = tune.Tuner.restore(sweep_dir, trainable, resume_unfinished=True, resume_errored=True)
     else:
+        baseline = baseline_cell(plan)
+        live = [LiveComparison(list(plan.grid), baseline, plan.tracking_uri, parent.run_id)] if baseline else []
         tuner = tune.Tuner(
-            trainable, param_space=param_space,
+            trainable, param_space=tune_param_space(plan),
             tune_config=tune.TuneConfig(reuse_actors=True),
             run_config=tune.RunConfig(
                 name=plan.name, storage_path=plan.storage,
                 failure_config=tune.FailureConfig(max_failures=2),
-                # result.json and progress.csv a trial (the results table reads them); not TensorBoard's
-                callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), TrialLines([*plan.grid, "seed"])],
+                # result.json and progress.csv a trial (the results table reads them; not TensorBoard's), a line a
+                # trial's start and end, the running comparison with the baseline (pickled with the Tuner: a
+                # restored sweep keeps them)
+                callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), TrialLines([*plan.grid, "seed"]), *live],
                 # the newest two: Tune's experiment snapshot can lag a checkpoint behind, and with one kept a
                 # kill -9 in that gap left a trial restoring from a deleted checkpoint (Ray issue 27790)
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -279,8 +293,7 @@ def sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float, 
         print(f"{len(lost)} trial(s) had a checkpoint the storage no longer holds (Ray issue 27790): "
               f"training them again from scratch, each in its own MLflow run")
         mark_restarted(plan, lost, parent.run_id, experiment_id)
-        tuner = tune.Tuner.restore(sweep_dir, trainable, resume_unfinished=True, restart_errored=True,
-                                   param_space=param_space)
+        tuner = tune.Tuner.restore(sweep_dir, trainable, resume_unfinished=True, restart_errored=True)
         with session.interrupts.tune():
             results = tuner.fit()
 

@@ -262,6 +262,13 @@ def plan_cells(axes: Mapping[str, list], arms: Mapping[str, dict], once: Mapping
     return tuple(cells)
 
 
+def seed_major(cells: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> list[dict]:
+    """Every trial's Tune params ({"cell": its configuration, "seed": s}), every configuration's seed before any
+    configuration's next seed: Tune starts them in this order (one grid axis: runner.tune_param_space), so whenever a
+    sweep stops its finished trials form whole seeds, as far as they can."""
+    return [{"cell": dict(cell), "seed": seed} for seed in seeds for cell in cells]
+
+
 def storage_location(flag: str) -> str:
     """--storage as Tune takes it: a URI (s3://, gs://, ...) as it is, a folder made absolute (and writable).
     A URI is only probed in the preflight: --dry-run stays offline."""

@@ -212,6 +212,7 @@ def _assigned_cpus() -> int:
 def _run_name(params: dict) -> str:
     """The trial's cell (arm and grid values), then its seed (Tune's params hold just those): short, and distinct
     within its sweep, e.g. 'replace_pct=2 seed=0', 'arm=oversample augment_classes=truck seed=1'."""
+    flat = trial_values(params)
     values = [f"{key}={'+'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
-              for key, v in trial_values(params).items() if key != "seed"]
-    return " ".join([*values, f"seed={params.get('seed')}"])
+              for key, v in flat.items() if key != "seed"]
+    return " ".join([*values, f"seed={flat.get('seed')}"])
