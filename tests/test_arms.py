@@ -68,8 +68,8 @@ def test_arms_cross_the_grid_the_baseline_runs_once_and_an_arms_own_fields_win(t
     # Tune's params: a cell and a seed; the trial's config and its MLflow run read them as plan_sweep did (and as a
     # sweep made before seed-major order holds them, without "trial")
     params = {"trial": {"cell": made.cells[-1], "seed": 1}}
-    assert trial_values(params) == trial_values(params["trial"]) == {"arm": "stream", "augment_classes": ["frame", "plus"],
-                                                                     "seed": 1}
+    assert trial_values(params) == trial_values(params["trial"]) == {
+        "arm": "stream", "augment_classes": ["frame", "plus"], "seed": 1}
     assert trial_config(params, to_flat(made.base), made.arms) == made.configs[-1]
     assert _run_name(params) == "arm=stream augment_classes=frame+plus seed=1"
     # --grid arm=... keeps some arms; the crossing and the baseline stay as they were

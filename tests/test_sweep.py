@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from scipy import stats as scipy_stats
 
 from synthaug.core.devices import DEVICE_ENV
 from synthaug.core.gates import TRIAL_GATE
@@ -263,7 +264,9 @@ def finished_trials(tmp_path) -> int:
 
 def test_killed_sweep_resumes_and_finishes_only_what_is_left(tmp_path, shapes_tar):
     """Two tickets in the trial gate: exactly two trials can finish, the next one waits at the gate,
-    and the kill lands then, however fast or busy the machine is."""
+    and the kill lands then, however fast or busy the machine is. Two trials at a time on any machine (half its
+    CPUs each): the trials start seed-major, each seed's pair compared with the baseline as it completes (the
+    seed 0 pair before the kill, seeds 1 and 2 after the resume), on the console and on the parent run."""
     script = tmp_path / "tiny_kill.py"
     script.write_text(KILLABLE)
     gate = tmp_path / "gate"
@@ -272,7 +275,8 @@ def test_killed_sweep_resumes_and_finishes_only_what_is_left(tmp_path, shapes_ta
         (gate / f"ticket-{i}").touch()
     ray_tmpdir = short_ray_tmpdir()
     env = {**os.environ, "RAY_TMPDIR": str(ray_tmpdir)}
-    argv = [sys.executable, str(script), *sweep_args(tmp_path, shapes_tar, "--seeds", "3")]
+    argv = [sys.executable, str(script), *sweep_args(tmp_path, shapes_tar, "--seeds", "3",
+                                                      "--cpus-per-trial", f"{os.cpu_count() / 2:g}")]
     log = tmp_path / "first_run.log"
     try:
         with log.open("w") as out:
@@ -284,6 +288,7 @@ def test_killed_sweep_resumes_and_finishes_only_what_is_left(tmp_path, shapes_ta
             return any(p.name.removeprefix("waiting-") not in taken for p in gate.glob("waiting-*"))
 
         wait_for(lambda: finished_trials(tmp_path) == 2, "two finished trials", proc, log)
+        wait_for(lambda: LIVE.search(log.read_text()), "the seed 0 pair's live comparison", proc, log)
         wait_for(blocked_at_gate, "a third trial at the gate", proc, log)
         assert processes_of_ray_instance(ray_tmpdir) - {proc.pid}, "the sweep's Ray daemons are not found"
         os.killpg(proc.pid, 9)          # the driver and its process group, without a chance to clean up
@@ -306,6 +311,43 @@ def test_killed_sweep_resumes_and_finishes_only_what_is_left(tmp_path, shapes_ta
     assert finished_before <= {r.info.run_id for r in after}
     _, sweeps = runs(tmp_path, "tiny_kill", "sweep")
     assert len(sweeps) == 1
+    # seed-major: every seed 0 trial opened its MLflow run before any seed 1 trial, and so on
+    assert [r.data.params["seed"] for r in sorted(after, key=lambda r: r.info.start_time)] == list("001122")
+    # a live line as each seed's pair completed, after both of its trials' lines, with the sweep's ETA until none
+    # is left: the seed 0 pair's before the kill (and again after it when Tune's snapshot had missed that
+    # completion), seeds 1 and 2 after the resume
+    first = [int(m["seeds"]) for m in LIVE.finditer(log.read_text())]
+    resumed = list(LIVE.finditer(rerun.stdout))
+    assert first == [1] and [int(m["seeds"]) for m in resumed if m["seeds"] != "1"] == [2, 3], rerun.stdout[-3000:]
+    for line in resumed:
+        seed = int(line["seeds"]) - 1
+        ends = [m.start() for m in re.finditer(rf"^trial \d+ finished: replace_pct=(0|20), seed={seed}, ", rerun.stdout,
+                                               re.MULTILINE)]
+        assert seed == 0 or (len(ends) == 2 and max(ends) < line.start()), rerun.stdout[-3000:]
+        assert line["eta"].startswith("ETA ") == (line["finished"] != "6")
+    # the parent run: the same figures, a step a paired seed, ending at all three seeds' paired t
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    by_pct = {pct: {int(r.data.params["seed"]): r.data.metrics["test_acc"] for r in after
+                    if r.data.params["replace_pct"] == pct} for pct in ("0", "20")}
+    diffs = [by_pct["20"][s] - by_pct["0"][s] for s in range(3)]
+    history = {name: client.get_metric_history(sweeps[0].info.run_id, f"live.{name}.replace_pct_20")
+               for name in ("diff_pp", "ci_low_pp", "ci_high_pp")}
+    assert sorted({m.step for m in history["diff_pp"]}) == [1, 2, 3]
+    assert max(history["diff_pp"], key=lambda m: m.step).value == pytest.approx(100 * np.mean(diffs))
+    if np.ptp(diffs) > 1e-9:            # 60 test images: three equal differences have no interval
+        low, high = scipy_stats.ttest_rel([by_pct["20"][s] for s in range(3)],
+                                          [by_pct["0"][s] for s in range(3)]).confidence_interval(0.95)
+        assert max(history["ci_low_pp"], key=lambda m: m.step).value == pytest.approx(100 * low)
+        assert max(history["ci_high_pp"], key=lambda m: m.step).value == pytest.approx(100 * high)
+    assert client.get_metric_history(sweeps[0].info.run_id, "live.trials_finished")[-1].value == 6
+    assert {m.step for m in client.get_metric_history(sweeps[0].info.run_id, "live.eta_s")} >= {4, 6}
+
+
+# the running comparison's line (synthaug.live_comparison), as the console prints it
+LIVE = re.compile(r"^live replace_pct=20 vs replace_pct=0, (?P<seeds>\d) paired seeds? so far: [+-]\d+\.\d\d pp "
+                  r"\((an interval from 2 paired seeds|95% t interval [+-]\d+\.\d\d to [+-]\d+\.\d\d|no interval: the "
+                  r"differences do not vary)\); (?P<finished>\d)/6 trials finished, (?P<eta>ETA \d+:\d\d:\d\d "
+                  r"\(\d+ s a trial, \d at a time\)|none left)$", re.MULTILINE)
 
 
 ARMS = Experiment(
