@@ -78,7 +78,7 @@ class SweepPlan:
     # the configuration columns (arm first, then the grid's axes) and their values, class names resolved
     grid: Mapping[str, list]
     arms: Mapping[str, dict]                    # arm -> its TrialConfig fields, class names resolved
-    # the configurations before the seed (plan_cells): arm and grid values, each once; Tune's "cell" axis
+    # the configurations before the seed (plan_cells): arm and grid values, each once; a trial's Tune params' "cell"
     cells: tuple[dict, ...]
     base: TrialConfig
     configs: tuple[TrialConfig, ...]
