@@ -68,7 +68,7 @@ def test_as_each_seed_pair_completes_one_line_and_the_parent_runs_metrics_at_tha
     assert lines[-1].endswith("; 6/6 trials finished, none left")
     final = running_difference("replace_pct=20", "", {s: TREATMENT[s] for s in range(3)}, BASELINE)
     assert f"{final.diff_pp:+.2f} pp (95% t interval {final.ci_low_pp:+.2f} to {final.ci_high_pp:+.2f})" in lines[-1]
-    history = {name: [(m.step, m.value) for m in client.get_metric_history(parent, name)]
+    history = {name: sorted((m.step, m.value) for m in client.get_metric_history(parent, name))
                for name in ("live.diff_pp.replace_pct_20", "live.ci_low_pp.replace_pct_20", "live.eta_s",
                             "live.trials_finished")}
     assert [step for step, _ in history["live.diff_pp.replace_pct_20"]] == [1, 2, 3]
