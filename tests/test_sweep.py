@@ -299,6 +299,7 @@ def test_killed_sweep_resumes_and_finishes_only_what_is_left(tmp_path, shapes_ta
         assert len(before) >= 3         # the trial at the gate had opened its run
 
         rerun = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+        (tmp_path / "rerun.log").write_text(rerun.stdout + rerun.stderr)     # beside first_run.log, for a reader
     finally:
         kill_ray_instance(ray_tmpdir)
         shutil.rmtree(ray_tmpdir, ignore_errors=True)

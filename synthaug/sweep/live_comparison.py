@@ -3,8 +3,8 @@ baseline, one console line with the paired difference over the seeds both have f
 points; the 95% t interval once two seeds are paired: synthaug.stats.compare.paired_comparison) and the sweep's ETA
 (synthaug.sweep.console.estimate_eta, the status line's), and the same figures on the sweep's parent MLflow run:
 
-    live replace_pct=20 vs replace_pct=0, 2 paired seeds so far: -1.67 pp (95% t interval -22.85 to +19.51); \
-4/6 trials finished, ETA 0:00:52 (26 s a trial, 2 at a time)
+    live replace_pct=20 vs replace_pct=0, 3 paired seeds so far: +2.22 pp (95% t interval -0.17 to +4.61); \
+6/6 trials finished, none left
 
 Metrics (step: the paired seeds): live.diff_pp.<configuration>, live.ci_low_pp.<configuration> and
 live.ci_high_pp.<configuration> (from two paired seeds); live.eta_s and live.trials_finished (step: the trials
