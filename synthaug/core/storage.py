@@ -25,6 +25,7 @@ import threading
 import uuid
 from pathlib import Path
 
+DEFAULT_CACHE = ".synthaug"     # --cache: decoded data, generators, labellers and pools
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "az")   # pyarrow file systems Tune takes
 PROBE_PREFIX = ".synthaug-probe-"
 PROBE_BYTES = b"synthaug storage probe\n"

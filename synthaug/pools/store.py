@@ -97,6 +97,10 @@ class PoolStore:
         chain = self._chain(pool_id)
         return chain[-1][1] if chain else 0
 
+    def shards(self, pool_id: str) -> list[Path]:
+        """The shard files behind length(pool_id), in order (what an export of the pool carries)."""
+        return [self._shard_path(pool_id, start, stop) for start, stop in self._chain(pool_id)]
+
     def read(self, pool_id: str, stop: int | None = None) -> PoolSlice:
         """Samples [0, stop) (all that are on disk when stop is None). A shard that fails its checksum
         (truncated, altered) is moved aside and the pool ends before it: its samples are generated again

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
 
+from synthaug.storage import DEFAULT_CACHE
+
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports bad input as one 'error: ...' line and exit code 2, not a usage block."""
@@ -23,7 +25,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None, help="a Ray cluster (default: start a local Ray)")
     parser.add_argument("--mlflow-uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI, "
                                                            "else sqlite:///<cwd>/mlflow.db)")
-    parser.add_argument("--cache", default=".synthaug", help="data, generators and pools (default ./.synthaug)")
+    parser.add_argument("--cache", default=DEFAULT_CACHE, help=f"data, generators and pools (default ./{DEFAULT_CACHE})")
 
 
 def worker_environment() -> dict:
