@@ -155,3 +155,20 @@ def test_an_unknown_pool_is_one_line_and_no_file(tmp_path, capsys, pool, said):
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1 and said in captured.err, captured.err
     assert not archive.exists()
+
+
+def test_python_m_synthaug_pools_lists_the_pools_of_a_cache(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    cache, keys = make_cache(tmp_path / "a")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-m", "synthaug.pools_main", "list", "--cache", str(cache)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == sorted(k.pool_id for k in keys)
+    assert all("24 images" in line and "ddim 4 steps  cpu/float32  generator " + GENERATOR in line for line in lines)
+    assert "class unconditional" in done.stdout and "class 1" in done.stdout

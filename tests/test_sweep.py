@@ -18,6 +18,7 @@ from scipy import stats as scipy_stats
 from synthaug.core.devices import DEVICE_ENV
 from synthaug.core.gates import TRIAL_GATE
 from synthaug.sweep.runner import Experiment, main
+from synthaug.pools_main import main as pools_main
 
 from processes import kill_ray_instance, processes_of_ray_instance, short_ray_tmpdir, wait_for
 from test_arms import needs_controls
@@ -134,14 +135,30 @@ def test_tiny_sweep_logs_every_trial_resumes_and_reuses_pools(tmp_path, shapes_t
     _, trials_after = runs(tmp_path, "tiny_replace", "trial")
     assert sorted(r.info.run_id for r in trials_after) == sorted(r.info.run_id for r in trials)
 
-    # A fresh sweep over the same cache reads every pool from disk: the DDPM generates nothing.
-    assert main(TINY, sweep_args(tmp_path, shapes_tar, "--fresh")) == 0
+    # Pools travel: exported from this cache and imported into a fresh one, they are read from disk by a fresh
+    # sweep there: the DDPM generates nothing, no generator is trained, and each trial's test accuracy is the
+    # one it had here.
+    exported, moved = tmp_path / "pools.tar", tmp_path / "cache_b"
+    pool_ids = sorted(p.name for p in (tmp_path / "cache" / "pools").iterdir())
+    assert pools_main(["export", *pool_ids, "--to", str(exported), "--cache", str(tmp_path / "cache")]) == 0
+    assert pools_main(["import", str(exported), "--cache", str(moved)]) == 0
+    out = capsys.readouterr().out
+    assert f"exported {len(pool_ids)} pool(s)" in out and out.count(": imported into") == len(pool_ids) + 1, out
+    imported = {p: p.stat().st_mtime_ns for p in (moved / "generators").iterdir()}
+    assert main(TINY, [*sweep_args(tmp_path, shapes_tar, "--fresh"), "--cache", str(moved)]) == 0
     assert "generated 0 images this sweep" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in imported} == imported        # the imported generator: none trained
     client, sweeps = runs(tmp_path, "tiny_replace", "sweep")
     newest = max(sweeps, key=lambda r: r.info.start_time)
     assert client.get_metric_history(newest.info.run_id, "pool_images_generated")[-1].value == 0
-    _, trials = runs(tmp_path, "tiny_replace", "trial")
-    assert len(trials) == 8
+    _, trials_after = runs(tmp_path, "tiny_replace", "trial")
+    assert len(trials_after) == 8
+
+    def accuracies(parent):
+        return {(r.data.params["replace_pct"], r.data.params["seed"]): r.data.metrics["test_acc"] for r in trials_after
+                if r.data.tags["mlflow.parentRunId"] == parent}
+
+    assert accuracies(newest.info.run_id) == accuracies(sweep.info.run_id) and len(accuracies(sweep.info.run_id)) == 4
 
 
 @pytest.mark.parametrize("argv, field", [
