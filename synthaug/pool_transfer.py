@@ -24,6 +24,7 @@ a sweep reads: nothing is regenerated.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -35,7 +36,7 @@ from typing import Sequence
 
 from synthaug.diffusion.sampling import SamplerConfig
 from synthaug.files import DamagedFile, atomic_directory, atomic_file, atomic_write, load_checked_arrays
-from synthaug.pools import UNCONDITIONAL, PoolKey, PoolStore
+from synthaug.pools import CALIBRATION_SEED, UNCONDITIONAL, PoolKey, PoolStore
 
 FORMAT = "synthaug-pools 1"        # manifest.json's "format": what an import of this version reads
 MANIFEST = "manifest.json"
@@ -88,6 +89,23 @@ def resolve(cache: Path, names: Sequence[str]) -> list[str]:
                     f"`python -m synthaug.pools list --cache {cache}` names them)")
             raise Refused(f"POOL {name!r} {what}")
         chosen.append(found[0])
+    return list(dict.fromkeys(chosen))
+
+
+def with_calibration(cache: Path, pool_ids: list[str]) -> list[str]:
+    """The pools, each unconditional one followed by its calibration pool (the samples a top_fraction filter
+    is calibrated on) when the cache holds it: with it, the importing cache serves that filter too."""
+    store, chosen = PoolStore(cache / POOLS), []
+    for pool_id in pool_ids:
+        chosen.append(pool_id)
+        try:
+            key = key_of(store.manifest(pool_id))
+        except (KeyError, TypeError, ValueError):
+            continue                        # pool_summary refuses it, naming it
+        if key.class_index == UNCONDITIONAL and key.seed != CALIBRATION_SEED:
+            calibration = dataclasses.replace(key, seed=CALIBRATION_SEED).pool_id
+            if store.length(calibration):
+                chosen.append(calibration)
     return list(dict.fromkeys(chosen))
 
 
@@ -156,7 +174,7 @@ def export_pools(cache: Path, names: Sequence[str], to: Path) -> str:
     """Write the named pools, their generator's cache entry and labeller to `to` (atomically); one line
     saying what it holds. Refused (nothing written) for an unknown pool or a damaged one."""
     store = PoolStore(cache / POOLS)
-    pools = [pool_manifest(cache, store, pool_id) for pool_id in resolve(cache, names)]
+    pools = [pool_manifest(cache, store, pool_id) for pool_id in with_calibration(cache, resolve(cache, names))]
     generators = {p["generator_entry"]: generator_entry(cache, cache / p["generator_entry"]) for p in pools
                   if p["generator_entry"]}
     labellers = {}

@@ -13,15 +13,15 @@ import torch
 from synthaug.classifier import resnet18
 from synthaug.diffusion.ddpm import weights_digest
 from synthaug.diffusion.sampling import SamplerConfig
-from synthaug.pools import UNCONDITIONAL, PoolKey, PoolStore
+from synthaug.pools import CALIBRATION_SEED, UNCONDITIONAL, PoolKey, PoolStore
 from synthaug.pools_main import main
 
 GENERATOR = "generators/ddpm-cond-0123456789abcdef"
 
 
 def make_cache(root: Path, seed: int = 0) -> tuple[Path, list[PoolKey]]:
-    """A trained-here generator (its folder), a labeller, a class-conditional pool of two shards and an
-    unconditional pool labelled by that labeller."""
+    """A trained-here generator (its folder), a labeller, a class-conditional pool of two shards, an
+    unconditional pool labelled by that labeller and its calibration pool (a top_fraction filter's)."""
     torch.manual_seed(0)
     labeller = resnet18(3, width=8)
     labeller_digest = weights_digest(labeller)
@@ -35,7 +35,8 @@ def make_cache(root: Path, seed: int = 0) -> tuple[Path, list[PoolKey]]:
     store = PoolStore(root / "pools")
     rng = np.random.default_rng(seed)
     keys = [PoolKey("w" * 64, SamplerConfig(steps=4), 1, "", 0, "cpu/float32"),
-            PoolKey("w" * 64, SamplerConfig(steps=4), UNCONDITIONAL, labeller_digest, 0, "cpu/float32")]
+            PoolKey("w" * 64, SamplerConfig(steps=4), UNCONDITIONAL, labeller_digest, 0, "cpu/float32"),
+            PoolKey("w" * 64, SamplerConfig(steps=4), UNCONDITIONAL, labeller_digest, CALIBRATION_SEED, "cpu/float32")]
     for key in keys:
         for start, n in ((0, 16), (16, 8)):
             store.append(key, start, rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 3, n),
@@ -50,7 +51,8 @@ def files_under(root: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def exported(tmp_path, capsys):
-    """The cache, its pools' keys, the export of both (one named by a prefix) and what the export printed."""
+    """The cache, its pools' keys, the export of two of them (one named by a prefix; the calibration pool comes
+    with the unconditional one) and what the export printed."""
     cache, keys = make_cache(tmp_path / "a")
     archive = tmp_path / "pools.tar.gz"
     assert main(["export", keys[0].pool_id, keys[1].pool_id[:8], "--to", str(archive), "--cache", str(cache)]) == 0
@@ -59,7 +61,7 @@ def exported(tmp_path, capsys):
 
 def test_an_exported_pool_imports_byte_for_byte_with_its_generator_and_labeller(exported, tmp_path, capsys):
     cache, keys, archive, out = exported
-    assert f"exported 2 pool(s) (48 images), 1 generator(s) and 1 labeller(s) to {archive}" in out
+    assert f"exported 3 pool(s) (72 images), 1 generator(s) and 1 labeller(s) to {archive}" in out
     with tarfile.open(archive) as tar:
         manifest = json.load(tar.extractfile("manifest.json"))
     pool = next(p for p in manifest["pools"] if p["pool_id"] == keys[1].pool_id)
@@ -82,7 +84,7 @@ def test_an_exported_pool_imports_byte_for_byte_with_its_generator_and_labeller(
 
     assert main(["import", str(archive), "--cache", str(fresh)]) == 0        # again: nothing to do
     out = capsys.readouterr().out
-    assert out.count("the same; left as it is") == 4 and "imported into" not in out
+    assert out.count("the same; left as it is") == 5 and "imported into" not in out
     assert files_under(fresh) == files_under(cache)
 
 
@@ -169,6 +171,6 @@ def test_python_m_synthaug_pools_lists_the_pools_of_a_cache(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == sorted(k.pool_id for k in keys)
+    assert sorted(line.split()[0] for line in lines) == sorted(k.pool_id for k in keys)
     assert all("24 images" in line and "ddim 4 steps  cpu/float32  generator " + GENERATOR in line for line in lines)
-    assert "class unconditional" in done.stdout and "class 1" in done.stdout
+    assert "class unconditional  seed -1" in done.stdout and "class 1  seed 0" in done.stdout

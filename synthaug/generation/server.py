@@ -25,13 +25,12 @@ from synthaug.core.gates import hold_warmup
 from synthaug.diffusion.sampling import NonFiniteSamples, image_seed
 from synthaug.generation.generators import PreparedGenerator, generator_kind
 from synthaug.models.labeller import load_labeller
-from synthaug.pools.store import (KEEP_ALL, UNCONDITIONAL, PoolKey, PoolSlice, PoolStore, SampleFilter, class_slice,
-                                  confidence_filter, prefix, top_fraction_filter)
+from synthaug.pools.store import (CALIBRATION_SEED, KEEP_ALL, UNCONDITIONAL, PoolKey, PoolSlice, PoolStore,
+                                  SampleFilter, class_slice, confidence_filter, prefix, top_fraction_filter)
 
 NAMESPACE = "synthaug"
 MAX_STREAM_FACTOR = 20      # an unconditional pool gives up on a class after 20x its fair share
 SHARD_QUANTUM = 16          # a shard holds what was missing, rounded up to this (at most shard_size)
-CALIBRATION_SEED = -1       # the pool seed of the samples a top-fraction filter is calibrated on (trials use >= 0)
 
 
 class ShortPoolError(RuntimeError):

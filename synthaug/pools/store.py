@@ -44,6 +44,7 @@ from synthaug.core.files import DamagedFile, atomic_write, load_checked_arrays, 
 from synthaug.diffusion.sampling import SamplerConfig
 
 UNCONDITIONAL = -1
+CALIBRATION_SEED = -1       # the pool seed of the samples a top-fraction filter is calibrated on (trials use >= 0)
 
 
 @dataclass(frozen=True)
