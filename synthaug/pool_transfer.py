@@ -68,7 +68,8 @@ class Entry:
 
 def pool_ids(cache: Path) -> list[str]:
     """The ids of the pools in the cache (a folder with a pool.json), in order."""
-    return sorted(f.name for f in (cache / POOLS).glob("*") if POOL_ID.fullmatch(f.name) and (f / "pool.json").is_file())
+    folders = (cache / POOLS).glob("*")
+    return sorted(f.name for f in folders if POOL_ID.fullmatch(f.name) and (f / "pool.json").is_file())
 
 
 def list_pools(cache: Path) -> list[str]:
@@ -84,9 +85,10 @@ def resolve(cache: Path, names: Sequence[str]) -> list[str]:
     for name in names:
         found = [p for p in known if p.startswith(name.lower())] if name else []
         if len(found) != 1:
-            what = (f"matches {len(found)} pools ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''}); give more "
-                    f"of it" if found else f"is no pool in {cache / POOLS} ({len(known)} there; "
-                    f"`python -m synthaug.pools list --cache {cache}` names them)")
+            more = ", ..." if len(found) > 3 else ""
+            what = (f"matches {len(found)} pools ({', '.join(found[:3])}{more}); give more of it" if found else
+                    f"is no pool in {cache / POOLS} ({len(known)} there; `python -m synthaug.pools list --cache "
+                    f"{cache}` names them)")
             raise Refused(f"POOL {name!r} {what}")
         chosen.append(found[0])
     return list(dict.fromkeys(chosen))
@@ -157,8 +159,8 @@ def labeller_entry(cache: Path, labeller_digest: str) -> Entry | None:
     for path in sorted((cache / LABELLERS).glob("*/labeller.pt")):
         try:
             if checked_labeller(path)["digest"] == labeller_digest:
-                return Entry(str(path.parent.relative_to(cache)), {str(path.relative_to(cache)): sha256(path.read_bytes())},
-                             labeller_digest)
+                files = {str(path.relative_to(cache)): sha256(path.read_bytes())}
+                return Entry(str(path.parent.relative_to(cache)), files, labeller_digest)
         except DamagedFile:
             continue
     return None
@@ -192,8 +194,11 @@ def export_pools(cache: Path, names: Sequence[str], to: Path) -> str:
     with atomic_file(to) as out, tarfile.open(fileobj=out, mode="w:gz" if compressed else "w") as tar:
         _add(tar, MANIFEST, json.dumps(manifest, indent=1).encode())
         for part in [*pools, *manifest["generators"], *manifest["labellers"]]:
-            for name in part["files"]:
-                tar.add(cache / name, arcname=name, recursive=False)
+            for name, digest in part["files"].items():
+                data = (cache / name).read_bytes()
+                if sha256(data) != digest:          # a sweep extended the pool meanwhile (its pool.json)
+                    raise Refused(f"{cache / name} changed while it was exported; nothing written, export again")
+                _add(tar, name, data)
     images = sum(p["images"] for p in pools)
     return (f"exported {len(pools)} pool(s) ({images} images), {len(manifest['generators'])} generator(s) and "
             f"{len(manifest['labellers'])} labeller(s) to {to} ({to.stat().st_size / 1e6:.1f} MB)")
@@ -284,8 +289,8 @@ def check_pool(pool: dict, contents: dict[str, bytes]) -> dict:
     except (KeyError, TypeError, ValueError):
         raise Refused(f"pool {pool_id}: its manifest holds no pool key") from None
     if key.pool_id != pool_id:
-        raise Refused(f"pool {pool_id}: its manifest's key (weights {key.weights_digest[:12]}, class {key.class_index}, "
-                      f"seed {key.seed}, {key.numerics}) gives pool id {key.pool_id}")
+        raise Refused(f"pool {pool_id}: its manifest's key (weights {key.weights_digest[:12]}, class "
+                      f"{key.class_index}, seed {key.seed}, {key.numerics}) gives pool id {key.pool_id}")
     folder = f"{POOLS}/{pool_id}"
     if any(not name.startswith(folder + "/") for name in pool["files"]):
         raise Refused(f"pool {pool_id}: its manifest lists files outside {folder}/")

@@ -52,7 +52,8 @@ COMMANDS: dict[str, str] = {
     "python sweeps/train_generators.py --preset paper --data cifar10": REFUSED,
     "python sweeps/train_generators.py --preset paper --generators ddpm-cond --gpus-per-generator 4 --address auto":
         "tests/test_generator_training.py::test_the_job_trains_data_parallel_and_alone_then_a_sweep_trains_nothing",
-    "python -m synthaug.pools list": "tests/test_pool_transfer.py::test_python_m_synthaug_pools_lists_the_pools_of_a_cache",
+    "python -m synthaug.pools list":
+        "tests/test_pool_transfer.py::test_python_m_synthaug_pools_lists_the_pools_of_a_cache",
     "python -m synthaug.pools export 3f2a9c41 81be07d2 --to pools.tar.gz":
         "tests/test_pool_transfer.py::test_an_exported_pool_imports_byte_for_byte_with_its_generator_and_labeller",
     "python -m synthaug.pools import pools.tar.gz --cache /mnt/shared/synthaug":

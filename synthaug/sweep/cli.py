@@ -25,7 +25,8 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None, help="a Ray cluster (default: start a local Ray)")
     parser.add_argument("--mlflow-uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI, "
                                                            "else sqlite:///<cwd>/mlflow.db)")
-    parser.add_argument("--cache", default=DEFAULT_CACHE, help=f"data, generators and pools (default ./{DEFAULT_CACHE})")
+    parser.add_argument("--cache", default=DEFAULT_CACHE,
+                        help=f"data, generators and pools (default ./{DEFAULT_CACHE})")
 
 
 def worker_environment() -> dict:
