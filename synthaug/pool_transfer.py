@@ -9,9 +9,12 @@ labellers/<entry>/labeller.pt) beside manifest.json. A pool's manifest is its ke
 weights digest, the sampler and its steps, the class, the labeller's digest, the pool seed, the
 numerics), its generator's kind and cache entry, its filter, its image count and a sha256 of every
 file. Besides the pools the file carries the generator's cache entry (a DDPM trained here: its
-weights folder) and the labeller the key names (an unconditional generator's), so a sweep over the
-importing cache reads the pools, trains neither and generates nothing; a generator given as a file
-(--checkpoint, a pretrained or released model) is not in the cache and travels on its own.
+weights folder), the labeller the key names (an unconditional generator's) or, for a conditional
+generator, the labeller prepared with it to judge it (pool.json's generator_labeller), and an
+unconditional pool's calibration pool (a top_fraction filter's), so a sweep over the importing
+cache with the same preset and data reads the pools, trains nothing and generates nothing; a
+generator given as a file (--checkpoint, a pretrained or released model) is not in the cache and
+travels on its own.
 
 An import checks everything before it writes anything: each file against its sha256, each
 manifest against the pool id its key gives and against the pool's pool.json, each shard against the
@@ -113,9 +116,9 @@ def with_calibration(cache: Path, pool_ids: list[str]) -> list[str]:
 
 def pool_summary(cache: Path, store: PoolStore, pool_id: str) -> dict:
     """What an export says of a pool but its files: its key, its generator, filter and image count."""
-    key = store.manifest(pool_id)
+    recorded = store.manifest(pool_id)
     try:
-        pool_key = key_of(key)
+        pool_key = key_of(recorded)
     except (KeyError, TypeError, ValueError):
         raise Refused(f"pool {pool_id}: its pool.json in {store.folder(pool_id)} holds no pool key") from None
     if pool_key.pool_id != pool_id:
@@ -127,6 +130,7 @@ def pool_summary(cache: Path, store: PoolStore, pool_id: str) -> dict:
             "generator_kind": generator.name.rsplit("-", 1)[0] if generator else "not in this cache (a file given "
                               "with --checkpoint, a pretrained or released model)",
             "generator_entry": str(generator.relative_to(cache)) if generator else "",
+            "generator_labeller": str(recorded.get("generator_labeller", "")),
             "filter": NO_FILTER, "images": store.length(pool_id)}
 
 
@@ -187,6 +191,10 @@ def export_pools(cache: Path, names: Sequence[str], to: Path) -> str:
                 raise Refused(f"pool {p['pool_id']}: no labeller in {cache / LABELLERS} has its digest "
                               f"{p['labeller_digest'][:16]}")
             labellers[p["labeller_digest"]] = entry
+    for p in pools:     # a conditional generator's judge: carried when the cache still holds it
+        judge = p["generator_labeller"]
+        if judge and judge not in labellers and (entry := labeller_entry(cache, judge)) is not None:
+            labellers[judge] = entry
     manifest = {"format": FORMAT, "pools": pools,
                 "generators": [asdict(e) for e in generators.values()],
                 "labellers": [asdict(e) for e in labellers.values()]}
@@ -220,7 +228,7 @@ def import_pools(archive: Path, cache: Path) -> list[str]:
     pools = [check_pool(p, contents) for p in manifest["pools"]]
     generators = [check_entry(g, GENERATORS, "weights.sha256", contents) for g in manifest["generators"]]
     labellers = [check_entry(lab, LABELLERS, "labeller.pt", contents) for lab in manifest["labellers"]]
-    named = {p["weights_digest"] for p in pools} | {p["labeller_digest"] for p in pools}
+    named = {p[field] for p in pools for field in ("weights_digest", "labeller_digest", "generator_labeller")}
     for entry in [*generators, *labellers]:
         if entry.digest not in named:
             raise Refused(f"{archive}: {entry.path} is named by none of its pools")
@@ -298,8 +306,9 @@ def check_pool(pool: dict, contents: dict[str, bytes]) -> dict:
         stored = key_of(json.loads(contents[f"{folder}/pool.json"]))
     except (KeyError, TypeError, ValueError):
         raise Refused(f"pool {pool_id}: its pool.json is missing or holds no pool key") from None
-    if stored != key:
-        differ = [f for f in asdict(key) if asdict(key)[f] != asdict(stored)[f]]
+    recorded = json.loads(contents[f"{folder}/pool.json"]).get("generator_labeller", "")
+    if stored != key or recorded != pool.get("generator_labeller"):
+        differ = [f for f in asdict(key) if asdict(key)[f] != asdict(stored)[f]] or ["generator_labeller"]
         raise Refused(f"pool {pool_id}: its pool.json and its manifest differ in {', '.join(differ)}")
     end = 0
     for name in sorted(n for n in pool["files"] if n.endswith(".npz")):

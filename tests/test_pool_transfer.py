@@ -40,7 +40,7 @@ def make_cache(root: Path, seed: int = 0) -> tuple[Path, list[PoolKey]]:
     for key in keys:
         for start, n in ((0, 16), (16, 8)):
             store.append(key, start, rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 3, n),
-                         rng.random(n), "here")
+                         rng.random(n), "here", labeller_digest)
     return root, keys
 
 
@@ -174,3 +174,13 @@ def test_python_m_synthaug_pools_lists_the_pools_of_a_cache(tmp_path):
     assert sorted(line.split()[0] for line in lines) == sorted(k.pool_id for k in keys)
     assert all("24 images" in line and "ddim 4 steps  cpu/float32  generator " + GENERATOR in line for line in lines)
     assert "class unconditional  seed -1" in done.stdout and "class 1  seed 0" in done.stdout
+
+
+def test_a_conditional_pool_brings_the_labeller_that_judges_its_generator(tmp_path, capsys):
+    cache, keys = make_cache(tmp_path / "a")
+    archive, fresh = tmp_path / "cond.tar", tmp_path / "b"
+    assert main(["export", keys[0].pool_id, "--to", str(archive), "--cache", str(cache)]) == 0
+    assert "exported 1 pool(s) (24 images), 1 generator(s) and 1 labeller(s)" in capsys.readouterr().out
+    assert main(["import", str(archive), "--cache", str(fresh)]) == 0
+    assert (fresh / "labellers" / "feedbeef" / "labeller.pt").read_bytes() == \
+        (cache / "labellers" / "feedbeef" / "labeller.pt").read_bytes()

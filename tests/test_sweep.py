@@ -143,11 +143,13 @@ def test_tiny_sweep_logs_every_trial_resumes_and_reuses_pools(tmp_path, shapes_t
     assert pools_main(["export", *pool_ids, "--to", str(exported), "--cache", str(tmp_path / "cache")]) == 0
     assert pools_main(["import", str(exported), "--cache", str(moved)]) == 0
     out = capsys.readouterr().out
-    assert f"exported {len(pool_ids)} pool(s)" in out and out.count(": imported into") == len(pool_ids) + 1, out
-    imported = {p: p.stat().st_mtime_ns for p in (moved / "generators").iterdir()}
+    assert f"exported {len(pool_ids)} pool(s)" in out and "1 generator(s) and 1 labeller(s)" in out, out
+    assert out.count(": imported into") == len(pool_ids) + 2, out     # the pools, the generator, its labeller
+    imported = {p: p.stat().st_mtime_ns for p in [*(moved / "generators").iterdir(), *(moved / "labellers").iterdir()]}
     assert main(TINY, [*sweep_args(tmp_path, shapes_tar, "--fresh"), "--cache", str(moved)]) == 0
     assert "generated 0 images this sweep" in capsys.readouterr().out
-    assert {p: p.stat().st_mtime_ns for p in imported} == imported        # the imported generator: none trained
+    assert {p: p.stat().st_mtime_ns for p in imported} == imported        # nothing trained again
+    assert len(list((moved / "labellers").glob("*/labeller.pt"))) == 1
     client, sweeps = runs(tmp_path, "tiny_replace", "sweep")
     newest = max(sweeps, key=lambda r: r.info.start_time)
     assert client.get_metric_history(newest.info.run_id, "pool_images_generated")[-1].value == 0

@@ -209,7 +209,7 @@ class DDPMServer:
             labels, confidence = self._label(images)
         else:
             labels, confidence = np.asarray(labels, np.int64), np.ones(len(seeds), np.float32)
-        self.store.append(key, start, images, labels, confidence, self.made_on)
+        self.store.append(key, start, images, labels, confidence, self.made_on, self.prepared.labeller_digest)
         self.generated += len(seeds)
         return PoolSlice(key.pool_id, np.arange(stop, dtype=np.int64), np.concatenate([pool.images, images]),
                          np.concatenate([pool.labels, labels]), np.concatenate([pool.confidence, confidence]))

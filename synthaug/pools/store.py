@@ -23,8 +23,8 @@ pool made elsewhere needs nothing: its bytes are what they are.
 
 On disk a pool is a folder of shards `<start:09d>-<stop:09d>.npz` (images, labels, confidences
 and their checksum), each written to a temporary file and renamed into place, so a crash never
-leaves half a shard, beside pool.json (the key, its pool_id and made_on); one writer a pool at a
-time (PoolStore.lock). A shard damaged later is caught by its checksum on read, moved aside and
+leaves half a shard, beside pool.json (the key, its pool_id, made_on and the digest of the labeller
+prepared with the generator); one writer a pool at a time (PoolStore.lock). A shard damaged later is caught by its checksum on read, moved aside and
 generated again: the same bytes on the CPU machine that made it, statistically equivalent
 ones on a GPU.
 """
@@ -133,14 +133,18 @@ class PoolStore:
         return manifest if isinstance(manifest, dict) else {}
 
     def append(self, key: PoolKey, start: int, images: np.ndarray, labels: np.ndarray,
-               confidence: np.ndarray, made_on: str) -> None:
+               confidence: np.ndarray, made_on: str, generator_labeller: str = "") -> None:
         """Write samples [start, start + len(images)) as one shard, atomically, and record in pool.json
         that `made_on` (devices.made_on) made it; one warning line when none of the pool's shards was
-        made there before. The caller holds the pool's lock (one writer a pool)."""
+        made there before. `generator_labeller`: the digest of the labeller prepared with the generator (a
+        conditional one's judge, not part of the key), recorded so that an export carries it. The caller
+        holds the pool's lock (one writer a pool)."""
         folder = self.folder(key.pool_id)
         folder.mkdir(parents=True, exist_ok=True)
         path = self._shard_path(key.pool_id, start, start + len(images))
         manifest = {"pool_id": key.pool_id, **asdict(key)}
+        if generator_labeller:
+            manifest["generator_labeller"] = generator_labeller
         made = dict(self.manifest(key.pool_id).get("made_on") or {})
         if made and made_on not in made.values():
             before = "; ".join(sorted(set(made.values())))
