@@ -1,4 +1,4 @@
-"""Pools that travel (synthaug.pool_transfer): export, then import into another cache, byte for byte; a file
+"""Pools that travel (synthaug.pools.transfer): export, then import into another cache, byte for byte; a file
 that does not match is refused in one line and writes nothing. No Ray, no training: a cache built by hand."""
 
 import io
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from synthaug.classifier import resnet18
 from synthaug.diffusion.ddpm import weights_digest
 from synthaug.diffusion.sampling import SamplerConfig
-from synthaug.pools import CALIBRATION_SEED, UNCONDITIONAL, PoolKey, PoolStore
-from synthaug.pools_main import main
+from synthaug.models.classifier import resnet18
+from synthaug.pools.__main__ import main
+from synthaug.pools.store import CALIBRATION_SEED, UNCONDITIONAL, PoolKey, PoolStore
 
 GENERATOR = "generators/ddpm-cond-0123456789abcdef"
 
@@ -167,7 +167,7 @@ def test_python_m_synthaug_pools_lists_the_pools_of_a_cache(tmp_path):
     cache, keys = make_cache(tmp_path / "a")
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    done = subprocess.run([sys.executable, "-m", "synthaug.pools_main", "list", "--cache", str(cache)], env=env,
+    done = subprocess.run([sys.executable, "-m", "synthaug.pools", "list", "--cache", str(cache)], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()

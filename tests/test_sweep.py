@@ -18,7 +18,7 @@ from scipy import stats as scipy_stats
 from synthaug.core.devices import DEVICE_ENV
 from synthaug.core.gates import TRIAL_GATE
 from synthaug.sweep.runner import Experiment, main
-from synthaug.pools_main import main as pools_main
+from synthaug.pools.__main__ import main as pools_main
 
 from processes import kill_ray_instance, processes_of_ray_instance, short_ray_tmpdir, wait_for
 from test_arms import needs_controls

@@ -24,9 +24,9 @@ pool made elsewhere needs nothing: its bytes are what they are.
 On disk a pool is a folder of shards `<start:09d>-<stop:09d>.npz` (images, labels, confidences
 and their checksum), each written to a temporary file and renamed into place, so a crash never
 leaves half a shard, beside pool.json (the key, its pool_id, made_on and the digest of the labeller
-prepared with the generator); one writer a pool at a time (PoolStore.lock). A shard damaged later is caught by its checksum on read, moved aside and
-generated again: the same bytes on the CPU machine that made it, statistically equivalent
-ones on a GPU.
+prepared with the generator); one writer a pool at a time (PoolStore.lock). A shard damaged later
+is caught by its checksum on read, moved aside and generated again: the same bytes on the CPU
+machine that made it, statistically equivalent ones on a GPU.
 """
 
 from __future__ import annotations

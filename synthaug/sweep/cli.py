@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-from synthaug.storage import DEFAULT_CACHE
+from synthaug.core.storage import DEFAULT_CACHE
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -21,8 +21,8 @@ manifest against the pool id its key gives and against the pool's pool.json, eac
 checksum written with its arrays, the generator's weights digest and the labeller's against the key.
 A file that fails is refused in one line (exit 2) and the cache is left as it was. A pool already
 in the cache with the same bytes is left alone (and said so); other bytes under the same id are
-refused. Each pool, generator and labeller is then written whole (synthaug.files), in the layout
-a sweep reads: nothing is regenerated.
+refused. Each pool, generator and labeller is then written whole (synthaug.core.files), in the
+layout a sweep reads: nothing is regenerated.
 """
 
 from __future__ import annotations
@@ -37,14 +37,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from synthaug.core.files import DamagedFile, atomic_directory, atomic_file, atomic_write, load_checked_arrays
 from synthaug.diffusion.sampling import SamplerConfig
-from synthaug.files import DamagedFile, atomic_directory, atomic_file, atomic_write, load_checked_arrays
-from synthaug.pools import CALIBRATION_SEED, UNCONDITIONAL, PoolKey, PoolStore
+from synthaug.pools.store import CALIBRATION_SEED, UNCONDITIONAL, PoolKey, PoolStore
 
 FORMAT = "synthaug-pools 1"        # manifest.json's "format": what an import of this version reads
 MANIFEST = "manifest.json"
 SHARD_ARRAYS = ("images", "labels", "confidence")
-# the cache's layout (synthaug.generator_training writes generators/ and labellers/, a sweep's servers pools/)
+# the cache's layout: synthaug.generation.generator_training writes generators/ and labellers/, a sweep's
+# servers pools/ (synthaug.generation.serving)
 POOLS, GENERATORS, LABELLERS = "pools", "generators", "labellers"
 NO_FILTER = ("none: a pool holds every sample; a sweep's filter (min_confidence, top_fraction) is applied as it "
              "serves them, from the labels and confidences the shards carry")
@@ -126,7 +127,7 @@ def pool_summary(cache: Path, store: PoolStore, pool_id: str) -> dict:
     generator = generator_folder(cache, pool_key.weights_digest)
     return {"pool_id": pool_id, **asdict(pool_key),
             "class": pool_key.class_index if pool_key.class_index != UNCONDITIONAL else "unconditional",
-            # generator_training.generator_key: <ddpm-cond|ddpm-uncond>-<16 hex>
+            # generation.generator_training.generator_key: <ddpm-cond|ddpm-uncond>-<16 hex>
             "generator_kind": generator.name.rsplit("-", 1)[0] if generator else "not in this cache (a file given "
                               "with --checkpoint, a pretrained or released model)",
             "generator_entry": str(generator.relative_to(cache)) if generator else "",
@@ -158,7 +159,7 @@ def generator_folder(cache: Path, weights_digest: str) -> Path | None:
 
 def labeller_entry(cache: Path, labeller_digest: str) -> Entry | None:
     """The cache's labeller whose weights digest is `labeller_digest` (None: none is)."""
-    from synthaug.labeller import checked_labeller
+    from synthaug.models.labeller import checked_labeller
 
     for path in sorted((cache / LABELLERS).glob("*/labeller.pt")):
         try:
@@ -339,7 +340,7 @@ def check_entry(fields: dict, root: str, weights_file: str, contents: dict[str, 
     if weights is not None and root == GENERATORS:
         found = weights.decode(errors="replace").strip()
     elif weights is not None:
-        from synthaug.labeller import checked_labeller
+        from synthaug.models.labeller import checked_labeller
         try:
             found = checked_labeller(io.BytesIO(weights))["digest"]
         except DamagedFile:
@@ -375,7 +376,7 @@ def generator_present(cache: Path, entry: Entry) -> bool:
 
 def labeller_present(cache: Path, entry: Entry) -> bool:
     """True when the cache holds the labeller with the same weights digest; Refused for other weights."""
-    from synthaug.labeller import checked_labeller
+    from synthaug.models.labeller import checked_labeller
 
     path = cache / entry.path / "labeller.pt"
     if not path.is_file():

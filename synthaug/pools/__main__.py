@@ -4,7 +4,7 @@
     python -m synthaug.pools export 3f2a9c 81be07 --to pools.tar   # ids or unique prefixes of them
     python -m synthaug.pools import pools.tar --cache /mnt/shared/synthaug
 
-What the file holds and what an import checks: synthaug.pool_transfer. Bad input, an unknown pool
+What the file holds and what an import checks: synthaug.pools.transfer. Bad input, an unknown pool
 or a file that does not match is one line and exit 2, and nothing is written.
 """
 
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-from synthaug.storage import DEFAULT_CACHE, folder_problem
+from synthaug.core.storage import DEFAULT_CACHE, folder_problem
 
 
 class _OneLine(argparse.ArgumentParser):
@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from synthaug.pool_transfer import Refused, export_pools, import_pools, list_pools
+    from synthaug.pools.transfer import Refused, export_pools, import_pools, list_pools
 
     try:
         if args.command == "list":
