@@ -184,3 +184,17 @@ def test_a_conditional_pool_brings_the_labeller_that_judges_its_generator(tmp_pa
     assert main(["import", str(archive), "--cache", str(fresh)]) == 0
     assert (fresh / "labellers" / "feedbeef" / "labeller.pt").read_bytes() == \
         (cache / "labellers" / "feedbeef" / "labeller.pt").read_bytes()
+
+
+def test_a_file_outside_the_cache_layout_is_refused_before_anything_is_written(exported, tmp_path, capsys):
+    _, _, archive, _ = exported
+    with tarfile.open(archive) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(archive, "w:gz") as tar:
+        for member, data in [*members, (tarfile.TarInfo("generators/x/../../../escaped"), b"!")]:
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    capsys.readouterr()
+    assert main(["import", str(archive), "--cache", str(tmp_path / "b" / "cache")]) == 2
+    assert "generators/x/../../../escaped is not a file an export holds" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists() and not (tmp_path / "escaped").exists()

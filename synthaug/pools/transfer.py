@@ -50,8 +50,8 @@ POOLS, GENERATORS, LABELLERS = "pools", "generators", "labellers"
 NO_FILTER = ("none: a pool holds every sample; a sweep's filter (min_confidence, top_fraction) is applied as it "
              "serves them, from the labels and confidences the shards carry")
 POOL_ID = re.compile(r"[0-9a-f]{24}")
-MEMBER = re.compile(r"(pools/[0-9a-f]{24}/(pool\.json|\d{9}-\d{9}\.npz)|generators/[\w.-]+/[\w./-]+"
-                    r"|labellers/[\w.-]+/labeller\.pt)")
+MEMBER = re.compile(r"(pools/[0-9a-f]{24}/(pool\.json|\d{9}-\d{9}\.npz)|generators/\w[\w.-]*/[\w./-]+"
+                    r"|labellers/\w[\w.-]*/labeller\.pt)")
 
 
 class Refused(ValueError):
@@ -229,11 +229,11 @@ def import_pools(archive: Path, cache: Path) -> list[str]:
     pools = [check_pool(p, contents) for p in manifest["pools"]]
     generators = [check_entry(g, GENERATORS, "weights.sha256", contents) for g in manifest["generators"]]
     labellers = [check_entry(lab, LABELLERS, "labeller.pt", contents) for lab in manifest["labellers"]]
-    named = {p[field] for p in pools for field in ("weights_digest", "labeller_digest", "generator_labeller")}
+    named = {p.get(field) for p in pools for field in ("weights_digest", "labeller_digest", "generator_labeller")}
     for entry in [*generators, *labellers]:
         if entry.digest not in named:
             raise Refused(f"{archive}: {entry.path} is named by none of its pools")
-    todo = [(f"pool {p['pool_id']} ({p['images']} images, class {p['class']}, seed {p['seed']})",
+    todo = [(f"pool {p['pool_id']} ({p['images']} images, class {p.get('class')}, seed {p.get('seed')})",
              Entry(f"{POOLS}/{p['pool_id']}", p["files"], p["pool_id"]), pool_present(cache, p, contents))
             for p in pools]
     todo += [(f"generator {g.path}", g, generator_present(cache, g)) for g in generators]
@@ -308,7 +308,7 @@ def check_pool(pool: dict, contents: dict[str, bytes]) -> dict:
     except (KeyError, TypeError, ValueError):
         raise Refused(f"pool {pool_id}: its pool.json is missing or holds no pool key") from None
     recorded = json.loads(contents[f"{folder}/pool.json"]).get("generator_labeller", "")
-    if stored != key or recorded != pool.get("generator_labeller"):
+    if stored != key or recorded != pool.get("generator_labeller", ""):
         differ = [f for f in asdict(key) if asdict(key)[f] != asdict(stored)[f]] or ["generator_labeller"]
         raise Refused(f"pool {pool_id}: its pool.json and its manifest differ in {', '.join(differ)}")
     end = 0
@@ -333,7 +333,8 @@ def check_entry(fields: dict, root: str, weights_file: str, contents: dict[str, 
         entry = Entry(str(fields["path"]), dict(fields["files"]), str(fields["digest"]))
     except (KeyError, TypeError, ValueError):
         raise Refused(f"a {root[:-1]} entry of the manifest names no path, files and digest") from None
-    if not re.fullmatch(rf"{root}/[\w.-]+", entry.path) or any(not n.startswith(entry.path + "/") for n in entry.files):
+    outside = [n for n in entry.files if not n.startswith(entry.path + "/")]
+    if not re.fullmatch(rf"{root}/\w[\w.-]*", entry.path) or outside:
         raise Refused(f"{root[:-1]} {entry.path}: its manifest lists files outside {root}/<entry>/")
     weights = contents.get(f"{entry.path}/{weights_file}")
     found = "missing"
@@ -343,7 +344,7 @@ def check_entry(fields: dict, root: str, weights_file: str, contents: dict[str, 
         from synthaug.models.labeller import checked_labeller
         try:
             found = checked_labeller(io.BytesIO(weights))["digest"]
-        except DamagedFile:
+        except Exception:           # DamagedFile, or what torch.load raises on bytes that are no checkpoint
             found = "unreadable"
     if found != entry.digest:
         raise Refused(f"{root[:-1]} {entry.path}: its weights ({found[:16]}) are not the ones its manifest names "
