@@ -168,7 +168,7 @@ def test_the_report_of_two_tiny_sweeps_has_every_claim_and_its_page_shows_every_
     assert by.at["E3 conditional vs unconditional", "verdict"] == NOT_RUN          # no E3 sweep given
     assert by.at["E5 darker backgrounds", "verdict"] == REPRODUCED
     markdown = (out / "report.md").read_text()
-    assert "cas.ddpm-cond" in markdown and "Deviations from the study" in markdown and "recipe=strong" in markdown
+    assert "| ddpm-cond | 41.0% |" in markdown and "Deviations from the study" in markdown and "recipe=strong" in markdown
     assert re.search(r"\| generator kind and source \|[^\n]*\| E4 \| ddpm-cond: ddpm", markdown)   # the sweep's run tags
     analysis = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("study-analysis")
                                               .experiment_id])

@@ -416,11 +416,22 @@ def background_row(f: Fidelity) -> ClaimRow | None:
 
 
 def cas_table(f: Fidelity | None) -> pd.DataFrame:
-    """The fidelity run's CAS metrics (cas.<generator>[.<class>]), where it has them: generator, class, value."""
-    if f is None:
-        return pd.DataFrame(columns=["metric", "value"])
-    rows = [{"metric": k, "value": v} for k, v in sorted(f.metrics.items()) if k.startswith("cas")]
-    return pd.DataFrame(rows, columns=["metric", "value"])
+    """The fidelity run's CAS (train on synthetic, test on real), a row a generator after the real-data reference:
+    its accuracy, its gap to the reference, and each class's accuracy (metrics cas.<generator>[.<class>],
+    cas_gap.<generator>, cas_real_reference[.<class>]), as percentages."""
+    metrics = {} if f is None else {k: v for k, v in f.metrics.items() if k.startswith("cas")}
+    named = {k[len("cas."):]: v for k, v in metrics.items() if k.startswith("cas.")}
+    generators = sorted(n for n in named if not any(n.startswith(m + ".") for m in named if m != n))
+    sources = ([("real images (reference)", "cas_real_reference")] if "cas_real_reference" in metrics else []) + \
+        [(g, f"cas.{g}") for g in generators]
+    classes = sorted({k[len(key) + 1:] for _, key in sources for k in metrics if k.startswith(key + ".")})
+    rows = []
+    for name, key in sources:
+        gap = metrics.get(f"cas_gap.{name}", math.nan)
+        rows.append({"generator": name, "CAS": f"{metrics[key]:.1%}",
+                     "gap to real": "-" if math.isnan(gap) else f"{gap * 100:+.1f} pp",
+                     **{c: f"{metrics[f'{key}.{c}']:.0%}" if f"{key}.{c}" in metrics else "-" for c in classes}})
+    return pd.DataFrame(rows, columns=["generator", "CAS", "gap to real", *classes])
 
 
 def _name(spec: Mapping[str, str] | None) -> str:

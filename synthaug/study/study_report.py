@@ -331,7 +331,9 @@ def sections(report: Report) -> list[tuple[str, list[str], tuple | None]]:
              ("Deviations from the study", ["Read from the runs' params (a finished trial's); where each is set."],
               _frame_table(report.deviations))]
     if not report.cas.empty:
-        found.append(("CAS (train on synthetic, test on real)", ["From the fidelity run's cas.* metrics."],
+        found.append(("CAS (train on synthetic, test on real)",
+                      ["A classifier trained on a generator's images alone, tested on the real test images, beside "
+                       "one trained the same way on real images (the fidelity run's cas.* metrics)."],
                       _frame_table(report.cas)))
     if report.notes:
         found.append(("Notes from the analyses", report.notes, None))
