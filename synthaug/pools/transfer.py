@@ -367,12 +367,8 @@ def pool_present(cache: Path, pool: dict, contents: dict[str, bytes]) -> bool:
 def generator_present(cache: Path, entry: Entry) -> bool:
     """True when the cache holds the generator with the same weights digest; Refused for other weights."""
     digest_file = cache / entry.path / "weights.sha256"
-    if not digest_file.is_file():
-        return False
-    if digest_file.read_text().strip() == entry.digest:
-        return True
-    raise Refused(f"generator {entry.path}: {cache / entry.path} holds other weights ({digest_file.read_text()[:16]}); "
-                  f"nothing imported")
+    found = digest_file.read_text().strip() if digest_file.is_file() else None
+    return _same_weights("generator", entry, cache / entry.path, found)
 
 
 def labeller_present(cache: Path, entry: Entry) -> bool:
@@ -380,15 +376,22 @@ def labeller_present(cache: Path, entry: Entry) -> bool:
     from synthaug.models.labeller import checked_labeller
 
     path = cache / entry.path / "labeller.pt"
-    if not path.is_file():
+    found = None
+    if path.is_file():
+        try:
+            found = checked_labeller(path)["digest"]
+        except DamagedFile:
+            found = "damaged"
+    return _same_weights("labeller", entry, path, found)
+
+
+def _same_weights(kind: str, entry: Entry, where: Path, found: str | None) -> bool:
+    """False when the cache has no such entry (found None), True when its digest is the entry's; else Refused."""
+    if found is None:
         return False
-    try:
-        found = checked_labeller(path)["digest"]
-    except DamagedFile:
-        found = "damaged"
     if found == entry.digest:
         return True
-    raise Refused(f"labeller {entry.path}: {path} holds other weights ({found[:16]}); nothing imported")
+    raise Refused(f"{kind} {entry.path}: {where} holds other weights ({found[:16]}); nothing imported")
 
 
 # ---------------------------------------------------------------------------- shared
