@@ -29,6 +29,7 @@ from typing import Sequence
 
 # Only what parsing needs is imported here: --help and bad flags answer at once. The presets (torch), the
 # samplers, MLflow and the reports come after the flags are read.
+from synthaug.core.storage import DEFAULT_CACHE
 from synthaug.sweep.cli import OneLineParser
 
 
@@ -37,7 +38,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", default="smoke", help="a preset's name: tiny, smoke, paper, ... "
                                                           "(synthaug.config.PRESETS; default smoke)")
     parser.add_argument("--data", help="shapes, cifar10, or a class-folder folder/.tar/.tar.gz (default: the preset's)")
-    parser.add_argument("--cache", default=".synthaug", help="data, generators and pools (default ./.synthaug)")
+    parser.add_argument("--cache", default=DEFAULT_CACHE, help=f"data, generators and pools (default ./{DEFAULT_CACHE})")
     parser.add_argument("--samples-per-class", type=int,
                         help="samples a class a generator (default: the preset's fidelity_per_class)")
     parser.add_argument("--cas-per-class", type=int, metavar="K",

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Sequence
 
 from synthaug.analysis.figures import log_figures, write_figures
+from synthaug.core.storage import DEFAULT_CACHE
 from synthaug.sweep.cli import load_sweep, sweep_parser
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = sweep_parser("analysis/figures.py", __doc__.splitlines()[0])
-    parser.add_argument("--cache", default=".synthaug", help="cache folder with pools/ and generators/ "
-                                                             "(default ./.synthaug), for the sample grids")
+    parser.add_argument("--cache", default=DEFAULT_CACHE, help="cache folder with pools/ and generators/ "
+                                                               f"(default ./{DEFAULT_CACHE}), for the sample grids")
     parser.add_argument("--out", help="output folder; default analysis_out/<experiment>/<sweep>/figures")
     return parser.parse_args(argv)
 
