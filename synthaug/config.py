@@ -61,8 +61,13 @@ class GeneratorSpec:
     # through label_map (E2a); its images are resized to 32x32. "" = a DDPM of our own.
     pretrained: str = ""
     # an ImageNet class-conditional model (pretrained, or a released .pt file): CIFAR class -> ImageNet classes
-    # (diffusion.imagenet); "" for any other generator
+    # (diffusion.imagenet); or a conditional DDPM trained here on train_data: class -> train_data's classes;
+    # "" for any other generator
     label_map: str = ""
+    # A conditional DDPM trained here on another data source than the sweep's (a --data value), asked for the
+    # sweep's classes through label_map: a model that never saw the data it augments, as the study's ImageNet
+    # model (the smoke preset's E2a stand-in learns from shapes-fine); "" = the sweep's own data
+    train_data: str = ""
     guidance_scale: float = 1.5         # with pretrained: classifier-free guidance (DiT's best-FID setting)
     train_seed: int = 0                 # one generator per data source, shared by every trial seed
     # What it and its labeller learn from: "all" = the whole training split (the study), validation images
@@ -108,12 +113,16 @@ class GeneratorSpec:
         self.released.validate(f"{prefix}.released")
         trained_here = self.kind == "ddpm"
         imagenet = self.kind in ("pretrained-dit", "improved-diffusion")
+        outside = trained_here and bool(self.train_data)
         check(self, prefix, [
             Rule("label_map", lambda v: not self.pretrained or v in LABEL_MAPS,
                  f"one of {', '.join(LABEL_MAPS)} with a pretrained generator"),
-            Rule("label_map", lambda v: not v or (imagenet and v in LABEL_MAPS),
-                 f"'' unless the generator is an ImageNet model (pretrained, or a {RELEASED_SUFFIX} file), then one "
-                 f"of {', '.join(LABEL_MAPS)}"),
+            Rule("label_map", lambda v: not v or ((imagenet or outside) and v in LABEL_MAPS),
+                 f"'' unless the generator is an ImageNet model (pretrained, or a {RELEASED_SUFFIX} file) or learns "
+                 f"from train_data, then one of {', '.join(LABEL_MAPS)}"),
+            Rule("train_data", lambda v: not v or (trained_here and self.ddpm.conditional and self.label_map),
+                 "'' unless the generator is a conditional DDPM trained here with a label_map (its classes are "
+                 "train_data's)"),
             Rule("checkpoint", lambda v: not (v and self.pretrained),
                  "'' for a pretrained generator (one source each)"),
             Rule("guidance_scale", lambda v: not self.pretrained or v >= 1, "a number >= 1 (1 = no guidance)"),
@@ -122,6 +131,10 @@ class GeneratorSpec:
                  f"false for a generator not trained here ({self.name} is a {self.kind})"),
             Rule("train_on", lambda v: trained_here or v == "all",
                  f"'all' for a generator not trained here ({self.name} is a {self.kind})"),
+            Rule("train_on", lambda v: not self.train_data or v == "all",
+                 "'all' for a generator that learns from train_data (it never sees the sweep's data)"),
+            Rule("seed_per_trial", lambda v: not (self.train_data and v),
+                 "false for a generator that learns from train_data (one model, whatever the trial's subset)"),
             Rule("min_confidence", lambda v: 0 <= v < 1, "a number in [0, 1) (0 keeps every sample)"),
             Rule("top_fraction", lambda v: 0 <= v < 1, "a fraction in [0, 1) (0 keeps every sample)"),
             Rule("top_fraction", lambda v: not (v and self.min_confidence),
@@ -306,6 +319,16 @@ IMAGENET_DIT = GeneratorSpec(name="imagenet", pretrained="facebook/DiT-XL-2-256"
                              released=ReleasedFlags(rescale_timesteps=False),
                              sampler=SamplerConfig(name="ddim", steps=50), sample_batch_size=64)
 
+# E2a at the smoke preset, offline: no ImageNet model is on a laptop, so a stand-in of the same shape, a
+# class-conditional DDPM that never sees the data it augments, trained on the built-in outside set shapes-fine
+# (each shape small or large, sizes the shapes never have) and asked for a shape's two fine classes through the
+# label map, as the ImageNet model is asked for a CIFAR class's Table 3 classes. It serves the built-in shapes
+# only; `--checkpoint imagenet=FILE.pt` serves the study's ImageNet file in its place (label map study-table3).
+SMOKE_OUTSIDE = GeneratorSpec(name="imagenet",
+                              ddpm=dataclasses.replace(SMOKE_DDPM, conditional=True, num_classes=20),  # shapes-fine's
+                              train_data="shapes-fine", label_map="shapes-fine", sampler=SMOKE_SAMPLER,
+                              labeller=SMOKE_LABELLER, labeller_per_class=200, sample_batch_size=64, shard_size=128)
+
 PRESETS: dict[str, Preset] = {
     # Minutes on a 2-core laptop, offline: procedural shapes, a narrow ResNet18, a tiny DDPM.
     "smoke": Preset(
@@ -335,7 +358,7 @@ PRESETS: dict[str, Preset] = {
             GeneratorSpec(name="ddpm-uncond-subset", ddpm=SMOKE_DDPM, sampler=SMOKE_SAMPLER,
                           labeller=SMOKE_LABELLER, labeller_per_class=200, sample_batch_size=64,
                           shard_size=128, train_on="trial"),
-            IMAGENET_DIT,
+            SMOKE_OUTSIDE,
         ),
         alternatives=("ddpm-uncond-confident", "ddpm-uncond-top-half"),
     ),

@@ -138,7 +138,7 @@ def test_an_e2a_sweep_without_the_model_stops_in_one_line(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "HF_HOME": str(tmp_path / "empty_hub"), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "sweeps/imagenet_targeted.py", "--preset", "smoke", "--seeds", "1",
+    proc = subprocess.run([sys.executable, "sweeps/imagenet_targeted.py", "--preset", "tiny", "--seeds", "1",
                            "--cache", str(tmp_path / "c"), "--storage", str(tmp_path / "r"),
                            "--mlflow-uri", f"sqlite:///{tmp_path / 'm.db'}"],
                           cwd=root, env=env, capture_output=True, text=True, timeout=300)
@@ -146,3 +146,57 @@ def test_an_e2a_sweep_without_the_model_stops_in_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: generator imagenet:"), proc.stderr
     assert not (tmp_path / "r").exists() and not (tmp_path / "m.db").exists()
+
+
+def test_the_smoke_e2a_stand_in_learns_from_outside_data_and_serves_the_shapes_through_its_label_map(tmp_path):
+    """The smoke preset's `imagenet` never sees the data it augments: trained on shapes-fine (20 classes), its key
+    is shapes-fine's, a shape's images are drawn as that shape's fine classes, and it is scored on the shapes."""
+    from mlflow.tracking import MlflowClient
+
+    from synthaug.config import PRESETS, TINY_DDPM, TrainConfig
+    from synthaug.data.sources import SHAPE_CLASSES, SHAPE_FINE_CLASSES, load_dataset
+    from synthaug.diffusion.ddpm import load_generator
+    from synthaug.diffusion.imagenet import SHAPES_TO_FINE
+    from synthaug.diffusion.sampling import image_seed, sample
+    from synthaug.generation.generator_training import generator_key
+    from synthaug.generation.generators import generator_kind
+
+    assert PRESETS["smoke"].generator("imagenet").train_data == "shapes-fine"
+    assert all(SHAPE_FINE_CLASSES[i].startswith(shape + "-") for shape, ids in SHAPES_TO_FINE.items() for i in ids)
+    assert tuple(SHAPES_TO_FINE) == SHAPE_CLASSES
+    spec = dataclasses.replace(PRESETS["smoke"].generator("imagenet"), ddpm=dataclasses.replace(TINY_DDPM, conditional=True, num_classes=20),
+                               sampler=SamplerConfig(name="ddim", steps=3), labeller_per_class=10,
+                               labeller=TrainConfig(epochs=1, batch_size=32, width=8))
+    spec.validate()
+    cache, uri = tmp_path / "cache", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    prepared = prepare_generator(spec, "shapes", cache, device="cpu", progress=False, tracking_uri=uri,
+                                 evaluation_per_class=4)
+    shapes = load_dataset("shapes", cache)
+    own = dataclasses.replace(spec, train_data="", label_map="")
+    assert prepared.directory.endswith(generator_key(spec, shapes)) and generator_key(own, shapes) != generator_key(spec, shapes)
+    unet, _ = load_generator(prepared.directory, "cpu")
+    assert unet.config.num_class_embeds == len(SHAPE_FINE_CLASSES)           # it learnt shapes-fine's 20 classes
+    (run,) = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("generators").experiment_id],
+                                           "tags.`synthaug.role` = 'generator'")
+    assert run.data.params["data"] == "shapes-fine" and run.data.params["train_images"] == "6000"
+    assert {k for k in run.data.metrics if k.startswith("labeller_agreement.")} == {
+        f"labeller_agreement.{c}" for c in SHAPE_CLASSES}                       # judged on the shapes it serves
+
+    frame = SHAPE_CLASSES.index("frame")
+    server = DDPMServer(prepared, spec, str(tmp_path / "pools"), SHAPE_CLASSES, "cpu", progress=False)
+    taken = server.take(frame, 6, seed=0)
+    assert taken.images.shape == (6, 32, 32, 3) and np.all(taken.labels == frame)
+    asked = source_labels("shapes-fine", "frame", taken.pool_id, range(6))
+    assert set(asked) <= {18, 19}                                               # frame-small, frame-large
+    direct = sample(unet, spec.sampler, [image_seed(taken.pool_id, k) for k in range(6)], asked, "cpu", progress=False,
+                    scheduler_config=generator_kind(spec).load(prepared.directory, spec, "cpu").schedule)
+    assert np.abs(direct.astype(int) - taken.images.astype(int)).max() <= 1
+
+    kind = generator_kind(spec)
+    assert kind.problem(spec, SHAPE_CLASSES, ["frame", "plus"]) is None
+    assert "label map shapes-fine has no shapes-fine classes for truck" in kind.problem(spec, CIFAR, ["truck"])
+    assert kind.source(spec).startswith("a DDPM trained here on shapes-fine, never on the sweep's data")
+    for bad, field in (({"ddpm": TINY_DDPM}, "train_data"), ({"train_on": "trial"}, "train_on"),
+                       ({"label_map": ""}, "train_data")):
+        with pytest.raises(ConfigError, match=f"generator.{field}:"):
+            dataclasses.replace(spec, **bad).validate()

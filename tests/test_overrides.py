@@ -152,7 +152,7 @@ def test_a_subset_generator_learns_from_exactly_the_trials_real_images(tmp_path)
     assert len(set(digests)) == 3 and digests[2] == dataset.digest                # 'all': the whole split
     assert restricted(dataset, training_index(configs[0], dataset)).digest == digests[0]   # the same cut, the same key
     with pytest.raises(ConfigError, match="generator.train_on: 'all' for a generator not trained here"):
-        dataclasses.replace(preset("smoke").generator("imagenet"), train_on="trial").validate()
+        dataclasses.replace(preset("tiny").generator("imagenet"), train_on="trial").validate()
 
 
 def test_recipe_is_a_sweep_axis_and_its_fields_are_not_set_behind_its_back(tmp_path, capsys, monkeypatch):

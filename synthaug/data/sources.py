@@ -3,6 +3,9 @@
 A source (the sweep's ``--data`` value) is one of:
 
 - ``shapes``: a small procedural data set built in (10 shape classes, 32x32), offline;
+- ``shapes-fine``: an outside set for the shapes, built in: each shape small or large (20 finer classes,
+  sizes the shapes never have, twice the noise), what the smoke preset's E2a stand-in learns from, as the
+  study's ImageNet model learnt from ImageNet, never from the data it augments;
 - ``cifar10``: torchvision's CIFAR-10, downloaded into the cache folder when missing;
 - a folder, ``.tar`` or ``.tar.gz`` in class-folder layout: ``train/<class>/*.png|jpg|jpeg``
   and ``test/<class>/*``, such as ``../shared/data/cifar10-jpeg.tar.gz``. Classes are the
@@ -38,7 +41,7 @@ IMAGE_SIZE = 32
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "test")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tar")
-BUILTIN_SOURCES = ("shapes", "cifar10")
+BUILTIN_SOURCES = ("shapes", "shapes-fine", "cifar10")
 SOURCE_HELP = "shapes, cifar10, a folder, or a .tar/.tar.gz with train/ and test/ class folders"
 OFFLINE_HELP = "--data /path/to/cifar10-jpeg.tar.gz or a class-folder directory"
 DOWNLOAD_TIMEOUT_S = 60  # per socket operation: a dead network fails instead of hanging
@@ -47,6 +50,7 @@ SHAPES_VERSION = "shapes-v2"  # bump when make_shapes' pictures change: it keys 
 SHAPES_SEED = 0  # the built-in 'shapes' source uses make_shapes' defaults
 SHAPES_TRAIN_PER_CLASS = 600  # 6,000 train images: enough for a small classifier and DDPM
 SHAPES_TEST_PER_CLASS = 100
+SHAPES_FINE_TRAIN_PER_CLASS, SHAPES_FINE_TEST_PER_CLASS = 300, 50      # 6,000 and 1,000 images, as shapes
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # The built-in shapes stand in for CIFAR-10's classes in smoke runs, one for one in class order (truck is
 # frame, ship is plus): the explicit alias sweeps that name CIFAR classes use on `shapes`.
@@ -56,6 +60,8 @@ SHAPE_CLASSES = (
     "circle", "square", "triangle", "diamond", "cross",
     "ring", "hbar", "vbar", "plus", "frame",
 )
+# shapes-fine's classes: shape i small is class 2i, large 2i + 1 (diffusion.imagenet's "shapes-fine" label map)
+SHAPE_FINE_CLASSES = tuple(f"{shape}-{size}" for shape in SHAPE_CLASSES for size in ("small", "large"))
 
 
 class DataError(ValueError):
@@ -131,6 +137,9 @@ def source_digest(source: str) -> str:
     h = hashlib.sha256()
     if source == "shapes":
         h.update(repr(("shapes", SHAPES_VERSION, SHAPES_SEED, SHAPES_TRAIN_PER_CLASS, SHAPES_TEST_PER_CLASS)).encode())
+    elif source == "shapes-fine":
+        h.update(repr(("shapes-fine", SHAPES_VERSION, SHAPES_SEED, SHAPES_FINE_TRAIN_PER_CLASS,
+                       SHAPES_FINE_TEST_PER_CLASS)).encode())
     elif source == "cifar10":
         h.update(b"cifar10-torchvision-v1")
     elif Path(source).is_dir():
@@ -186,8 +195,10 @@ def data_outline(source: str, cache_dir: str | Path) -> Dataset:
     if cached is not None:
         return cached
     if source in BUILTIN_SOURCES:
-        classes, train, test = ((SHAPE_CLASSES, SHAPES_TRAIN_PER_CLASS, SHAPES_TEST_PER_CLASS) if source == "shapes"
-                                else (CIFAR10_CLASSES, 5000, 1000))
+        classes, train, test = {"shapes": (SHAPE_CLASSES, SHAPES_TRAIN_PER_CLASS, SHAPES_TEST_PER_CLASS),
+                                "shapes-fine": (SHAPE_FINE_CLASSES, SHAPES_FINE_TRAIN_PER_CLASS,
+                                                SHAPES_FINE_TEST_PER_CLASS),
+                                "cifar10": (CIFAR10_CLASSES, 5000, 1000)}[source]
         labels = {"train": np.repeat(np.arange(len(classes)), train), "test": np.repeat(np.arange(len(classes)), test)}
     else:
         names = sorted(_folder_images(Path(source)) if Path(source).is_dir() else (rel for rel, _ in _tar_images(source, read=False)))
@@ -208,6 +219,8 @@ def _decode(source: str, cache_dir: Path) -> tuple[tuple[str, ...], tuple[np.nda
     """Decode a resolved source into (classes, (train_x, train_y, test_x, test_y))."""
     if source == "shapes":
         return SHAPE_CLASSES, make_shapes()
+    if source == "shapes-fine":
+        return SHAPE_FINE_CLASSES, make_fine_shapes()
     if source == "cifar10":
         return _load_torchvision_cifar10(cache_dir / "torchvision")
     if Path(source).is_dir():
@@ -368,11 +381,34 @@ def make_shapes(
     return (*train, *test)
 
 
+def make_fine_shapes(seed: int = SHAPES_SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The built-in 'shapes-fine' set: (train_x, train_y, test_x, test_y), classes SHAPE_FINE_CLASSES; drawn
+    from other random streams than make_shapes', so no image is one of the shapes'."""
+    train = _draw_fine_shapes(np.random.default_rng([seed, 2]), SHAPES_FINE_TRAIN_PER_CLASS)
+    test = _draw_fine_shapes(np.random.default_rng([seed, 3]), SHAPES_FINE_TEST_PER_CLASS)
+    return (*train, *test)
+
+
 def _draw_shapes(rng: np.random.Generator, per_class: int) -> tuple[np.ndarray, np.ndarray]:
     """Draw per_class images of every shape class, in a shuffled order."""
-    n = per_class * len(SHAPE_CLASSES)
     labels = rng.permutation(np.repeat(np.arange(len(SHAPE_CLASSES), dtype=np.int64), per_class))
-    radius = rng.uniform(6.0, 11.0, n)
+    radius = rng.uniform(6.0, 11.0, len(labels))
+    return _render_shapes(rng, labels, radius, noise=4.0), labels
+
+
+def _draw_fine_shapes(rng: np.random.Generator, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """Draw per_class images of every SHAPE_FINE_CLASSES class (a shape, small or large), shuffled: sizes
+    outside the shapes' range on either side (radius 4-6 or 11-13.5, the shapes' 6-11) and twice the noise."""
+    fine = rng.permutation(np.repeat(np.arange(len(SHAPE_FINE_CLASSES), dtype=np.int64), per_class))
+    large = fine % 2 == 1
+    radius = np.where(large, rng.uniform(11.0, 13.5, len(fine)), rng.uniform(4.0, 6.0, len(fine)))
+    return _render_shapes(rng, fine // 2, radius, noise=8.0), fine
+
+
+def _render_shapes(rng: np.random.Generator, labels: np.ndarray, radius: np.ndarray, noise: float) -> np.ndarray:
+    """uint8 (N, 32, 32, 3): shape SHAPE_CLASSES[label] of each radius at a random place, class-tinted, on a
+    greyish background with a mild gradient and `noise` levels of Gaussian noise."""
+    n = len(labels)
     cx = radius + 1 + rng.uniform(0, 1, n) * (IMAGE_SIZE - 3 - 2 * radius)  # shape stays inside
     cy = radius + 1 + rng.uniform(0, 1, n) * (IMAGE_SIZE - 3 - 2 * radius)
     grid = np.arange(IMAGE_SIZE, dtype=np.float32) + 0.5
@@ -386,8 +422,8 @@ def _draw_shapes(rng: np.random.Generator, per_class: int) -> tuple[np.ndarray, 
     ramp = strength * (np.cos(angle) * dx + np.sin(angle) * dy) / IMAGE_SIZE
     image = background[:, None, None, :] + ramp[..., None]
     image = np.where(mask[..., None], colour[:, None, None, :], image)
-    image += 4.0 * rng.standard_normal(image.shape, dtype=np.float32)  # a little noise
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8), labels
+    image += noise * rng.standard_normal(image.shape, dtype=np.float32)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
 def _shape_masks(labels: np.ndarray, dx: np.ndarray, dy: np.ndarray, r: np.ndarray) -> np.ndarray:

@@ -53,7 +53,13 @@ CIFAR10_TO_IMAGENET: dict[str, tuple[int, ...]] = {
     "truck": (555, 569, 675, 717, 864, 867),                        # fire engine, garbage truck, moving van,
                                                                     # pickup, tow truck, trailer truck
 }
-LABEL_MAPS: dict[str, dict[str, tuple[int, ...]]] = {"study-table3": STUDY_TABLE3, "cifar10-wide": CIFAR10_TO_IMAGENET}
+# Not ImageNet: the smoke preset's E2a stand-in, a class-conditional DDPM trained on the built-in outside set
+# shapes-fine (synthaug.data.sources: shape i small is class 2i, large 2i + 1), asked for a shape of the
+# built-in shapes through this map as the ImageNet model is asked for a CIFAR class through Table 3.
+SHAPES_TO_FINE: dict[str, tuple[int, ...]] = {shape: (2 * i, 2 * i + 1) for i, shape in enumerate((
+    "circle", "square", "triangle", "diamond", "cross", "ring", "hbar", "vbar", "plus", "frame"))}
+LABEL_MAPS: dict[str, dict[str, tuple[int, ...]]] = {"study-table3": STUDY_TABLE3, "cifar10-wide": CIFAR10_TO_IMAGENET,
+                                                     "shapes-fine": SHAPES_TO_FINE}
 NULL_CLASS = 1000           # DiT's unconditional ("null") class, for classifier-free guidance
 SIZE = 32
 VAE_DECODE_CHUNK = 16       # latents a VAE decode: ~16 x 256x256 activations at once, whatever the sampling batch
@@ -69,7 +75,7 @@ def source_labels(map_name: str, class_name: str, pool_id: str, indices: Sequenc
     """The ImageNet class of each image k of the pool: its seed picks one of the CIFAR class's."""
     choices = label_map(map_name).get(class_name)
     if not choices:
-        raise ValueError(f"label_map: {map_name} has no ImageNet classes for {class_name!r}")
+        raise ValueError(f"label_map: {map_name} has no source classes for {class_name!r}")
     return [choices[image_seed(pool_id, k) % len(choices)] for k in indices]
 
 

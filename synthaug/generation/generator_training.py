@@ -35,8 +35,9 @@ from synthaug.config import GeneratorSpec, TrainConfig, digest, to_flat
 from synthaug.core.files import DamagedFile, atomic_torch_save, atomic_write
 from synthaug.core.progress import Progress
 from synthaug.core.tracking import ROLE, RunLogger, ensure_experiment
-from synthaug.data.sources import Dataset, class_permutations
+from synthaug.data.sources import Dataset, class_permutations, load_dataset, resolve_source, source_digest
 from synthaug.diffusion.ddpm import load_generator, load_scheduler_config, save_generator, weights_digest
+from synthaug.diffusion.imagenet import label_map, source_labels
 from synthaug.diffusion.sampling import image_seed, sample
 from synthaug.diffusion.training import Checkpointing, DDPMTraining
 from synthaug.models.classifier import Trainer, evaluate, predict
@@ -88,10 +89,12 @@ class Tracking:
 
 
 def generator_key(spec: GeneratorSpec, dataset: Dataset) -> str:
-    """The trained generator's identity: its data, its DDPM recipe, its training seed (not its name:
-    two generators of one preset that differ only in sampling or filtering share the weights)."""
+    """The trained generator's identity: its data (dataset's, or spec.train_data's), its DDPM recipe, its
+    training seed (not its name: two generators of one preset that differ only in sampling or filtering share
+    the weights)."""
     kind = "ddpm-cond" if spec.ddpm.conditional else "ddpm-uncond"
-    return f"{kind}-" + digest({"data": dataset.digest, "ddpm": spec.ddpm, "seed": spec.train_seed})[:16]
+    data = source_digest(resolve_source(spec.train_data)) if spec.train_data else dataset.digest
+    return f"{kind}-" + digest({"data": data, "ddpm": spec.ddpm, "seed": spec.train_seed})[:16]
 
 
 def generator_dir(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path) -> Path:
@@ -158,7 +161,10 @@ def train_generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, devi
                     gather_rng: Callable[[], list[dict]] | None = None, autocast: bool | None = None,
                     progress: bool = True) -> tuple[Path, str]:
     """Train spec's DDPM (resuming from its checkpoint) unless it is cached; (folder, weights digest).
-    With world_size > 1 every rank calls this; rank 0 logs, checkpoints and saves."""
+    With world_size > 1 every rank calls this; rank 0 logs, checkpoints and saves. It learns from `dataset`, or
+    from spec.train_data (loaded here, every rank) when the spec names one."""
+    if spec.train_data:
+        dataset = load_dataset(spec.train_data, cache_dir)
     directory = generator_dir(spec, dataset, cache_dir)
     with _exclusive(directory, rank):               # two sweeps (or preparations) train it once
         return _train_generator(spec, dataset, cache_dir, device, tracking, policy, rank, world_size, wrap,
@@ -325,9 +331,13 @@ def evaluate_generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, d
         return run.finished_metrics
     unet, _ = load_generator(generator_dir(spec, dataset, cache_dir), device)
     conditional = unet.config.num_class_embeds is not None
-    n = per_class * dataset.num_classes
-    intended = np.repeat(np.arange(dataset.num_classes), per_class)
+    # the classes it can be asked for: every class, or those its label map gives classes of its train_data
+    judged = [i for i, c in enumerate(dataset.classes) if not spec.label_map or label_map(spec.label_map).get(c)]
+    n = per_class * len(judged)
+    intended = np.repeat(np.array(judged, dtype=np.int64), per_class)
     seeds = [image_seed(f"evaluation:{key}", i) for i in range(n)]
+    asked = intended if not spec.label_map else np.array(
+        [source_labels(spec.label_map, dataset.classes[c], f"evaluation:{key}", [k])[0] for k, c in enumerate(intended)])
     scheduler_config = load_scheduler_config(generator_dir(spec, dataset, cache_dir))
     shown = Progress(f"scoring generator {spec.name} ({key}): sampling", n, "images")
     shown.update(0)
@@ -335,7 +345,7 @@ def evaluate_generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, d
     # batch by batch, for the progress lines: image k comes from its own seed whatever the batch
     for start in range(0, n, spec.sample_batch_size):
         chunk = slice(start, start + spec.sample_batch_size)
-        batches.append(sample(unet, spec.sampler, seeds[chunk], intended[chunk] if conditional else None, device,
+        batches.append(sample(unet, spec.sampler, seeds[chunk], asked[chunk] if conditional else None, device,
                               batch_size=spec.sample_batch_size, progress=False, scheduler_config=scheduler_config))
         shown.update(min(start + spec.sample_batch_size, n))
     images = np.concatenate(batches) if batches else np.zeros((0, 32, 32, 3), dtype=np.uint8)
@@ -354,8 +364,8 @@ def evaluate_generator(spec: GeneratorSpec, dataset: Dataset, cache_dir: Path, d
         metrics[space.metric_name("kid_sd")] = kid_sd
     if conditional:
         metrics["labeller_agreement"] = float((predicted == intended).mean())
-        metrics.update({f"labeller_agreement.{c}": float((predicted[intended == i] == i).mean())
-                        for i, c in enumerate(dataset.classes)})
+        metrics.update({f"labeller_agreement.{dataset.classes[i]}": float((predicted[intended == i] == i).mean())
+                        for i in judged})
     else:
         metrics.update({f"labeller_share.{c}": float((predicted == i).mean()) for i, c in enumerate(dataset.classes)})
         # what a confidence filter (GeneratorSpec.min_confidence) at each threshold would keep

@@ -91,20 +91,25 @@ class _UNet(LoadedGenerator):
         from synthaug.diffusion.ddpm import load_generator, load_scheduler_config
 
         self.unet, _ = load_generator(location, device)
-        self.device = device
+        self.device, self.label_map = device, spec.label_map
         self.schedule = load_scheduler_config(location) or {
             "num_train_timesteps": spec.ddpm.num_train_timesteps, "beta_schedule": spec.ddpm.beta_schedule}
 
     def sample(self, sampler, seeds, class_index, classes, pool_id, start, batch_size, progress, autocast=None):
+        from synthaug.diffusion.imagenet import source_labels
         from synthaug.diffusion.sampling import sample
 
-        labels = None if class_index is None else [class_index] * len(seeds)
+        # trained on other data (GeneratorSpec.train_data): image k as one of the class's classes there, by its seed
+        labels = (None if class_index is None else
+                  source_labels(self.label_map, classes[class_index], pool_id, range(start, start + len(seeds)))
+                  if self.label_map else [class_index] * len(seeds))
         return sample(self.unet, sampler, seeds, labels, self.device, batch_size=batch_size, progress=progress,
                       scheduler_config=self.schedule, autocast=autocast)
 
 
 class TrainedDDPM(GeneratorKind):
-    """A DDPM trained here on the real training split (synthaug.generation.generator_training), cached."""
+    """A DDPM trained here on the real training split (synthaug.generation.generator_training), cached; or on
+    another source (train_data), asked for the data's classes through its label map."""
 
     name = "ddpm"
     trains = True
@@ -118,6 +123,24 @@ class TrainedDDPM(GeneratorKind):
 
     def load(self, location, spec, device):
         return _UNet(location, spec, device)
+
+    def problem(self, spec, classes, served):
+        if not spec.train_data:
+            return None
+        from synthaug.data.sources import DataError, resolve_source
+        from synthaug.diffusion.imagenet import label_map
+
+        try:
+            resolve_source(spec.train_data)
+        except DataError as err:
+            return f"train_data: {err}"
+        missing = [c for c in served if not label_map(spec.label_map).get(c)]
+        return (f"label map {spec.label_map} has no {spec.train_data} classes for {', '.join(missing)} (it serves "
+                f"{', '.join(label_map(spec.label_map))})") if missing else None
+
+    def source(self, spec):
+        return (f"a DDPM trained here on {spec.train_data}, never on the sweep's data, asked for each class's "
+                f"{spec.train_data} classes through label map {spec.label_map}") if spec.train_data else ""
 
 
 class DDPMCheckpoint(GeneratorKind):

@@ -71,7 +71,7 @@ def with_checkpoints(chosen: Preset, flags: Sequence[str], dataset: Dataset) -> 
     NAME=FILE.pt from an improved-diffusion file (the study's released models) in place of what it would train
     or load; each checked for the generator's role (unconditional, or conditional on the data's or ImageNet's
     classes)."""
-    from synthaug.config import RELEASED_SUFFIX
+    from synthaug.config import IMAGENET_DIT, RELEASED_SUFFIX
     from synthaug.diffusion.ddpm import checkpoint_problem
     from synthaug.generation.generators import generator_kind
 
@@ -85,8 +85,10 @@ def with_checkpoints(chosen: Preset, flags: Sequence[str], dataset: Dataset) -> 
             raise UsageError(f"--checkpoint: NAME=FOLDER with NAME one of {own}, or NAME=FILE{RELEASED_SUFFIX} (an "
                              f"improved-diffusion file) with NAME one of {', '.join(specs)}; got {flag!r}")
         given = str(Path(given).resolve())
-        if released:
-            spec = dataclasses.replace(spec, checkpoint=given, pretrained="")
+        if released:   # a stand-in that learnt from train_data (the smoke E2a's) becomes the ImageNet model
+            spec = dataclasses.replace(spec, checkpoint=given, pretrained="", **(
+                {"train_data": "", "label_map": IMAGENET_DIT.label_map, "released": IMAGENET_DIT.released}
+                if spec.train_data else {}))
             problem = generator_kind(spec).problem(spec, dataset.classes, ())
         else:
             problem = checkpoint_problem(given, spec.conditional, dataset.num_classes)
