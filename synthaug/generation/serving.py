@@ -19,8 +19,9 @@ PLACEMENT_TIMEOUT_S (a GPU held by something else, a node gone): else the sweep 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Mapping
 
+from synthaug.config import GeneratorSpec, TrialConfig
 from synthaug.data.instances import base_name, instance_name, instances, per_trial_generators, training_index
 from synthaug.data.sources import Dataset
 from synthaug.generation.placement import PlacementError, cluster_gpus, whole_gpus_beside_servers
@@ -59,13 +60,16 @@ def wait_until_placed(actors: dict[str, Any], remedy: str, timeout_s: float = PL
                   f"{more} to be placed and loaded", flush=True)
 
 
-def start_servers(plan, dataset: Dataset, parent, use_gpus: bool, session: str = "", scope: str = ""
+def start_servers(plan, dataset: Dataset, parent, use_gpus: bool, session: str = "", scope: str = "",
+                  ahead: Mapping[str, tuple[GeneratorSpec, TrialConfig | None]] | None = None
                   ) -> tuple[dict[str, Any], dict[str, int]]:
     """Prepare each generator the grid uses, start its named server, generate every pool up front.
     `session`: the sweep command's (synthaug.sweep.interrupt), tagged on the training runs it (re)opens. `scope`: the
-    servers' names' (default the sweep's own); a server of that name already alive is used as it is.
-    Returns the serving actors and the images each generator's warm-up replicas (gone by now, beside the
-    serving ones) generated."""
+    servers' names' (default the sweep's own); a server of that name already alive is used as it is. `ahead`: the
+    instances later sweeps of the same preset, data and cache will use (a study's), prepared in the same batch
+    (each trained once; a later sweep finds it cached) so that no core idles while a sweep's last generator
+    trains alone. Returns the serving actors and the images each generator's warm-up replicas (gone by now,
+    beside the serving ones) generated."""
     import ray
 
     from synthaug.core.devices import device_task
@@ -85,13 +89,16 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool, session: str =
     for name, source in sources.items():
         if source:
             print(f"  {name}: {source}")
+    later = trained_elsewhere(found, ahead or {}, dataset, plan.cache_dir)
+    if later:
+        print(f"preparing with them the generators later sweeps use: {', '.join(later)}")
     shipped = ray.put(dataset)      # loaded once on the driver; workers need no --data of their own
-    prepared_all = ray.get([prepare.remote(spec, plan.base.data, str(plan.cache_dir), dataset=shipped,
-                                           tracking_uri=plan.tracking_uri,
-                                           policy=plan.preset.checkpointing,
-                                           evaluation_per_class=plan.preset.evaluation_per_class,
-                                           train_index=training_index(cfg, dataset), session=session)
-                            for spec, cfg in found.values()])
+    tasks = [prepare.remote(spec, plan.base.data, str(plan.cache_dir), dataset=shipped,
+                            tracking_uri=plan.tracking_uri, policy=plan.preset.checkpointing,
+                            evaluation_per_class=plan.preset.evaluation_per_class,
+                            train_index=training_index(cfg, dataset), session=session)
+             for spec, cfg in [*found.values(), *later.values()]]
+    prepared_all = ray.get(tasks)[:len(found)]
     # a generator's serving share of a GPU, split among its instances (one a trial seed: synthaug.data.instances)
     shares = Counter(base_name(name) for name in found)
     servers, prepared_by_name = {}, {}
@@ -134,6 +141,30 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool, session: str =
     parent.log_metrics({"pool_images_generated": total})      # logged before trials: a kill keeps it
     # the serving replicas count what they warmed themselves; only the warm-up replicas' images are extra
     return servers, ({} if replicas == 1 else warmed)
+
+
+def trained_elsewhere(found: Mapping[str, tuple[GeneratorSpec, TrialConfig | None]],
+                      ahead: Mapping[str, tuple[GeneratorSpec, TrialConfig | None]], dataset: Dataset,
+                      cache_dir) -> dict[str, tuple[GeneratorSpec, TrialConfig | None]]:
+    """The instances of `ahead` that train a generator neither `found` nor an earlier one of them trains (one a
+    generator cache key: ddpm-uncond and its filtered variants share weights) and the cache does not hold yet."""
+    from synthaug.data.instances import restricted
+    from synthaug.generation.generator_training import generator_key, trained_generator
+    from synthaug.generation.generators import generator_kind
+
+    def key(spec: GeneratorSpec, cfg: TrialConfig | None) -> str:
+        return generator_key(spec, restricted(dataset, training_index(cfg, dataset)))
+
+    taken = {key(spec, cfg) for spec, cfg in found.values() if generator_kind(spec).trains}
+    later = {}
+    for name, (spec, cfg) in ahead.items():
+        if name in found or not generator_kind(spec).trains:
+            continue
+        subset = restricted(dataset, training_index(cfg, dataset))
+        if key(spec, cfg) not in taken and not trained_generator(spec, subset, cache_dir, verify=False):
+            taken.add(key(spec, cfg))
+            later[name] = (spec, cfg)
+    return later
 
 
 def pool_requests(plan, dataset: Dataset) -> dict[tuple[str, int, int], int]:

@@ -126,11 +126,14 @@ def _run_study(study: StudyPlan, dataset, fresh: bool, wait_s: float) -> int:
 
 def _study_on_ray(study: StudyPlan, dataset, fresh: bool, wait_s: float, interrupts, run, progress: Progress) -> int:
     from synthaug.core.tracking import PARENT
+    from synthaug.data.instances import instances
     from synthaug.sweep.interrupt import INTERRUPTED, new_session
     from synthaug.sweep.runner import SharedServers, sweep_lock, sweep_on_ray
     from synthaug.sweep.sweep_runs import Session, close_runs, newest_parent_id
 
     shared = SharedServers(study.id)
+    for _, plan in running_plans(study):        # trained side by side with the first sweep's (start_servers)
+        shared.ahead.update(instances(plan.preset, plan.configs))
     tags = {PARENT: run.run_id, STUDY_TAG: study.id}
     for item, plan in running_plans(study):
         done = finished_run(plan.tracking_uri, plan.experiment.name, f"tags.`synthaug.role` = 'sweep' and "

@@ -46,9 +46,10 @@ DEVIATIONS = (
      ("generator", "generator_spec.train_on"), CIFAR_GENERATED),
     ("ImageNet model (E2a)", "improved DDPM ImageNet 64x64 class-conditional (270M parameters)",
      "GeneratorSpec.checkpoint (--checkpoint imagenet=FILE.pt), else .pretrained (DiT-XL/2 256x256, a substitute), "
-     ".guidance_scale, .label_map (config.py, sweeps/imagenet_targeted.py)",
-     ("generator_spec.checkpoint", "generator_spec.pretrained", "generator_spec.guidance_scale",
-      "generator_spec.label_map"), ("E2a",)),
+     ".guidance_scale, .label_map; at the smoke preset .train_data (a DDPM of an outside set, a stand-in) "
+     "(config.py, sweeps/imagenet_targeted.py)",
+     ("generator_spec.checkpoint", "generator_spec.pretrained", "generator_spec.train_data",
+      "generator_spec.guidance_scale", "generator_spec.label_map"), ("E2a",)),
     ("classifier recipe", "SGD, lr 0.01, batch 256; nothing else stated", "TrialConfig.recipe (config.RECIPES)",
      ("recipe", "train.momentum", "train.weight_decay", "train.schedule", "train.augment"), ()),
     ("architecture", "\"standard ResNet18\"", "TrainConfig.stem, .width (synthaug/models/classifier.py)",

@@ -35,6 +35,9 @@ class SharedServers:
 
     scope: str
     servers: dict = field(default_factory=dict)
+    # instance name -> (spec, trial or None): what the study's sweeps will use, prepared with the first sweep's
+    # generators in one batch (synthaug.generation.serving.start_servers), then emptied
+    ahead: dict = field(default_factory=dict)
 
     def keep(self, servers: dict) -> None:
         """Hold each server's first handle: the one its creating sweep got owns the actor. A later sweep's handle
@@ -242,7 +245,10 @@ def sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float, 
 
     try:
         servers, warmed = start_servers(plan, dataset, parent, use_gpus, session.id,
-                                        scope=shared.scope if shared else plan.name)
+                                        scope=shared.scope if shared else plan.name,
+                                        ahead=shared.ahead if shared else None)
+        if shared:
+            shared.ahead = {}
         if shared:
             shared.keep(servers)                # a handle held: a named actor without one is garbage-collected
     except ray.exceptions.RayTaskError as err:      # a generator that cannot make a pool the grid needs
