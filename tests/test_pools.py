@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 import ray
+import torch
 
 from synthaug.config import ConfigError, preset
 from synthaug.core.devices import made_on
@@ -119,7 +120,9 @@ def test_a_pool_extended_on_another_machine_says_so_in_one_line_and_records_each
 
 def test_server_generates_a_pool_once_and_serves_nested_prefixes(conditional, tmp_path):
     spec, gen = conditional
+    torch.set_num_threads(2)
     first = DDPMServer(gen, spec, str(tmp_path), classes=TEN, device="cpu", progress=False)
+    assert torch.get_num_threads() == 2         # made in-process (E5's): the caller keeps its threads
     small = first.take(3, 2, seed=0)
     large = first.take(3, 5, seed=0)
     assert np.array_equal(small.images, large.images[:2]) and np.all(large.labels == 3)
@@ -263,6 +266,7 @@ def test_trials_asking_for_the_same_pool_get_identical_images(conditional, tmp_p
     counters = ray.get(server.counters.remote())
     assert counters["served"] == 6 and counters["generated"] > 0
     assert ray.get(server.ensure.remote(4, 3, 7)) == 0
+    assert ray.get(server.__ray_call__.remote(lambda _: torch.get_num_threads())) == 1     # an actor: one thread
 
 
 def test_a_server_shared_by_a_studys_sweeps_outlives_the_later_sweeps_handle(conditional, tmp_path, local_ray):

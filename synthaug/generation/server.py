@@ -51,9 +51,11 @@ class DDPMServer:
 
     def __init__(self, prepared: PreparedGenerator, spec: GeneratorSpec, store_root: str,
                  classes: Sequence[str], device: str | None = None, progress: bool = True,
-                 autocast: bool | None = None):
+                 autocast: bool | None = None, one_thread: bool = False):
         """autocast: bf16 for sampling and labelling (None: on CUDA only, synthaug.core.devices); it and the
-        device decide the pools' numerics, part of their identity."""
+        device decide the pools' numerics, part of their identity. one_thread: on the CPU, its process takes
+        one torch thread (a server actor's process: trials own the cores); else the process is left as it is
+        (a server made in-process, as E5's, must not take the caller's other threads away)."""
         self.prepared = prepared
         self.spec = spec
         self.store = PoolStore(store_root)
@@ -64,7 +66,7 @@ class DDPMServer:
         self.autocast = autocast
         self.numerics = numerics(self.device, autocast)     # in every pool id this server makes or reads
         self.made_on = made_on(self.device)                 # recorded beside each shard it writes
-        if self.device == "cpu":
+        if self.device == "cpu" and one_thread:
             torch.set_num_threads(1)            # trials own the cores; the server only tops pools up
         self.generator = generator_kind(spec).load(prepared.directory, spec, self.device)
         self.schedule = self.generator.schedule
@@ -234,7 +236,8 @@ def make_server_actor(prepared: PreparedGenerator, spec: GeneratorSpec, store_ro
                              num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=-1, max_task_retries=-1,
                              lifetime=None).remote(prepared, spec, store_root, tuple(classes),
                                                    None,      # the device the actor sees
-                                                   False)     # no bar a shard: the warm-up's lines count pools
+                                                   False,     # no bar a shard: the warm-up's lines count pools
+                                                   one_thread=True)
 
 
 def get_server(sweep: str, generator: str, replica: int = 0):
