@@ -124,26 +124,22 @@ def test_tiny_study_runs_to_finished_then_a_rerun_retrains_nothing(tmp_path):
     assert analysis.returncode == 0, analysis.stderr[-2000:]
 
 
-def test_the_first_sweep_prepares_the_generators_later_sweeps_train_each_once_and_none_cached(tmp_path):
-    """A study's first sweep trains its later sweeps' generators in the same batch (no core idles while one trains
-    alone): one a cache key (ddpm-uncond's filtered variants share its weights), none the first sweep trains itself,
-    none already cached, none pretrained (nothing to train)."""
+def test_the_first_sweep_prepares_the_generators_later_sweeps_train_each_once(tmp_path):
+    """A study's first sweep prepares its later sweeps' generators in the same batch (no core idles while one trains
+    or is scored alone): one a cache key (ddpm-uncond's filtered variants share its weights), none the first sweep
+    prepares itself, none pretrained (nothing to train or score)."""
     import dataclasses
 
     from synthaug.config import IMAGENET_DIT, PRESETS
     from synthaug.data.sources import load_dataset
-    from synthaug.generation.generator_training import generator_dir
-    from synthaug.generation.serving import trained_elsewhere
+    from synthaug.generation.serving import generators_ahead
 
-    smoke, cache = PRESETS["smoke"], tmp_path / "cache"
-    dataset = load_dataset("shapes", cache)
+    smoke = PRESETS["smoke"]
+    dataset = load_dataset("shapes", tmp_path / "cache")
     named = {name: (smoke.generator(name), None) for name in ("ddpm-cond", "ddpm-uncond", "ddpm-uncond-confident",
                                                               "ddpm-uncond-top-half", "imagenet")}
     named["dit"] = (dataclasses.replace(IMAGENET_DIT, name="dit"), None)
     found = {"ddpm-cond": named["ddpm-cond"]}
-    assert list(trained_elsewhere(found, named, dataset, cache)) == ["ddpm-uncond", "imagenet"]
-    cached = generator_dir(smoke.generator("imagenet"), dataset, cache)
-    cached.mkdir(parents=True)
-    (cached / "weights.sha256").write_text("0" * 64)
-    assert list(trained_elsewhere(found, named, dataset, cache)) == ["ddpm-uncond"]
-    assert trained_elsewhere(found, {}, dataset, cache) == {}
+    assert list(generators_ahead(found, named, dataset)) == ["ddpm-uncond", "imagenet"]
+    assert list(generators_ahead({}, named, dataset)) == ["ddpm-cond", "ddpm-uncond", "imagenet"]
+    assert generators_ahead(found, {}, dataset) == {}

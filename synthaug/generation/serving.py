@@ -89,7 +89,7 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool, session: str =
     for name, source in sources.items():
         if source:
             print(f"  {name}: {source}")
-    later = trained_elsewhere(found, ahead or {}, dataset, plan.cache_dir)
+    later = generators_ahead(found, ahead or {}, dataset)
     if later:
         print(f"preparing with them the generators later sweeps use: {', '.join(later)}")
     shipped = ray.put(dataset)      # loaded once on the driver; workers need no --data of their own
@@ -143,13 +143,14 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool, session: str =
     return servers, ({} if replicas == 1 else warmed)
 
 
-def trained_elsewhere(found: Mapping[str, tuple[GeneratorSpec, TrialConfig | None]],
-                      ahead: Mapping[str, tuple[GeneratorSpec, TrialConfig | None]], dataset: Dataset,
-                      cache_dir) -> dict[str, tuple[GeneratorSpec, TrialConfig | None]]:
+def generators_ahead(found: Mapping[str, tuple[GeneratorSpec, TrialConfig | None]],
+                      ahead: Mapping[str, tuple[GeneratorSpec, TrialConfig | None]], dataset: Dataset
+                      ) -> dict[str, tuple[GeneratorSpec, TrialConfig | None]]:
     """The instances of `ahead` that train a generator neither `found` nor an earlier one of them trains (one a
-    generator cache key: ddpm-uncond and its filtered variants share weights) and the cache does not hold yet."""
+    generator cache key: ddpm-uncond and its filtered variants share weights). One the cache holds is kept: its
+    preparation only checks it, or scores it where the MLflow store has not yet (a new store)."""
     from synthaug.data.instances import restricted
-    from synthaug.generation.generator_training import generator_key, trained_generator
+    from synthaug.generation.generator_training import generator_key
     from synthaug.generation.generators import generator_kind
 
     def key(spec: GeneratorSpec, cfg: TrialConfig | None) -> str:
@@ -158,10 +159,7 @@ def trained_elsewhere(found: Mapping[str, tuple[GeneratorSpec, TrialConfig | Non
     taken = {key(spec, cfg) for spec, cfg in found.values() if generator_kind(spec).trains}
     later = {}
     for name, (spec, cfg) in ahead.items():
-        if name in found or not generator_kind(spec).trains:
-            continue
-        subset = restricted(dataset, training_index(cfg, dataset))
-        if key(spec, cfg) not in taken and not trained_generator(spec, subset, cache_dir, verify=False):
+        if name not in found and generator_kind(spec).trains and key(spec, cfg) not in taken:
             taken.add(key(spec, cfg))
             later[name] = (spec, cfg)
     return later
