@@ -144,8 +144,8 @@ def start_servers(plan, dataset: Dataset, parent, use_gpus: bool, session: str =
 
 
 def generators_ahead(found: Mapping[str, tuple[GeneratorSpec, TrialConfig | None]],
-                      ahead: Mapping[str, tuple[GeneratorSpec, TrialConfig | None]], dataset: Dataset
-                      ) -> dict[str, tuple[GeneratorSpec, TrialConfig | None]]:
+                     ahead: Mapping[str, tuple[GeneratorSpec, TrialConfig | None]], dataset: Dataset
+                     ) -> dict[str, tuple[GeneratorSpec, TrialConfig | None]]:
     """The instances of `ahead` that train a generator neither `found` nor an earlier one of them trains (one a
     generator cache key: ddpm-uncond and its filtered variants share weights). One the cache holds is kept: its
     preparation only checks it, or scores it where the MLflow store has not yet (a new store)."""
