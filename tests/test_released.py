@@ -94,6 +94,10 @@ def test_a_released_imagenet64_file_serves_imagenet_through_table_3_at_32x32(fil
     assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
     assert generator_kind(spec).problem(spec, CIFAR10_CLASSES, ["truck", "ship"]) is None
     assert "no ImageNet classes for cat" in generator_kind(spec).problem(spec, CIFAR10_CLASSES, ["cat"])
+    # the smoke preset's stand-in (a DDPM of shapes-fine) becomes the ImageNet model, through Table 3
+    smoke = with_checkpoints(preset("smoke"), [f"imagenet={files['imagenet64-narrow']}"], dataset).generator("imagenet")
+    assert (smoke.kind, smoke.train_data, smoke.label_map, smoke.released) == (
+        "improved-diffusion", "", "study-table3", spec.released)
 
 
 @pytest.mark.parametrize("flag, expected", [
