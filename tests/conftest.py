@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from synthaug.data.sources import SHAPE_CLASSES, make_shapes
+from synthaug.data.shapes import SHAPE_CLASSES, make_shapes
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 

@@ -19,7 +19,8 @@ from synthaug.analysis.cas import (OVERALL, REAL, cas_setup, cas_table, class_co
                                    real_reference)
 from synthaug.analysis.fidelity import take_per_class
 from synthaug.config import preset
-from synthaug.data.sources import SHAPE_CLASSES, Dataset, make_shapes
+from synthaug.data.shapes import SHAPE_CLASSES, make_shapes
+from synthaug.data.sources import Dataset
 from synthaug.data.splits import training_orders
 from synthaug.pools.store import PoolSlice
 

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthaug.data.sources import (SHAPE_CLASSES, DataError, Dataset, class_permutations, load_dataset,
-                                   long_tail_counts, make_shapes, resolve_source)
+from synthaug.data.shapes import SHAPE_CLASSES, make_shapes
+from synthaug.data.sources import (DataError, Dataset, class_permutations, load_dataset, long_tail_counts,
+                                   resolve_source)
 
 CIFAR_TAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 CIFAR_TAR_SHA256 = "0493b9c94c62a5e8a6b98a28016b4eebed4fa9aac8154143eead5d26fc94fabb"

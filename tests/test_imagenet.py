@@ -81,7 +81,7 @@ def cifar_named_tar(tmp_path_factory):
 
     from PIL import Image
 
-    from synthaug.data.sources import make_shapes
+    from synthaug.data.shapes import make_shapes
 
     root = tmp_path_factory.mktemp("cifar3")
     train_x, train_y, test_x, test_y = make_shapes(seed=2, train_per_class=20, test_per_class=10)
@@ -154,7 +154,8 @@ def test_the_smoke_e2a_stand_in_learns_from_outside_data_and_serves_the_shapes_t
     from mlflow.tracking import MlflowClient
 
     from synthaug.config import PRESETS, TINY_DDPM, TrainConfig
-    from synthaug.data.sources import SHAPE_CLASSES, SHAPE_FINE_CLASSES, load_dataset
+    from synthaug.data.shapes import SHAPE_CLASSES, SHAPE_FINE_CLASSES
+    from synthaug.data.sources import load_dataset
     from synthaug.diffusion.ddpm import load_generator
     from synthaug.diffusion.imagenet import SHAPES_TO_FINE
     from synthaug.diffusion.sampling import image_seed, sample

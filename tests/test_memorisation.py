@@ -8,7 +8,7 @@ import numpy as np
 from scipy.spatial.distance import cdist
 
 from synthaug.analysis.memorisation import REFERENCE, memorisation, nearest_training
-from synthaug.data.sources import make_shapes
+from synthaug.data.shapes import make_shapes
 
 
 def test_copies_of_training_images_are_at_distance_0_and_all_flagged_while_real_test_images_are_not():
