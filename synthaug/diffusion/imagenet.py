@@ -92,10 +92,13 @@ def unavailable(pretrained: str, map_name: str, classes: Sequence[str]) -> str |
         except Exception:                   # not cached: LocalEntryNotFoundError, or a malformed id
             return (f"{pretrained} is not on this machine; download it once (huggingface-cli download "
                     f"{pretrained}), or point HF_HOME at a hub cache that has it")
+    return unmapped(map_name, classes)
+
+
+def unmapped(map_name: str, classes: Sequence[str], source: str = "ImageNet") -> str | None:
+    """"label map M has no <source> classes for ..." when the map gives some of `classes` none, else None."""
     missing = [c for c in classes if not label_map(map_name).get(c)]
-    if missing:
-        return f"label map {map_name} has no ImageNet classes for {', '.join(missing)}"
-    return None
+    return f"label map {map_name} has no {source} classes for {', '.join(missing)}" if missing else None
 
 
 def load_pipeline(path: str, device: str | torch.device):

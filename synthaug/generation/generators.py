@@ -86,6 +86,20 @@ class GeneratorKind(ABC):
         return spec.ddpm.num_train_timesteps
 
 
+def conditioning(map_name: str, class_index: int | None, classes: Sequence[str], pool_id: str, start: int,
+                 n: int) -> list[int] | None:
+    """The class each of images [start, start + n) of a pool is drawn as: none (unconditional), class_index, or,
+    through a label map (a model of other classes: ImageNet's, or train_data's), one of the class's classes
+    there that image k's own seed picks."""
+    from synthaug.diffusion.imagenet import source_labels
+
+    if class_index is None:
+        return None
+    if map_name:
+        return source_labels(map_name, classes[class_index], pool_id, range(start, start + n))
+    return [class_index] * n
+
+
 class _UNet(LoadedGenerator):
     def __init__(self, location: str, spec: GeneratorSpec, device: str):
         from synthaug.diffusion.ddpm import load_generator, load_scheduler_config
@@ -96,13 +110,9 @@ class _UNet(LoadedGenerator):
             "num_train_timesteps": spec.ddpm.num_train_timesteps, "beta_schedule": spec.ddpm.beta_schedule}
 
     def sample(self, sampler, seeds, class_index, classes, pool_id, start, batch_size, progress, autocast=None):
-        from synthaug.diffusion.imagenet import source_labels
         from synthaug.diffusion.sampling import sample
 
-        # trained on other data (GeneratorSpec.train_data): image k as one of the class's classes there, by its seed
-        labels = (None if class_index is None else
-                  source_labels(self.label_map, classes[class_index], pool_id, range(start, start + len(seeds)))
-                  if self.label_map else [class_index] * len(seeds))
+        labels = conditioning(self.label_map, class_index, classes, pool_id, start, len(seeds))
         return sample(self.unet, sampler, seeds, labels, self.device, batch_size=batch_size, progress=progress,
                       scheduler_config=self.schedule, autocast=autocast)
 
@@ -128,15 +138,14 @@ class TrainedDDPM(GeneratorKind):
         if not spec.train_data:
             return None
         from synthaug.data.sources import DataError, resolve_source
-        from synthaug.diffusion.imagenet import label_map
+        from synthaug.diffusion.imagenet import label_map, unmapped
 
         try:
             resolve_source(spec.train_data)
         except DataError as err:
             return f"train_data: {err}"
-        missing = [c for c in served if not label_map(spec.label_map).get(c)]
-        return (f"label map {spec.label_map} has no {spec.train_data} classes for {', '.join(missing)} (it serves "
-                f"{', '.join(label_map(spec.label_map))})") if missing else None
+        problem = unmapped(spec.label_map, served, spec.train_data)
+        return f"{problem} (it serves {', '.join(label_map(spec.label_map))})" if problem else None
 
     def source(self, spec):
         return (f"a DDPM trained here on {spec.train_data}, never on the sweep's data, asked for each class's "
@@ -225,12 +234,9 @@ class _Released(LoadedGenerator):
     def sample(self, sampler, seeds, class_index, classes, pool_id, start, batch_size, progress, autocast=None):
         """An ImageNet model's image k as one of its CIFAR class's ImageNet classes (the label map), chosen by
         its seed; another conditional file's as class_index itself."""
-        from synthaug.diffusion.imagenet import source_labels
         from synthaug.diffusion.improved_sampling import sample_released
 
-        labels = (None if class_index is None else
-                  source_labels(self.spec.label_map, classes[class_index], pool_id, range(start, start + len(seeds)))
-                  if self.spec.label_map else [class_index] * len(seeds))
+        labels = conditioning(self.spec.label_map, class_index, classes, pool_id, start, len(seeds))
         return sample_released(self.model, self.shape.image_size, self.shape.learn_sigma, self.spec.released,
                                sampler, seeds, labels, self.device, batch_size=batch_size, autocast=autocast)
 
@@ -258,7 +264,7 @@ class ReleasedImprovedDiffusion(GeneratorKind):
         return _Released(location, spec, device)
 
     def problem(self, spec, classes, served):
-        from synthaug.diffusion.imagenet import label_map
+        from synthaug.diffusion.imagenet import label_map, unmapped
         from synthaug.diffusion.improved_unet import released_shape
 
         path = spec.checkpoint
@@ -284,8 +290,7 @@ class ReleasedImprovedDiffusion(GeneratorKind):
         if highest >= shape.num_classes:
             return (f"{path!r} is conditional on {shape.num_classes} classes; label map {spec.label_map} asks for "
                     f"ImageNet class {highest} (the 1000 classes of the class-conditional ImageNet 64x64 model)")
-        missing = [c for c in served if not mapping.get(c)]
-        return f"label map {spec.label_map} has no ImageNet classes for {', '.join(missing)}" if missing else None
+        return unmapped(spec.label_map, served)
 
     def source(self, spec):
         flags = spec.released
