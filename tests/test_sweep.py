@@ -134,6 +134,22 @@ def test_tiny_sweep_logs_every_trial_resumes_and_reuses_pools(tmp_path, shapes_t
     assert "resuming" in capsys.readouterr().out
     _, trials_after = runs(tmp_path, "tiny_replace", "trial")
     assert sorted(r.info.run_id for r in trials_after) == sorted(r.info.run_id for r in trials)
+    # Killed before Tune's first snapshot reached the storage: tuner.pkl alone (Tune itself would restore one trial
+    # of an empty configuration). The same command starts the four trials again, each with its configuration;
+    # each finds its finished MLflow run and reports it: no run added, no accuracy changed.
+    (sweep_dir,) = (tmp_path / "ray_results").iterdir()
+    snapshots = [*sweep_dir.glob("experiment_state-*.json"), *sweep_dir.glob("basic-variant-state-*.json")]
+    assert len(snapshots) >= 2 and (sweep_dir / "tuner.pkl").exists()
+    for path in snapshots:
+        path.unlink()
+    assert main(TINY, sweep_args(tmp_path, shapes_tar)) == 0
+    out = capsys.readouterr().out
+    assert "Tune's snapshot of its trials never reached the storage" in out, out
+    ends = re.findall(r"^trial \d+ finished: replace_pct=(\d+), seed=(\d), test_acc (\d+\.\d\d)%$", out, re.MULTILINE)
+    assert sorted(ends) == sorted((r.data.params["replace_pct"], r.data.params["seed"],
+                                   f"{100 * r.data.metrics['test_acc']:.2f}") for r in trials), out
+    _, trials_after = runs(tmp_path, "tiny_replace", "trial")
+    assert sorted(r.info.run_id for r in trials_after) == sorted(r.info.run_id for r in trials)
 
     # Pools travel: exported from this cache and imported into a fresh one, they are read from disk by a fresh
     # sweep there: the DDPM generates nothing, no generator is trained, and each trial's test accuracy is the

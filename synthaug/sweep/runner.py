@@ -228,6 +228,7 @@ def sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float, 
     from synthaug.sweep.gpu_nodes import gpu_node_problem, wait_for_gpus
     from synthaug.sweep.interrupt import INTERRUPTED
     from synthaug.sweep.live_comparison import LiveComparison, baseline_cell
+    from synthaug.sweep.tune_snapshot import COMPLETE, NONE, PARTIAL, snapshot_state
     from synthaug.training.caveats import print_caveat
     from synthaug.training.trial import SweepConstants, TrialContext, run_trial
 
@@ -240,7 +241,7 @@ def sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float, 
         return 2
     experiment_id = tracking.ensure_experiment(plan.tracking_uri, plan.experiment.name, experiment_description(plan))
     sweep_dir = f"{plan.storage.rstrip('/')}/{plan.name}"
-    restoring = not fresh and tune.Tuner.can_restore(sweep_dir)
+    snapshot = NONE if fresh else snapshot_state(sweep_dir)
     parent = session.parent = parent_run(plan, experiment_id, dataset.digest, reuse=not fresh)
 
     try:
@@ -268,7 +269,10 @@ def sweep_on_ray(plan: SweepPlan, dataset: Dataset, fresh: bool, wait_s: float, 
     constants = SweepConstants(to_flat(plan.base), {k: dict(v) for k, v in plan.arms.items()}, context)
     trainable = tune.with_resources(tune.with_parameters(run_trial, dataset=dataset, constants=constants),
                                     {"cpu": plan.preset.cpus_per_trial, "gpu": gpus})
-    if restoring:
+    if snapshot == PARTIAL:
+        print(f"resuming {sweep_dir}: Tune's snapshot of its trials never reached the storage (stopped before it "
+              f"was written): starting its trials again; a finished one reads its result from MLflow, none retrains")
+    if snapshot == COMPLETE:
         print(f"resuming {sweep_dir} (rerun with --fresh to start over)")
         # its own trials, as first made (a param space re-specified here must match the first one's keys: a sweep
         # made before seed-major order restores as it was; trial_values reads both)
