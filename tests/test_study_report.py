@@ -259,3 +259,13 @@ def test_each_generator_is_named_once_with_its_kind_and_source_from_the_sweep_ru
             "synthaug.generator.imagenet.kind": "pretrained-dit", "synthaug.generator.imagenet.source": "DiT-XL/2",
             "synthaug.generator.imagenet.weights": "abc"}
     assert served_kinds(tags) == {"ddpm-cond-subset": "ddpm", "imagenet": "pretrained-dit (DiT-XL/2)"}
+
+
+def test_a_deviation_names_the_guidance_scale_only_beside_the_pipeline_that_reads_it():
+    from synthaug.study.study_report import described
+
+    stand_in = {"generator_spec.train_data": "shapes-fine", "generator_spec.guidance_scale": "1.5",
+                "generator_spec.label_map": "shapes-fine"}
+    assert described(stand_in) == "train_data=shapes-fine; label_map=shapes-fine"
+    dit = {"generator_spec.pretrained": "facebook/DiT-XL-2-256", "generator_spec.guidance_scale": "1.5"}
+    assert described(dit) == "pretrained=facebook/DiT-XL-2-256; guidance_scale=1.5"

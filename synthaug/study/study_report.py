@@ -57,6 +57,7 @@ DEVIATIONS = (
     ("scale", "K = 500, 30 epochs (E1-E3) or 50 (E4), CIFAR-10", "the preset (config.PRESETS), the sweeps' "
      "paper_fixed; --preset, --data, --set", ("data", "augment_count", "train.epochs", "real_per_class"), ()),
 )
+USED_WITH = {"generator_spec.guidance_scale": "generator_spec.pretrained"}     # a field only a pipeline reads
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,10 +155,17 @@ def deviations(analysed: Mapping[str, Analysed]) -> pd.DataFrame:
         for key, a in analysed.items():
             if concerns and key not in concerns:
                 continue
-            ours = "; ".join(f"{k.removeprefix('generator_spec.')}={v}" for k, v in _params(a, keys).items())
+            ours = described(_params(a, keys))
             if ours:
                 rows.append({"what": what, "the study": study, "experiment": key, "ours": ours, "set in": where})
     return pd.DataFrame(rows, columns=["what", "the study", "experiment", "ours", "set in"])
+
+
+def described(found: Mapping[str, str]) -> str:
+    """'field=value; ...' of the params found, leaving out a field that none of the others makes read (USED_WITH:
+    a stand-in DDPM logs the guidance scale it never uses)."""
+    return "; ".join(f"{k.removeprefix('generator_spec.')}={v}" for k, v in found.items()
+                     if USED_WITH.get(k, k) in found)
 
 
 def _params(a: Analysed, keys: Sequence[str]) -> dict[str, str]:
