@@ -516,6 +516,17 @@ def test_every_sweep_script_runs_on_a_node_declaring_one_gpu(tmp_path, shapes_ta
         cluster.shutdown()
 
 
+def test_a_trial_tune_started_without_a_configuration_refuses_before_it_trains():
+    """Tune's fallback when a restore fails inside it: one trial of an empty config (what CI met once, after a kill
+    before Tune's first snapshot; tune_snapshot.py now keeps a sweep from that path). It must not train the base
+    configuration under no seed."""
+    from synthaug.training.trial import run_trial
+
+    for params in ({}, {"trial": {"cell": {"replace_pct": 20}}}):
+        with pytest.raises(ValueError, match="without a configuration .*--fresh"):
+            run_trial(params, dataset=None, constants=None)
+
+
 def test_the_status_line_counts_trials_and_estimates_what_is_left_from_finished_ones():
     """Tune's Trial objects as the reporter reads them: a status and the last result."""
     from types import SimpleNamespace as Trial

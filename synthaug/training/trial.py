@@ -91,6 +91,9 @@ def cell_key(cfg: TrialConfig) -> str:
 def run_trial(params: dict, dataset: Dataset, constants: SweepConstants) -> None:
     """A trial; `dataset` and `constants` come through the object store (tune.with_parameters): the driver
     loaded the data once, so --data need exist on the driver's machine only."""
+    if "seed" not in trial_values(params):      # Tune's own fallback when it could not restore (tune_snapshot.py)
+        raise ValueError("Tune started this trial without a configuration (it could not restore the sweep from its "
+                         "storage): rerun the command with --fresh")
     cfg = trial_config(params, constants.base, constants.arms)
     ctx = constants.context
     device = default_device()
