@@ -15,32 +15,33 @@ from __future__ import annotations
 
 import fnmatch
 
-TUNER_FILE = "tuner.pkl"                            # ray.tune.impl.tuner_internal._TUNER_PKL
-TRIALS_FILE = "experiment_state-{}.json"            # ray.tune.execution.tune_controller.TuneController.CKPT_FILE_TMPL
-GRID_FILE = "basic-variant-state-{}.json"           # ray.tune.search.basic_variant.BasicVariantGenerator.CKPT_FILE_TMPL
-
 NONE, PARTIAL, COMPLETE = "none", "partial", "complete"
 
 
 def snapshot_state(sweep_dir: str) -> str:
     """NONE: no Tuner was ever made there. COMPLETE: the newest snapshot of the trials is there with its grid
-    state, all Tuner.restore reads. PARTIAL: tuner.pkl without them (killed before Tune's first upload ended)."""
+    state, all Tuner.restore reads. PARTIAL: tuner.pkl without them (killed before Tune's first upload ended).
+    The file names are Tune's own templates, so a Ray that renames them cannot pass unnoticed."""
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.impl.tuner_internal import _TUNER_PKL
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
     names = _names(sweep_dir)
-    if TUNER_FILE not in names:
+    if _TUNER_PKL not in names:
         return NONE
-    snapshots = fnmatch.filter(names, TRIALS_FILE.format("*"))
+    snapshots = fnmatch.filter(names, TuneController.CKPT_FILE_TMPL.format("*"))
     if not snapshots:
         return PARTIAL
-    prefix, suffix = TRIALS_FILE.split("{}")
+    prefix, suffix = TuneController.CKPT_FILE_TMPL.split("{}")
     session = max(snapshots)[len(prefix):-len(suffix)]          # the newest: the one Tune restores
-    return COMPLETE if GRID_FILE.format(session) in names else PARTIAL
+    return COMPLETE if BasicVariantGenerator.CKPT_FILE_TMPL.format(session) in names else PARTIAL
 
 
 def _names(sweep_dir: str) -> set[str]:
-    """The file names directly in `sweep_dir` (a folder or a pyarrow file system URI); none if it is missing."""
+    """The file names directly in `sweep_dir` (an absolute folder or a pyarrow file system URI); none if it is
+    missing."""
     import pyarrow.fs as pafs
 
-    filesystem, path = pafs.FileSystem.from_uri(sweep_dir) if "://" in sweep_dir else (pafs.LocalFileSystem(),
-                                                                                      sweep_dir)
+    filesystem, path = pafs.FileSystem.from_uri(sweep_dir)
     infos = filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     return {info.base_name for info in infos if info.type == pafs.FileType.File}
